@@ -1,0 +1,15 @@
+//! Turns the nginx build's features into `ngx_feature = "..."` cfgs, so that code touching
+//! optional struct fields (SSL session hooks of a peer connection, for one) compiles only when
+//! the nginx we build against has them.
+
+fn main() {
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES_CHECK");
+    let known = std::env::var("DEP_NGINX_FEATURES_CHECK").unwrap_or_else(|_| "any()".into());
+    println!("cargo::rustc-check-cfg=cfg(ngx_feature, values({known}))");
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES");
+    if let Ok(features) = std::env::var("DEP_NGINX_FEATURES") {
+        for feature in features.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Harness for the integration suite: a real nginx (several workers) with the module loaded,
+//! real backend processes, and a plain HTTP/1.1 client over TCP.
+//!
+//! Binaries come from `make build`: `build/sbin/nginx`, `build/modules/ngx_supervisord_module.so`,
+//! and the `test-backend` binary of this crate.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn nginx_binary() -> PathBuf {
+    project_dir().join("build/sbin/nginx")
+}
+
+pub fn module_path() -> PathBuf {
+    project_dir().join("build/modules/ngx_supervisord_module.so")
+}
+
+/// `test-backend` sits next to the `deps/` folder that holds the test executables.
+fn backend_binary() -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    test_exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("test-backend")
+}
+
+/// A loopback port nobody in this test process was given before and that is free right now.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// A test-backend process; killed on drop.
+pub struct Backend {
+    pub port: u16,
+    child: Child,
+}
+
+impl Backend {
+    pub fn start(port: u16) -> Self {
+        let child = Command::new(backend_binary())
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn test-backend");
+        wait_for_port(port, "test-backend");
+        Self { port, child }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch nginx prefix with a generated `nginx.conf`.
+pub struct Prefix {
+    pub dir: PathBuf,
+}
+
+impl Prefix {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ngx-supervisord-test-{}-{}",
+            name,
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("logs")).unwrap();
+        Self { dir }
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.join("nginx.conf")
+    }
+
+    /// Writes a complete configuration: the module, `workers` workers, and `http_body` inside
+    /// `http {}`.
+    pub fn write_conf(&self, workers: usize, http_body: &str) {
+        let conf = format!(
+            "load_module {module};\n\
+             worker_processes {workers};\n\
+             error_log {dir}/logs/error.log notice;\n\
+             pid {dir}/logs/nginx.pid;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+             access_log off;\n\
+             client_body_temp_path {dir}/client_body;\n\
+             proxy_temp_path {dir}/proxy_temp;\n\
+             fastcgi_temp_path {dir}/fastcgi_temp;\n\
+             uwsgi_temp_path {dir}/uwsgi_temp;\n\
+             scgi_temp_path {dir}/scgi_temp;\n\
+             {http_body}\n\
+             }}\n",
+            module = module_path().display(),
+            dir = self.dir.display(),
+        );
+        fs::write(self.conf_path(), conf).unwrap();
+    }
+
+    /// Runs `nginx -t` on the written configuration.
+    pub fn test_conf(&self) -> Output {
+        Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg(self.conf_path())
+            .arg("-t")
+            .output()
+            .expect("run nginx -t")
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("kept {} for inspection", self.dir.display());
+        }
+    }
+}
+
+/// A running nginx (master and workers); stopped on drop.
+pub struct Nginx {
+    pub prefix: Prefix,
+    pub port: u16,
+    master: Child,
+}
+
+impl Nginx {
+    /// Starts nginx with `http_body`, in which `{port}` is replaced by the port it listens on.
+    pub fn start(name: &str, workers: usize, http_body: &str) -> Self {
+        let port = free_port();
+        let prefix = Prefix::new(name);
+        prefix.write_conf(workers, &http_body.replace("{port}", &port.to_string()));
+        let master = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&prefix.dir)
+            .arg("-c")
+            .arg(prefix.conf_path())
+            .arg("-g")
+            .arg("daemon off; master_process on;")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let nginx = Self {
+            prefix,
+            port,
+            master,
+        };
+        wait_for_port(port, "nginx");
+        nginx.wait_for_workers(workers);
+        nginx
+    }
+
+    fn wait_for_workers(&self, workers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.worker_pids().len() >= workers {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("nginx did not start {workers} workers");
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let master = self.master.id().to_string();
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            let parent = after_name.split_whitespace().nth(1).unwrap_or("");
+            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if parent == master
+                && cmdline.contains("worker process")
+                && !cmdline.contains("shutting down")
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Signals the master (`reload`, `quit`...) through `nginx -s`.
+    pub fn signal(&self, signal: &str) -> Output {
+        Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&self.prefix.dir)
+            .arg("-c")
+            .arg(self.prefix.conf_path())
+            .arg("-s")
+            .arg(signal)
+            .output()
+            .expect("run nginx -s")
+    }
+
+    /// Rewrites the configuration and reloads, waiting for a fresh set of workers.
+    pub fn reload(&self, workers: usize, http_body: &str) {
+        let before = self.worker_pids();
+        self.prefix.write_conf(
+            workers,
+            &http_body.replace("{port}", &self.port.to_string()),
+        );
+        let output = self.signal("reload");
+        assert!(output.status.success(), "reload failed: {output:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let now = self.worker_pids();
+            if now.len() >= workers && now.iter().all(|pid| !before.contains(pid)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nginx did not reload");
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.port, "GET", path)
+    }
+
+    pub fn error_log(&self) -> String {
+        self.prefix.error_log()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.signal("stop");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.master.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), so that successive calls
+/// are spread over nginx's workers.
+pub fn request(port: u16, method: &str, path: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed response: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Which backends each worker sent requests to, over `count` fresh connections to `path`.
+/// Needs `add_header X-Worker $pid always;` in the proxied location.
+pub fn backends_by_worker(
+    port: u16,
+    path: &str,
+    count: usize,
+) -> std::collections::BTreeMap<u32, std::collections::BTreeSet<String>> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..count {
+        let response = request(port, "GET", path);
+        let worker: u32 = response
+            .header("X-Worker")
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Worker header: {response:?}"));
+        let backend = if response.status == 200 {
+            response.body.trim().to_string()
+        } else {
+            format!("status {}", response.status)
+        };
+        seen.entry(worker)
+            .or_insert_with(std::collections::BTreeSet::new)
+            .insert(backend);
+    }
+    seen
+}

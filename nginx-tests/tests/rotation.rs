@@ -1,0 +1,249 @@
+//! Example #2 of the 2010 module on a stock nginx with two workers: `supervisord none` and the
+//! control endpoints take real backends in and out of rotation for every worker.
+
+use std::collections::BTreeSet;
+
+use nginx_tests::{backends_by_worker, free_port, request, Backend, Nginx};
+
+struct Setup {
+    nginx: Nginx,
+    ports: Vec<u16>,
+    _backends: Vec<Backend>,
+}
+
+/// Example #2 (three servers, the third `down`), with `upstream_extra` inside the upstream.
+fn example_two(name: &str, upstream_extra: &str) -> Setup {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let backends = ports.iter().map(|&port| Backend::start(port)).collect();
+    let nginx = Nginx::start(
+        name,
+        2,
+        &format!(
+            "upstream backend {{
+                server 127.0.0.1:{p0};
+                server 127.0.0.1:{p1};
+                server 127.0.0.1:{p2} down;
+                supervisord none;
+                {upstream_extra}
+            }}
+            server {{
+                listen 127.0.0.1:{{port}} reuseport;
+                add_header X-Worker $pid always;
+                location / {{ proxy_pass http://backend; }}
+                location /_start/ {{ allow 127.0.0.1; deny all; supervisord_start backend; }}
+                location /_stop/ {{ allow 127.0.0.1; deny all; supervisord_stop backend; }}
+            }}",
+            p0 = ports[0],
+            p1 = ports[1],
+            p2 = ports[2],
+        ),
+    );
+    Setup {
+        nginx,
+        ports,
+        _backends: backends,
+    }
+}
+
+fn names(ports: &[u16]) -> BTreeSet<String> {
+    ports.iter().map(|port| format!("backend {port}")).collect()
+}
+
+/// Every worker answered, and every worker used exactly `expected`.
+fn assert_every_worker_uses(setup: &Setup, expected: &[u16]) {
+    let seen = backends_by_worker(setup.nginx.port, "/", 80);
+    let workers: BTreeSet<u32> = setup.nginx.worker_pids().into_iter().collect();
+    assert_eq!(
+        seen.keys().copied().collect::<BTreeSet<_>>(),
+        workers,
+        "not every worker answered: {seen:?}"
+    );
+    for (worker, backends) in &seen {
+        assert_eq!(backends, &names(expected), "worker {worker}");
+    }
+}
+
+#[test]
+fn example_two_moves_servers_in_and_out_of_rotation() {
+    let setup = example_two("example-two", "supervisord_inherit_backend_status;");
+    let [p0, p1, p2] = [setup.ports[0], setup.ports[1], setup.ports[2]];
+    assert_every_worker_uses(&setup, &[p0, p1]);
+
+    let reply = setup.nginx.get("/_start/2");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.body,
+        format!("start: upstream \"backend\" backend 2 (127.0.0.1:{p2}): down -> up, 0 requests in flight\n")
+    );
+    assert_every_worker_uses(&setup, &[p0, p1, p2]);
+
+    let reply = setup.nginx.get("/_stop/0");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.body.contains("backend 0 (127.0.0.1:"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("up -> down"), "{}", reply.body);
+    assert_every_worker_uses(&setup, &[p1, p2]);
+
+    assert!(
+        setup
+            .nginx
+            .error_log()
+            .contains("supervisord: upstream \"backend\" backend 0"),
+        "status changes are logged"
+    );
+}
+
+#[test]
+fn without_inherit_every_backend_starts_down_and_none_never_starts_one() {
+    let setup = example_two("no-inherit", "");
+    let started = std::time::Instant::now();
+    let response = setup.nginx.get("/");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "502 must come at once, not after a hold"
+    );
+    assert!(setup.nginx.error_log().contains("no live upstreams"));
+    // Nothing was started behind the operator's back: still 502 a moment later.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(setup.nginx.get("/").status, 502);
+
+    assert_eq!(setup.nginx.get("/_start/1").status, 200);
+    assert_every_worker_uses(&setup, &[setup.ports[1]]);
+}
+
+#[test]
+fn any_picks_the_first_backend_the_command_changes() {
+    let setup = example_two("any", "supervisord_inherit_backend_status;");
+    let reply = setup.nginx.get("/_start/any");
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("backend 2 "), "{}", reply.body);
+    let reply = setup.nginx.get("/_start/any");
+    assert_eq!(reply.status, 409, "all up: nothing to start");
+    assert_eq!(
+        reply.body,
+        "start any: no backend of upstream \"backend\" is down\n"
+    );
+    for expected in ["backend 0 ", "backend 1 ", "backend 2 "] {
+        let reply = setup.nginx.get("/_stop/any");
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.contains(expected), "{}", reply.body);
+    }
+    assert_eq!(setup.nginx.get("/_stop/any").status, 409);
+    assert_eq!(setup.nginx.get("/").status, 502);
+}
+
+#[test]
+fn repeating_a_command_is_harmless() {
+    let setup = example_two("repeat", "supervisord_inherit_backend_status;");
+    let reply = setup.nginx.get("/_start/0");
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("already up"), "{}", reply.body);
+    let reply = setup.nginx.get("/_stop/2");
+    assert!(reply.body.contains("already down"), "{}", reply.body);
+    assert_every_worker_uses(&setup, &[setup.ports[0], setup.ports[1]]);
+}
+
+#[test]
+fn junk_uris_get_404_and_change_nothing() {
+    let setup = example_two("junk", "supervisord_inherit_backend_status;");
+    for path in [
+        "/_start/-1",
+        "/_start/1x",
+        "/_start/99999999999999999999",
+        "/_start/",
+        "/_start/3",
+        "/_stop/3",
+        "/_stop/ANY",
+        "/_stop/1%20",
+        "/_stop/0.0",
+    ] {
+        let reply = setup.nginx.get(path);
+        assert_eq!(reply.status, 404, "{path}: {reply:?}");
+        assert!(
+            reply
+                .body
+                .contains("upstream \"backend\" has backends 0 to 2 and \"any\""),
+            "{path}: {}",
+            reply.body
+        );
+    }
+    assert_every_worker_uses(&setup, &[setup.ports[0], setup.ports[1]]);
+}
+
+#[test]
+fn only_get_and_head_are_allowed() {
+    let setup = example_two("methods", "supervisord_inherit_backend_status;");
+    for method in ["POST", "PUT", "DELETE"] {
+        let reply = request(setup.nginx.port, method, "/_stop/0");
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(reply.header("Allow"), Some("GET, HEAD"));
+    }
+    assert_every_worker_uses(&setup, &[setup.ports[0], setup.ports[1]]);
+
+    let reply = request(setup.nginx.port, "HEAD", "/_stop/0");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "", "HEAD has no body");
+    assert!(
+        reply
+            .header("Content-Length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 0
+    );
+    assert_every_worker_uses(&setup, &[setup.ports[1]]);
+}
+
+#[test]
+fn access_rules_apply_to_control_locations() {
+    let ports = [free_port(), free_port()];
+    let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
+    let nginx = Nginx::start(
+        "denied",
+        2,
+        &format!(
+            "upstream backend {{ server 127.0.0.1:{}; server 127.0.0.1:{}; supervisord none;
+                                 supervisord_inherit_backend_status; }}
+             server {{ listen 127.0.0.1:{{port}};
+                      location / {{ proxy_pass http://backend; }}
+                      location /_stop/ {{ deny all; supervisord_stop backend; }} }}",
+            ports[0], ports[1]
+        ),
+    );
+    assert_eq!(nginx.get("/_stop/0").status, 403);
+    let backends: BTreeSet<String> = (0..6)
+        .map(|_| nginx.get("/").body.trim().to_string())
+        .collect();
+    assert_eq!(backends, names(&ports), "a denied stop changed nothing");
+}
+
+#[test]
+fn in_flight_requests_are_counted_per_backend() {
+    let setup = example_two("in-flight", "supervisord_inherit_backend_status;");
+    // Only backend 0 takes requests, so the slow ones are all in flight there.
+    assert_eq!(setup.nginx.get("/_stop/1").status, 200);
+    let port = setup.nginx.port;
+    let slow: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || request(port, "GET", "/slow/1500")))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let reply = setup.nginx.get("/_start/0");
+    assert!(
+        reply.body.ends_with("already up, 3 requests in flight\n"),
+        "{}",
+        reply.body
+    );
+    for handle in slow {
+        assert_eq!(handle.join().unwrap().status, 200);
+    }
+    let reply = setup.nginx.get("/_start/0");
+    assert!(
+        reply.body.ends_with("already up, 0 requests in flight\n"),
+        "{}",
+        reply.body
+    );
+}

@@ -1,0 +1,256 @@
+//! The balancer wrapper: sits around whatever balancer the upstream uses (round-robin,
+//! least_conn, ip_hash, hash, random, or a third-party one) and only lets requests reach
+//! backends whose shared status is UP, counting requests in flight per backend.
+//!
+//! A peer the inner balancer picks but that is not UP is handed back to it as "not used"
+//! and the inner balancer is asked again; balancers remember which peers a request has tried,
+//! so this ends with an UP peer or with "no live upstreams" (502).
+
+use std::ffi::c_void;
+use std::ptr;
+
+use nginx_sys::{
+    ngx_close_connection, ngx_event_free_peer_pt, ngx_event_get_peer_pt, ngx_http_request_t,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc,
+    ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DONE, NGX_ERROR, NGX_OK,
+};
+use ngx::http::HttpModuleServerConf;
+
+use crate::conf::UpstreamConf;
+use crate::module::Module;
+
+const NO_BACKEND: usize = usize::MAX;
+
+/// Per-request state: the inner balancer's hooks and the backend this request occupies.
+struct PeerContext {
+    upstream: *const UpstreamConf,
+    inner_data: *mut c_void,
+    inner_get: ngx_event_get_peer_pt,
+    inner_free: ngx_event_free_peer_pt,
+    #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+    inner_set_session: nginx_sys::ngx_event_set_peer_session_pt,
+    #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+    inner_save_session: nginx_sys::ngx_event_save_peer_session_pt,
+    current_backend: usize,
+}
+
+/// Installs the wrapper on an upstream whose balancer nginx has already set up.
+pub fn wrap(conf: &mut UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) {
+    conf.original_init_peer = uscf.peer.init;
+    uscf.peer.init = Some(init_peer);
+    conf.uses_nginx_peer_list = has_nginx_peer_list(uscf);
+}
+
+/// nginx's own balancers keep a round-robin peer list in peer.data whose name points at the
+/// upstream's host. Checked once, at configuration time: `zone` later moves the list into
+/// shared memory (with a copy of the name), and it is still the same kind of list.
+fn has_nginx_peer_list(uscf: &mut ngx_http_upstream_srv_conf_t) -> bool {
+    let host: *mut ngx_str_t = &mut uscf.host;
+    let peers = uscf.peer.data as *const ngx_http_upstream_rr_peers_t;
+    // SAFETY: peer.data, when set, points at the balancer's data; reading the pointer-sized
+    // name field is only trusted when it points at this very upstream's host.
+    !peers.is_null() && unsafe { (*peers).name } == host
+}
+
+/// nginx's own balancers (round-robin and those built on its peer list: least_conn, ip_hash,
+/// hash, random) skip peers flagged `down`. Keeping that flag equal to "not UP" lets them
+/// balance over the UP backends exactly as they would over a static list; a `server ... down`
+/// line then only gives the backend's initial status. Runs in each worker when the shared
+/// generation moved.
+fn sync_peer_list(conf: &UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) {
+    if !conf.uses_nginx_peer_list {
+        return;
+    }
+    let shared = conf.shared();
+    let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
+    // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list);
+    // its peers form a linked list, and the backup list hangs off `next`. Word-sized flag
+    // writes race benignly with readers.
+    unsafe {
+        while !peers.is_null() {
+            let mut peer = (*peers).peer;
+            while !peer.is_null() {
+                let address = std::slice::from_raw_parts(
+                    (*peer).sockaddr as *const u8,
+                    (*peer).socklen as usize,
+                );
+                if let Some(index) = conf.backend_of(address) {
+                    (*peer).down =
+                        ngx_uint_t::from(!shared.backend(index).status().takes_requests());
+                }
+                peer = (*peer).next;
+            }
+            // Configured `down` servers were left out of the retry budget; they count now.
+            (*peers).tries = (*peers).number;
+            peers = (*peers).next;
+        }
+    }
+}
+
+unsafe extern "C" fn init_peer(
+    r: *mut ngx_http_request_t,
+    uscf: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    // SAFETY: nginx calls peer.init with the upstream this wrapper was installed on.
+    let Some(conf) = Module::server_conf(unsafe { &*uscf }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let Some(inner_init) = conf.original_init_peer else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let generation = conf.shared().generation();
+    if conf.synced_generation.get() != generation {
+        // SAFETY: the upstream's srv conf is valid for the cycle.
+        sync_peer_list(conf, unsafe { &mut *uscf });
+        conf.synced_generation.set(generation);
+    }
+    // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
+    let rc = unsafe { inner_init(r, uscf) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: r is a live request; the context lives in its pool, as long as the request.
+    unsafe {
+        let peer = &mut (*(*r).upstream).peer;
+        let context =
+            ngx_pcalloc((*r).pool, std::mem::size_of::<PeerContext>()) as *mut PeerContext;
+        if context.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        context.write(PeerContext {
+            upstream: conf,
+            inner_data: peer.data,
+            inner_get: peer.get,
+            inner_free: peer.free,
+            #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+            inner_set_session: peer.set_session,
+            #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+            inner_save_session: peer.save_session,
+            current_backend: NO_BACKEND,
+        });
+        peer.data = context as *mut c_void;
+        peer.get = Some(get_peer);
+        peer.free = Some(free_peer);
+        #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+        {
+            if peer.set_session.is_some() {
+                peer.set_session = Some(set_session);
+            }
+            if peer.save_session.is_some() {
+                peer.save_session = Some(save_session);
+            }
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+fn peer_sockaddr(pc: &ngx_peer_connection_t) -> &[u8] {
+    if pc.sockaddr.is_null() {
+        return &[];
+    }
+    // SAFETY: a balancer that returned a peer set sockaddr/socklen to its address.
+    unsafe { std::slice::from_raw_parts(pc.sockaddr as *const u8, pc.socklen as usize) }
+}
+
+unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: data is the context init_peer installed; pc is the request's peer connection.
+    let (context, pc) = unsafe { (&mut *(data as *mut PeerContext), &mut *pc) };
+    // SAFETY: the conf lives in the cycle, longer than any request.
+    let conf = unsafe { &*context.upstream };
+    let (Some(inner_get), Some(inner_free)) = (context.inner_get, context.inner_free) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let shared = conf.shared();
+    // Each refusal makes the inner balancer mark that peer tried; one more round than there
+    // are addresses covers balancers that hand the same single peer back.
+    let limit = conf
+        .backends
+        .iter()
+        .map(|backend| backend.sockaddrs.len())
+        .sum::<usize>()
+        + 1;
+    for _ in 0..limit {
+        // SAFETY: calling the wrapped balancer with its own data.
+        let rc = unsafe { inner_get(pc, context.inner_data) };
+        if rc != NGX_OK as ngx_int_t && rc != NGX_DONE as ngx_int_t {
+            return rc;
+        }
+        let Some(index) = conf.backend_of(peer_sockaddr(pc)) else {
+            return rc;
+        };
+        let backend = shared.backend(index);
+        if backend.status().takes_requests() {
+            backend.request_started();
+            context.current_backend = index;
+            return rc;
+        }
+        // SAFETY: hand the refused peer back unused, as nginx would after a finished request,
+        // keeping the request's retry budget intact.
+        unsafe { refuse_peer(pc, context.inner_data, inner_free) };
+    }
+    // SAFETY: the upstream conf's host is a string of the cycle; nginx logs it as the peer.
+    pc.name = unsafe { &mut (*conf.upstream).host };
+    NGX_BUSY as ngx_int_t
+}
+
+unsafe fn refuse_peer(
+    pc: &mut ngx_peer_connection_t,
+    inner_data: *mut c_void,
+    inner_free: unsafe extern "C" fn(*mut ngx_peer_connection_t, *mut c_void, ngx_uint_t),
+) {
+    // A keepalive cache may have handed over an idle connection to this peer.
+    if !pc.connection.is_null() {
+        // SAFETY: the connection was handed to this request by the balancer and is unused.
+        unsafe { ngx_close_connection(pc.connection) };
+        pc.connection = ptr::null_mut();
+        pc.set_cached(0);
+    }
+    let tries = pc.tries;
+    // SAFETY: returning the peer to the balancer that gave it out.
+    unsafe { inner_free(pc, inner_data, 0) };
+    pc.tries = tries;
+    // nginx frees a peer again on failure when sockaddr is still set.
+    pc.sockaddr = ptr::null_mut();
+}
+
+unsafe extern "C" fn free_peer(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
+) {
+    // SAFETY: data is the context init_peer installed.
+    let context = unsafe { &mut *(data as *mut PeerContext) };
+    if context.current_backend != NO_BACKEND {
+        // SAFETY: the conf lives in the cycle, longer than any request.
+        let conf = unsafe { &*context.upstream };
+        conf.shared()
+            .backend(context.current_backend)
+            .request_finished();
+        context.current_backend = NO_BACKEND;
+    }
+    if let Some(inner_free) = context.inner_free {
+        // SAFETY: forwarding to the wrapped balancer with its own data.
+        unsafe { inner_free(pc, context.inner_data, state) };
+    }
+}
+
+#[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: data is the context init_peer installed; only set when the inner hook exists.
+    let context = unsafe { &*(data as *const PeerContext) };
+    match context.inner_set_session {
+        // SAFETY: forwarding to the wrapped balancer with its own data.
+        Some(inner) => unsafe { inner(pc, context.inner_data) },
+        None => NGX_OK as ngx_int_t,
+    }
+}
+
+#[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
+unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_void) {
+    // SAFETY: data is the context init_peer installed; only set when the inner hook exists.
+    let context = unsafe { &*(data as *const PeerContext) };
+    if let Some(inner) = context.inner_save_session {
+        // SAFETY: forwarding to the wrapped balancer with its own data.
+        unsafe { inner(pc, context.inner_data) };
+    }
+}

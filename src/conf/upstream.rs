@@ -1,0 +1,249 @@
+//! `supervisord`, `supervisord_name` and `supervisord_inherit_backend_status`: per-upstream
+//! configuration, and what the module learns about the upstream's servers.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_void};
+use std::ptr;
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_upstream_init_peer_pt, ngx_http_upstream_server_t,
+    ngx_http_upstream_srv_conf_t, ngx_slab_pool_t,
+};
+
+use super::{directive_args, log_conf_error, str_bytes, str_lossy};
+use crate::core::backend_status::BackendStatus;
+use crate::core::commands::Mode;
+use crate::core::supervisord_address::{
+    parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
+};
+use crate::core::upstream_identity::IdentityHasher;
+use crate::shared_zone::SharedUpstream;
+
+/// One `server` line of a managed upstream.
+pub struct Backend {
+    /// The address as written in the `server` line, e.g. `127.0.0.1:8000`.
+    pub name: String,
+    /// Every address the server line resolved to, as raw sockaddr bytes.
+    pub sockaddrs: Vec<Vec<u8>>,
+    pub initial_status: BackendStatus,
+}
+
+/// The module's configuration of one `upstream {}` block.
+pub struct UpstreamConf {
+    pub endpoint: Option<SupervisordEndpoint>,
+    pub credentials: Option<Credentials>,
+    pub program_prefix: Option<String>,
+    pub inherit_backend_status: bool,
+
+    /// Filled in once the configuration is read (see `attach`).
+    pub name: String,
+    pub backends: Vec<Backend>,
+    pub identity: u64,
+    pub original_init_peer: ngx_http_upstream_init_peer_pt,
+    /// The balancer is one of nginx's own, built on its round-robin peer list.
+    pub uses_nginx_peer_list: bool,
+    pub upstream: *mut ngx_http_upstream_srv_conf_t,
+    /// Set when the shared zone is initialised.
+    pub shared: *const SharedUpstream,
+    pub zone_pool: *mut ngx_slab_pool_t,
+    /// The shared generation this worker's peer list last reflected (per process).
+    pub synced_generation: Cell<u64>,
+}
+
+impl Default for UpstreamConf {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            credentials: None,
+            program_prefix: None,
+            inherit_backend_status: false,
+            name: String::new(),
+            backends: Vec::new(),
+            identity: 0,
+            original_init_peer: None,
+            uses_nginx_peer_list: false,
+            upstream: ptr::null_mut(),
+            shared: ptr::null(),
+            zone_pool: ptr::null_mut(),
+            synced_generation: Cell::new(0),
+        }
+    }
+}
+
+impl UpstreamConf {
+    pub fn mode(&self) -> Mode {
+        match self.endpoint {
+            Some(SupervisordEndpoint::None) => Mode::Immediate,
+            _ => Mode::Supervised,
+        }
+    }
+
+    pub fn shared(&self) -> &SharedUpstream {
+        // SAFETY: set by the zone's init before any worker starts and never cleared; the zone
+        // outlives every cycle that points into it.
+        unsafe { &*self.shared }
+    }
+
+    /// The backend a peer address belongs to, if it is one of this upstream's servers.
+    pub fn backend_of(&self, sockaddr: &[u8]) -> Option<usize> {
+        self.backends.iter().position(|backend| {
+            backend
+                .sockaddrs
+                .iter()
+                .any(|address| address.as_slice() == sockaddr)
+        })
+    }
+
+    /// A module directive given in an upstream without `supervisord`, if any.
+    pub fn directive_without_endpoint(&self) -> Option<&'static str> {
+        if self.program_prefix.is_some() {
+            Some("supervisord_name")
+        } else if self.inherit_backend_status {
+            Some("supervisord_inherit_backend_status")
+        } else {
+            None
+        }
+    }
+
+    /// Learns the upstream's servers once its block is fully parsed.
+    ///
+    /// # Safety
+    /// `uscf` must be the explicit upstream block this configuration belongs to.
+    pub unsafe fn attach(&mut self, uscf: *mut ngx_http_upstream_srv_conf_t) -> Result<(), String> {
+        // SAFETY: see above.
+        let uscf_ref = unsafe { &*uscf };
+        self.upstream = uscf;
+        self.name = str_lossy(&uscf_ref.host);
+        let servers: &[ngx_http_upstream_server_t] = if uscf_ref.servers.is_null() {
+            &[]
+        } else {
+            // SAFETY: an upstream block's servers array holds its server lines.
+            unsafe {
+                let array = &*uscf_ref.servers;
+                std::slice::from_raw_parts(array.elts as *const _, array.nelts)
+            }
+        };
+        if servers.is_empty() {
+            return Err(format!("no servers in upstream \"{}\"", self.name));
+        }
+        let mut identity = IdentityHasher::default().field(self.name.as_bytes());
+        self.backends = servers
+            .iter()
+            .map(|server| {
+                let down = server.down != 0;
+                identity = identity
+                    .field(str_bytes(&server.name))
+                    .field(&[u8::from(down), server.backup() as u8]);
+                Backend {
+                    name: str_lossy(&server.name),
+                    sockaddrs: server_sockaddrs(server),
+                    initial_status: if self.inherit_backend_status && !down {
+                        BackendStatus::Up
+                    } else {
+                        BackendStatus::Down
+                    },
+                }
+            })
+            .collect();
+        self.identity = identity.finish();
+        Ok(())
+    }
+}
+
+fn server_sockaddrs(server: &ngx_http_upstream_server_t) -> Vec<Vec<u8>> {
+    if server.addrs.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a parsed server line has `naddrs` resolved addresses.
+    let addrs = unsafe { std::slice::from_raw_parts(server.addrs, server.naddrs) };
+    addrs
+        .iter()
+        .filter(|addr| !addr.sockaddr.is_null())
+        // SAFETY: each address points at `socklen` bytes of sockaddr.
+        .map(|addr| unsafe {
+            std::slice::from_raw_parts(addr.sockaddr as *const u8, addr.socklen as usize).to_vec()
+        })
+        .collect()
+}
+
+const DUPLICATE: *mut c_char = c"is duplicate".as_ptr() as *mut c_char;
+
+/// `supervisord host:port [user:pass]`, `supervisord unix:/path [user:pass]`, `supervisord none`.
+pub unsafe extern "C" fn set_supervisord(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.endpoint.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let args = unsafe { directive_args(cf) };
+    let address = String::from_utf8_lossy(str_bytes(&args[1]));
+    let endpoint = match parse_endpoint(&address) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            return log_conf_error(
+                cf,
+                &format!("invalid supervisord address \"{address}\": {error}"),
+            )
+        }
+    };
+    if let Some(credentials) = args.get(2) {
+        if endpoint == SupervisordEndpoint::None {
+            return log_conf_error(cf, "\"supervisord none\" takes no credentials");
+        }
+        // Never echo the argument: it holds a password.
+        match parse_credentials(&String::from_utf8_lossy(str_bytes(credentials))) {
+            Ok(credentials) => upstream.credentials = Some(credentials),
+            Err(error) => return log_conf_error(cf, &format!("invalid supervisord {error}")),
+        }
+    }
+    upstream.endpoint = Some(endpoint);
+    ptr::null_mut()
+}
+
+/// `supervisord_name name`: the program-name prefix instead of the upstream's name.
+pub unsafe extern "C" fn set_supervisord_name(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.program_prefix.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let args = unsafe { directive_args(cf) };
+    let name = str_bytes(&args[1]);
+    let valid = !name.is_empty() && name.iter().all(|byte| byte.is_ascii_graphic());
+    if !valid {
+        return log_conf_error(
+            cf,
+            &format!(
+                "invalid supervisord_name \"{}\": it must be a non-empty program name",
+                String::from_utf8_lossy(name)
+            ),
+        );
+    }
+    upstream.program_prefix = Some(String::from_utf8_lossy(name).into_owned());
+    ptr::null_mut()
+}
+
+/// `supervisord_inherit_backend_status`: start from the configured statuses.
+pub unsafe extern "C" fn set_inherit_backend_status(
+    _cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.inherit_backend_status {
+        return DUPLICATE;
+    }
+    upstream.inherit_backend_status = true;
+    ptr::null_mut()
+}

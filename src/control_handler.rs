@@ -1,0 +1,211 @@
+//! The content handler of `supervisord_start` / `supervisord_stop` locations:
+//! `GET /loc/N` or `/loc/any` runs the command and answers with a one-line text body.
+
+use std::ptr;
+
+use nginx_sys::{
+    ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_push,
+    ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_HTTP_CONFLICT, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
+    NGX_HTTP_NOT_IMPLEMENTED, NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
+};
+use ngx::http::HttpModuleLocationConf;
+
+use crate::conf::{str_bytes, UpstreamConf};
+use crate::core::backend_status::{BackendStatus, Command};
+use crate::core::commands::{decide, select_backend, Decision, Mode, SelectError};
+use crate::core::control_uri::parse_selector;
+use crate::module::Module;
+use crate::shared_zone::ZoneLock;
+
+struct Reply {
+    status: u32,
+    body: String,
+}
+
+impl Reply {
+    fn new(status: u32, body: String) -> Self {
+        Self { status, body }
+    }
+}
+
+pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls a content handler with a live request.
+    let request = unsafe { &mut *r };
+    let Some(location) = Module::location_conf(request) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let (Some(command), false) = (location.command, location.upstream.is_null()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    if request.method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+        let reply = Reply::new(
+            NGX_HTTP_NOT_ALLOWED,
+            format!(
+                "{}: only GET and HEAD are allowed\n",
+                location.directive_name()
+            ),
+        );
+        // SAFETY: r is live.
+        return unsafe { send_reply(r, reply, true) };
+    }
+    // SAFETY: r is live; a body, if any, is read and dropped.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let reply = run(command, location.upstream(), str_bytes(&request.uri), r);
+    // SAFETY: r is live.
+    unsafe { send_reply(r, reply, false) }
+}
+
+fn run(
+    command: Command,
+    upstream: &UpstreamConf,
+    path: &[u8],
+    r: *mut ngx_http_request_t,
+) -> Reply {
+    let selector = match parse_selector(path, upstream.backends.len()) {
+        Ok(selector) => selector,
+        Err(error) => {
+            return Reply::new(
+                NGX_HTTP_NOT_FOUND,
+                format!(
+                    "{command}: {error}: upstream \"{}\" has backends 0 to {} and \"any\"\n",
+                    upstream.name,
+                    upstream.backends.len() - 1
+                ),
+            )
+        }
+    };
+    let mode = upstream.mode();
+    if mode == Mode::Supervised {
+        return Reply::new(
+            NGX_HTTP_NOT_IMPLEMENTED,
+            format!(
+                "{command}: this build only supports \"supervisord none\" (upstream \"{}\")\n",
+                upstream.name
+            ),
+        );
+    }
+    let lock = ZoneLock::new(upstream);
+    let shared = upstream.shared();
+    let index = match select_backend(command, selector, &shared.statuses()) {
+        Ok(index) => index,
+        Err(SelectError::NoCandidate) => {
+            let wanted = match command {
+                Command::Start => "down",
+                Command::Stop => "up",
+            };
+            return Reply::new(
+                NGX_HTTP_CONFLICT,
+                format!(
+                    "{command} any: no backend of upstream \"{}\" is {wanted}\n",
+                    upstream.name
+                ),
+            );
+        }
+    };
+    let before = shared.backend(index).status();
+    let after = match decide(command, before, mode) {
+        Decision::Apply { status, .. } => {
+            lock.set_status(index, status);
+            status
+        }
+        Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => before,
+    };
+    drop(lock);
+    let backend = &upstream.backends[index];
+    if after != before {
+        // SAFETY: r is live, its connection has a log.
+        let log = unsafe { (*(*r).connection).log };
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "supervisord: upstream \"{}\" backend {} ({}): {} -> {} by {}",
+            upstream.name,
+            index,
+            backend.name,
+            before,
+            after,
+            command
+        );
+    }
+    Reply::new(
+        NGX_HTTP_OK,
+        describe(command, upstream, index, before, after),
+    )
+}
+
+fn describe(
+    command: Command,
+    upstream: &UpstreamConf,
+    index: usize,
+    before: BackendStatus,
+    after: BackendStatus,
+) -> String {
+    let change = if before == after {
+        format!("already {after}")
+    } else {
+        format!("{before} -> {after}")
+    };
+    let in_flight = upstream.shared().backend(index).in_flight();
+    let requests = if in_flight == 1 {
+        "request"
+    } else {
+        "requests"
+    };
+    format!(
+        "{command}: upstream \"{}\" backend {index} ({}): {change}, {in_flight} {requests} in flight\n",
+        upstream.name, upstream.backends[index].name
+    )
+}
+
+unsafe fn send_reply(r: *mut ngx_http_request_t, reply: Reply, allow_header: bool) -> ngx_int_t {
+    // SAFETY: r is a live request (caller's contract); all memory comes from its pool.
+    unsafe {
+        let request = &mut *r;
+        request.headers_out.status = reply.status as usize;
+        request.headers_out.content_type = static_str(b"text/plain");
+        request.headers_out.content_type_len = request.headers_out.content_type.len;
+        request.headers_out.content_length_n = reply.body.len() as i64;
+        if allow_header {
+            let header = ngx_list_push(&mut request.headers_out.headers) as *mut ngx_table_elt_t;
+            if header.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            header.write(ngx_table_elt_t {
+                hash: 1,
+                key: static_str(b"Allow"),
+                value: static_str(b"GET, HEAD"),
+                lowcase_key: ptr::null_mut(),
+                next: ptr::null_mut(),
+            });
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request.header_only() != 0 {
+            return rc;
+        }
+        let buf: *mut ngx_buf_t = ngx_create_temp_buf(request.pool, reply.body.len().max(1));
+        if buf.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(reply.body.as_ptr(), (*buf).last, reply.body.len());
+        (*buf).last = (*buf).last.add(reply.body.len());
+        (*buf).set_last_buf(if r == request.main { 1 } else { 0 });
+        (*buf).set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf,
+            next: ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut chain)
+    }
+}
+
+fn static_str(text: &'static [u8]) -> ngx_str_t {
+    ngx_str_t {
+        len: text.len(),
+        data: text.as_ptr() as *mut u8,
+    }
+}
