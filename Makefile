@@ -5,8 +5,11 @@
 #   make demo   configuration example #2 of the 2010 module, live, with real backends
 
 CARGO ?= cargo
+SHELL := /bin/bash
 
-.PHONY: all deps build lint unit integration test demo clean
+DISTRO_SRC := build/distro-nginx-src
+
+.PHONY: all deps build lint unit integration distro-build distro-test test demo clean
 
 all: build
 
@@ -31,7 +34,34 @@ unit: deps
 integration: build
 	$(CARGO) test --release --locked -p nginx-tests -- --test-threads=4
 
-test: lint unit integration
+# The module built against Debian's own nginx (nginx-dev's source, configured with Debian's
+# flags), loaded into /usr/sbin/nginx, through the same integration tests.
+distro-build: deps
+	@bash .ci/install-deps nginx nginx-dev
+	@if [ ! -f $(DISTRO_SRC)/objs/ngx_auto_config.h ]; then \
+	    rm -rf $(DISTRO_SRC) && mkdir -p build && cp -r /usr/share/nginx/src $(DISTRO_SRC) && \
+	    cd $(DISTRO_SRC) && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" --builddir=$$PWD/objs > configure.log; \
+	fi
+	NGINX_SOURCE_DIR=$(CURDIR)/$(DISTRO_SRC) NGINX_BUILD_DIR=$(CURDIR)/$(DISTRO_SRC)/objs \
+	    CARGO_TARGET_DIR=$(CURDIR)/target/distro \
+	    $(CARGO) build --release --locked --no-default-features
+	mkdir -p build/distro
+	install -m 0755 target/distro/release/libngx_supervisord.so build/distro/ngx_supervisord_module.so
+
+distro-test: distro-build build
+	NGX_SUPERVISORD_NGINX=/usr/sbin/nginx \
+	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/distro/ngx_supervisord_module.so \
+	    $(CARGO) test --release --locked -p nginx-tests -- --test-threads=4
+
+# Runs every suite, then sums up the test counts of all of them on the last line.
+test:
+	@mkdir -p build
+	@set -o pipefail; $(MAKE) --no-print-directory lint unit integration distro-test 2>&1 | tee build/test.log; \
+	status=$$?; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } \
+	     END { printf "%d passed, %d failed\n", passed, failed }' build/test.log; \
+	exit $$status
 
 demo: build
 	bash examples/demo.sh

@@ -175,13 +175,11 @@ unsafe fn send_reply(r: *mut ngx_http_request_t, reply: Reply, allow_header: boo
             if header.is_null() {
                 return NGX_ERROR as ngx_int_t;
             }
-            header.write(ngx_table_elt_t {
-                hash: 1,
-                key: static_str(b"Allow"),
-                value: static_str(b"GET, HEAD"),
-                lowcase_key: ptr::null_mut(),
-                next: ptr::null_mut(),
-            });
+            // Zeroed first: the struct gained a `next` field in nginx 1.23.
+            ptr::write_bytes(header, 0, 1);
+            (*header).hash = 1;
+            (*header).key = static_str(b"Allow");
+            (*header).value = static_str(b"GET, HEAD");
         }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request.header_only() != 0 {

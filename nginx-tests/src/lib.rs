@@ -2,7 +2,8 @@
 //! real backend processes, and a plain HTTP/1.1 client over TCP.
 //!
 //! Binaries come from `make build`: `build/sbin/nginx`, `build/modules/ngx_supervisord_module.so`,
-//! and the `test-backend` binary of this crate.
+//! and the `test-backend` binary of this crate; `make distro-test` points the suite at Debian's
+//! nginx and a module built for it.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,12 +21,18 @@ pub fn project_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The nginx under test: `build/sbin/nginx`, or `$NGX_SUPERVISORD_NGINX` (e.g. Debian's).
 pub fn nginx_binary() -> PathBuf {
-    project_dir().join("build/sbin/nginx")
+    std::env::var_os("NGX_SUPERVISORD_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_dir().join("build/sbin/nginx"))
 }
 
+/// The module built for that nginx, or `$NGX_SUPERVISORD_MODULE`.
 pub fn module_path() -> PathBuf {
-    project_dir().join("build/modules/ngx_supervisord_module.so")
+    std::env::var_os("NGX_SUPERVISORD_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_dir().join("build/modules/ngx_supervisord_module.so"))
 }
 
 /// `test-backend` sits next to the `deps/` folder that holds the test executables.
