@@ -18,7 +18,7 @@ deps:
 
 build: deps
 	$(CARGO) build --release --locked
-	$(CARGO) build --release --locked -p nginx-tests --bin test-backend
+	$(CARGO) build --release --locked -p nginx-tests --bins
 	mkdir -p build/sbin build/modules build/logs build/bin
 	install -m 0755 target/release/test-backend build/bin/test-backend
 	install -m 0755 target/release/libngx_supervisord.so build/modules/ngx_supervisord_module.so

@@ -1,5 +1,7 @@
 //! The content handler of `supervisord_start` / `supervisord_stop` locations:
-//! `GET /loc/N` or `/loc/any` runs the command and answers with a one-line text body.
+//! `GET /loc/N` or `/loc/any` runs the command and answers with a one-line text body. With a
+//! real supervisord the answer means "accepted": the status is STARTING_UP or SHUTTING_DOWN
+//! and this worker's commander carries the command out.
 
 use std::ptr;
 
@@ -7,14 +9,15 @@ use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
     ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_push,
     ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_HTTP_CONFLICT, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
-    NGX_HTTP_NOT_IMPLEMENTED, NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
+    NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::http::HttpModuleLocationConf;
 
+use crate::commander::{self, now_ms};
 use crate::conf::{str_bytes, UpstreamConf};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::commands::{decide, select_backend, Decision, Mode, SelectError};
+use crate::core::commands::{decide, select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
 use crate::module::Module;
 use crate::shared_zone::ZoneLock;
@@ -62,7 +65,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
 
 fn run(
     command: Command,
-    upstream: &UpstreamConf,
+    upstream: &'static UpstreamConf,
     path: &[u8],
     r: *mut ngx_http_request_t,
 ) -> Reply {
@@ -80,15 +83,6 @@ fn run(
         }
     };
     let mode = upstream.mode();
-    if mode == Mode::Supervised {
-        return Reply::new(
-            NGX_HTTP_NOT_IMPLEMENTED,
-            format!(
-                "{command}: this build only supports \"supervisord none\" (upstream \"{}\")\n",
-                upstream.name
-            ),
-        );
-    }
     let lock = ZoneLock::new(upstream);
     let shared = upstream.shared();
     let index = match select_backend(command, selector, &shared.statuses()) {
@@ -107,15 +101,34 @@ fn run(
             );
         }
     };
-    let before = shared.backend(index).status();
-    let after = match decide(command, before, mode) {
+    let before = lock.status(index);
+    let (after, ask_supervisord) = match decide(command, before, mode) {
+        Decision::Apply {
+            status,
+            ask_supervisord: true,
+        } => {
+            lock.begin_command(index, status, now_ms());
+            (status, true)
+        }
         Decision::Apply { status, .. } => {
             lock.set_status(index, status);
-            status
+            (status, false)
         }
-        Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => before,
+        Decision::AlreadyDone | Decision::InProgress => (before, false),
+        Decision::Conflict => {
+            return Reply::new(
+                NGX_HTTP_CONFLICT,
+                format!(
+                    "{command}: upstream \"{}\" backend {index} is {before}; try again once it is settled\n",
+                    upstream.name
+                ),
+            )
+        }
     };
     drop(lock);
+    if ask_supervisord {
+        commander::execute(upstream, index, command);
+    }
     let backend = &upstream.backends[index];
     if after != before {
         // SAFETY: r is live, its connection has a log.

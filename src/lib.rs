@@ -9,10 +9,16 @@ pub mod core;
 #[cfg(not(test))]
 mod balancer;
 #[cfg(not(test))]
+mod commander;
+#[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
 mod control_handler;
 #[cfg(not(test))]
 mod module;
 #[cfg(not(test))]
+mod reconciler;
+#[cfg(not(test))]
 mod shared_zone;
+#[cfg(not(test))]
+mod supervisord_client;

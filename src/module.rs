@@ -4,14 +4,15 @@
 use std::ptr::{addr_of, addr_of_mut};
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
+    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
     NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
 use ngx::ngx_string;
 
 use crate::conf::{self, ControlLocationConf, MainConf, UpstreamConf};
+use crate::reconciler;
 
 pub struct Module;
 
@@ -73,7 +74,7 @@ const fn directive(
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 6] = [
+static mut COMMANDS: [ngx_command_t; 8] = [
     directive(
         ngx_string!("supervisord"),
         NGX_HTTP_UPS_CONF | NGX_CONF_TAKE12,
@@ -90,6 +91,18 @@ static mut COMMANDS: [ngx_command_t; 6] = [
         ngx_string!("supervisord_inherit_backend_status"),
         NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS,
         conf::upstream::set_inherit_backend_status,
+        NGX_HTTP_SRV_CONF_OFFSET,
+    ),
+    directive(
+        ngx_string!("supervisord_timeout"),
+        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
+        conf::upstream::set_timeout,
+        NGX_HTTP_SRV_CONF_OFFSET,
+    ),
+    directive(
+        ngx_string!("supervisord_sync_interval"),
+        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
+        conf::upstream::set_sync_interval,
         NGX_HTTP_SRV_CONF_OFFSET,
     ),
     directive(
@@ -114,7 +127,21 @@ pub static mut ngx_supervisord_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(MODULE_CONTEXT) as *mut _,
     commands: addr_of_mut!(COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(init_process),
     ..ngx_module_t::default()
 };
+
+/// Each worker starts its reconciliation timers.
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the running cycle; without an http block there is no main conf.
+    let Some(main) = Module::main_conf(unsafe { &*cycle }) else {
+        return NGX_OK as ngx_int_t;
+    };
+    for &upstream in &main.upstreams {
+        // SAFETY: upstream confs live as long as the cycle, i.e. the worker.
+        reconciler::start(unsafe { &*upstream });
+    }
+    NGX_OK as ngx_int_t
+}
 
 ngx::ngx_modules!(ngx_supervisord_module);

@@ -22,6 +22,8 @@ use crate::core::backend_status::BackendStatus;
 pub struct SharedBackend {
     status: AtomicU8,
     in_flight: AtomicI64,
+    /// When the command now in flight began (nginx's monotonic msec), to spot orphans.
+    command_started: AtomicU64,
 }
 
 impl SharedBackend {
@@ -31,6 +33,11 @@ impl SharedBackend {
 
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The command in flight began more than `limit_ms` ago.
+    pub fn command_older_than(&self, now_ms: u64, limit_ms: u64) -> bool {
+        now_ms.saturating_sub(self.command_started.load(Ordering::Relaxed)) > limit_ms
     }
 
     pub fn request_started(&self) {
@@ -49,6 +56,8 @@ pub struct SharedUpstream {
     /// The reload (zone init) that last claimed this record; a record is claimed once per init.
     claimed_in: u64,
     generation: AtomicU64,
+    /// When supervisord's view was last read by any worker (nginx's monotonic msec).
+    last_sync: AtomicU64,
     backend_count: usize,
     backends: *mut SharedBackend,
 }
@@ -61,6 +70,19 @@ impl SharedUpstream {
 
     pub fn backend(&self, index: usize) -> &SharedBackend {
         &self.backends()[index]
+    }
+
+    /// Whether this worker is the one to read supervisord's view now: at most one worker per
+    /// interval wins.
+    pub fn take_sync_turn(&self, now_ms: u64, interval_ms: u64) -> bool {
+        let last = self.last_sync.load(Ordering::Acquire);
+        // A little slack so that workers whose timers fire together do not skip a round.
+        if now_ms.saturating_sub(last) + interval_ms / 10 < interval_ms {
+            return false;
+        }
+        self.last_sync
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     pub fn generation(&self) -> u64 {
@@ -91,6 +113,19 @@ impl<'a> ZoneLock<'a> {
         // together with `shared` in init_zone.
         unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*pool).mutex)) };
         Self { pool, upstream }
+    }
+
+    /// Moves a backend into a transitional status on behalf of a command sent now.
+    pub fn begin_command(&self, index: usize, status: BackendStatus, now_ms: u64) {
+        self.upstream
+            .backend(index)
+            .command_started
+            .store(now_ms, Ordering::Relaxed);
+        self.set_status(index, status);
+    }
+
+    pub fn status(&self, index: usize) -> BackendStatus {
+        self.upstream.backend(index).status()
     }
 
     pub fn set_status(&self, index: usize, status: BackendStatus) {
@@ -211,6 +246,7 @@ unsafe fn find_or_create(
             backends.add(index).write(SharedBackend {
                 status: AtomicU8::new(backend.initial_status as u8),
                 in_flight: AtomicI64::new(0),
+                command_started: AtomicU64::new(0),
             })
         };
     }
@@ -221,6 +257,7 @@ unsafe fn find_or_create(
             identity: upstream.identity,
             claimed_in: root.inits,
             generation: AtomicU64::new(1),
+            last_sync: AtomicU64::new(0),
             backend_count: count,
             backends,
         })

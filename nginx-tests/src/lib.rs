@@ -5,6 +5,8 @@
 //! and the `test-backend` binary of this crate; `make distro-test` points the suite at Debian's
 //! nginx and a module built for it.
 
+pub mod supervisord;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -36,7 +38,7 @@ pub fn module_path() -> PathBuf {
 }
 
 /// `test-backend` sits next to the `deps/` folder that holds the test executables.
-fn backend_binary() -> PathBuf {
+pub fn backend_binary() -> PathBuf {
     let test_exe = std::env::current_exe().unwrap();
     test_exe
         .parent()
@@ -63,7 +65,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn wait_for_port(port: u16, what: &str) {
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -371,4 +373,16 @@ pub fn backends_by_worker(
             .insert(backend);
     }
     seen
+}
+
+/// Polls `check` every 50 ms for up to `seconds`; true once it held.
+pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
 }

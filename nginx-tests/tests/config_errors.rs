@@ -256,3 +256,51 @@ fn refuses_wrong_argument_counts() {
         "invalid number of arguments in \"supervisord\" directive",
     );
 }
+
+#[test]
+fn refuses_bad_timeouts_and_intervals() {
+    for (name, line, reason) in [
+        (
+            "bad-timeout",
+            "supervisord_timeout soon;",
+            "invalid supervisord_timeout \"soon\"",
+        ),
+        (
+            "zero-timeout",
+            "supervisord_timeout 0s;",
+            "invalid supervisord_timeout \"0s\"",
+        ),
+        (
+            "bad-interval",
+            "supervisord_sync_interval -1;",
+            "invalid supervisord_sync_interval \"-1\"",
+        ),
+    ] {
+        let body = format!("upstream backend {{\n{SERVERS}supervisord 127.0.0.1:9001;\n{line}\n}}");
+        assert_refused(name, &body, line, reason);
+    }
+    let body = format!("upstream backend {{\n{SERVERS}supervisord_sync_interval 1s;\n}}");
+    assert_refused(
+        "interval-alone",
+        &body,
+        "upstream backend",
+        "\"supervisord_sync_interval\" needs \"supervisord\" in upstream \"backend\"",
+    );
+    let body = format!(
+        "upstream backend {{\n{SERVERS}supervisord unix:/run/s.sock;\n\
+         supervisord_timeout 500ms;\nsupervisord_sync_interval off;\n}}"
+    );
+    let (ok, stderr, _) = check("timeouts-ok", &body);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn refuses_an_unresolvable_supervisord_host() {
+    let body = format!("upstream backend {{\n{SERVERS}supervisord no-such-host.invalid:9001;\n}}");
+    assert_refused(
+        "unresolvable",
+        &body,
+        "supervisord no-such",
+        "invalid supervisord address \"no-such-host.invalid:9001\": host not found",
+    );
+}

@@ -42,7 +42,7 @@ impl ControlLocationConf {
         }
     }
 
-    pub fn upstream(&self) -> &UpstreamConf {
+    pub fn upstream(&'static self) -> &'static UpstreamConf {
         // SAFETY: resolved in postconfiguration (which fails otherwise), lives in the cycle pool.
         unsafe { &*self.upstream }
     }

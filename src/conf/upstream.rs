@@ -6,13 +6,15 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_http_upstream_init_peer_pt, ngx_http_upstream_server_t,
-    ngx_http_upstream_srv_conf_t, ngx_slab_pool_t,
+    ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_http_upstream_init_peer_pt,
+    ngx_http_upstream_server_t, ngx_http_upstream_srv_conf_t, ngx_parse_url, ngx_slab_pool_t,
+    ngx_str_t, ngx_url_t, sockaddr, socklen_t, NGX_OK,
 };
 
 use super::{directive_args, log_conf_error, str_bytes, str_lossy};
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
+use crate::core::duration::parse_duration_ms;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
@@ -28,12 +30,33 @@ pub struct Backend {
     pub initial_status: BackendStatus,
 }
 
+/// Where this worker connects to supervisord, resolved when the configuration is read.
+pub struct ResolvedEndpoint {
+    pub sockaddr: *mut sockaddr,
+    pub socklen: socklen_t,
+    /// nginx's name of the address (cycle pool memory), for its own log lines.
+    pub peer_name: ngx_str_t,
+    pub host_header: String,
+    /// As written in the directive, for the module's log lines.
+    pub display: String,
+}
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 5_000;
+
 /// The module's configuration of one `upstream {}` block.
 pub struct UpstreamConf {
     pub endpoint: Option<SupervisordEndpoint>,
+    pub supervisord: Option<ResolvedEndpoint>,
     pub credentials: Option<Credentials>,
     pub program_prefix: Option<String>,
     pub inherit_backend_status: bool,
+    /// `supervisord_timeout`: the deadline of one call to supervisord.
+    pub timeout: Option<u64>,
+    /// `supervisord_sync_interval`: how often supervisord's view is read; 0 is off.
+    pub sync_interval: Option<u64>,
+    /// This worker's kept-alive connection to supervisord, if any.
+    pub idle_connection: Cell<*mut ngx_connection_t>,
 
     /// Filled in once the configuration is read (see `attach`).
     pub name: String,
@@ -54,7 +77,11 @@ impl Default for UpstreamConf {
     fn default() -> Self {
         Self {
             endpoint: None,
+            supervisord: None,
             credentials: None,
+            timeout: None,
+            sync_interval: None,
+            idle_connection: Cell::new(ptr::null_mut()),
             program_prefix: None,
             inherit_backend_status: false,
             name: String::new(),
@@ -71,6 +98,19 @@ impl Default for UpstreamConf {
 }
 
 impl UpstreamConf {
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT_MS)
+    }
+
+    pub fn sync_interval_ms(&self) -> u64 {
+        self.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL_MS)
+    }
+
+    /// Program-name prefix: `supervisord_name`, or the upstream's name.
+    pub fn program_prefix(&self) -> &str {
+        self.program_prefix.as_deref().unwrap_or(&self.name)
+    }
+
     pub fn mode(&self) -> Mode {
         match self.endpoint {
             Some(SupervisordEndpoint::None) => Mode::Immediate,
@@ -100,6 +140,10 @@ impl UpstreamConf {
             Some("supervisord_name")
         } else if self.inherit_backend_status {
             Some("supervisord_inherit_backend_status")
+        } else if self.timeout.is_some() {
+            Some("supervisord_timeout")
+        } else if self.sync_interval.is_some() {
+            Some("supervisord_sync_interval")
         } else {
             None
         }
@@ -191,6 +235,18 @@ pub unsafe extern "C" fn set_supervisord(
             )
         }
     };
+    if endpoint != SupervisordEndpoint::None {
+        // SAFETY: cf is valid during the directive call; args[1] lives in its pool.
+        match unsafe { resolve(cf, &args[1], &endpoint) } {
+            Ok(resolved) => upstream.supervisord = Some(resolved),
+            Err(reason) => {
+                return log_conf_error(
+                    cf,
+                    &format!("invalid supervisord address \"{address}\": {reason}"),
+                )
+            }
+        }
+    }
     if let Some(credentials) = args.get(2) {
         if endpoint == SupervisordEndpoint::None {
             return log_conf_error(cf, "\"supervisord none\" takes no credentials");
@@ -245,5 +301,95 @@ pub unsafe extern "C" fn set_inherit_backend_status(
         return DUPLICATE;
     }
     upstream.inherit_backend_status = true;
+    ptr::null_mut()
+}
+
+/// Resolves the address as nginx does for its own upstreams (at configuration time).
+unsafe fn resolve(
+    cf: *mut ngx_conf_t,
+    text: &ngx_str_t,
+    endpoint: &SupervisordEndpoint,
+) -> Result<ResolvedEndpoint, String> {
+    // SAFETY: zeroed is nginx's documented initial state of ngx_url_t.
+    let mut url: ngx_url_t = unsafe { std::mem::zeroed() };
+    url.url = *text;
+    url.default_port = 9001;
+    // SAFETY: cf's pool lives as long as the cycle.
+    if unsafe { ngx_parse_url((*cf).pool, &mut url) } != NGX_OK as isize || url.naddrs == 0 {
+        let reason = if url.err.is_null() {
+            "cannot resolve it".to_string()
+        } else {
+            super::cstr_lossy(url.err)
+        };
+        return Err(reason);
+    }
+    // SAFETY: ngx_parse_url filled at least one address in the cycle pool.
+    let first = unsafe { &*url.addrs };
+    let host_header = match endpoint {
+        SupervisordEndpoint::Tcp { .. } => endpoint.to_string(),
+        _ => "localhost".to_string(),
+    };
+    Ok(ResolvedEndpoint {
+        sockaddr: first.sockaddr,
+        socklen: first.socklen,
+        peer_name: first.name,
+        host_header,
+        display: endpoint.to_string(),
+    })
+}
+
+/// `supervisord_timeout time`: deadline of one call to supervisord (default 30s).
+pub unsafe extern "C" fn set_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.timeout.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let text = str_lossy(unsafe { &directive_args(cf)[1] });
+    match parse_duration_ms(&text) {
+        Some(ms) if ms > 0 => upstream.timeout = Some(ms),
+        _ => {
+            return log_conf_error(
+                cf,
+                &format!(
+                    "invalid supervisord_timeout \"{text}\": expected a time such as 30s or 500ms"
+                ),
+            )
+        }
+    }
+    ptr::null_mut()
+}
+
+/// `supervisord_sync_interval time | off`: how often supervisord's view of the programs is read
+/// (default 5s).
+pub unsafe extern "C" fn set_sync_interval(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.sync_interval.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let text = str_lossy(unsafe { &directive_args(cf)[1] });
+    match (text.as_str(), parse_duration_ms(&text)) {
+        ("off", _) => upstream.sync_interval = Some(0),
+        (_, Some(ms)) if ms > 0 => upstream.sync_interval = Some(ms),
+        _ => {
+            return log_conf_error(
+                cf,
+                &format!(
+                "invalid supervisord_sync_interval \"{text}\": expected a time such as 5s, or off"
+            ),
+            )
+        }
+    }
     ptr::null_mut()
 }

@@ -1,0 +1,171 @@
+//! A real supervisord (Debian's `supervisor` package) for the integration suite: its own
+//! configuration, TCP port with Basic auth, UNIX socket without auth, and programs that run the
+//! test backend.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "s3cret-Pw";
+
+pub struct Program {
+    pub name: String,
+    pub command: String,
+    pub startsecs: u32,
+    /// Extra lines for the `[program:x]` section.
+    pub extra: String,
+}
+
+impl Program {
+    /// A program running the test backend on `port`.
+    pub fn backend(name: &str, port: u16, startsecs: u32) -> Self {
+        Self {
+            name: name.into(),
+            command: format!("{} {port}", crate::backend_binary().display()),
+            startsecs,
+            extra: String::new(),
+        }
+    }
+
+    pub fn command(name: &str, command: &str, startsecs: u32) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            startsecs,
+            extra: String::new(),
+        }
+    }
+}
+
+pub struct Supervisord {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Child,
+}
+
+impl Supervisord {
+    /// Starts supervisord with `programs`; `groups` are extra `[group:x]` sections.
+    pub fn start(name: &str, programs: &[Program], groups: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("ngx-supervisord-sv-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let mut conf = format!(
+            "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             childlogdir={d}\nloglevel=info\n\
+             [inet_http_server]\nport=127.0.0.1:{port}\nusername={USER}\npassword={PASSWORD}\n\
+             [unix_http_server]\nfile={d}/supervisor.sock\nchmod=0777\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n",
+            d = dir.display()
+        );
+        for program in programs {
+            conf.push_str(&format!(
+                "[program:{}]\ncommand={}\nautostart=false\nautorestart=false\nstartsecs={}\n\
+                 startretries=0\nstopwaitsecs=2\n{}\n",
+                program.name, program.command, program.startsecs, program.extra
+            ));
+        }
+        conf.push_str(groups);
+        fs::write(dir.join("supervisord.conf"), conf).unwrap();
+        let child = Command::new("supervisord")
+            .arg("-c")
+            .arg(dir.join("supervisord.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn supervisord (apt-get install supervisor)");
+        let supervisord = Self { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if supervisord.ctl(&["pid"]).trim().parse::<u32>().is_ok() {
+                return supervisord;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("supervisord did not come up: {}", supervisord.log());
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("supervisor.sock")
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let output = Command::new("supervisorctl")
+            .arg("-c")
+            .arg(self.dir.join("supervisord.conf"))
+            .args(args)
+            .output()
+            .expect("run supervisorctl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The state supervisorctl shows for `program` (RUNNING, STOPPED, ...).
+    pub fn state(&self, program: &str) -> String {
+        self.ctl(&["status", program])
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn wait_state(&self, program: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.state(program) == state {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{program} never became {state}: {}", self.ctl(&["status"]));
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop", "all"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The misbehaving stand-in of `src/bin/fake-supervisord.rs`; killed on drop.
+pub struct FakeSupervisord {
+    pub port: u16,
+    child: Child,
+}
+
+impl FakeSupervisord {
+    pub fn start(mode: &str) -> Self {
+        let port = free_port();
+        let binary = crate::backend_binary().with_file_name("fake-supervisord");
+        let child = Command::new(binary)
+            .arg(port.to_string())
+            .arg(mode)
+            .spawn()
+            .expect("spawn fake-supervisord");
+        crate::wait_for_port(port, "fake-supervisord");
+        Self { port, child }
+    }
+}
+
+impl Drop for FakeSupervisord {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,399 @@
+//! Against a real supervisord: commands start and stop programs, names reach groups, one call
+//! per transition whatever the number of workers and requests, reconciliation follows changes
+//! made outside nginx, and every fault gives one clear error-log line and puts the status back.
+
+use std::collections::BTreeSet;
+
+use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
+use nginx_tests::{backends_by_worker, eventually, free_port, request, Backend, Nginx};
+
+/// nginx with upstream `backend` over `ports` and the given `supervisord...` lines.
+fn nginx_for(name: &str, ports: &[u16], upstream_lines: &str) -> Nginx {
+    let servers: String = ports
+        .iter()
+        .map(|port| format!("server 127.0.0.1:{port};\n"))
+        .collect();
+    Nginx::start(
+        name,
+        2,
+        &format!(
+            "upstream backend {{
+                {servers}
+                {upstream_lines}
+            }}
+            server {{
+                listen 127.0.0.1:{{port}} reuseport;
+                add_header X-Worker $pid always;
+                location / {{ proxy_pass http://backend; }}
+                location /_start/ {{ supervisord_start backend; }}
+                location /_stop/ {{ supervisord_stop backend; }}
+            }}"
+        ),
+    )
+}
+
+fn answers(nginx: &Nginx) -> BTreeSet<String> {
+    backends_by_worker(nginx.port, "/", 30)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+fn only(answer: &str) -> BTreeSet<String> {
+    BTreeSet::from([answer.to_string()])
+}
+
+fn assert_no_crash(nginx: &Nginx) {
+    let log = nginx.error_log();
+    assert!(
+        !log.contains("exited on signal"),
+        "a worker crashed:\n{log}"
+    );
+    assert!(!log.contains("[alert]"), "alert in error log:\n{log}");
+}
+
+#[test]
+fn example_one_over_tcp_with_auth() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "tcp",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 1),
+        ],
+        "",
+    );
+    let nginx = nginx_for(
+        "sv-tcp",
+        &ports,
+        &format!(
+            "supervisord 127.0.0.1:{} {USER}:{PASSWORD};",
+            supervisord.port
+        ),
+    );
+    let reply = nginx.get("/_start/1");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.body.contains("backend 1 (127.0.0.1:"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("down -> starting up"), "{}", reply.body);
+    supervisord.wait_state("backend1", "RUNNING");
+    let backend1 = format!("backend {}", ports[1]);
+    assert!(
+        eventually(10, || answers(&nginx) == only(&backend1)),
+        "backend1 never took traffic in every worker: {:?}",
+        answers(&nginx)
+    );
+    assert!(nginx.get("/_start/1").body.contains("already up"));
+    assert_eq!(
+        supervisord.state("backend0"),
+        "STOPPED",
+        "nothing else was started"
+    );
+
+    let reply = nginx.get("/_stop/1");
+    assert!(reply.body.contains("up -> shutting down"), "{}", reply.body);
+    supervisord.wait_state("backend1", "STOPPED");
+    assert!(eventually(10, || answers(&nginx) == only("status 502")));
+    let log = nginx.error_log();
+    assert!(
+        log.contains("program \"backend1\"): starting up -> up"),
+        "{log}"
+    );
+    assert!(
+        log.contains("program \"backend1\"): shutting down -> down"),
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD), "the password was logged");
+    assert_no_crash(&nginx);
+}
+
+#[test]
+fn unix_socket_and_group_members() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "unix",
+        &[
+            Program::backend("web_0", ports[0], 0),
+            Program::backend("web_1", ports[1], 0),
+        ],
+        "[group:web]\nprograms=web_0,web_1\n",
+    );
+    let nginx = nginx_for(
+        "sv-unix",
+        &ports,
+        &format!(
+            "supervisord unix:{};\nsupervisord_name web:web_;",
+            supervisord.socket().display()
+        ),
+    );
+    assert_eq!(nginx.get("/_start/0").status, 200);
+    supervisord.wait_state("web:web_0", "RUNNING");
+    let backend0 = format!("backend {}", ports[0]);
+    assert!(eventually(10, || answers(&nginx) == only(&backend0)));
+    assert_eq!(supervisord.state("web:web_1"), "STOPPED");
+    assert_eq!(nginx.get("/_stop/0").status, 200);
+    supervisord.wait_state("web:web_0", "STOPPED");
+    assert!(nginx
+        .error_log()
+        .contains("program \"web:web_0\"): shutting down -> down"));
+    assert_no_crash(&nginx);
+}
+
+#[test]
+fn one_start_call_for_fifty_concurrent_requests() {
+    let ports = [free_port()];
+    let supervisord = Supervisord::start("once", &[Program::backend("backend0", ports[0], 1)], "");
+    let nginx = nginx_for(
+        "sv-once",
+        &ports,
+        &format!("supervisord unix:{};", supervisord.socket().display()),
+    );
+    let port = nginx.port;
+    let replies: Vec<_> = (0..50)
+        .map(|_| std::thread::spawn(move || request(port, "GET", "/_start/0")))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect();
+    assert!(
+        replies.iter().all(|reply| reply.status == 200),
+        "{replies:?}"
+    );
+    let accepted = replies
+        .iter()
+        .filter(|reply| reply.body.contains("down -> starting up"))
+        .count();
+    assert_eq!(accepted, 1, "exactly one request takes the transition");
+    supervisord.wait_state("backend0", "RUNNING");
+    assert!(eventually(5, || nginx
+        .error_log()
+        .contains("starting up -> up")));
+    assert_eq!(
+        supervisord.log().matches("spawned: 'backend0'").count(),
+        1,
+        "supervisord was asked once:\n{}",
+        supervisord.log()
+    );
+    assert_eq!(nginx.error_log().matches("start failed").count(), 0);
+}
+
+#[test]
+fn reconciliation_follows_changes_made_outside_nginx() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "sync",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    let nginx = nginx_for(
+        "sv-sync",
+        &ports,
+        &format!(
+            "supervisord unix:{};\nsupervisord_sync_interval 1s;",
+            supervisord.socket().display()
+        ),
+    );
+    assert_eq!(nginx.get("/_start/0").status, 200);
+    supervisord.wait_state("backend0", "RUNNING");
+    let backend0 = format!("backend {}", ports[0]);
+    assert!(eventually(5, || answers(&nginx) == only(&backend0)));
+
+    supervisord.ctl(&["stop", "backend0"]);
+    supervisord.ctl(&["start", "backend1"]);
+    let backend1 = format!("backend {}", ports[1]);
+    assert!(
+        eventually(5, || answers(&nginx) == only(&backend1)),
+        "nginx did not follow supervisord: {:?}\n{}",
+        answers(&nginx),
+        nginx.error_log()
+    );
+    assert!(nginx.get("/_stop/0").body.contains("already down"));
+    let log = nginx.error_log();
+    assert!(
+        log.contains("program \"backend0\"): up -> down (supervisord says STOPPED)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("program \"backend1\"): down -> up (supervisord says RUNNING)"),
+        "{log}"
+    );
+
+    // A crash (kill -9) is seen too.
+    let pid = supervisord.ctl(&["pid", "backend1"]);
+    std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(eventually(5, || answers(&nginx) == only("status 502")));
+    assert_no_crash(&nginx);
+}
+
+/// Starts backend 0 against `supervisord_lines` and returns the error log once the start
+/// has failed and the status is back to DOWN.
+fn failed_start(name: &str, supervisord_lines: &str) -> (Nginx, String) {
+    let ports = [free_port()];
+    let _backend = Backend::start(ports[0]);
+    let nginx = nginx_for(name, &ports, supervisord_lines);
+    let reply = nginx.get("/_start/0");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("down -> starting up"), "{}", reply.body);
+    assert!(
+        eventually(15, || nginx.error_log().contains("start failed")),
+        "no error line:\n{}",
+        nginx.error_log()
+    );
+    assert!(
+        eventually(5, || nginx
+            .get("/_start/0")
+            .body
+            .contains("down -> starting up")),
+        "the status was not put back to down"
+    );
+    // The backend itself is fine, but nginx never routed to it: it was never UP.
+    assert_eq!(nginx.get("/").status, 502);
+    assert_no_crash(&nginx);
+    let log = nginx.error_log();
+    (nginx, log)
+}
+
+fn start_failure_line(log: &str) -> String {
+    log.lines()
+        .find(|line| line.contains("start failed"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn spawn_error_and_bad_name_are_faults() {
+    let supervisord = Supervisord::start(
+        "faults",
+        &[Program::command("backend0", "/bin/false", 1)],
+        "",
+    );
+    let socket = supervisord.socket().display().to_string();
+    let (_nginx, log) = failed_start("sv-spawn", &format!("supervisord unix:{socket};"));
+    let line = start_failure_line(&log);
+    assert!(line.contains("[error]"), "{line}");
+    assert!(line.contains("upstream \"backend\" backend 0"), "{line}");
+    assert!(line.contains("program \"backend0\""), "{line}");
+    assert!(line.contains("fault 50 SPAWN_ERROR"), "{line}");
+    assert!(line.contains("status back to down"), "{line}");
+
+    let (_nginx, log) = failed_start(
+        "sv-badname",
+        &format!("supervisord unix:{socket};\nsupervisord_name nosuch;"),
+    );
+    assert!(
+        start_failure_line(&log).contains("fault 10 BAD_NAME"),
+        "{log}"
+    );
+}
+
+#[test]
+fn supervisord_down_refused_or_socket_missing() {
+    let unused = free_port();
+    let (_nginx, log) = failed_start("sv-refused", &format!("supervisord 127.0.0.1:{unused};"));
+    assert!(
+        start_failure_line(&log).contains("connection refused"),
+        "{log}"
+    );
+
+    let missing = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
+    let (_nginx, log) = failed_start(
+        "sv-nosocket",
+        &format!("supervisord unix:{};", missing.display()),
+    );
+    assert!(
+        start_failure_line(&log).contains("no such file or directory"),
+        "{log}"
+    );
+}
+
+#[test]
+fn wrong_credentials_are_reported_never_logged() {
+    let supervisord =
+        Supervisord::start("auth", &[Program::backend("backend0", free_port(), 0)], "");
+    let (_nginx, log) = failed_start(
+        "sv-auth",
+        &format!(
+            "supervisord 127.0.0.1:{} {USER}:Wr0ngSecret;",
+            supervisord.port
+        ),
+    );
+    assert!(
+        start_failure_line(&log).contains("401 unauthorized"),
+        "{log}"
+    );
+    assert!(!log.contains("Wr0ngSecret"), "the password was logged");
+    assert_eq!(supervisord.state("backend0"), "STOPPED");
+}
+
+#[test]
+fn hung_supervisord_times_out_without_disturbing_traffic() {
+    let fake = FakeSupervisord::start("hang");
+    let ports = [free_port()];
+    let _backend = Backend::start(ports[0]);
+    let other = free_port();
+    let _other_backend = Backend::start(other);
+    let nginx = Nginx::start(
+        "sv-hang",
+        2,
+        &format!(
+            "upstream backend {{ server 127.0.0.1:{}; supervisord 127.0.0.1:{};
+                                 supervisord_timeout 1s; }}
+             upstream plain {{ server 127.0.0.1:{other}; }}
+             server {{ listen 127.0.0.1:{{port}};
+                      location / {{ proxy_pass http://plain; }}
+                      location /_start/ {{ supervisord_start backend; }} }}",
+            ports[0], fake.port
+        ),
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        nginx.get("/_start/0").status,
+        200,
+        "the command is accepted at once"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // While supervisord hangs, everything else keeps working.
+    for _ in 0..10 {
+        assert_eq!(nginx.get("/").body.trim(), format!("backend {other}"));
+    }
+    assert!(eventually(5, || nginx
+        .error_log()
+        .contains("start failed: timed out")));
+    assert!(eventually(5, || nginx
+        .get("/_start/0")
+        .body
+        .contains("down -> starting up")));
+    assert_no_crash(&nginx);
+}
+
+#[test]
+fn html_garbage_bad_xml_and_resets_are_errors() {
+    for (mode, expected) in [
+        ("html", "reply is not text/xml"),
+        ("garbage", "malformed HTTP response"),
+        ("badxml", "malformed XML-RPC response"),
+        ("reset", "connection reset by peer"),
+    ] {
+        let fake = FakeSupervisord::start(mode);
+        let (_nginx, log) = failed_start(
+            &format!("sv-{mode}"),
+            &format!(
+                "supervisord 127.0.0.1:{}; supervisord_timeout 3s;",
+                fake.port
+            ),
+        );
+        assert!(
+            start_failure_line(&log).contains(expected),
+            "{mode}:\n{log}"
+        );
+    }
+}

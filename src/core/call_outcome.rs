@@ -1,0 +1,130 @@
+//! The outcome of one call to supervisord, from transport to XML-RPC fault, as one error type
+//! whose text goes into the error log (never with credentials: none are part of it).
+
+use std::fmt;
+
+use super::backend_status::Command;
+use super::http_exchange::HttpResponse;
+use super::xmlrpc::{parse_method_response, Fault, MethodResponse, Value};
+
+pub const FAULT_ALREADY_STARTED: i64 = 60;
+pub const FAULT_NOT_RUNNING: i64 = 70;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallError {
+    /// Connecting, sending or receiving failed (refused, reset, closed early...).
+    Transport(String),
+    TimedOut,
+    Unauthorized,
+    HttpStatus(u16),
+    NotXml,
+    Malformed(String),
+    Fault(Fault),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transport(cause) => f.write_str(cause),
+            Self::TimedOut => f.write_str("timed out"),
+            Self::Unauthorized => {
+                f.write_str("401 unauthorized (check the user:pass of \"supervisord\")")
+            }
+            Self::HttpStatus(status) => write!(f, "HTTP status {status}"),
+            Self::NotXml => {
+                f.write_str("reply is not text/xml (is this supervisord's XML-RPC port?)")
+            }
+            Self::Malformed(what) => f.write_str(what),
+            Self::Fault(fault) => fault.fmt(f),
+        }
+    }
+}
+
+/// Turns a complete HTTP response into the call's value or error.
+pub fn interpret_response(response: &HttpResponse) -> Result<Value, CallError> {
+    match response.status {
+        200 => {}
+        401 => return Err(CallError::Unauthorized),
+        status => return Err(CallError::HttpStatus(status)),
+    }
+    if !response.is_xml {
+        return Err(CallError::NotXml);
+    }
+    match parse_method_response(&response.body) {
+        Ok(MethodResponse::Success(value)) => Ok(value),
+        Ok(MethodResponse::Fault(fault)) => Err(CallError::Fault(fault)),
+        Err(error) => Err(CallError::Malformed(error.to_string())),
+    }
+}
+
+/// Whether a start or stop call achieved what was asked. ALREADY_STARTED on start and
+/// NOT_RUNNING on stop mean the program already is where the command wanted it.
+pub fn command_succeeded(
+    command: Command,
+    result: &Result<Value, CallError>,
+) -> Result<(), CallError> {
+    match (command, result) {
+        (_, Ok(_)) => Ok(()),
+        (Command::Start, Err(CallError::Fault(fault))) if fault.code == FAULT_ALREADY_STARTED => {
+            Ok(())
+        }
+        (Command::Stop, Err(CallError::Fault(fault))) if fault.code == FAULT_NOT_RUNNING => Ok(()),
+        (_, Err(error)) => Err(error.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(code: i64, string: &str) -> Result<Value, CallError> {
+        Err(CallError::Fault(Fault {
+            code,
+            string: string.into(),
+        }))
+    }
+
+    #[test]
+    fn already_there_counts_as_success() {
+        assert!(command_succeeded(Command::Start, &fault(60, "ALREADY_STARTED: backend0")).is_ok());
+        assert!(command_succeeded(Command::Stop, &fault(70, "NOT_RUNNING: backend0")).is_ok());
+        assert!(command_succeeded(Command::Start, &fault(70, "NOT_RUNNING")).is_err());
+        assert!(command_succeeded(Command::Stop, &fault(60, "ALREADY_STARTED")).is_err());
+        assert!(command_succeeded(Command::Start, &Ok(Value::Bool(true))).is_ok());
+    }
+
+    #[test]
+    fn errors_read_well_in_a_log_line() {
+        assert_eq!(
+            command_succeeded(Command::Start, &fault(50, "SPAWN_ERROR: crasher"))
+                .unwrap_err()
+                .to_string(),
+            "fault 50 SPAWN_ERROR: crasher"
+        );
+        assert_eq!(CallError::TimedOut.to_string(), "timed out");
+        assert!(CallError::Unauthorized
+            .to_string()
+            .starts_with("401 unauthorized"));
+    }
+
+    #[test]
+    fn only_xml_answers_with_200_are_parsed() {
+        let html = HttpResponse {
+            status: 200,
+            is_xml: false,
+            reusable: true,
+            body: b"<html>supervisor</html>".to_vec(),
+        };
+        assert_eq!(interpret_response(&html), Err(CallError::NotXml));
+        let unauthorized = HttpResponse {
+            status: 401,
+            is_xml: false,
+            reusable: false,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            interpret_response(&unauthorized),
+            Err(CallError::Unauthorized)
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The supervisord client: one XML-RPC exchange at a time per connection, driven by nginx's
+//! event loop in the worker (no threads). TCP or UNIX socket, Basic auth, HTTP/1.1 keep-alive
+//! (one idle connection kept per upstream and worker), one deadline per exchange, a size cap on
+//! replies, `text/xml` checked. Any error or a 401 closes the connection; the next exchange
+//! connects again. An exchange that finds its kept connection closed by supervisord before
+//! any reply retries once on a fresh connection.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
+    ngx_connection_t, ngx_cycle, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer,
+    ngx_event_t, ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t,
+    ngx_socket_errno, NGX_AGAIN, NGX_OK,
+};
+
+use crate::conf::UpstreamConf;
+use crate::core::call_outcome::{interpret_response, CallError};
+use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
+use crate::core::xmlrpc::{encode_call, Param, Value};
+
+/// Replies larger than this are refused (getAllProcessInfo is ~1 KiB per program).
+const MAX_REPLY: usize = 4 << 20;
+
+pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
+
+struct Exchange {
+    upstream: &'static UpstreamConf,
+    request: Vec<u8>,
+    sent: usize,
+    received: Vec<u8>,
+    peer: ngx_peer_connection_t,
+    deadline: ngx_event_t,
+    done: Option<Completion>,
+    /// The connection came from the idle slot (it may have been closed by supervisord).
+    reused: bool,
+}
+
+/// Calls `method` on the upstream's supervisord; `done` runs exactly once, later or at once.
+pub fn call(upstream: &'static UpstreamConf, method: &str, params: &[Param<'_>], done: Completion) {
+    let Some(endpoint) = upstream.supervisord.as_ref() else {
+        done(Err(CallError::Transport("no supervisord address".into())));
+        return;
+    };
+    let body = encode_call(method, params);
+    let request = encode_request(&endpoint.host_header, upstream.credentials.as_ref(), &body);
+    // SAFETY: zeroed is a valid "unset" value for these plain C structs.
+    let exchange = Box::new(Exchange {
+        upstream,
+        request,
+        sent: 0,
+        received: Vec::new(),
+        peer: unsafe { std::mem::zeroed() },
+        deadline: unsafe { std::mem::zeroed() },
+        done: Some(done),
+        reused: false,
+    });
+    let exchange = Box::into_raw(exchange);
+    // SAFETY: the exchange is owned by the event loop from here until `finish` frees it.
+    unsafe {
+        let log = (*ngx_cycle).log;
+        let deadline = &mut (*exchange).deadline;
+        deadline.handler = Some(on_deadline);
+        deadline.data = exchange as *mut c_void;
+        deadline.log = log;
+        ngx_add_timer(deadline, upstream.timeout_ms() as _);
+        start(exchange);
+    }
+}
+
+unsafe fn start(exchange: *mut Exchange) {
+    // SAFETY: the caller passes a live exchange.
+    let ex = unsafe { &mut *exchange };
+    let idle = ex.upstream.idle_connection.replace(ptr::null_mut());
+    if !idle.is_null() {
+        ex.reused = true;
+        // SAFETY: a parked connection is open and owned by the idle slot we just emptied.
+        unsafe {
+            attach(exchange, idle);
+            on_write((*idle).write);
+        }
+        return;
+    }
+    ex.reused = false;
+    let endpoint = ex.upstream.supervisord.as_ref().expect("checked in call");
+    let peer = &mut ex.peer;
+    // SAFETY: zeroed is a valid "unset" value for a peer connection.
+    *peer = unsafe { std::mem::zeroed() };
+    peer.sockaddr = endpoint.sockaddr;
+    peer.socklen = endpoint.socklen;
+    peer.name = &endpoint.peer_name as *const _ as *mut _;
+    peer.get = Some(ngx_event_get_peer);
+    peer.tries = 1;
+    // SAFETY: the cycle's log outlives the exchange.
+    peer.log = unsafe { (*ngx_cycle).log };
+    // nginx's own connect/send lines go to info; the module logs one clear line itself.
+    peer.set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
+    // SAFETY: the peer describes a valid address of the cycle.
+    let rc = unsafe { ngx_event_connect_peer(peer) };
+    if rc != NGX_OK as isize && rc != NGX_AGAIN as isize {
+        let cause = os_error_text();
+        // SAFETY: the exchange is live; no connection is attached.
+        unsafe {
+            finish(
+                exchange,
+                Err(CallError::Transport(format!(
+                    "connect to {} failed: {cause}",
+                    endpoint.display
+                ))),
+            )
+        };
+        return;
+    }
+    let connection = peer.connection;
+    // SAFETY: ngx_event_connect_peer returned a connection for this exchange.
+    unsafe {
+        attach(exchange, connection);
+        if rc == NGX_OK as isize {
+            on_write((*connection).write);
+        }
+    }
+}
+
+unsafe fn attach(exchange: *mut Exchange, connection: *mut ngx_connection_t) {
+    // SAFETY: both are live; the connection's events call back into this exchange.
+    unsafe {
+        (*exchange).peer.connection = connection;
+        (*connection).data = exchange as *mut c_void;
+        (*connection).set_idle(0);
+        (*connection).log = (*ngx_cycle).log;
+        (*(*connection).read).log = (*ngx_cycle).log;
+        (*(*connection).write).log = (*ngx_cycle).log;
+        (*(*connection).read).handler = Some(on_read);
+        (*(*connection).write).handler = Some(on_write);
+    }
+}
+
+fn os_error_text() -> String {
+    std::io::Error::from_raw_os_error(ngx_socket_errno())
+        .to_string()
+        .to_lowercase()
+}
+
+unsafe extern "C" fn on_write(wev: *mut ngx_event_t) {
+    // SAFETY: write events of an attached connection carry it in `data`, and it carries us.
+    let (connection, exchange) = unsafe {
+        let connection = (*wev).data as *mut ngx_connection_t;
+        (connection, (*connection).data as *mut Exchange)
+    };
+    // SAFETY: live exchange and connection.
+    let ex = unsafe { &mut *exchange };
+    let Some(send) = (unsafe { (*connection).send }) else {
+        unsafe { fail_transport(exchange, "connection cannot send".into()) };
+        return;
+    };
+    while ex.sent < ex.request.len() {
+        let rest = &ex.request[ex.sent..];
+        // SAFETY: sending from our own buffer on our connection.
+        let n = unsafe { send(connection, rest.as_ptr() as *mut u8, rest.len()) };
+        if n == NGX_AGAIN as isize {
+            // SAFETY: wev belongs to the live connection.
+            if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as isize {
+                unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
+            }
+            return;
+        }
+        if n < 0 {
+            let cause = os_error_text();
+            // SAFETY: live exchange.
+            unsafe { fail_or_retry(exchange, format!("send failed: {cause}")) };
+            return;
+        }
+        ex.sent += n as usize;
+    }
+    // SAFETY: the request is out; from now on only reading matters.
+    unsafe {
+        (*(*connection).write).handler = Some(ignore_event);
+        let rev = (*connection).read;
+        if (*rev).ready() != 0 {
+            on_read(rev);
+        } else if ngx_handle_read_event(rev, 0) != NGX_OK as isize {
+            fail_transport(exchange, "cannot wait for the socket".into());
+        }
+    }
+}
+
+unsafe extern "C" fn ignore_event(_event: *mut ngx_event_t) {}
+
+unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
+    // SAFETY: read events of an attached connection carry it in `data`, and it carries us.
+    let (connection, exchange) = unsafe {
+        let connection = (*rev).data as *mut ngx_connection_t;
+        (connection, (*connection).data as *mut Exchange)
+    };
+    // SAFETY: live exchange and connection.
+    let ex = unsafe { &mut *exchange };
+    if ex.sent < ex.request.len() {
+        // A read event before the request is out: the peer spoke first or closed.
+        if unsafe { (*rev).eof() } == 0 {
+            return;
+        }
+    }
+    let Some(recv) = (unsafe { (*connection).recv }) else {
+        unsafe { fail_transport(exchange, "connection cannot receive".into()) };
+        return;
+    };
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: receiving into a local buffer on our connection.
+        let n = unsafe { recv(connection, chunk.as_mut_ptr(), chunk.len()) };
+        if n == NGX_AGAIN as isize {
+            // SAFETY: rev belongs to the live connection.
+            if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as isize {
+                unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
+            }
+            return;
+        }
+        if n == 0 {
+            // SAFETY: live exchange.
+            unsafe { fail_or_retry(exchange, "connection closed by supervisord".into()) };
+            return;
+        }
+        if n < 0 {
+            let cause = os_error_text();
+            // SAFETY: live exchange.
+            unsafe { fail_or_retry(exchange, format!("receive failed: {cause}")) };
+            return;
+        }
+        ex.received.extend_from_slice(&chunk[..n as usize]);
+        match parse_response(&ex.received, MAX_REPLY) {
+            Ok(Progress::Incomplete) => continue,
+            Ok(Progress::Complete(response)) => {
+                let result = interpret_response(&response);
+                let keep = response.reusable && response.status == 200;
+                // SAFETY: live exchange; finish frees it.
+                unsafe { finish_keeping(exchange, result, keep) };
+                return;
+            }
+            Err(error) => {
+                let error = match error {
+                    HttpError::TooLarge(_) => CallError::Malformed(error.to_string()),
+                    HttpError::Malformed(_) => CallError::Malformed(error.to_string()),
+                };
+                // SAFETY: live exchange; finish frees it.
+                unsafe { finish(exchange, Err(error)) };
+                return;
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
+    // SAFETY: the deadline's data is its exchange.
+    let exchange = unsafe { (*event).data as *mut Exchange };
+    // SAFETY: the timer fired, so it is no longer set; finish must not delete it.
+    unsafe { finish(exchange, Err(CallError::TimedOut)) };
+}
+
+/// A kept connection that supervisord closed in the meantime gets one fresh try.
+unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
+    // SAFETY: live exchange.
+    let ex = unsafe { &mut *exchange };
+    if ex.reused && ex.received.is_empty() {
+        // SAFETY: the failed connection is ours to close.
+        unsafe { close_connection(ex) };
+        ex.sent = 0;
+        // SAFETY: the slot was emptied when this exchange took its connection, so this
+        // connects anew.
+        unsafe { start(exchange) };
+        return;
+    }
+    // SAFETY: live exchange.
+    unsafe { fail_transport(exchange, cause) };
+}
+
+unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
+    // SAFETY: live exchange.
+    unsafe { finish(exchange, Err(CallError::Transport(cause))) };
+}
+
+unsafe fn close_connection(ex: &mut Exchange) {
+    if !ex.peer.connection.is_null() {
+        // SAFETY: the connection belongs to this exchange.
+        unsafe { ngx_close_connection(ex.peer.connection) };
+        ex.peer.connection = ptr::null_mut();
+    }
+}
+
+unsafe fn finish(exchange: *mut Exchange, result: Result<Value, CallError>) {
+    // SAFETY: forwarded.
+    unsafe { finish_keeping(exchange, result, false) };
+}
+
+unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallError>, keep: bool) {
+    // SAFETY: the exchange was leaked by `call`; this is its single owner taking it back.
+    let mut ex = unsafe { Box::from_raw(exchange) };
+    if ex.deadline.timer_set() != 0 {
+        // SAFETY: our own timer.
+        unsafe { ngx_del_timer(&mut ex.deadline) };
+    }
+    let connection = ex.peer.connection;
+    if keep && !connection.is_null() && ex.upstream.idle_connection.get().is_null() {
+        // SAFETY: the connection is healthy and now owned by the idle slot.
+        unsafe { park(ex.upstream, connection) };
+        ex.peer.connection = ptr::null_mut();
+    } else {
+        // SAFETY: ours to close.
+        unsafe { close_connection(&mut ex) };
+    }
+    if let Some(done) = ex.done.take() {
+        done(result);
+    }
+}
+
+unsafe fn park(upstream: &'static UpstreamConf, connection: *mut ngx_connection_t) {
+    // SAFETY: the connection is open; while idle its events only close it.
+    unsafe {
+        (*connection).data = upstream as *const UpstreamConf as *mut c_void;
+        (*connection).set_idle(1);
+        (*(*connection).read).handler = Some(on_idle_event);
+        (*(*connection).write).handler = Some(ignore_event);
+        upstream.idle_connection.set(connection);
+        if ngx_handle_read_event((*connection).read, 0) != NGX_OK as isize {
+            drop_idle(upstream, connection);
+        }
+    }
+}
+
+/// Anything on an idle connection (supervisord closing it, stray bytes, or nginx asking idle
+/// connections to close at shutdown) ends it.
+unsafe extern "C" fn on_idle_event(rev: *mut ngx_event_t) {
+    // SAFETY: an idle connection's data is its upstream conf.
+    unsafe {
+        let connection = (*rev).data as *mut ngx_connection_t;
+        let upstream = &*((*connection).data as *const UpstreamConf);
+        if (*connection).close() == 0 && (*rev).ready() == 0 {
+            return;
+        }
+        drop_idle(upstream, connection);
+    }
+}
+
+unsafe fn drop_idle(upstream: &UpstreamConf, connection: *mut ngx_connection_t) {
+    if upstream.idle_connection.get() == connection {
+        upstream.idle_connection.set(ptr::null_mut());
+    }
+    // SAFETY: the idle slot owned this connection.
+    unsafe { ngx_close_connection(connection) };
+}
