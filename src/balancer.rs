@@ -13,10 +13,13 @@ use nginx_sys::{
     ngx_close_connection, ngx_event_free_peer_pt, ngx_event_get_peer_pt, ngx_http_request_t,
     ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc,
     ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DONE, NGX_ERROR, NGX_OK,
+    NGX_PEER_FAILED,
 };
 use ngx::http::HttpModuleServerConf;
 
+use crate::commander;
 use crate::conf::UpstreamConf;
+use crate::core::commands::Mode;
 use crate::module::Module;
 
 const NO_BACKEND: usize = usize::MAX;
@@ -222,10 +225,13 @@ unsafe extern "C" fn free_peer(
     let context = unsafe { &mut *(data as *mut PeerContext) };
     if context.current_backend != NO_BACKEND {
         // SAFETY: the conf lives in the cycle, longer than any request.
-        let conf = unsafe { &*context.upstream };
+        let conf: &'static UpstreamConf = unsafe { &*context.upstream };
         conf.shared()
             .backend(context.current_backend)
             .request_finished();
+        if state & NGX_PEER_FAILED as ngx_uint_t != 0 && conf.mode() == Mode::Supervised {
+            commander::backend_failed(conf, context.current_backend);
+        }
         context.current_backend = NO_BACKEND;
     }
     if let Some(inner_free) = context.inner_free {

@@ -3,14 +3,10 @@
 //! real supervisord the answer means "accepted": the status is STARTING_UP or SHUTTING_DOWN
 //! and this worker's commander carries the command out.
 
-use std::ptr;
-
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_push,
-    ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_HTTP_CONFLICT, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
-    NGX_LOG_NOTICE, NGX_OK,
+    ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, NGX_HTTP_CONFLICT, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
+    NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::http::HttpModuleLocationConf;
 
@@ -19,6 +15,7 @@ use crate::conf::{str_bytes, UpstreamConf};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::commands::{decide, select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
+use crate::http_reply::send_text;
 use crate::module::Module;
 use crate::shared_zone::ZoneLock;
 
@@ -51,7 +48,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             ),
         );
         // SAFETY: r is live.
-        return unsafe { send_reply(r, reply, true) };
+        return unsafe { send_text(r, reply.status, &reply.body, &[("Allow", "GET, HEAD")]) };
     }
     // SAFETY: r is live; a body, if any, is read and dropped.
     let rc = unsafe { ngx_http_discard_request_body(r) };
@@ -60,7 +57,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     let reply = run(command, location.upstream(), str_bytes(&request.uri), r);
     // SAFETY: r is live.
-    unsafe { send_reply(r, reply, false) }
+    unsafe { send_text(r, reply.status, &reply.body, &[]) }
 }
 
 fn run(
@@ -164,59 +161,9 @@ fn describe(
         format!("{before} -> {after}")
     };
     let in_flight = upstream.shared().backend(index).in_flight();
-    let requests = if in_flight == 1 {
-        "request"
-    } else {
-        "requests"
-    };
+    let held = upstream.shared().held();
     format!(
-        "{command}: upstream \"{}\" backend {index} ({}): {change}, {in_flight} {requests} in flight\n",
+        "{command}: upstream \"{}\" backend {index} ({}): {change}, {in_flight} in flight, {held} held\n",
         upstream.name, upstream.backends[index].name
     )
-}
-
-unsafe fn send_reply(r: *mut ngx_http_request_t, reply: Reply, allow_header: bool) -> ngx_int_t {
-    // SAFETY: r is a live request (caller's contract); all memory comes from its pool.
-    unsafe {
-        let request = &mut *r;
-        request.headers_out.status = reply.status as usize;
-        request.headers_out.content_type = static_str(b"text/plain");
-        request.headers_out.content_type_len = request.headers_out.content_type.len;
-        request.headers_out.content_length_n = reply.body.len() as i64;
-        if allow_header {
-            let header = ngx_list_push(&mut request.headers_out.headers) as *mut ngx_table_elt_t;
-            if header.is_null() {
-                return NGX_ERROR as ngx_int_t;
-            }
-            // Zeroed first: the struct gained a `next` field in nginx 1.23.
-            ptr::write_bytes(header, 0, 1);
-            (*header).hash = 1;
-            (*header).key = static_str(b"Allow");
-            (*header).value = static_str(b"GET, HEAD");
-        }
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request.header_only() != 0 {
-            return rc;
-        }
-        let buf: *mut ngx_buf_t = ngx_create_temp_buf(request.pool, reply.body.len().max(1));
-        if buf.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        ptr::copy_nonoverlapping(reply.body.as_ptr(), (*buf).last, reply.body.len());
-        (*buf).last = (*buf).last.add(reply.body.len());
-        (*buf).set_last_buf(if r == request.main { 1 } else { 0 });
-        (*buf).set_last_in_chain(1);
-        let mut chain = ngx_chain_t {
-            buf,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut chain)
-    }
-}
-
-fn static_str(text: &'static [u8]) -> ngx_str_t {
-    ngx_str_t {
-        len: text.len(),
-        data: text.as_ptr() as *mut u8,
-    }
 }

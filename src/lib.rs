@@ -15,10 +15,18 @@ mod conf;
 #[cfg(not(test))]
 mod control_handler;
 #[cfg(not(test))]
+mod hold_gate;
+#[cfg(not(test))]
+mod http_reply;
+#[cfg(not(test))]
 mod module;
+#[cfg(not(test))]
+mod readiness_probe;
 #[cfg(not(test))]
 mod reconciler;
 #[cfg(not(test))]
 mod shared_zone;
+#[cfg(not(test))]
+mod status_handler;
 #[cfg(not(test))]
 mod supervisord_client;

@@ -11,7 +11,7 @@ use nginx_sys::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
 use ngx::ngx_string;
 
-use crate::conf::{self, ControlLocationConf, MainConf, UpstreamConf};
+use crate::conf::{self, LocationConf, MainConf, UpstreamConf};
 use crate::reconciler;
 
 pub struct Module;
@@ -40,7 +40,7 @@ unsafe impl HttpModuleServerConf for Module {
 }
 // SAFETY: as above.
 unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = ControlLocationConf;
+    type LocationConf = LocationConf;
 }
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
@@ -51,7 +51,7 @@ static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: Some(Module::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
-    merge_loc_conf: None,
+    merge_loc_conf: Some(conf::location::merge_loc_conf),
 };
 
 const fn directive(
@@ -74,7 +74,7 @@ const fn directive(
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 8] = [
+static mut COMMANDS: [ngx_command_t; 11] = [
     directive(
         ngx_string!("supervisord"),
         NGX_HTTP_UPS_CONF | NGX_CONF_TAKE12,
@@ -106,6 +106,18 @@ static mut COMMANDS: [ngx_command_t; 8] = [
         NGX_HTTP_SRV_CONF_OFFSET,
     ),
     directive(
+        ngx_string!("supervisord_hold_limit"),
+        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
+        conf::upstream::set_hold_limit,
+        NGX_HTTP_SRV_CONF_OFFSET,
+    ),
+    directive(
+        ngx_string!("supervisord_hold_timeout"),
+        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
+        conf::upstream::set_hold_timeout,
+        NGX_HTTP_SRV_CONF_OFFSET,
+    ),
+    directive(
         ngx_string!("supervisord_start"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
         conf::location::set_supervisord_start,
@@ -115,6 +127,12 @@ static mut COMMANDS: [ngx_command_t; 8] = [
         ngx_string!("supervisord_stop"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
         conf::location::set_supervisord_stop,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    directive(
+        ngx_string!("supervisord_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        conf::location::set_supervisord_status,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),

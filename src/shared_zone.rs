@@ -58,6 +58,10 @@ pub struct SharedUpstream {
     generation: AtomicU64,
     /// When supervisord's view was last read by any worker (nginx's monotonic msec).
     last_sync: AtomicU64,
+    /// Requests held, over all workers.
+    held: AtomicI64,
+    /// Starts that failed so far; held requests compare it with what they saw.
+    failed_starts: AtomicU64,
     backend_count: usize,
     backends: *mut SharedBackend,
 }
@@ -83,6 +87,28 @@ impl SharedUpstream {
         self.last_sync
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Counts one more held request unless `limit` are held already.
+    pub fn try_hold(&self, limit: u64) -> bool {
+        let before = self.held.fetch_add(1, Ordering::AcqRel);
+        if before >= limit as i64 {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_hold(&self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn held(&self) -> i64 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    pub fn failed_starts(&self) -> u64 {
+        self.failed_starts.load(Ordering::Acquire)
     }
 
     pub fn generation(&self) -> u64 {
@@ -126,6 +152,11 @@ impl<'a> ZoneLock<'a> {
 
     pub fn status(&self, index: usize) -> BackendStatus {
         self.upstream.backend(index).status()
+    }
+
+    /// Records a failed start; held requests waiting for it give up on the next generation.
+    pub fn record_failed_start(&self) {
+        self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn set_status(&self, index: usize, status: BackendStatus) {
@@ -258,6 +289,8 @@ unsafe fn find_or_create(
             claimed_in: root.inits,
             generation: AtomicU64::new(1),
             last_sync: AtomicU64::new(0),
+            held: AtomicI64::new(0),
+            failed_starts: AtomicU64::new(0),
             backend_count: count,
             backends,
         })

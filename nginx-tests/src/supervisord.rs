@@ -31,6 +31,14 @@ impl Program {
         }
     }
 
+    /// A program running the test backend on `port` with extra arguments
+    /// (`--listen-after MS`, `--protocol P`).
+    pub fn backend_with(name: &str, port: u16, startsecs: u32, args: &str) -> Self {
+        let mut program = Self::backend(name, port, startsecs);
+        program.command = format!("{} {args}", program.command);
+        program
+    }
+
     pub fn command(name: &str, command: &str, startsecs: u32) -> Self {
         Self {
             name: name.into(),

@@ -73,7 +73,7 @@ fn example_two_moves_servers_in_and_out_of_rotation() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(
         reply.body,
-        format!("start: upstream \"backend\" backend 2 (127.0.0.1:{p2}): down -> up, 0 requests in flight\n")
+        format!("start: upstream \"backend\" backend 2 (127.0.0.1:{p2}): down -> up, 0 in flight, 0 held\n")
     );
     assert_every_worker_uses(&setup, &[p0, p1, p2]);
 
@@ -233,7 +233,7 @@ fn in_flight_requests_are_counted_per_backend() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let reply = setup.nginx.get("/_start/0");
     assert!(
-        reply.body.ends_with("already up, 3 requests in flight\n"),
+        reply.body.ends_with("already up, 3 in flight, 0 held\n"),
         "{}",
         reply.body
     );
@@ -242,7 +242,7 @@ fn in_flight_requests_are_counted_per_backend() {
     }
     let reply = setup.nginx.get("/_start/0");
     assert!(
-        reply.body.ends_with("already up, 0 requests in flight\n"),
+        reply.body.ends_with("already up, 0 in flight, 0 held\n"),
         "{}",
         reply.body
     );

@@ -1,18 +1,28 @@
-//! `supervisord_start upstream` and `supervisord_stop upstream`: control locations.
+//! Per-location configuration: control locations (`supervisord_start upstream`,
+//! `supervisord_stop upstream`), and which supervised upstream a location passes requests to
+//! (so that the hold gate knows which requests may wait for a backend).
 
 use std::ffi::{c_char, c_void};
 use std::ptr;
 
-use nginx_sys::{ngx_command_t, ngx_conf_t, ngx_http_core_loc_conf_t};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
+    ngx_http_upstream_srv_conf_t, ngx_uint_t, NGX_HTTP_MODULE,
+};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule,
+};
 
 use super::{directive_args, directive_position, log_conf_error, str_lossy, UpstreamConf};
 use crate::control_handler;
 use crate::core::backend_status::Command;
 use crate::module::Module;
 
-/// A location with `supervisord_start` or `supervisord_stop`.
-pub struct ControlLocationConf {
+pub struct LocationConf {
+    /// The upstream this location's proxy_pass (fastcgi_pass, uwsgi_pass, scgi_pass, grpc_pass)
+    /// names, when it is managed through a real supervisord.
+    pub held_upstream: *mut UpstreamConf,
+    /// Set in a location with `supervisord_start` or `supervisord_stop`.
     pub command: Option<Command>,
     pub upstream_name: String,
     /// Where the directive was written, for errors found after parsing.
@@ -22,9 +32,10 @@ pub struct ControlLocationConf {
     pub upstream: *mut UpstreamConf,
 }
 
-impl Default for ControlLocationConf {
+impl Default for LocationConf {
     fn default() -> Self {
         Self {
+            held_upstream: ptr::null_mut(),
             command: None,
             upstream_name: String::new(),
             file: String::new(),
@@ -34,7 +45,7 @@ impl Default for ControlLocationConf {
     }
 }
 
-impl ControlLocationConf {
+impl LocationConf {
     pub fn directive_name(&self) -> &'static str {
         match self.command {
             Some(Command::Stop) => "supervisord_stop",
@@ -68,7 +79,7 @@ pub unsafe extern "C" fn set_supervisord_stop(
 
 unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) -> *mut c_char {
     // SAFETY: nginx passes this module's loc conf of the enclosing location.
-    let location = unsafe { &mut *(conf as *mut ControlLocationConf) };
+    let location = unsafe { &mut *(conf as *mut LocationConf) };
     match location.command {
         Some(existing) if existing == command => return c"is duplicate".as_ptr() as *mut c_char,
         Some(_) => {
@@ -91,12 +102,80 @@ unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) 
     let Some(main) = Module::main_conf_mut(cf_ref) else {
         return log_conf_error(cf, "internal error: no main configuration");
     };
-    main.control_locations
-        .push(location as *mut ControlLocationConf);
+    main.control_locations.push(location as *mut LocationConf);
     let Some(core) = NgxHttpCoreModule::location_conf_mut(cf_ref) else {
         return log_conf_error(cf, "internal error: no core location configuration");
     };
     let core: &mut ngx_http_core_loc_conf_t = core;
     core.handler = Some(control_handler::handle);
+    ptr::null_mut()
+}
+
+/// Modules whose location configuration starts with `ngx_http_upstream_conf_t`, itself starting
+/// with the upstream's srv conf. Found by name, so that none of them has to be compiled in.
+const PASSING_MODULES: [&[u8]; 5] = [
+    b"ngx_http_proxy_module",
+    b"ngx_http_fastcgi_module",
+    b"ngx_http_uwsgi_module",
+    b"ngx_http_scgi_module",
+    b"ngx_http_grpc_module",
+];
+
+/// Runs for every location once those modules have merged theirs: notes the supervised
+/// upstream the location passes to, if any.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    _parent: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's loc conf and, during merging, a cf whose ctx holds the
+    // loc confs of the same location for every module.
+    unsafe {
+        let location = &mut *(conf as *mut LocationConf);
+        let cycle = &*(*cf).cycle;
+        let ctx = &*((*cf).ctx as *const ngx_http_conf_ctx_t);
+        let modules = std::slice::from_raw_parts(cycle.modules, cycle.modules_n);
+        for &module in modules {
+            if module.is_null() || (*module).type_ != NGX_HTTP_MODULE as ngx_uint_t {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr((*module).name).to_bytes();
+            if !PASSING_MODULES.contains(&name) {
+                continue;
+            }
+            let module_conf = *ctx.loc_conf.add((*module).ctx_index);
+            if module_conf.is_null() {
+                continue;
+            }
+            let uscf = *(module_conf as *const *mut ngx_http_upstream_srv_conf_t);
+            if uscf.is_null() || (*uscf).srv_conf.is_null() {
+                continue;
+            }
+            if let Some(upstream) = Module::server_conf_mut(&*uscf) {
+                if upstream.supervisord.is_some() {
+                    location.held_upstream = upstream;
+                    break;
+                }
+            }
+        }
+    }
+    ptr::null_mut()
+}
+
+/// `supervisord_status;`: the location answers the JSON status of every managed upstream.
+pub unsafe extern "C" fn set_supervisord_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is valid during the directive call.
+    let Some(core) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
+        return log_conf_error(cf, "internal error: no core location configuration");
+    };
+    let core: &mut ngx_http_core_loc_conf_t = core;
+    if core.handler.is_some() {
+        return c"is duplicate or conflicts with another content handler".as_ptr() as *mut c_char;
+    }
+    core.handler = Some(crate::status_handler::handle);
     ptr::null_mut()
 }

@@ -8,16 +8,19 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_str_t,
-    NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_str_t, NGX_ERROR,
+    NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModuleMainConf, HttpModuleServerConf, NgxHttpUpstreamModule};
+use ngx::http::{
+    HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule, NgxHttpUpstreamModule,
+};
 
 use crate::balancer;
 use crate::module::Module;
 use crate::shared_zone;
 
-pub use location::ControlLocationConf;
+pub use location::LocationConf;
 pub use upstream::UpstreamConf;
 
 /// http-level configuration of the module.
@@ -26,7 +29,7 @@ pub struct MainConf {
     /// Every upstream with a `supervisord` directive, in configuration order.
     pub upstreams: Vec<*mut UpstreamConf>,
     /// Control locations whose upstream name is checked once all upstreams are known.
-    pub control_locations: Vec<*mut ControlLocationConf>,
+    pub control_locations: Vec<*mut LocationConf>,
 }
 
 /// nginx's `NGX_CONF_ERROR`, the value a directive handler returns after logging its error.
@@ -148,6 +151,10 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     if main.upstreams.is_empty() {
         return NGX_OK as ngx_int_t;
     }
+    // SAFETY: cf is the http block's configuration.
+    if unsafe { add_hold_gate(cf) }.is_err() {
+        return NGX_ERROR as ngx_int_t;
+    }
     // SAFETY: cf is valid, main lives as long as the cycle.
     unsafe { add_shared_zone(cf, main) }
 }
@@ -168,6 +175,23 @@ fn find_managed_upstream(
         };
     }
     Err("names an unknown upstream")
+}
+
+/// Installs the hold gate in the precontent phase, after access checks: a request refused by
+/// `allow`/`deny` or `auth_basic` is never held and never starts anything.
+unsafe fn add_hold_gate(cf: *mut ngx_conf_t) -> Result<(), ()> {
+    // SAFETY: cf is valid; the core module's main conf holds the phase handler arrays.
+    unsafe {
+        let core = NgxHttpCoreModule::main_conf_mut(&*cf).ok_or(())?;
+        let handlers =
+            &mut core.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize].handlers;
+        let slot = ngx_array_push(handlers) as *mut ngx_http_handler_pt;
+        if slot.is_null() {
+            return Err(());
+        }
+        slot.write(Some(crate::hold_gate::gate));
+    }
+    Ok(())
 }
 
 unsafe fn add_shared_zone(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {

@@ -1,12 +1,12 @@
 //! `supervisord`, `supervisord_name` and `supervisord_inherit_backend_status`: per-upstream
 //! configuration, and what the module learns about the upstream's servers.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_http_upstream_init_peer_pt,
+    ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_event_t, ngx_http_upstream_init_peer_pt,
     ngx_http_upstream_server_t, ngx_http_upstream_srv_conf_t, ngx_parse_url, ngx_slab_pool_t,
     ngx_str_t, ngx_url_t, sockaddr, socklen_t, NGX_OK,
 };
@@ -19,6 +19,7 @@ use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
 use crate::core::upstream_identity::IdentityHasher;
+use crate::hold_gate::HoldContext;
 use crate::shared_zone::SharedUpstream;
 
 /// One `server` line of a managed upstream.
@@ -42,6 +43,8 @@ pub struct ResolvedEndpoint {
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_HOLD_LIMIT: u64 = 1000;
+pub const DEFAULT_HOLD_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 5_000;
 
 /// The module's configuration of one `upstream {}` block.
@@ -55,8 +58,16 @@ pub struct UpstreamConf {
     pub timeout: Option<u64>,
     /// `supervisord_sync_interval`: how often supervisord's view is read; 0 is off.
     pub sync_interval: Option<u64>,
+    /// `supervisord_hold_limit`: requests held at most, over all workers.
+    pub hold_limit: Option<u64>,
+    /// `supervisord_hold_timeout`: how long a request is held at most.
+    pub hold_timeout: Option<u64>,
     /// This worker's kept-alive connection to supervisord, if any.
     pub idle_connection: Cell<*mut ngx_connection_t>,
+    /// This worker's held requests and the timer that watches the shared generation for them.
+    pub waiters: RefCell<Vec<*mut HoldContext>>,
+    pub wake_timer: UnsafeCell<ngx_event_t>,
+    pub wake_seen_generation: Cell<u64>,
 
     /// Filled in once the configuration is read (see `attach`).
     pub name: String,
@@ -81,7 +92,13 @@ impl Default for UpstreamConf {
             credentials: None,
             timeout: None,
             sync_interval: None,
+            hold_limit: None,
+            hold_timeout: None,
             idle_connection: Cell::new(ptr::null_mut()),
+            waiters: RefCell::new(Vec::new()),
+            // SAFETY: zeroed is a valid unset event.
+            wake_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            wake_seen_generation: Cell::new(0),
             program_prefix: None,
             inherit_backend_status: false,
             name: String::new(),
@@ -100,6 +117,14 @@ impl Default for UpstreamConf {
 impl UpstreamConf {
     pub fn timeout_ms(&self) -> u64 {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT_MS)
+    }
+
+    pub fn hold_limit(&self) -> u64 {
+        self.hold_limit.unwrap_or(DEFAULT_HOLD_LIMIT)
+    }
+
+    pub fn hold_timeout_ms(&self) -> u64 {
+        self.hold_timeout.unwrap_or(DEFAULT_HOLD_TIMEOUT_MS)
     }
 
     pub fn sync_interval_ms(&self) -> u64 {
@@ -144,6 +169,10 @@ impl UpstreamConf {
             Some("supervisord_timeout")
         } else if self.sync_interval.is_some() {
             Some("supervisord_sync_interval")
+        } else if self.hold_limit.is_some() {
+            Some("supervisord_hold_limit")
+        } else if self.hold_timeout.is_some() {
+            Some("supervisord_hold_timeout")
         } else {
             None
         }
@@ -388,6 +417,62 @@ pub unsafe extern "C" fn set_sync_interval(
                 &format!(
                 "invalid supervisord_sync_interval \"{text}\": expected a time such as 5s, or off"
             ),
+            )
+        }
+    }
+    ptr::null_mut()
+}
+
+/// `supervisord_hold_limit number`: requests held at most for this upstream (default 1000).
+pub unsafe extern "C" fn set_hold_limit(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.hold_limit.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let text = str_lossy(unsafe { &directive_args(cf)[1] });
+    match text.parse::<u64>() {
+        Ok(limit) if !text.starts_with('+') && limit <= 1_000_000_000 => {
+            upstream.hold_limit = Some(limit)
+        }
+        _ => {
+            return log_conf_error(
+                cf,
+                &format!(
+                    "invalid supervisord_hold_limit \"{text}\": expected a number of requests"
+                ),
+            )
+        }
+    }
+    ptr::null_mut()
+}
+
+/// `supervisord_hold_timeout time`: how long a request waits for a backend (default 60s).
+pub unsafe extern "C" fn set_hold_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.hold_timeout.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let text = str_lossy(unsafe { &directive_args(cf)[1] });
+    match parse_duration_ms(&text) {
+        Some(ms) if ms > 0 => upstream.hold_timeout = Some(ms),
+        _ => {
+            return log_conf_error(
+                cf,
+                &format!(
+                    "invalid supervisord_hold_timeout \"{text}\": expected a time such as 60s"
+                ),
             )
         }
     }

@@ -8,6 +8,7 @@ pub mod control_uri;
 pub mod duration;
 pub mod http_exchange;
 pub mod process_state;
+pub mod status_json;
 pub mod supervisord_address;
 pub mod upstream_identity;
 pub mod xmlrpc;

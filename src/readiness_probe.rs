@@ -1,0 +1,228 @@
+//! Readiness: while a backend is STARTING_UP, the worker that started it tries a TCP connection
+//! to the backend's address every `PROBE_INTERVAL_MS`; the first accepted one makes it UP. Held
+//! requests so resume the moment the program listens, not after supervisord's `startsecs`.
+//! After `supervisord_timeout` without an accepted connection the probe gives up: if supervisord
+//! confirmed the start, the backend is UP anyway (with a warning); if not yet, the commander
+//! settles it when supervisord answers.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use nginx_sys::{
+    getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
+    ngx_connection_t, ngx_cycle, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer,
+    ngx_event_t, ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_LOG_NOTICE,
+    NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
+};
+
+use std::rc::Rc;
+
+use crate::commander::{now_ms, StartAttempt};
+use crate::conf::UpstreamConf;
+use crate::core::backend_status::BackendStatus;
+use crate::core::process_state::program_name;
+use crate::shared_zone::ZoneLock;
+
+const PROBE_INTERVAL_MS: usize = 3;
+/// A connect that neither succeeds nor fails within this is abandoned and tried again.
+const CONNECT_WAIT_MS: usize = 200;
+
+struct Probe {
+    upstream: &'static UpstreamConf,
+    index: usize,
+    attempt: Rc<StartAttempt>,
+    give_up_at: u64,
+    peer: ngx_peer_connection_t,
+    name: ngx_str_t,
+    timer: ngx_event_t,
+    attempts: u64,
+}
+
+/// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker.
+pub fn start(upstream: &'static UpstreamConf, index: usize, attempt: Rc<StartAttempt>) {
+    let Some(address) = upstream.backends[index].sockaddrs.first() else {
+        return;
+    };
+    let name = &upstream.backends[index].name;
+    let probe = Box::into_raw(Box::new(Probe {
+        upstream,
+        index,
+        attempt,
+        give_up_at: now_ms() + upstream.timeout_ms(),
+        // SAFETY: zeroed is a valid unset peer connection and event.
+        peer: unsafe { std::mem::zeroed() },
+        name: ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        },
+        timer: unsafe { std::mem::zeroed() },
+        attempts: 0,
+    }));
+    // SAFETY: the probe is owned by the event loop until `finish`.
+    unsafe {
+        let p = &mut *probe;
+        p.peer.sockaddr = address.as_ptr() as *mut _;
+        p.peer.socklen = address.len() as socklen_t;
+        p.timer.handler = Some(on_timer);
+        p.timer.data = probe as *mut c_void;
+        p.timer.log = (*ngx_cycle).log;
+        try_connect(probe);
+    }
+}
+
+fn still_starting(probe: &Probe) -> bool {
+    probe.upstream.shared().backend(probe.index).status() == BackendStatus::StartingUp
+}
+
+unsafe fn try_connect(probe: *mut Probe) {
+    // SAFETY: live probe (caller's contract).
+    let p = unsafe { &mut *probe };
+    if !still_starting(p) {
+        // SAFETY: ends the probe.
+        unsafe { finish(probe) };
+        return;
+    }
+    if now_ms() >= p.give_up_at {
+        p.attempt.probe_gave_up.set(true);
+        if p.attempt.confirmed.get() {
+            // SAFETY: the cycle log is valid in a worker.
+            let log = unsafe { (*ngx_cycle).log };
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "supervisord: upstream \"{}\" backend {} ({}): started, but accepted no connection within {} ms; taking it as up",
+                p.upstream.name,
+                p.index,
+                p.upstream.backends[p.index].name,
+                p.upstream.timeout_ms()
+            );
+            // SAFETY: ends the probe with the backend UP.
+            unsafe { ready(probe, "supervisord says started") };
+        } else {
+            // SAFETY: ends the probe; the commander settles the start.
+            unsafe { finish(probe) };
+        }
+        return;
+    }
+    p.attempts += 1;
+    let (sockaddr, socklen) = (p.peer.sockaddr, p.peer.socklen);
+    // SAFETY: zeroed is a valid unset peer connection.
+    p.peer = unsafe { std::mem::zeroed() };
+    p.peer.sockaddr = sockaddr;
+    p.peer.socklen = socklen;
+    p.peer.name = &mut p.name;
+    p.peer.get = Some(ngx_event_get_peer);
+    p.peer.tries = 1;
+    // SAFETY: the cycle log is valid in a worker.
+    p.peer.log = unsafe { (*ngx_cycle).log };
+    p.peer
+        .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
+    // SAFETY: the peer describes the backend's address.
+    let rc = unsafe { ngx_event_connect_peer(&mut p.peer) };
+    if rc == NGX_OK as isize {
+        // SAFETY: connected at once (loopback): the backend listens.
+        unsafe {
+            close(p);
+            ready(probe, "accepts connections");
+        }
+        return;
+    }
+    if rc == NGX_AGAIN as isize {
+        let connection = p.peer.connection;
+        // SAFETY: the pending connection reports to this probe.
+        unsafe {
+            (*connection).data = probe as *mut c_void;
+            (*(*connection).write).handler = Some(on_connect_event);
+            (*(*connection).read).handler = Some(on_connect_event);
+            ngx_add_timer(&mut p.timer, CONNECT_WAIT_MS);
+        }
+        return;
+    }
+    // Refused (not listening yet) or another error: try again shortly.
+    // SAFETY: re-arming the probe's own timer.
+    unsafe { ngx_add_timer(&mut p.timer, PROBE_INTERVAL_MS) };
+}
+
+unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
+    // SAFETY: the timer's data is its probe.
+    let probe = unsafe { (*event).data as *mut Probe };
+    // A pending connect that took too long is abandoned.
+    // SAFETY: live probe.
+    unsafe {
+        close(&mut *probe);
+        try_connect(probe);
+    }
+}
+
+unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
+    // SAFETY: the event's connection carries its probe.
+    unsafe {
+        let connection = (*event).data as *mut ngx_connection_t;
+        let probe = (*connection).data as *mut Probe;
+        let p = &mut *probe;
+        if p.timer.timer_set() != 0 {
+            ngx_del_timer(&mut p.timer);
+        }
+        let mut error: i32 = 0;
+        let mut length = std::mem::size_of::<i32>() as socklen_t;
+        let rc = getsockopt(
+            (*connection).fd,
+            SOL_SOCKET as i32,
+            SO_ERROR as i32,
+            &mut error as *mut i32 as *mut c_void,
+            &mut length,
+        );
+        close(p);
+        if rc == 0 && error == 0 {
+            ready(probe, "accepts connections");
+        } else {
+            ngx_add_timer(&mut p.timer, PROBE_INTERVAL_MS);
+        }
+    }
+}
+
+unsafe fn close(p: &mut Probe) {
+    if !p.peer.connection.is_null() {
+        // SAFETY: the probe's own connection.
+        unsafe { ngx_close_connection(p.peer.connection) };
+        p.peer.connection = ptr::null_mut();
+    }
+}
+
+unsafe fn ready(probe: *mut Probe, why: &str) {
+    // SAFETY: live probe.
+    let p = unsafe { &mut *probe };
+    let lock = ZoneLock::new(p.upstream);
+    let owned = lock.status(p.index) == BackendStatus::StartingUp;
+    if owned {
+        lock.set_status(p.index, BackendStatus::Up);
+    }
+    drop(lock);
+    if owned {
+        // SAFETY: the cycle log is valid in a worker.
+        let log = unsafe { (*ngx_cycle).log };
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): starting up -> up ({})",
+            p.upstream.name,
+            p.index,
+            p.upstream.backends[p.index].name,
+            program_name(p.upstream.program_prefix(), p.index),
+            why
+        );
+    }
+    // SAFETY: ends the probe.
+    unsafe { finish(probe) };
+}
+
+unsafe fn finish(probe: *mut Probe) {
+    // SAFETY: the probe was leaked by `start`; this takes it back once.
+    let mut p = unsafe { Box::from_raw(probe) };
+    if p.timer.timer_set() != 0 {
+        // SAFETY: the probe's own timer.
+        unsafe { ngx_del_timer(&mut p.timer) };
+    }
+    // SAFETY: the probe's own connection, if any.
+    unsafe { close(&mut p) };
+}
