@@ -2,14 +2,15 @@
 #
 #   make build  nginx 1.28 at build/sbin/nginx, the module at build/modules/ngx_supervisord_module.so
 #   make test   every unit and integration test (installs missing Debian packages first)
-#   make demo   configuration example #2 of the 2010 module, live, with real backends
+#   make demo   the main job live: a real supervisord starts a backend for the first request
+#   make bench  cold-start and capacity figures
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
 DISTRO_SRC := build/distro-nginx-src
 
-.PHONY: all deps build lint unit integration distro-build distro-test test demo clean
+.PHONY: all deps build lint unit integration distro-build distro-test test demo bench clean
 
 all: build
 
@@ -65,6 +66,11 @@ test:
 
 demo: build
 	bash examples/demo.sh
+
+# Cold start (200 concurrent requests while everything is stopped) and capacity (10,000 held
+# requests), side by side in one run; figures, not pass/fail.
+bench: build
+	target/release/bench
 
 clean:
 	rm -rf build

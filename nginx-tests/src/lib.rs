@@ -37,15 +37,16 @@ pub fn module_path() -> PathBuf {
         .unwrap_or_else(|| project_dir().join("build/modules/ngx_supervisord_module.so"))
 }
 
-/// `test-backend` sits next to the `deps/` folder that holds the test executables.
+/// `test-backend` sits next to this executable (a tool such as `bench`), or next to the
+/// `deps/` folder that holds the test executables.
 pub fn backend_binary() -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    test_exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("test-backend")
+    let exe = std::env::current_exe().unwrap();
+    let folder = exe.parent().unwrap();
+    let sibling = folder.join("test-backend");
+    if sibling.exists() {
+        return sibling;
+    }
+    folder.parent().unwrap().join("test-backend")
 }
 
 /// A loopback port nobody in this test process was given before and that is free right now.
@@ -125,12 +126,18 @@ impl Prefix {
     /// Writes a complete configuration: the module, `workers` workers, and `http_body` inside
     /// `http {}`.
     pub fn write_conf(&self, workers: usize, http_body: &str) {
+        self.write_conf_sized(workers, 1024, http_body)
+    }
+
+    /// As `write_conf`, with room for `connections` connections per worker.
+    pub fn write_conf_sized(&self, workers: usize, connections: usize, http_body: &str) {
         let conf = format!(
             "load_module {module};\n\
              worker_processes {workers};\n\
+             worker_rlimit_nofile {files};\n\
              error_log {dir}/logs/error.log notice;\n\
              pid {dir}/logs/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
+             events {{ worker_connections {connections}; }}\n\
              http {{\n\
              access_log off;\n\
              client_body_temp_path {dir}/client_body;\n\
@@ -142,6 +149,7 @@ impl Prefix {
              }}\n",
             module = module_path().display(),
             dir = self.dir.display(),
+            files = connections * 2 + 64,
         );
         fs::write(self.conf_path(), conf).unwrap();
     }
@@ -183,9 +191,18 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx with `http_body`, in which `{port}` is replaced by the port it listens on.
     pub fn start(name: &str, workers: usize, http_body: &str) -> Self {
+        Self::start_sized(name, workers, 1024, http_body)
+    }
+
+    /// As `start`, with room for `connections` connections per worker.
+    pub fn start_sized(name: &str, workers: usize, connections: usize, http_body: &str) -> Self {
         let port = free_port();
         let prefix = Prefix::new(name);
-        prefix.write_conf(workers, &http_body.replace("{port}", &port.to_string()));
+        prefix.write_conf_sized(
+            workers,
+            connections,
+            &http_body.replace("{port}", &port.to_string()),
+        );
         let master = Command::new(nginx_binary())
             .arg("-p")
             .arg(&prefix.dir)

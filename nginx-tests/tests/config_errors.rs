@@ -17,8 +17,8 @@ fn check(name: &str, http_body: &str) -> (bool, String, String) {
 
 /// The line of `nginx.conf` that contains `needle` (1-based), as nginx reports it.
 fn line_of(http_body: &str, needle: &str) -> usize {
-    // The harness writes 12 lines before the http body starts.
-    let offset = 12;
+    // The harness writes 13 lines before the http body starts.
+    let offset = 13;
     offset
         + http_body
             .lines()
@@ -271,6 +271,16 @@ fn refuses_bad_timeouts_and_intervals() {
             "invalid supervisord_timeout \"0s\"",
         ),
         (
+            "bad-hold-limit",
+            "supervisord_hold_limit many;",
+            "invalid supervisord_hold_limit \"many\"",
+        ),
+        (
+            "bad-hold-timeout",
+            "supervisord_hold_timeout 1.5s;",
+            "invalid supervisord_hold_timeout \"1.5s\"",
+        ),
+        (
             "bad-interval",
             "supervisord_sync_interval -1;",
             "invalid supervisord_sync_interval \"-1\"",
@@ -288,7 +298,9 @@ fn refuses_bad_timeouts_and_intervals() {
     );
     let body = format!(
         "upstream backend {{\n{SERVERS}supervisord unix:/run/s.sock;\n\
-         supervisord_timeout 500ms;\nsupervisord_sync_interval off;\n}}"
+         supervisord_timeout 500ms;\nsupervisord_sync_interval off;\n\
+         supervisord_hold_limit 10;\nsupervisord_hold_timeout 5s;\n}}\n\
+         server {{ listen 127.0.0.1:1; location = /s {{ supervisord_status; }} }}"
     );
     let (ok, stderr, _) = check("timeouts-ok", &body);
     assert!(ok, "{stderr}");
