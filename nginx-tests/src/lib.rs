@@ -403,3 +403,14 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// The `held` count of the first upstream in a `supervisord_status` answer.
+pub fn held_in_status(status_body: &str) -> Option<u64> {
+    status_body
+        .split("\"held\":")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()
+}

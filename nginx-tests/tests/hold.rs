@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Nginx, Response};
+use nginx_tests::{eventually, free_port, held_in_status, request, Nginx, Response};
 
 fn upstream_conf(ports: &[u16], supervisord: &Supervisord, extra: &str) -> String {
     let servers: String = ports
@@ -46,13 +46,10 @@ fn concurrent(port: u16, count: usize, path: &'static str) -> Vec<Response> {
 
 /// How many requests the status location reports held, e.g. "4 held".
 fn held_count(nginx: &Nginx) -> String {
-    let body = nginx.get("/_status").body;
-    let held = body
-        .split("\"held\":")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or("?");
-    format!("{held} held")
+    match held_in_status(&nginx.get("/_status").body) {
+        Some(held) => format!("{held} held"),
+        None => "? held".into(),
+    }
 }
 
 #[test]

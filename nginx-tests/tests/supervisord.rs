@@ -406,3 +406,51 @@ fn html_garbage_bad_xml_and_resets_are_errors() {
         );
     }
 }
+
+/// Local ports of the established connections from this machine to `port` (from
+/// /proc/net/tcp), i.e. nginx's connections to supervisord.
+fn connections_to(port: u16) -> std::collections::BTreeSet<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let wanted = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local, remote, state (01 = ESTABLISHED)
+            (fields.len() > 3 && fields[2].ends_with(&wanted) && fields[3] == "01")
+                .then(|| fields[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn connections_to_supervisord_are_kept_alive() {
+    let supervisord = Supervisord::start(
+        "keepalive",
+        &[Program::backend("backend0", free_port(), 0)],
+        "",
+    );
+    let nginx = nginx_for(
+        "sv-keepalive",
+        &[free_port()],
+        &format!(
+            "supervisord 127.0.0.1:{} {USER}:{PASSWORD};\nsupervisord_sync_interval 100ms;",
+            supervisord.port
+        ),
+    );
+    // Several reconciliations per second, each an XML-RPC call.
+    assert!(eventually(5, || !connections_to(supervisord.port).is_empty()));
+    let first = connections_to(supervisord.port);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let later = connections_to(supervisord.port);
+    assert!(
+        first.len() <= 2 && later.len() <= 2,
+        "at most one kept connection per worker: {first:?} {later:?}"
+    );
+    assert!(
+        !first.is_disjoint(&later),
+        "the same connection carried later calls: {first:?} then {later:?}"
+    );
+    assert!(!nginx.error_log().contains("reading program states"));
+}

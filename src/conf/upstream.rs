@@ -367,31 +367,58 @@ unsafe fn resolve(
     })
 }
 
+/// Sets one numeric upstream option from the directive's argument: `slot` picks the field,
+/// `parse` reads the text (None when invalid), `expected` tells the operator what would do.
+unsafe fn set_number(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    slot: fn(&mut UpstreamConf) -> &mut Option<u64>,
+    parse: fn(&str) -> Option<u64>,
+    expected: &str,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let field = slot(unsafe { &mut *(conf as *mut UpstreamConf) });
+    if field.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let args = unsafe { directive_args(cf) };
+    let text = str_lossy(&args[1]);
+    match parse(&text) {
+        Some(value) => *field = Some(value),
+        None => {
+            return log_conf_error(
+                cf,
+                &format!(
+                    "invalid {} \"{text}\": expected {expected}",
+                    str_lossy(&args[0])
+                ),
+            )
+        }
+    }
+    ptr::null_mut()
+}
+
+fn positive_duration(text: &str) -> Option<u64> {
+    parse_duration_ms(text).filter(|ms| *ms > 0)
+}
+
 /// `supervisord_timeout time`: deadline of one call to supervisord (default 30s).
 pub unsafe extern "C" fn set_timeout(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
-    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
-    if upstream.timeout.is_some() {
-        return DUPLICATE;
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.timeout,
+            positive_duration,
+            "a time such as 30s or 500ms",
+        )
     }
-    // SAFETY: called by nginx as a directive handler.
-    let text = str_lossy(unsafe { &directive_args(cf)[1] });
-    match parse_duration_ms(&text) {
-        Some(ms) if ms > 0 => upstream.timeout = Some(ms),
-        _ => {
-            return log_conf_error(
-                cf,
-                &format!(
-                    "invalid supervisord_timeout \"{text}\": expected a time such as 30s or 500ms"
-                ),
-            )
-        }
-    }
-    ptr::null_mut()
 }
 
 /// `supervisord_sync_interval time | off`: how often supervisord's view of the programs is read
@@ -401,26 +428,22 @@ pub unsafe extern "C" fn set_sync_interval(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
-    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
-    if upstream.sync_interval.is_some() {
-        return DUPLICATE;
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.sync_interval,
+            |text| {
+                if text == "off" {
+                    Some(0)
+                } else {
+                    positive_duration(text)
+                }
+            },
+            "a time such as 5s, or off",
+        )
     }
-    // SAFETY: called by nginx as a directive handler.
-    let text = str_lossy(unsafe { &directive_args(cf)[1] });
-    match (text.as_str(), parse_duration_ms(&text)) {
-        ("off", _) => upstream.sync_interval = Some(0),
-        (_, Some(ms)) if ms > 0 => upstream.sync_interval = Some(ms),
-        _ => {
-            return log_conf_error(
-                cf,
-                &format!(
-                "invalid supervisord_sync_interval \"{text}\": expected a time such as 5s, or off"
-            ),
-            )
-        }
-    }
-    ptr::null_mut()
 }
 
 /// `supervisord_hold_limit number`: requests held at most for this upstream (default 1000).
@@ -429,27 +452,21 @@ pub unsafe extern "C" fn set_hold_limit(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
-    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
-    if upstream.hold_limit.is_some() {
-        return DUPLICATE;
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.hold_limit,
+            |text| {
+                let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+                text.parse()
+                    .ok()
+                    .filter(|limit| digits && *limit <= 1_000_000_000)
+            },
+            "a number of requests",
+        )
     }
-    // SAFETY: called by nginx as a directive handler.
-    let text = str_lossy(unsafe { &directive_args(cf)[1] });
-    match text.parse::<u64>() {
-        Ok(limit) if !text.starts_with('+') && limit <= 1_000_000_000 => {
-            upstream.hold_limit = Some(limit)
-        }
-        _ => {
-            return log_conf_error(
-                cf,
-                &format!(
-                    "invalid supervisord_hold_limit \"{text}\": expected a number of requests"
-                ),
-            )
-        }
-    }
-    ptr::null_mut()
 }
 
 /// `supervisord_hold_timeout time`: how long a request waits for a backend (default 60s).
@@ -458,23 +475,14 @@ pub unsafe extern "C" fn set_hold_timeout(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
-    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
-    if upstream.hold_timeout.is_some() {
-        return DUPLICATE;
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.hold_timeout,
+            positive_duration,
+            "a time such as 60s",
+        )
     }
-    // SAFETY: called by nginx as a directive handler.
-    let text = str_lossy(unsafe { &directive_args(cf)[1] });
-    match parse_duration_ms(&text) {
-        Some(ms) if ms > 0 => upstream.hold_timeout = Some(ms),
-        _ => {
-            return log_conf_error(
-                cf,
-                &format!(
-                    "invalid supervisord_hold_timeout \"{text}\": expected a time such as 60s"
-                ),
-            )
-        }
-    }
-    ptr::null_mut()
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, Nginx};
+use nginx_tests::{eventually, free_port, held_in_status, Nginx};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -181,13 +181,7 @@ async fn capacity() {
     let mut peak_held = 0;
     let mut during = before;
     while started.elapsed() < Duration::from_secs(7) {
-        let status = nginx.get("/_status").body;
-        let held: usize = status
-            .split("\"held\":")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let held = held_in_status(&nginx.get("/_status").body).unwrap_or(0) as usize;
         if held >= peak_held {
             peak_held = held;
             during = workers_rss_kib(&nginx);
