@@ -67,9 +67,10 @@ test:
 demo: build
 	bash examples/demo.sh
 
-# Cold start (200 concurrent requests while everything is stopped) and capacity (10,000 held
-# requests), side by side in one run; figures, not pass/fail.
+# Cold start (200 concurrent requests while everything is stopped), capacity (10,000 held
+# requests) and throughput (managed vs plain upstream, wrk), in one run; figures, not pass/fail.
 bench: build
+	@bash .ci/install-deps wrk
 	target/release/bench
 
 clean:

@@ -51,11 +51,17 @@ enum Verdict {
 
 fn evaluate(upstream: &'static UpstreamConf, failures_seen: u64) -> Verdict {
     let shared = upstream.shared();
-    let statuses = shared.statuses();
-    if statuses.iter().any(|status| status.takes_requests()) {
+    // The common case, on every request: some backend is up.
+    let backends = shared.backends();
+    if backends
+        .iter()
+        .any(|backend| backend.status().takes_requests())
+    {
         return Verdict::Proceed;
     }
-    let starting = statuses.contains(&BackendStatus::StartingUp);
+    let starting = backends
+        .iter()
+        .any(|backend| backend.status() == BackendStatus::StartingUp);
     if !starting && shared.failed_starts() != failures_seen {
         return Verdict::StartFailed;
     }

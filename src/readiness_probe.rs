@@ -55,6 +55,7 @@ pub fn start(upstream: &'static UpstreamConf, index: usize, attempt: Rc<StartAtt
             len: name.len(),
             data: name.as_ptr() as *mut u8,
         },
+        // SAFETY: as above.
         timer: unsafe { std::mem::zeroed() },
         attempts: 0,
     }));

@@ -45,13 +45,14 @@ pub fn call(upstream: &'static UpstreamConf, method: &str, params: &[Param<'_>],
     };
     let body = encode_call(method, params);
     let request = encode_request(&endpoint.host_header, upstream.credentials.as_ref(), &body);
-    // SAFETY: zeroed is a valid "unset" value for these plain C structs.
     let exchange = Box::new(Exchange {
         upstream,
         request,
         sent: 0,
         received: Vec::new(),
+        // SAFETY: zeroed is the "unset" value of this plain C struct.
         peer: unsafe { std::mem::zeroed() },
+        // SAFETY: as above.
         deadline: unsafe { std::mem::zeroed() },
         done: Some(done),
         reused: false,
@@ -150,7 +151,9 @@ unsafe extern "C" fn on_write(wev: *mut ngx_event_t) {
     };
     // SAFETY: live exchange and connection.
     let ex = unsafe { &mut *exchange };
+    // SAFETY: reading a field of the live connection.
     let Some(send) = (unsafe { (*connection).send }) else {
+        // SAFETY: live exchange.
         unsafe { fail_transport(exchange, "connection cannot send".into()) };
         return;
     };
@@ -161,6 +164,7 @@ unsafe extern "C" fn on_write(wev: *mut ngx_event_t) {
         if n == NGX_AGAIN as isize {
             // SAFETY: wev belongs to the live connection.
             if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as isize {
+                // SAFETY: live exchange.
                 unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
             }
             return;
@@ -197,11 +201,14 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
     let ex = unsafe { &mut *exchange };
     if ex.sent < ex.request.len() {
         // A read event before the request is out: the peer spoke first or closed.
+        // SAFETY: reading a flag of the live event.
         if unsafe { (*rev).eof() } == 0 {
             return;
         }
     }
+    // SAFETY: reading a field of the live connection.
     let Some(recv) = (unsafe { (*connection).recv }) else {
+        // SAFETY: live exchange.
         unsafe { fail_transport(exchange, "connection cannot receive".into()) };
         return;
     };
@@ -212,6 +219,7 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
         if n == NGX_AGAIN as isize {
             // SAFETY: rev belongs to the live connection.
             if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as isize {
+                // SAFETY: live exchange.
                 unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
             }
             return;

@@ -7,6 +7,9 @@
 //!   the backend started listening), and the non-200 count. Target: p99 <= 25 ms, 0 lost.
 //! capacity: 10,000 concurrent held requests, all answered once the backend is up; reported:
 //!   the workers' memory growth while holding them.
+//! throughput: wrk (keep-alive) through the same nginx, to the same backend, once through an
+//!   upstream the module manages (UP, so nothing is held) and once through a plain upstream,
+//!   alternating; reported: the ratio. Target: >= 98 %.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use tokio::sync::Barrier;
 const COLD_ROUNDS: usize = 5;
 const COLD_CLIENTS: usize = 200;
 const CAPACITY_CLIENTS: usize = 10_000;
+const THROUGHPUT_ROUNDS: usize = 6;
 
 fn epoch_ns() -> u128 {
     SystemTime::now()
@@ -207,6 +211,73 @@ async fn capacity() {
     let _ = std::fs::remove_file(&ready_file);
 }
 
+fn wrk_requests_per_second(port: u16) -> f64 {
+    let output = std::process::Command::new("wrk")
+        .args(["-t2", "-c64", "-d3s", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output: {text}"))
+}
+
+fn throughput() {
+    let backend_port = free_port();
+    let _backend = nginx_tests::Backend::start(backend_port);
+    let managed_port = free_port();
+    let nginx = Nginx::start(
+        "bench-throughput",
+        2,
+        &format!(
+            "upstream managed {{ server 127.0.0.1:{backend_port}; keepalive 32;
+                                 supervisord unix:/nonexistent.sock; supervisord_sync_interval off;
+                                 supervisord_inherit_backend_status; }}
+             upstream plain {{ server 127.0.0.1:{backend_port}; keepalive 32; }}
+             server {{ listen 127.0.0.1:{{port}};
+                      location / {{ proxy_pass http://plain; proxy_http_version 1.1;
+                                   proxy_set_header Connection \"\"; }} }}
+             server {{ listen 127.0.0.1:{managed_port};
+                      location / {{ proxy_pass http://managed; proxy_http_version 1.1;
+                                   proxy_set_header Connection \"\"; }} }}"
+        ),
+    );
+    // Alternating A B B A so that drifts of a shared, noisy machine hit both sides alike.
+    let (mut plain, mut managed) = (Vec::new(), Vec::new());
+    for round in 1..=THROUGHPUT_ROUNDS {
+        let (first, second) = if round % 2 == 1 {
+            (nginx.port, managed_port)
+        } else {
+            (managed_port, nginx.port)
+        };
+        for port in [first, second] {
+            let rate = wrk_requests_per_second(port);
+            if port == nginx.port {
+                plain.push(rate);
+            } else {
+                managed.push(rate);
+            }
+        }
+        println!(
+            "throughput round {round}: plain {:.0} req/s, managed {:.0} req/s",
+            plain[round - 1],
+            managed[round - 1]
+        );
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rates[rates.len() / 2]
+    };
+    let (plain_median, managed_median) = (median(&mut plain), median(&mut managed));
+    println!(
+        "THROUGHPUT: through a managed upstream {:.1} % of the same nginx through a plain one (medians {:.0} vs {:.0} req/s, keep-alive, {THROUGHPUT_ROUNDS} alternating rounds of 3 s; target >= 98 %)",
+        100.0 * managed_median / plain_median,
+        managed_median,
+        plain_median
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -219,6 +290,9 @@ fn main() {
         }
         if which == "all" || which == "capacity" {
             capacity().await;
+        }
+        if which == "all" || which == "throughput" {
+            throughput();
         }
     });
 }
