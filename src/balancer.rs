@@ -65,6 +65,8 @@ fn sync_peer_list(conf: &UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) 
         return;
     }
     let shared = conf.shared();
+    let mut applied_up_counts = conf.applied_up_counts.borrow_mut();
+    applied_up_counts.resize(conf.backends.len(), 0);
     let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
     // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list);
     // its peers form a linked list, and the backup list hangs off `next`. Word-sized flag
@@ -78,8 +80,14 @@ fn sync_peer_list(conf: &UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) 
                     (*peer).socklen as usize,
                 );
                 if let Some(index) = conf.backend_of(address) {
-                    (*peer).down =
-                        ngx_uint_t::from(!shared.backend(index).status().takes_requests());
+                    let backend = shared.backend(index);
+                    let up_count = backend.up_count();
+                    if applied_up_counts[index] != up_count {
+                        // A backend that came (back) up starts with a clean slate: failures
+                        // counted before it was stopped must not keep it out for fail_timeout.
+                        (*peer).fails = 0;
+                    }
+                    (*peer).down = ngx_uint_t::from(!backend.status().takes_requests());
                 }
                 peer = (*peer).next;
             }
@@ -87,6 +95,9 @@ fn sync_peer_list(conf: &UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) 
             (*peers).tries = (*peers).number;
             peers = (*peers).next;
         }
+    }
+    for (index, applied) in applied_up_counts.iter_mut().enumerate() {
+        *applied = shared.backend(index).up_count();
     }
 }
 

@@ -24,6 +24,9 @@ pub struct SharedBackend {
     in_flight: AtomicI64,
     /// When the command now in flight began (nginx's monotonic msec), to spot orphans.
     command_started: AtomicU64,
+    /// How many times the backend became UP; workers reset their balancer's failure count
+    /// for it when this moves.
+    up_count: AtomicU64,
 }
 
 impl SharedBackend {
@@ -38,6 +41,10 @@ impl SharedBackend {
     /// The command in flight began more than `limit_ms` ago.
     pub fn command_older_than(&self, now_ms: u64, limit_ms: u64) -> bool {
         now_ms.saturating_sub(self.command_started.load(Ordering::Relaxed)) > limit_ms
+    }
+
+    pub fn up_count(&self) -> u64 {
+        self.up_count.load(Ordering::Acquire)
     }
 
     pub fn request_started(&self) {
@@ -160,10 +167,11 @@ impl<'a> ZoneLock<'a> {
     }
 
     pub fn set_status(&self, index: usize, status: BackendStatus) {
-        self.upstream
-            .backend(index)
-            .status
-            .store(status as u8, Ordering::Release);
+        let backend = self.upstream.backend(index);
+        if status == BackendStatus::Up && backend.status() != BackendStatus::Up {
+            backend.up_count.fetch_add(1, Ordering::AcqRel);
+        }
+        backend.status.store(status as u8, Ordering::Release);
         self.upstream.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -278,6 +286,7 @@ unsafe fn find_or_create(
                 status: AtomicU8::new(backend.initial_status as u8),
                 in_flight: AtomicI64::new(0),
                 command_started: AtomicU64::new(0),
+                up_count: AtomicU64::new(0),
             })
         };
     }

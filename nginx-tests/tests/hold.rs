@@ -336,3 +336,51 @@ fn a_failing_backend_is_stopped_and_the_first_started_again() {
     assert_eq!(response.body.trim(), format!("backend {}", ports[0]));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
 }
+
+#[test]
+fn a_backend_started_again_gets_traffic_at_once() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "restart",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    // With a shared peer list (zone) nginx's failure count is the same in every worker.
+    let nginx = proxied("restart", &ports, &supervisord, "zone restart 64k;");
+    for index in 0..2 {
+        assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
+    }
+    let both: std::collections::BTreeSet<String> =
+        ports.iter().map(|port| format!("backend {port}")).collect();
+    let answers = |count: usize| -> std::collections::BTreeSet<String> {
+        (0..count)
+            .map(|_| nginx.get("/").body.trim().to_string())
+            .collect()
+    };
+    assert!(eventually(5, || answers(8) == both));
+    let pid = supervisord.ctl(&["pid", "backend0"]);
+    std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    supervisord.wait_state("backend0", "EXITED");
+    // Requests meeting the dead backend go on to the other one; the dead one is stopped.
+    assert!(eventually(5, || {
+        assert_eq!(nginx.get("/").status, 200, "the other backend answers");
+        nginx.error_log().contains("failed; stopping it")
+    }));
+    assert!(eventually(5, || !nginx
+        .get("/_status")
+        .body
+        .contains("shutting down")));
+    assert_eq!(nginx.get("/_start/0").status, 200);
+    supervisord.wait_state("backend0", "RUNNING");
+    // Well within nginx's fail_timeout (10 s): the failure before the restart does not count.
+    assert!(
+        eventually(3, || answers(8) == both),
+        "backend0 got no traffic after its restart"
+    );
+}

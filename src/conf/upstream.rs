@@ -82,6 +82,8 @@ pub struct UpstreamConf {
     pub zone_pool: *mut ngx_slab_pool_t,
     /// The shared generation this worker's peer list last reflected (per process).
     pub synced_generation: Cell<u64>,
+    /// Per backend, the shared up count this worker's peer list last reflected.
+    pub applied_up_counts: RefCell<Vec<u64>>,
 }
 
 impl Default for UpstreamConf {
@@ -110,6 +112,7 @@ impl Default for UpstreamConf {
             shared: ptr::null(),
             zone_pool: ptr::null_mut(),
             synced_generation: Cell::new(0),
+            applied_up_counts: RefCell::new(Vec::new()),
         }
     }
 }
