@@ -414,3 +414,15 @@ pub fn held_in_status(status_body: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// `count` GETs of `path`, each on its own thread and connection (so spread over the workers),
+/// started now; join the handles for the responses.
+pub fn spawn_requests(
+    port: u16,
+    count: usize,
+    path: &'static str,
+) -> Vec<std::thread::JoinHandle<Response>> {
+    (0..count)
+        .map(|_| std::thread::spawn(move || request(port, "GET", path)))
+        .collect()
+}

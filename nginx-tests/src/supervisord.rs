@@ -135,6 +135,16 @@ impl Supervisord {
         panic!("{program} never became {state}: {}", self.ctl(&["status"]));
     }
 
+    /// Kills `program` with SIGKILL behind supervisord's back, as a crash would.
+    pub fn crash(&self, program: &str) {
+        let pid = self.ctl(&["pid", program]);
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -9 {program} (pid {pid:?}) failed");
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, held_in_status, request, Nginx, Response};
+use nginx_tests::{eventually, free_port, held_in_status, spawn_requests, Nginx, Response};
 
 fn upstream_conf(ports: &[u16], supervisord: &Supervisord, extra: &str) -> String {
     let servers: String = ports
@@ -38,10 +38,10 @@ fn proxied(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &str) ->
 
 /// `count` concurrent GETs, each on its own connection (spread over the workers).
 fn concurrent(port: u16, count: usize, path: &'static str) -> Vec<Response> {
-    let handles: Vec<_> = (0..count)
-        .map(|_| std::thread::spawn(move || request(port, "GET", path)))
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    spawn_requests(port, count, path)
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect()
 }
 
 /// How many requests the status location reports held, e.g. "4 held".
@@ -182,10 +182,7 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
         &supervisord,
         "supervisord_hold_limit 4; supervisord_hold_timeout 2s; supervisord_timeout 30s;",
     );
-    let port_nginx = nginx.port;
-    let held: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || request(port_nginx, "GET", "/")))
-        .collect();
+    let held = spawn_requests(nginx.port, 4, "/");
     assert!(eventually(5, || held_count(&nginx) == "4 held"));
     let started = Instant::now();
     let over = nginx.get("/");
@@ -288,10 +285,7 @@ fn held_requests_survive_a_reload() {
         "",
     );
     let nginx = proxied("reload-held", &[port], &supervisord, "");
-    let port_nginx = nginx.port;
-    let held: Vec<_> = (0..10)
-        .map(|_| std::thread::spawn(move || request(port_nginx, "GET", "/")))
-        .collect();
+    let held = spawn_requests(nginx.port, 10, "/");
     assert!(eventually(5, || held_count(&nginx).ends_with(" held")
         && held_count(&nginx) != "0 held"));
     let body = format!(
@@ -319,11 +313,7 @@ fn a_failing_backend_is_stopped_and_the_first_started_again() {
         Supervisord::start("failover", &[Program::backend("backend0", ports[0], 0)], "");
     let nginx = proxied("failover", &ports, &supervisord, "");
     assert_eq!(nginx.get("/").body.trim(), format!("backend {}", ports[0]));
-    let pid = supervisord.ctl(&["pid", "backend0"]);
-    std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
+    supervisord.crash("backend0");
     supervisord.wait_state("backend0", "EXITED");
     // The request that meets the dead backend fails; the backend is taken out and stopped.
     assert_eq!(nginx.get("/").status, 502);
@@ -361,11 +351,7 @@ fn a_backend_started_again_gets_traffic_at_once() {
             .collect()
     };
     assert!(eventually(5, || answers(8) == both));
-    let pid = supervisord.ctl(&["pid", "backend0"]);
-    std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
+    supervisord.crash("backend0");
     supervisord.wait_state("backend0", "EXITED");
     // Requests meeting the dead backend go on to the other one; the dead one is stopped.
     assert!(eventually(5, || {

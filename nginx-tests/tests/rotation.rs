@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use nginx_tests::{backends_by_worker, free_port, request, Backend, Nginx};
+use nginx_tests::{backends_by_worker, free_port, request, spawn_requests, Backend, Nginx};
 
 struct Setup {
     nginx: Nginx,
@@ -226,10 +226,7 @@ fn in_flight_requests_are_counted_per_backend() {
     let setup = example_two("in-flight", "supervisord_inherit_backend_status;");
     // Only backend 0 takes requests, so the slow ones are all in flight there.
     assert_eq!(setup.nginx.get("/_stop/1").status, 200);
-    let port = setup.nginx.port;
-    let slow: Vec<_> = (0..3)
-        .map(|_| std::thread::spawn(move || request(port, "GET", "/slow/1500")))
-        .collect();
+    let slow = spawn_requests(setup.nginx.port, 3, "/slow/1500");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let reply = setup.nginx.get("/_start/0");
     assert!(

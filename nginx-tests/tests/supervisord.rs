@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
-use nginx_tests::{backends_by_worker, eventually, free_port, request, Backend, Nginx};
+use nginx_tests::{backends_by_worker, eventually, free_port, spawn_requests, Backend, Nginx};
 
 /// nginx with upstream `backend` over `ports` and the given `supervisord...` lines.
 fn nginx_for(name: &str, ports: &[u16], upstream_lines: &str) -> Nginx {
@@ -155,10 +155,7 @@ fn one_start_call_for_fifty_concurrent_requests() {
         &ports,
         &format!("supervisord unix:{};", supervisord.socket().display()),
     );
-    let port = nginx.port;
-    let replies: Vec<_> = (0..50)
-        .map(|_| std::thread::spawn(move || request(port, "GET", "/_start/0")))
-        .collect::<Vec<_>>()
+    let replies: Vec<_> = spawn_requests(nginx.port, 50, "/_start/0")
         .into_iter()
         .map(|handle| handle.join().unwrap())
         .collect();
@@ -224,11 +221,7 @@ fn reconciliation_follows_changes_made_outside_nginx() {
     let backend1 = format!("backend {}", ports[1]);
     assert_eq!(answers(&nginx), only(&backend1));
     // A crash (kill -9) is seen too.
-    let pid = supervisord.ctl(&["pid", "backend1"]);
-    std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
+    supervisord.crash("backend1");
     let exited = "program \"backend1\"): up -> down (supervisord says EXITED)";
     assert!(
         eventually(5, || nginx.error_log().contains(exited)),
