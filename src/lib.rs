@@ -1,32 +1,28 @@
 //! ngx_supervisord: an nginx module that starts, stops and routes to the processes behind an
 //! `upstream {}` through supervisord.
 //!
-//! `core` is pure logic; everything else is the thin edge that wires it into nginx. The edge is
-//! left out of `cargo test` builds, whose test binary could not link nginx's symbols.
+//! Dependencies point one way, each layer using only those before it:
+//! `core` (pure decisions) <- `util` (nginx helpers) <- `conf` (settings) <- `module_type`
+//! <- `shared` (the shared zone) <- `runtime` (per-worker state) <- `supervisord` (client,
+//! commander, readiness, reconciler) <- `http` (balancer, hold gate, handlers) <- `module`
+//! (the composition root). The edge is left out of `cargo test` builds, whose test binary
+//! could not link nginx's symbols.
 
 pub mod core;
 
 #[cfg(not(test))]
-mod balancer;
-#[cfg(not(test))]
-mod commander;
-#[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
-mod control_handler;
-#[cfg(not(test))]
-mod hold_gate;
-#[cfg(not(test))]
-mod http_reply;
+mod http;
 #[cfg(not(test))]
 mod module;
 #[cfg(not(test))]
-mod readiness_probe;
+mod module_type;
 #[cfg(not(test))]
-mod reconciler;
+mod runtime;
 #[cfg(not(test))]
-mod shared_zone;
+mod shared;
 #[cfg(not(test))]
-mod status_handler;
+mod supervisord;
 #[cfg(not(test))]
-mod supervisord_client;
+mod util;

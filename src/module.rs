@@ -1,67 +1,47 @@
-//! The nginx module object: directive table, configuration callbacks, and the `ngx_modules`
-//! export that lets `load_module` find it.
+//! The composition root: the module object, its directive table, and the wiring that runs once
+//! the configuration is read (postconfiguration) and once per worker (init_process). The only
+//! file that knows every part; no part knows it.
 
-use std::ptr::{addr_of, addr_of_mut};
+use std::ffi::{c_char, c_void};
+use std::ptr::{self, addr_of, addr_of_mut};
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_OK,
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_core_loc_conf_t,
+    ngx_http_handler_pt, ngx_http_module_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
+    ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_ERROR,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET,
+    NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use crate::conf::{self, LocationConf, MainConf, UpstreamConf};
-use crate::reconciler;
-
-pub struct Module;
-
-impl HttpModule for Module {
-    fn module() -> &'static ngx_module_t {
-        // SAFETY: the module object is a static that nginx only writes to (index, ctx_index)
-        // while loading configuration, before any of our code reads it through this reference.
-        unsafe { &*addr_of!(ngx_supervisord_module) }
-    }
-
-    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        // SAFETY: nginx passes the configuration being parsed.
-        unsafe { conf::postconfiguration(cf) }
-    }
-}
-
-// SAFETY: the configuration types match what create_main_conf/create_srv_conf/create_loc_conf
-// below allocate for this module.
-unsafe impl HttpModuleMainConf for Module {
-    type MainConf = MainConf;
-}
-// SAFETY: as above.
-unsafe impl HttpModuleServerConf for Module {
-    type ServerConf = UpstreamConf;
-}
-// SAFETY: as above.
-unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = LocationConf;
-}
+use crate::conf::{self, location, upstream};
+use crate::core::backend_status::Command;
+use crate::http::{balancer, control, hold_gate, status};
+use crate::module_type::{upstream_conf, Module};
+use crate::runtime::worker;
+use crate::shared::zone::{self, Claim};
+use crate::supervisord::reconciler;
+use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
-    postconfiguration: Some(Module::postconfiguration),
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(Module::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
-    merge_loc_conf: Some(conf::location::merge_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
 };
+
+type DirectiveHandler =
+    unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 const fn directive(
     name: nginx_sys::ngx_str_t,
     type_: u32,
-    set: unsafe extern "C" fn(
-        *mut ngx_conf_t,
-        *mut ngx_command_t,
-        *mut std::ffi::c_void,
-    ) -> *mut std::ffi::c_char,
+    set: DirectiveHandler,
     conf: ngx_uint_t,
 ) -> ngx_command_t {
     ngx_command_t {
@@ -70,69 +50,75 @@ const fn directive(
         set: Some(set),
         conf,
         offset: 0,
-        post: std::ptr::null_mut(),
+        post: ptr::null_mut(),
     }
 }
 
+const fn upstream_directive(
+    name: nginx_sys::ngx_str_t,
+    type_: u32,
+    set: DirectiveHandler,
+) -> ngx_command_t {
+    directive(
+        name,
+        NGX_HTTP_UPS_CONF | type_,
+        set,
+        NGX_HTTP_SRV_CONF_OFFSET,
+    )
+}
+
 static mut COMMANDS: [ngx_command_t; 11] = [
-    directive(
+    upstream_directive(
         ngx_string!("supervisord"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE12,
-        conf::upstream::set_supervisord,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE12,
+        upstream::set_supervisord,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_name"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
-        conf::upstream::set_supervisord_name,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE1,
+        upstream::set_supervisord_name,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_inherit_backend_status"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS,
-        conf::upstream::set_inherit_backend_status,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_NOARGS,
+        upstream::set_inherit_backend_status,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_timeout"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
-        conf::upstream::set_timeout,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE1,
+        upstream::set_timeout,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_sync_interval"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
-        conf::upstream::set_sync_interval,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE1,
+        upstream::set_sync_interval,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_hold_limit"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
-        conf::upstream::set_hold_limit,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE1,
+        upstream::set_hold_limit,
     ),
-    directive(
+    upstream_directive(
         ngx_string!("supervisord_hold_timeout"),
-        NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1,
-        conf::upstream::set_hold_timeout,
-        NGX_HTTP_SRV_CONF_OFFSET,
+        NGX_CONF_TAKE1,
+        upstream::set_hold_timeout,
     ),
     directive(
         ngx_string!("supervisord_start"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        conf::location::set_supervisord_start,
+        set_supervisord_start,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     directive(
         ngx_string!("supervisord_stop"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        conf::location::set_supervisord_stop,
+        set_supervisord_stop,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     directive(
         ngx_string!("supervisord_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-        conf::location::set_supervisord_status,
+        set_supervisord_status,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),
@@ -149,17 +135,166 @@ pub static mut ngx_supervisord_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// Each worker starts its reconciliation timers.
+ngx::ngx_modules!(ngx_supervisord_module);
+
+fn zone_tag() -> *mut c_void {
+    addr_of!(ngx_supervisord_module) as *mut c_void
+}
+
+unsafe extern "C" fn set_supervisord_start(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe { set_control(cf, conf, Command::Start) }
+}
+
+unsafe extern "C" fn set_supervisord_stop(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe { set_control(cf, conf, Command::Stop) }
+}
+
+/// # Safety
+/// `cf` and `conf` must be what nginx passes to a location directive handler of this module.
+unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) -> *mut c_char {
+    // SAFETY: cf is valid during the directive call.
+    let cf_ref = unsafe { &*cf };
+    let Some(main) = Module::main_conf_mut(cf_ref) else {
+        return conf_error(cf, "internal error: no main configuration");
+    };
+    // SAFETY: forwarded.
+    let rc = unsafe { location::set_control(cf, conf, command, main) };
+    if !rc.is_null() {
+        return rc;
+    }
+    let Some(core) = NgxHttpCoreModule::location_conf_mut(cf_ref) else {
+        return conf_error(cf, "internal error: no core location configuration");
+    };
+    let core: &mut ngx_http_core_loc_conf_t = core;
+    core.handler = Some(control::handle);
+    ptr::null_mut()
+}
+
+/// `supervisord_status;`: the location answers the JSON status of every managed upstream.
+unsafe extern "C" fn set_supervisord_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is valid during the directive call.
+    let Some(core) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
+        return conf_error(cf, "internal error: no core location configuration");
+    };
+    let core: &mut ngx_http_core_loc_conf_t = core;
+    if core.handler.is_some() {
+        return c"is duplicate or conflicts with another content handler".as_ptr() as *mut c_char;
+    }
+    core.handler = Some(status::handle);
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    _parent: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's merge call.
+    unsafe { location::note_held_upstream(cf, conf, upstream_conf) }
+}
+
+/// Runs after every module's http configuration is merged: the upstream balancers exist now,
+/// so this is where the module learns the servers, wraps the balancers, installs the hold gate
+/// and declares its shared zone.
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes the http block's configuration, valid for the whole call.
+    match unsafe { wire(cf) } {
+        Ok(()) => NGX_OK as ngx_int_t,
+        Err(message) => {
+            if !message.is_empty() {
+                log_emerg(cf, &message);
+            }
+            NGX_ERROR as ngx_int_t
+        }
+    }
+}
+
+/// # Safety
+/// `cf` must be the http block's configuration in postconfiguration.
+unsafe fn wire(cf: *mut ngx_conf_t) -> Result<(), String> {
+    // SAFETY: cf is valid (caller's contract).
+    let main = Module::main_conf_mut(unsafe { &*cf }).ok_or("no main configuration")?;
+    // SAFETY: forwarded.
+    unsafe { conf::collect_upstreams(cf, main, upstream_conf) }?;
+    // SAFETY: forwarded.
+    unsafe { conf::resolve_control_locations(cf, main, upstream_conf) }?;
+    if main.upstreams.is_empty() {
+        return Ok(());
+    }
+    for &upstream in &main.upstreams {
+        // SAFETY: collected above from live srv confs of this cycle.
+        let upstream = unsafe { &mut *upstream };
+        let uscf = upstream.upstream;
+        // SAFETY: the upstream block's srv conf, whose balancer is set up by now.
+        balancer::wrap(upstream, unsafe { &mut *uscf });
+    }
+    // SAFETY: cf is the http block's configuration.
+    unsafe { add_hold_gate(cf) }.map_err(|()| String::new())?;
+    let claims = main
+        .upstreams()
+        .map(|upstream| Claim {
+            identity: upstream.identity,
+            initial_statuses: upstream.initial_statuses(),
+        })
+        .collect();
+    // SAFETY: cf is the http block's configuration.
+    unsafe { zone::register(cf, zone_tag(), claims) }.map_err(|()| String::new())
+}
+
+/// Installs the hold gate in the precontent phase, after access checks: a request refused by
+/// `allow`/`deny` or `auth_basic` is never held and never starts anything.
+///
+/// # Safety
+/// `cf` must be the http block's configuration in postconfiguration.
+unsafe fn add_hold_gate(cf: *mut ngx_conf_t) -> Result<(), ()> {
+    // SAFETY: cf is valid; the core module's main conf holds the phase handler arrays.
+    unsafe {
+        let core = NgxHttpCoreModule::main_conf_mut(&*cf).ok_or(())?;
+        let handlers =
+            &mut core.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize].handlers;
+        let slot = ngx_array_push(handlers) as *mut ngx_http_handler_pt;
+        if slot.is_null() {
+            return Err(());
+        }
+        slot.write(Some(hold_gate::gate));
+    }
+    Ok(())
+}
+
+/// Each worker builds its runtime and starts its reconciliation timers.
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the running cycle; without an http block there is no main conf.
     let Some(main) = Module::main_conf(unsafe { &*cycle }) else {
         return NGX_OK as ngx_int_t;
     };
-    for &upstream in &main.upstreams {
-        // SAFETY: upstream confs live as long as the cycle, i.e. the worker.
-        reconciler::start(unsafe { &*upstream });
+    if main.upstreams.is_empty() {
+        return NGX_OK as ngx_int_t;
+    }
+    // SAFETY: as above.
+    let records = zone::records(unsafe { &*cycle }, zone_tag());
+    // SAFETY: the worker's running cycle.
+    if let Err(reason) = unsafe { worker::install(cycle, main.upstreams(), records) } {
+        // SAFETY: the cycle's log is valid.
+        let log = unsafe { (*cycle).log };
+        ngx::ngx_log_error!(NGX_LOG_EMERG, log, "supervisord: {}", reason);
+        return NGX_ERROR as ngx_int_t;
+    }
+    for upstream in worker::upstreams() {
+        reconciler::start(upstream);
     }
     NGX_OK as ngx_int_t
 }
-
-ngx::ngx_modules!(ngx_supervisord_module);

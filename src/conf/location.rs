@@ -6,17 +6,13 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
-    ngx_http_upstream_srv_conf_t, ngx_uint_t, NGX_HTTP_MODULE,
-};
-use ngx::http::{
-    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule,
+    ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_upstream_srv_conf_t, ngx_uint_t, NGX_HTTP_MODULE,
 };
 
-use super::{directive_args, directive_position, log_conf_error, str_lossy, UpstreamConf};
-use crate::control_handler;
+use super::{MainConf, UpstreamConf};
 use crate::core::backend_status::Command;
-use crate::module::Module;
+use crate::util::conf_args::{conf_error, directive_args, directive_position};
+use crate::util::text::str_lossy;
 
 pub struct LocationConf {
     /// The upstream this location's proxy_pass (fastcgi_pass, uwsgi_pass, scgi_pass, grpc_pass)
@@ -53,37 +49,35 @@ impl LocationConf {
         }
     }
 
-    pub fn upstream(&'static self) -> &'static UpstreamConf {
+    pub fn upstream(&self) -> &'static UpstreamConf {
         // SAFETY: resolved in postconfiguration (which fails otherwise), lives in the cycle pool.
         unsafe { &*self.upstream }
     }
+
+    /// The supervised upstream requests of this location may be held for.
+    pub fn held_upstream(&self) -> Option<&'static UpstreamConf> {
+        // SAFETY: set at configuration time to an upstream conf of the same cycle, or null.
+        unsafe { self.held_upstream.as_ref() }
+    }
 }
 
-pub unsafe extern "C" fn set_supervisord_start(
+/// `supervisord_start upstream` / `supervisord_stop upstream`: records the command; the
+/// upstream's name is checked once every upstream is known (see `resolve_control_locations`).
+///
+/// # Safety
+/// `cf` and `conf` must be what nginx passes to this module's location directive handler.
+pub unsafe fn set_control(
     cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
     conf: *mut c_void,
+    command: Command,
+    main: &mut MainConf,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
-    unsafe { set_control(cf, conf, Command::Start) }
-}
-
-pub unsafe extern "C" fn set_supervisord_stop(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
-    unsafe { set_control(cf, conf, Command::Stop) }
-}
-
-unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) -> *mut c_char {
     // SAFETY: nginx passes this module's loc conf of the enclosing location.
     let location = unsafe { &mut *(conf as *mut LocationConf) };
     match location.command {
         Some(existing) if existing == command => return c"is duplicate".as_ptr() as *mut c_char,
         Some(_) => {
-            return log_conf_error(
+            return conf_error(
                 cf,
                 "\"supervisord_start\" and \"supervisord_stop\" cannot be used in one location",
             )
@@ -96,18 +90,7 @@ unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) 
     location.upstream_name = str_lossy(&args[1]);
     location.file = file;
     location.line = line;
-
-    // SAFETY: cf is valid during the directive call.
-    let cf_ref = unsafe { &*cf };
-    let Some(main) = Module::main_conf_mut(cf_ref) else {
-        return log_conf_error(cf, "internal error: no main configuration");
-    };
     main.control_locations.push(location as *mut LocationConf);
-    let Some(core) = NgxHttpCoreModule::location_conf_mut(cf_ref) else {
-        return log_conf_error(cf, "internal error: no core location configuration");
-    };
-    let core: &mut ngx_http_core_loc_conf_t = core;
-    core.handler = Some(control_handler::handle);
     ptr::null_mut()
 }
 
@@ -121,12 +104,18 @@ const PASSING_MODULES: [&[u8]; 5] = [
     b"ngx_http_grpc_module",
 ];
 
+/// Finds this module's configuration of an upstream block.
+pub type UpstreamLookup = fn(&ngx_http_upstream_srv_conf_t) -> Option<&'static mut UpstreamConf>;
+
 /// Runs for every location once those modules have merged theirs: notes the supervised
 /// upstream the location passes to, if any.
-pub unsafe extern "C" fn merge_loc_conf(
+///
+/// # Safety
+/// `cf` and `conf` must be what nginx passes to this module's merge_loc_conf.
+pub unsafe fn note_held_upstream(
     cf: *mut ngx_conf_t,
-    _parent: *mut c_void,
     conf: *mut c_void,
+    upstream_conf: UpstreamLookup,
 ) -> *mut c_char {
     // SAFETY: nginx passes this module's loc conf and, during merging, a cf whose ctx holds the
     // loc confs of the same location for every module.
@@ -151,31 +140,13 @@ pub unsafe extern "C" fn merge_loc_conf(
             if uscf.is_null() || (*uscf).srv_conf.is_null() {
                 continue;
             }
-            if let Some(upstream) = Module::server_conf_mut(&*uscf) {
-                if upstream.supervisord.is_some() {
+            if let Some(upstream) = upstream_conf(&*uscf) {
+                if upstream.supervised() {
                     location.held_upstream = upstream;
                     break;
                 }
             }
         }
     }
-    ptr::null_mut()
-}
-
-/// `supervisord_status;`: the location answers the JSON status of every managed upstream.
-pub unsafe extern "C" fn set_supervisord_status(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: cf is valid during the directive call.
-    let Some(core) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
-        return log_conf_error(cf, "internal error: no core location configuration");
-    };
-    let core: &mut ngx_http_core_loc_conf_t = core;
-    if core.handler.is_some() {
-        return c"is duplicate or conflicts with another content handler".as_ptr() as *mut c_char;
-    }
-    core.handler = Some(crate::status_handler::handle);
     ptr::null_mut()
 }

@@ -1,26 +1,23 @@
-//! `supervisord`, `supervisord_name` and `supervisord_inherit_backend_status`: per-upstream
-//! configuration, and what the module learns about the upstream's servers.
+//! The upstream directives (`supervisord`, `supervisord_name`, `supervisord_timeout`...) and
+//! what the module learns about an upstream's servers once its block is read. Settings only:
+//! nothing here changes after the configuration is read.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_event_t, ngx_http_upstream_init_peer_pt,
-    ngx_http_upstream_server_t, ngx_http_upstream_srv_conf_t, ngx_parse_url, ngx_slab_pool_t,
-    ngx_str_t, ngx_url_t, sockaddr, socklen_t, NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_http_upstream_init_peer_pt, ngx_http_upstream_server_t,
+    ngx_http_upstream_srv_conf_t, ngx_parse_url, ngx_str_t, ngx_url_t, sockaddr, socklen_t, NGX_OK,
 };
 
-use super::{directive_args, log_conf_error, str_bytes, str_lossy};
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
-use crate::core::duration::parse_duration_ms;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
 use crate::core::upstream_identity::IdentityHasher;
-use crate::hold_gate::HoldContext;
-use crate::shared_zone::SharedUpstream;
+use crate::util::conf_args::{conf_error, directive_args, parse_time_ms};
+use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 /// One `server` line of a managed upstream.
 pub struct Backend {
@@ -62,14 +59,10 @@ pub struct UpstreamConf {
     pub hold_limit: Option<u64>,
     /// `supervisord_hold_timeout`: how long a request is held at most.
     pub hold_timeout: Option<u64>,
-    /// This worker's kept-alive connection to supervisord, if any.
-    pub idle_connection: Cell<*mut ngx_connection_t>,
-    /// This worker's held requests and the timer that watches the shared generation for them.
-    pub waiters: RefCell<Vec<*mut HoldContext>>,
-    pub wake_timer: UnsafeCell<ngx_event_t>,
-    pub wake_seen_generation: Cell<u64>,
 
     /// Filled in once the configuration is read (see `attach`).
+    /// Position among the managed upstreams: the same in the shared zone and each worker.
+    pub index: usize,
     pub name: String,
     pub backends: Vec<Backend>,
     pub identity: u64,
@@ -77,13 +70,6 @@ pub struct UpstreamConf {
     /// The balancer is one of nginx's own, built on its round-robin peer list.
     pub uses_nginx_peer_list: bool,
     pub upstream: *mut ngx_http_upstream_srv_conf_t,
-    /// Set when the shared zone is initialised.
-    pub shared: *const SharedUpstream,
-    pub zone_pool: *mut ngx_slab_pool_t,
-    /// The shared generation this worker's peer list last reflected (per process).
-    pub synced_generation: Cell<u64>,
-    /// Per backend, the shared up count this worker's peer list last reflected.
-    pub applied_up_counts: RefCell<Vec<u64>>,
 }
 
 impl Default for UpstreamConf {
@@ -96,11 +82,7 @@ impl Default for UpstreamConf {
             sync_interval: None,
             hold_limit: None,
             hold_timeout: None,
-            idle_connection: Cell::new(ptr::null_mut()),
-            waiters: RefCell::new(Vec::new()),
-            // SAFETY: zeroed is a valid unset event.
-            wake_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-            wake_seen_generation: Cell::new(0),
+            index: 0,
             program_prefix: None,
             inherit_backend_status: false,
             name: String::new(),
@@ -109,10 +91,6 @@ impl Default for UpstreamConf {
             original_init_peer: None,
             uses_nginx_peer_list: false,
             upstream: ptr::null_mut(),
-            shared: ptr::null(),
-            zone_pool: ptr::null_mut(),
-            synced_generation: Cell::new(0),
-            applied_up_counts: RefCell::new(Vec::new()),
         }
     }
 }
@@ -146,10 +124,17 @@ impl UpstreamConf {
         }
     }
 
-    pub fn shared(&self) -> &SharedUpstream {
-        // SAFETY: set by the zone's init before any worker starts and never cleared; the zone
-        // outlives every cycle that points into it.
-        unsafe { &*self.shared }
+    /// Managed through a real supervisord (not `supervisord none`).
+    pub fn supervised(&self) -> bool {
+        self.supervisord.is_some()
+    }
+
+    /// The configured initial status of each backend.
+    pub fn initial_statuses(&self) -> Vec<BackendStatus> {
+        self.backends
+            .iter()
+            .map(|backend| backend.initial_status)
+            .collect()
     }
 
     /// The backend a peer address belongs to, if it is one of this upstream's servers.
@@ -185,10 +170,15 @@ impl UpstreamConf {
     ///
     /// # Safety
     /// `uscf` must be the explicit upstream block this configuration belongs to.
-    pub unsafe fn attach(&mut self, uscf: *mut ngx_http_upstream_srv_conf_t) -> Result<(), String> {
+    pub unsafe fn attach(
+        &mut self,
+        uscf: *mut ngx_http_upstream_srv_conf_t,
+        index: usize,
+    ) -> Result<(), String> {
         // SAFETY: see above.
         let uscf_ref = unsafe { &*uscf };
         self.upstream = uscf;
+        self.index = index;
         self.name = str_lossy(&uscf_ref.host);
         let servers: &[ngx_http_upstream_server_t] = if uscf_ref.servers.is_null() {
             &[]
@@ -261,7 +251,7 @@ pub unsafe extern "C" fn set_supervisord(
     let endpoint = match parse_endpoint(&address) {
         Ok(endpoint) => endpoint,
         Err(error) => {
-            return log_conf_error(
+            return conf_error(
                 cf,
                 &format!("invalid supervisord address \"{address}\": {error}"),
             )
@@ -272,7 +262,7 @@ pub unsafe extern "C" fn set_supervisord(
         match unsafe { resolve(cf, &args[1], &endpoint) } {
             Ok(resolved) => upstream.supervisord = Some(resolved),
             Err(reason) => {
-                return log_conf_error(
+                return conf_error(
                     cf,
                     &format!("invalid supervisord address \"{address}\": {reason}"),
                 )
@@ -281,12 +271,12 @@ pub unsafe extern "C" fn set_supervisord(
     }
     if let Some(credentials) = args.get(2) {
         if endpoint == SupervisordEndpoint::None {
-            return log_conf_error(cf, "\"supervisord none\" takes no credentials");
+            return conf_error(cf, "\"supervisord none\" takes no credentials");
         }
         // Never echo the argument: it holds a password.
         match parse_credentials(&String::from_utf8_lossy(str_bytes(credentials))) {
             Ok(credentials) => upstream.credentials = Some(credentials),
-            Err(error) => return log_conf_error(cf, &format!("invalid supervisord {error}")),
+            Err(error) => return conf_error(cf, &format!("invalid supervisord {error}")),
         }
     }
     upstream.endpoint = Some(endpoint);
@@ -309,7 +299,7 @@ pub unsafe extern "C" fn set_supervisord_name(
     let name = str_bytes(&args[1]);
     let valid = !name.is_empty() && name.iter().all(|byte| byte.is_ascii_graphic());
     if !valid {
-        return log_conf_error(
+        return conf_error(
             cf,
             &format!(
                 "invalid supervisord_name \"{}\": it must be a non-empty program name",
@@ -351,7 +341,7 @@ unsafe fn resolve(
         let reason = if url.err.is_null() {
             "cannot resolve it".to_string()
         } else {
-            super::cstr_lossy(url.err)
+            cstr_lossy(url.err)
         };
         return Err(reason);
     }
@@ -376,7 +366,7 @@ unsafe fn set_number(
     cf: *mut ngx_conf_t,
     conf: *mut c_void,
     slot: fn(&mut UpstreamConf) -> &mut Option<u64>,
-    parse: fn(&str) -> Option<u64>,
+    parse: fn(&ngx_str_t) -> Option<u64>,
     expected: &str,
 ) -> *mut c_char {
     // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
@@ -386,24 +376,24 @@ unsafe fn set_number(
     }
     // SAFETY: called by nginx as a directive handler.
     let args = unsafe { directive_args(cf) };
-    let text = str_lossy(&args[1]);
-    match parse(&text) {
+    match parse(&args[1]) {
         Some(value) => *field = Some(value),
         None => {
-            return log_conf_error(
+            let text = str_lossy(&args[1]);
+            return conf_error(
                 cf,
                 &format!(
                     "invalid {} \"{text}\": expected {expected}",
                     str_lossy(&args[0])
                 ),
-            )
+            );
         }
     }
     ptr::null_mut()
 }
 
-fn positive_duration(text: &str) -> Option<u64> {
-    parse_duration_ms(text).filter(|ms| *ms > 0)
+fn positive_time(text: &ngx_str_t) -> Option<u64> {
+    parse_time_ms(text).filter(|ms| *ms > 0)
 }
 
 /// `supervisord_timeout time`: deadline of one call to supervisord (default 30s).
@@ -418,8 +408,8 @@ pub unsafe extern "C" fn set_timeout(
             cf,
             conf,
             |upstream| &mut upstream.timeout,
-            positive_duration,
-            "a time such as 30s or 500ms",
+            positive_time,
+            "a time such as 30s, 500ms or 1m30s",
         )
     }
 }
@@ -438,10 +428,10 @@ pub unsafe extern "C" fn set_sync_interval(
             conf,
             |upstream| &mut upstream.sync_interval,
             |text| {
-                if text == "off" {
+                if str_bytes(text) == b"off" {
                     Some(0)
                 } else {
-                    positive_duration(text)
+                    positive_time(text)
                 }
             },
             "a time such as 5s, or off",
@@ -462,8 +452,11 @@ pub unsafe extern "C" fn set_hold_limit(
             conf,
             |upstream| &mut upstream.hold_limit,
             |text| {
-                let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-                text.parse()
+                let text = str_bytes(text);
+                let digits = !text.is_empty() && text.iter().all(u8::is_ascii_digit);
+                std::str::from_utf8(text)
+                    .ok()?
+                    .parse()
                     .ok()
                     .filter(|limit| digits && *limit <= 1_000_000_000)
             },
@@ -484,7 +477,7 @@ pub unsafe extern "C" fn set_hold_timeout(
             cf,
             conf,
             |upstream| &mut upstream.hold_timeout,
-            positive_duration,
+            positive_time,
             "a time such as 60s",
         )
     }

@@ -1,13 +1,17 @@
 //! The pure core: plain Rust with no nginx symbols, so that `cargo test` links it and fuzzers
-//! can drive it. Everything that touches nginx lives outside this tree.
+//! can drive it. Every decision the module takes lives here; everything that touches nginx
+//! lives outside this tree and only carries these decisions out.
 
 pub mod backend_status;
 pub mod call_outcome;
 pub mod commands;
 pub mod control_uri;
-pub mod duration;
+pub mod failure;
+pub mod hold_verdict;
 pub mod http_exchange;
 pub mod process_state;
+pub mod reconcile_plan;
+pub mod start_handshake;
 pub mod status_json;
 pub mod supervisord_address;
 pub mod upstream_identity;

@@ -4,20 +4,21 @@
 //! and this worker's commander carries the command out.
 
 use nginx_sys::{
-    ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, NGX_HTTP_CONFLICT, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
-    NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_CONFLICT, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
+    NGX_LOG_NOTICE, NGX_OK,
 };
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, Request};
 
-use crate::commander::{self, now_ms};
-use crate::conf::{str_bytes, UpstreamConf};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::commands::{decide, select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
-use crate::http_reply::send_text;
-use crate::module::Module;
-use crate::shared_zone::ZoneLock;
+use crate::module_type::Module;
+use crate::runtime::{worker, UpstreamRuntime};
+use crate::supervisord::commander;
+use crate::util::reply::send_text;
+use crate::util::text::str_bytes;
+use crate::util::time::now_ms;
 
 struct Reply {
     status: u32,
@@ -32,14 +33,21 @@ impl Reply {
 
 pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request.
-    let request = unsafe { &mut *r };
+    let request = unsafe { Request::from_ngx_http_request(r) };
     let Some(location) = Module::location_conf(request) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let (Some(command), false) = (location.command, location.upstream.is_null()) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    if request.method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+    let Some(upstream) = worker::upstream(location.upstream().index) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let (method, uri) = {
+        let raw: &ngx_http_request_t = request.as_ref();
+        (raw.method, raw.uri)
+    };
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
         let reply = Reply::new(
             NGX_HTTP_NOT_ALLOWED,
             format!(
@@ -50,39 +58,39 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: r is live.
         return unsafe { send_text(r, reply.status, &reply.body, &[("Allow", "GET, HEAD")]) };
     }
-    // SAFETY: r is live; a body, if any, is read and dropped.
-    let rc = unsafe { ngx_http_discard_request_body(r) };
+    // A body, if any, is read and dropped.
+    let rc = request.discard_request_body().0;
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
-    let reply = run(command, location.upstream(), str_bytes(&request.uri), r);
+    let reply = run(command, upstream, str_bytes(&uri), request);
     // SAFETY: r is live.
     unsafe { send_text(r, reply.status, &reply.body, &[]) }
 }
 
 fn run(
     command: Command,
-    upstream: &'static UpstreamConf,
+    upstream: &'static UpstreamRuntime,
     path: &[u8],
-    r: *mut ngx_http_request_t,
+    request: &Request,
 ) -> Reply {
-    let selector = match parse_selector(path, upstream.backends.len()) {
+    let conf = upstream.conf;
+    let selector = match parse_selector(path, conf.backends.len()) {
         Ok(selector) => selector,
         Err(error) => {
             return Reply::new(
                 NGX_HTTP_NOT_FOUND,
                 format!(
                     "{command}: {error}: upstream \"{}\" has backends 0 to {} and \"any\"\n",
-                    upstream.name,
-                    upstream.backends.len() - 1
+                    conf.name,
+                    conf.backends.len() - 1
                 ),
             )
         }
     };
-    let mode = upstream.mode();
-    let lock = ZoneLock::new(upstream);
-    let shared = upstream.shared();
-    let index = match select_backend(command, selector, &shared.statuses()) {
+    let mode = conf.mode();
+    let lock = upstream.lock();
+    let index = match select_backend(command, selector, &lock.statuses()) {
         Ok(index) => index,
         Err(SelectError::NoCandidate) => {
             let wanted = match command {
@@ -93,7 +101,7 @@ fn run(
                 NGX_HTTP_CONFLICT,
                 format!(
                     "{command} any: no backend of upstream \"{}\" is {wanted}\n",
-                    upstream.name
+                    conf.name
                 ),
             );
         }
@@ -117,7 +125,7 @@ fn run(
                 NGX_HTTP_CONFLICT,
                 format!(
                     "{command}: upstream \"{}\" backend {index} is {before}; try again once it is settled\n",
-                    upstream.name
+                    conf.name
                 ),
             )
         }
@@ -126,15 +134,22 @@ fn run(
     if ask_supervisord {
         commander::execute(upstream, index, command);
     }
-    let backend = &upstream.backends[index];
+    let backend = &conf.backends[index];
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\" backend {}: {} while {}: {:?}",
+        conf.name,
+        index,
+        command,
+        before,
+        decide(command, before, mode)
+    );
     if after != before {
-        // SAFETY: r is live, its connection has a log.
-        let log = unsafe { (*(*r).connection).log };
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
-            log,
+            request.log(),
             "supervisord: upstream \"{}\" backend {} ({}): {} -> {} by {}",
-            upstream.name,
+            conf.name,
             index,
             backend.name,
             before,
@@ -150,7 +165,7 @@ fn run(
 
 fn describe(
     command: Command,
-    upstream: &UpstreamConf,
+    upstream: &UpstreamRuntime,
     index: usize,
     before: BackendStatus,
     after: BackendStatus,
@@ -164,6 +179,6 @@ fn describe(
     let held = upstream.shared().held();
     format!(
         "{command}: upstream \"{}\" backend {index} ({}): {change}, {in_flight} in flight, {held} held\n",
-        upstream.name, upstream.backends[index].name
+        upstream.conf.name, upstream.conf.backends[index].name
     )
 }

@@ -10,15 +10,16 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
-    ngx_connection_t, ngx_cycle, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer,
-    ngx_event_t, ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t,
-    ngx_socket_errno, NGX_AGAIN, NGX_OK,
+    ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t, ngx_socket_errno,
+    NGX_AGAIN, NGX_OK,
 };
 
-use crate::conf::UpstreamConf;
 use crate::core::call_outcome::{interpret_response, CallError};
 use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
 use crate::core::xmlrpc::{encode_call, Param, Value};
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
 
 /// Replies larger than this are refused (getAllProcessInfo is ~1 KiB per program).
 const MAX_REPLY: usize = 4 << 20;
@@ -26,7 +27,8 @@ const MAX_REPLY: usize = 4 << 20;
 pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
 
 struct Exchange {
-    upstream: &'static UpstreamConf,
+    upstream: &'static UpstreamRuntime,
+    method: &'static str,
     request: Vec<u8>,
     sent: usize,
     received: Vec<u8>,
@@ -38,15 +40,29 @@ struct Exchange {
 }
 
 /// Calls `method` on the upstream's supervisord; `done` runs exactly once, later or at once.
-pub fn call(upstream: &'static UpstreamConf, method: &str, params: &[Param<'_>], done: Completion) {
-    let Some(endpoint) = upstream.supervisord.as_ref() else {
+pub fn call(
+    upstream: &'static UpstreamRuntime,
+    method: &'static str,
+    params: &[Param<'_>],
+    done: Completion,
+) {
+    let conf = upstream.conf;
+    let Some(endpoint) = conf.supervisord.as_ref() else {
         done(Err(CallError::Transport("no supervisord address".into())));
         return;
     };
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\": calling {} on {}",
+        conf.name,
+        method,
+        endpoint.display
+    );
     let body = encode_call(method, params);
-    let request = encode_request(&endpoint.host_header, upstream.credentials.as_ref(), &body);
+    let request = encode_request(&endpoint.host_header, conf.credentials.as_ref(), &body);
     let exchange = Box::new(Exchange {
         upstream,
+        method,
         request,
         sent: 0,
         received: Vec::new(),
@@ -60,12 +76,11 @@ pub fn call(upstream: &'static UpstreamConf, method: &str, params: &[Param<'_>],
     let exchange = Box::into_raw(exchange);
     // SAFETY: the exchange is owned by the event loop from here until `finish` frees it.
     unsafe {
-        let log = (*ngx_cycle).log;
         let deadline = &mut (*exchange).deadline;
         deadline.handler = Some(on_deadline);
         deadline.data = exchange as *mut c_void;
-        deadline.log = log;
-        ngx_add_timer(deadline, upstream.timeout_ms() as _);
+        deadline.log = cycle_log();
+        ngx_add_timer(deadline, conf.timeout_ms() as _);
         start(exchange);
     }
 }
@@ -84,7 +99,12 @@ unsafe fn start(exchange: *mut Exchange) {
         return;
     }
     ex.reused = false;
-    let endpoint = ex.upstream.supervisord.as_ref().expect("checked in call");
+    let endpoint = ex
+        .upstream
+        .conf
+        .supervisord
+        .as_ref()
+        .expect("checked in call");
     let peer = &mut ex.peer;
     // SAFETY: zeroed is a valid "unset" value for a peer connection.
     *peer = unsafe { std::mem::zeroed() };
@@ -93,8 +113,7 @@ unsafe fn start(exchange: *mut Exchange) {
     peer.name = &endpoint.peer_name as *const _ as *mut _;
     peer.get = Some(ngx_event_get_peer);
     peer.tries = 1;
-    // SAFETY: the cycle's log outlives the exchange.
-    peer.log = unsafe { (*ngx_cycle).log };
+    peer.log = cycle_log();
     // nginx's own connect/send lines go to info; the module logs one clear line itself.
     peer.set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
     // SAFETY: the peer describes a valid address of the cycle.
@@ -129,9 +148,10 @@ unsafe fn attach(exchange: *mut Exchange, connection: *mut ngx_connection_t) {
         (*exchange).peer.connection = connection;
         (*connection).data = exchange as *mut c_void;
         (*connection).set_idle(0);
-        (*connection).log = (*ngx_cycle).log;
-        (*(*connection).read).log = (*ngx_cycle).log;
-        (*(*connection).write).log = (*ngx_cycle).log;
+        let log = cycle_log();
+        (*connection).log = log;
+        (*(*connection).read).log = log;
+        (*(*connection).write).log = log;
         (*(*connection).read).handler = Some(on_read);
         (*(*connection).write).handler = Some(on_write);
     }
@@ -316,15 +336,25 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
         // SAFETY: ours to close.
         unsafe { close_connection(&mut ex) };
     }
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\": {} {}",
+        ex.upstream.name(),
+        ex.method,
+        match &result {
+            Ok(_) => "answered".to_string(),
+            Err(error) => format!("failed: {error}"),
+        }
+    );
     if let Some(done) = ex.done.take() {
         done(result);
     }
 }
 
-unsafe fn park(upstream: &'static UpstreamConf, connection: *mut ngx_connection_t) {
+unsafe fn park(upstream: &'static UpstreamRuntime, connection: *mut ngx_connection_t) {
     // SAFETY: the connection is open; while idle its events only close it.
     unsafe {
-        (*connection).data = upstream as *const UpstreamConf as *mut c_void;
+        (*connection).data = upstream as *const UpstreamRuntime as *mut c_void;
         (*connection).set_idle(1);
         (*(*connection).read).handler = Some(on_idle_event);
         (*(*connection).write).handler = Some(ignore_event);
@@ -338,10 +368,10 @@ unsafe fn park(upstream: &'static UpstreamConf, connection: *mut ngx_connection_
 /// Anything on an idle connection (supervisord closing it, stray bytes, or nginx asking idle
 /// connections to close at shutdown) ends it.
 unsafe extern "C" fn on_idle_event(rev: *mut ngx_event_t) {
-    // SAFETY: an idle connection's data is its upstream conf.
+    // SAFETY: an idle connection's data is its upstream's runtime.
     unsafe {
         let connection = (*rev).data as *mut ngx_connection_t;
-        let upstream = &*((*connection).data as *const UpstreamConf);
+        let upstream = &*((*connection).data as *const UpstreamRuntime);
         if (*connection).close() == 0 && (*rev).ready() == 0 {
             return;
         }
@@ -349,7 +379,7 @@ unsafe extern "C" fn on_idle_event(rev: *mut ngx_event_t) {
     }
 }
 
-unsafe fn drop_idle(upstream: &UpstreamConf, connection: *mut ngx_connection_t) {
+unsafe fn drop_idle(upstream: &UpstreamRuntime, connection: *mut ngx_connection_t) {
     if upstream.idle_connection.get() == connection {
         upstream.idle_connection.set(ptr::null_mut());
     }

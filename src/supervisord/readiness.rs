@@ -10,27 +10,27 @@ use std::ptr;
 
 use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
-    ngx_connection_t, ngx_cycle, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer,
-    ngx_event_t, ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_LOG_NOTICE,
-    NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
+    ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
+    ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    SOL_SOCKET, SO_ERROR,
 };
 
-use std::rc::Rc;
-
-use crate::commander::{now_ms, StartAttempt};
-use crate::conf::UpstreamConf;
+use super::commander::SharedHandshake;
 use crate::core::backend_status::BackendStatus;
 use crate::core::process_state::program_name;
-use crate::shared_zone::ZoneLock;
+use crate::core::start_handshake::{settle_ready, AfterProbeDeadline};
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
 
 const PROBE_INTERVAL_MS: usize = 3;
 /// A connect that neither succeeds nor fails within this is abandoned and tried again.
 const CONNECT_WAIT_MS: usize = 200;
 
 struct Probe {
-    upstream: &'static UpstreamConf,
+    upstream: &'static UpstreamRuntime,
     index: usize,
-    attempt: Rc<StartAttempt>,
+    handshake: SharedHandshake,
     give_up_at: u64,
     peer: ngx_peer_connection_t,
     name: ngx_str_t,
@@ -39,16 +39,17 @@ struct Probe {
 }
 
 /// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker.
-pub fn start(upstream: &'static UpstreamConf, index: usize, attempt: Rc<StartAttempt>) {
-    let Some(address) = upstream.backends[index].sockaddrs.first() else {
+pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: SharedHandshake) {
+    let conf = upstream.conf;
+    let Some(address) = conf.backends[index].sockaddrs.first() else {
         return;
     };
-    let name = &upstream.backends[index].name;
+    let name = &conf.backends[index].name;
     let probe = Box::into_raw(Box::new(Probe {
         upstream,
         index,
-        attempt,
-        give_up_at: now_ms() + upstream.timeout_ms(),
+        handshake,
+        give_up_at: now_ms() + conf.timeout_ms(),
         // SAFETY: zeroed is a valid unset peer connection and event.
         peer: unsafe { std::mem::zeroed() },
         name: ngx_str_t {
@@ -66,7 +67,7 @@ pub fn start(upstream: &'static UpstreamConf, index: usize, attempt: Rc<StartAtt
         p.peer.socklen = address.len() as socklen_t;
         p.timer.handler = Some(on_timer);
         p.timer.data = probe as *mut c_void;
-        p.timer.log = (*ngx_cycle).log;
+        p.timer.log = cycle_log();
         try_connect(probe);
     }
 }
@@ -84,28 +85,43 @@ unsafe fn try_connect(probe: *mut Probe) {
         return;
     }
     if now_ms() >= p.give_up_at {
-        p.attempt.probe_gave_up.set(true);
-        if p.attempt.confirmed.get() {
-            // SAFETY: the cycle log is valid in a worker.
-            let log = unsafe { (*ngx_cycle).log };
+        let mut handshake = p.handshake.get();
+        let after = handshake.on_probe_deadline();
+        p.handshake.set(handshake);
+        let conf = p.upstream.conf;
+        if after == AfterProbeDeadline::TakeAsUp {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
-                log,
+                cycle_log(),
                 "supervisord: upstream \"{}\" backend {} ({}): started, but accepted no connection within {} ms; taking it as up",
-                p.upstream.name,
+                conf.name,
                 p.index,
-                p.upstream.backends[p.index].name,
-                p.upstream.timeout_ms()
+                conf.backends[p.index].name,
+                conf.timeout_ms()
             );
             // SAFETY: ends the probe with the backend UP.
             unsafe { ready(probe, "supervisord says started") };
         } else {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: no connection accepted within {} ms, supervisord's answer settles the start",
+                conf.name,
+                p.index,
+                conf.timeout_ms()
+            );
             // SAFETY: ends the probe; the commander settles the start.
             unsafe { finish(probe) };
         }
         return;
     }
     p.attempts += 1;
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {}: readiness probe attempt {}",
+        p.upstream.name(),
+        p.index,
+        p.attempts
+    );
     let (sockaddr, socklen) = (p.peer.sockaddr, p.peer.socklen);
     // SAFETY: zeroed is a valid unset peer connection.
     p.peer = unsafe { std::mem::zeroed() };
@@ -114,8 +130,7 @@ unsafe fn try_connect(probe: *mut Probe) {
     p.peer.name = &mut p.name;
     p.peer.get = Some(ngx_event_get_peer);
     p.peer.tries = 1;
-    // SAFETY: the cycle log is valid in a worker.
-    p.peer.log = unsafe { (*ngx_cycle).log };
+    p.peer.log = cycle_log();
     p.peer
         .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
     // SAFETY: the peer describes the backend's address.
@@ -193,23 +208,22 @@ unsafe fn close(p: &mut Probe) {
 unsafe fn ready(probe: *mut Probe, why: &str) {
     // SAFETY: live probe.
     let p = unsafe { &mut *probe };
-    let lock = ZoneLock::new(p.upstream);
-    let owned = lock.status(p.index) == BackendStatus::StartingUp;
-    if owned {
-        lock.set_status(p.index, BackendStatus::Up);
+    let lock = p.upstream.lock();
+    let settled = settle_ready(lock.status(p.index));
+    if let Some(status) = settled {
+        lock.set_status(p.index, status);
     }
     drop(lock);
-    if owned {
-        // SAFETY: the cycle log is valid in a worker.
-        let log = unsafe { (*ngx_cycle).log };
+    let conf = p.upstream.conf;
+    if settled.is_some() {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
-            log,
+            cycle_log(),
             "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): starting up -> up ({})",
-            p.upstream.name,
+            conf.name,
             p.index,
-            p.upstream.backends[p.index].name,
-            program_name(p.upstream.program_prefix(), p.index),
+            conf.backends[p.index].name,
+            program_name(conf.program_prefix(), p.index),
             why
         );
     }

@@ -17,16 +17,16 @@ use nginx_sys::{
 };
 use ngx::http::HttpModuleServerConf;
 
-use crate::commander;
 use crate::conf::UpstreamConf;
-use crate::core::commands::Mode;
-use crate::module::Module;
+use crate::module_type::Module;
+use crate::runtime::{worker, UpstreamRuntime};
+use crate::supervisord::commander;
 
 const NO_BACKEND: usize = usize::MAX;
 
 /// Per-request state: the inner balancer's hooks and the backend this request occupies.
 struct PeerContext {
-    upstream: *const UpstreamConf,
+    upstream: *const UpstreamRuntime,
     inner_data: *mut c_void,
     inner_get: ngx_event_get_peer_pt,
     inner_free: ngx_event_free_peer_pt,
@@ -60,12 +60,13 @@ fn has_nginx_peer_list(uscf: &mut ngx_http_upstream_srv_conf_t) -> bool {
 /// balance over the UP backends exactly as they would over a static list; a `server ... down`
 /// line then only gives the backend's initial status. Runs in each worker when the shared
 /// generation moved.
-fn sync_peer_list(conf: &UpstreamConf, uscf: &mut ngx_http_upstream_srv_conf_t) {
+fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_conf_t) {
+    let conf = upstream.conf;
     if !conf.uses_nginx_peer_list {
         return;
     }
-    let shared = conf.shared();
-    let mut applied_up_counts = conf.applied_up_counts.borrow_mut();
+    let shared = upstream.shared();
+    let mut applied_up_counts = upstream.applied_up_counts.borrow_mut();
     applied_up_counts.resize(conf.backends.len(), 0);
     let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
     // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list);
@@ -109,14 +110,16 @@ unsafe extern "C" fn init_peer(
     let Some(conf) = Module::server_conf(unsafe { &*uscf }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let Some(inner_init) = conf.original_init_peer else {
+    let (Some(inner_init), Some(upstream)) =
+        (conf.original_init_peer, worker::upstream(conf.index))
+    else {
         return NGX_ERROR as ngx_int_t;
     };
-    let generation = conf.shared().generation();
-    if conf.synced_generation.get() != generation {
+    let generation = upstream.shared().generation();
+    if upstream.synced_generation.get() != generation {
         // SAFETY: the upstream's srv conf is valid for the cycle.
-        sync_peer_list(conf, unsafe { &mut *uscf });
-        conf.synced_generation.set(generation);
+        sync_peer_list(upstream, unsafe { &mut *uscf });
+        upstream.synced_generation.set(generation);
     }
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
     let rc = unsafe { inner_init(r, uscf) };
@@ -132,7 +135,7 @@ unsafe extern "C" fn init_peer(
             return NGX_ERROR as ngx_int_t;
         }
         context.write(PeerContext {
-            upstream: conf,
+            upstream,
             inner_data: peer.data,
             inner_get: peer.get,
             inner_free: peer.free,
@@ -169,12 +172,13 @@ fn peer_sockaddr(pc: &ngx_peer_connection_t) -> &[u8] {
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     // SAFETY: data is the context init_peer installed; pc is the request's peer connection.
     let (context, pc) = unsafe { (&mut *(data as *mut PeerContext), &mut *pc) };
-    // SAFETY: the conf lives in the cycle, longer than any request.
-    let conf = unsafe { &*context.upstream };
+    // SAFETY: the worker's runtime outlives any request.
+    let upstream = unsafe { &*context.upstream };
+    let conf = upstream.conf;
     let (Some(inner_get), Some(inner_free)) = (context.inner_get, context.inner_free) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let shared = conf.shared();
+    let shared = upstream.shared();
     // Each refusal makes the inner balancer mark that peer tried; one more round than there
     // are addresses covers balancers that hand the same single peer back.
     let limit = conf
@@ -235,13 +239,14 @@ unsafe extern "C" fn free_peer(
     // SAFETY: data is the context init_peer installed.
     let context = unsafe { &mut *(data as *mut PeerContext) };
     if context.current_backend != NO_BACKEND {
-        // SAFETY: the conf lives in the cycle, longer than any request.
-        let conf: &'static UpstreamConf = unsafe { &*context.upstream };
-        conf.shared()
+        // SAFETY: the worker's runtime outlives any request.
+        let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
+        upstream
+            .shared()
             .backend(context.current_backend)
             .request_finished();
-        if state & NGX_PEER_FAILED as ngx_uint_t != 0 && conf.mode() == Mode::Supervised {
-            commander::backend_failed(conf, context.current_backend);
+        if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
+            commander::backend_failed(upstream, context.current_backend);
         }
         context.current_backend = NO_BACKEND;
     }

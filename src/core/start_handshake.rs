@@ -1,0 +1,159 @@
+//! How a start settles. Two parties finish it: supervisord's answer to `startProcess` and the
+//! readiness probe (the backend accepts a connection). The probe settles a confirmed start UP;
+//! supervisord's answer settles a failed one, or a confirmed one the probe gave up on. Whoever
+//! settles, the status changes only if the backend is still in the command's transitional status
+//! (a reconciliation may have settled an orphaned command meanwhile).
+
+use super::backend_status::{BackendStatus, Command};
+use super::commands::settle;
+
+/// What the two parties of one start have told each other so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartHandshake {
+    /// supervisord answered that the program started.
+    pub confirmed: bool,
+    /// The probe saw no connection accepted within its time.
+    pub probe_gave_up: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterReply {
+    /// The probe is still trying and settles the start.
+    LeaveToProbe,
+    /// Settle the command now with supervisord's outcome.
+    Settle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterProbeDeadline {
+    /// supervisord confirmed the start: trust it, the backend is UP.
+    TakeAsUp,
+    /// supervisord has not answered yet: its answer settles the start.
+    LeaveToReply,
+}
+
+impl StartHandshake {
+    /// supervisord answered a start (`succeeded` or not).
+    pub fn on_reply(&mut self, succeeded: bool) -> AfterReply {
+        if succeeded {
+            self.confirmed = true;
+            if !self.probe_gave_up {
+                return AfterReply::LeaveToProbe;
+            }
+        }
+        AfterReply::Settle
+    }
+
+    /// The probe's time ran out without an accepted connection.
+    pub fn on_probe_deadline(&mut self) -> AfterProbeDeadline {
+        self.probe_gave_up = true;
+        if self.confirmed {
+            AfterProbeDeadline::TakeAsUp
+        } else {
+            AfterProbeDeadline::LeaveToReply
+        }
+    }
+}
+
+/// What supervisord's answer to a command does to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// The backend was still in the command's transitional status: this answer settles it.
+    pub owned: bool,
+    /// The status it settles in (the target on success, the former status on failure).
+    pub status: BackendStatus,
+    /// A start failed: requests waiting for it are answered at once.
+    pub failed_start: bool,
+}
+
+pub fn settle_reply(command: Command, current: BackendStatus, succeeded: bool) -> Settlement {
+    let owned = current == command.transitional_status();
+    Settlement {
+        owned,
+        status: settle(command, succeeded),
+        failed_start: owned && command == Command::Start && !succeeded,
+    }
+}
+
+/// The probe saw the backend accept a connection: it becomes UP if it is still starting.
+pub fn settle_ready(current: BackendStatus) -> Option<BackendStatus> {
+    (current == BackendStatus::StartingUp).then_some(BackendStatus::Up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BackendStatus::*;
+
+    #[test]
+    fn a_confirmed_start_is_left_to_the_probe() {
+        let mut handshake = StartHandshake::default();
+        assert_eq!(handshake.on_reply(true), AfterReply::LeaveToProbe);
+        assert!(handshake.confirmed);
+    }
+
+    #[test]
+    fn a_failed_start_settles_at_once_even_while_probing() {
+        let mut handshake = StartHandshake::default();
+        assert_eq!(handshake.on_reply(false), AfterReply::Settle);
+        assert!(!handshake.confirmed);
+    }
+
+    #[test]
+    fn a_probe_that_gave_up_leaves_the_answer_to_supervisord() {
+        let mut handshake = StartHandshake::default();
+        assert_eq!(
+            handshake.on_probe_deadline(),
+            AfterProbeDeadline::LeaveToReply
+        );
+        assert_eq!(handshake.on_reply(true), AfterReply::Settle);
+    }
+
+    #[test]
+    fn a_confirmed_start_the_probe_never_saw_listening_is_taken_as_up() {
+        let mut handshake = StartHandshake::default();
+        handshake.on_reply(true);
+        assert_eq!(handshake.on_probe_deadline(), AfterProbeDeadline::TakeAsUp);
+    }
+
+    #[test]
+    fn an_answer_settles_only_a_command_still_in_flight() {
+        assert_eq!(
+            settle_reply(Command::Start, StartingUp, true),
+            Settlement {
+                owned: true,
+                status: Up,
+                failed_start: false
+            }
+        );
+        assert_eq!(
+            settle_reply(Command::Start, StartingUp, false),
+            Settlement {
+                owned: true,
+                status: Down,
+                failed_start: true
+            }
+        );
+        assert_eq!(
+            settle_reply(Command::Stop, ShuttingDown, true),
+            Settlement {
+                owned: true,
+                status: Down,
+                failed_start: false
+            }
+        );
+        // Settled by a reconciliation already: nothing changes, no failure is recorded.
+        let late = settle_reply(Command::Start, Down, false);
+        assert!(!late.owned);
+        assert!(!late.failed_start);
+        assert!(!settle_reply(Command::Stop, Up, true).owned);
+    }
+
+    #[test]
+    fn readiness_settles_only_a_backend_still_starting() {
+        assert_eq!(settle_ready(StartingUp), Some(Up));
+        for other in [Up, Down, ShuttingDown] {
+            assert_eq!(settle_ready(other), None);
+        }
+    }
+}

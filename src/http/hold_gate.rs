@@ -1,0 +1,361 @@
+//! The hold gate: a precontent-phase handler on locations that pass requests to an upstream
+//! managed through supervisord. When no backend is UP it makes sure one is starting (the first
+//! DOWN one) and holds the request, in whichever worker it arrived, until a backend is UP; the
+//! request then goes on to the balancer as usual. The decisions are `core::hold_verdict`'s.
+//!
+//! Held requests wake by event: while a worker holds any, it looks at the upstream's shared
+//! generation every `WAKE_TICK_MS` (one atomic load) and re-evaluates its held requests only
+//! when it moved. Bounds: `supervisord_hold_limit` requests over all workers (503 beyond), and
+//! `supervisord_hold_timeout` each (503 then). A failed start gives every held request 502 at
+//! once. A held request is its own module context, queued in the worker's runtime.
+
+use std::ffi::c_void;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_handle_write_event, ngx_http_core_run_phases,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, NGX_AGAIN, NGX_DECLINED, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+
+use crate::core::hold_verdict::{backend_to_start, hold_verdict, HoldVerdict};
+use crate::module_type::Module;
+use crate::runtime::hold_queue::Batch;
+use crate::runtime::{worker, HeldRequest, HoldQueue, UpstreamRuntime};
+use crate::supervisord::commander;
+use crate::util::log::cycle_log;
+use crate::util::reply::send_text;
+use crate::util::time::now_ms;
+
+const WAKE_TICK_MS: usize = 2;
+
+fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
+    let shared = upstream.shared();
+    hold_verdict(
+        shared.backends().iter().map(|backend| backend.status()),
+        shared.failed_starts(),
+        failures_seen,
+    )
+}
+
+/// Starts the first DOWN backend, unless another worker got there first.
+fn start_one(upstream: &'static UpstreamRuntime) {
+    let lock = upstream.lock();
+    let Some(plan) = backend_to_start(&lock.statuses(), upstream.conf.mode()) else {
+        return;
+    };
+    if plan.ask_supervisord {
+        lock.begin_command(plan.index, plan.status, now_ms());
+    } else {
+        lock.set_status(plan.index, plan.status);
+    }
+    drop(lock);
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\": no backend up, starting backend {}",
+        upstream.name(),
+        plan.index
+    );
+    if plan.ask_supervisord {
+        commander::execute(
+            upstream,
+            plan.index,
+            crate::core::backend_status::Command::Start,
+        );
+    }
+}
+
+/// The precontent-phase handler.
+pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx runs phase handlers with a live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let Some(conf) = Module::location_conf(request).and_then(|location| location.held_upstream())
+    else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    if !request.is_main() {
+        return NGX_DECLINED as ngx_int_t;
+    }
+    let Some(upstream) = worker::upstream(conf.index) else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    let failures_seen = upstream.shared().failed_starts();
+    match verdict(upstream, failures_seen) {
+        HoldVerdict::Proceed => return NGX_DECLINED as ngx_int_t,
+        // Only reachable if a start failed between the two loads above; answer as a waiter would.
+        HoldVerdict::StartFailed => return NGX_HTTP_BAD_GATEWAY as ngx_int_t,
+        HoldVerdict::Wait { start } => {
+            if start {
+                start_one(upstream);
+            }
+        }
+    }
+    if !upstream.shared().try_hold(conf.hold_limit()) {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            request.log(),
+            "supervisord: upstream \"{}\": {} requests held already, refusing one more",
+            conf.name,
+            conf.hold_limit()
+        );
+        // The answer is complete: finalize it here, so that the phase engine stops and the
+        // location's content handler (proxy_pass...) never runs after it.
+        // SAFETY: r is live and has sent nothing.
+        unsafe {
+            let rc = refuse(r, upstream, "too many requests are waiting for a backend");
+            ngx_http_finalize_request(r, rc);
+        }
+        return NGX_DONE as ngx_int_t;
+    }
+    // SAFETY: r is live.
+    unsafe { hold(r, upstream, failures_seen) }
+}
+
+/// # Safety
+/// `r` must be the live main request, counted as held already.
+unsafe fn hold(
+    r: *mut ngx_http_request_t,
+    upstream: &'static UpstreamRuntime,
+    failures_seen: u64,
+) -> ngx_int_t {
+    // SAFETY: r is live (caller's contract).
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
+    let Some(held) = (unsafe { held_request(request, upstream).as_mut() }) else {
+        upstream.shared().release_hold();
+        return NGX_ERROR as ngx_int_t;
+    };
+    held.failures_seen = failures_seen;
+    upstream.held.push(held);
+    arm_wake_timer(upstream);
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\": holding request, {} held in all workers",
+        upstream.name(),
+        upstream.shared().held()
+    );
+    // SAFETY: r is live; its connection's write event carries the hold deadline.
+    unsafe {
+        (*r).read_event_handler = Some(ngx_http_test_reading);
+        (*r).write_event_handler = Some(on_hold_write_event);
+        // The write event's timer is the hold deadline; it also keeps a gracefully exiting
+        // worker (after a reload) alive until the request is answered.
+        let wev = (*(*r).connection).write;
+        (*wev).set_delayed(1);
+        ngx_add_timer(wev, upstream.conf.hold_timeout_ms() as _);
+    }
+    NGX_AGAIN as ngx_int_t
+}
+
+/// The request's held record: its module context, made (with a pool cleanup that takes it off
+/// the queue should the request be freed while held) the first time the request is held.
+/// Null when out of memory.
+fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *mut HeldRequest {
+    let module = Module::module();
+    let existing = held_context(request);
+    if !existing.is_null() {
+        return existing;
+    }
+    let pool = request.pool();
+    let held = pool.allocate(HeldRequest::new((&mut *request).into(), upstream));
+    // SAFETY: the request's pool is live.
+    let cleanup = unsafe { ngx_pool_cleanup_add(pool.as_ptr(), 0) };
+    if held.is_null() || cleanup.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the cleanup belongs to the same pool as the record, which it runs before freeing.
+    unsafe {
+        (*cleanup).handler = Some(on_request_freed);
+        (*cleanup).data = held as *mut c_void;
+    }
+    request.set_module_ctx(held as *mut c_void, module);
+    held
+}
+
+/// The request's module context: its held record, or null before it was first held.
+fn held_context(request: &Request) -> *mut HeldRequest {
+    let raw: &ngx_http_request_t = request.as_ref();
+    // SAFETY: a live request has one context slot per http module.
+    unsafe { *raw.ctx.add(Module::module().ctx_index) as *mut HeldRequest }
+}
+
+/// # Safety
+/// `r` must be a live request that has sent nothing.
+unsafe fn refuse(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime, why: &str) -> ngx_int_t {
+    let body = format!("503: {why} (upstream \"{}\")\n", upstream.name());
+    // SAFETY: caller's contract.
+    unsafe {
+        send_text(
+            r,
+            NGX_HTTP_SERVICE_UNAVAILABLE,
+            &body,
+            &[("Retry-After", "1")],
+        )
+    }
+}
+
+/// Takes the request off its queue and the shared count, once.
+fn release(held: &mut HeldRequest) {
+    if HoldQueue::remove(held) {
+        held.upstream.shared().release_hold();
+    }
+}
+
+unsafe extern "C" fn on_request_freed(data: *mut c_void) {
+    // SAFETY: the cleanup's data is the request's held record, freed with the same pool.
+    release(unsafe { &mut *(data as *mut HeldRequest) });
+}
+
+/// The held request's write event: either spurious (the connection became writable) or the
+/// hold deadline. nginx clears `delayed` (and `timedout`) of a delayed event whose timer
+/// expired before calling this, so a still-delayed event is a spurious one.
+unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the live, held request.
+    let wev = unsafe { (*(*r).connection).write };
+    // SAFETY: as above.
+    if unsafe { (*wev).delayed() } != 0 {
+        // SAFETY: as above.
+        if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as ngx_int_t {
+            // SAFETY: as above.
+            unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        }
+        return;
+    }
+    // SAFETY: as above.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool; only this thread
+    // touches it.
+    let Some(held) = (unsafe { held_context(request).as_mut() }) else {
+        // SAFETY: as above.
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return;
+    };
+    let upstream = held.upstream;
+    release(held);
+    ngx::ngx_log_error!(
+        NGX_LOG_WARN,
+        request.log(),
+        "supervisord: upstream \"{}\": no backend up within {} ms, request not held longer",
+        upstream.name(),
+        upstream.conf.hold_timeout_ms()
+    );
+    // SAFETY: the request is live and has sent nothing.
+    unsafe {
+        let rc = refuse(r, upstream, "no backend came up in time");
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+fn arm_wake_timer(upstream: &'static UpstreamRuntime) {
+    let event = upstream.wake_timer.get();
+    // SAFETY: the event lives in the worker's runtime; only this worker's thread touches it.
+    unsafe {
+        if (*event).timer_set() != 0 {
+            return;
+        }
+        if (*event).handler.is_none() {
+            (*event).handler = Some(on_wake_tick);
+            (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+            (*event).log = cycle_log();
+            upstream.wake_seen_generation.set(0);
+        }
+        ngx_add_timer(event, WAKE_TICK_MS);
+    }
+}
+
+unsafe extern "C" fn on_wake_tick(event: *mut ngx_event_t) {
+    // SAFETY: the timer's data is its upstream's runtime.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    let generation = upstream.shared().generation();
+    if generation != upstream.wake_seen_generation.get() {
+        upstream.wake_seen_generation.set(generation);
+        wake_held(upstream);
+    }
+    if !upstream.held.is_empty() {
+        // SAFETY: re-arming our own event.
+        unsafe { ngx_add_timer(event, WAKE_TICK_MS) };
+    }
+}
+
+/// Looks at every request this worker holds for `upstream` once.
+fn wake_held(upstream: &'static UpstreamRuntime) {
+    // SAFETY: the batch stays in this frame.
+    let mut batch = unsafe { Batch::new() };
+    upstream.held.drain_into(&mut batch);
+    let (mut resumed, mut failed, mut waiting) = (0u64, 0u64, 0u64);
+    // A request resumed below may free another one of the batch: that one unlinks itself
+    // from the batch through its pool cleanup, so only live requests are popped.
+    while let Some(held) = batch.pop() {
+        // SAFETY: a popped record belongs to a live request.
+        let held = unsafe { &mut *held.as_ptr() };
+        let r = held.request;
+        match verdict(upstream, held.failures_seen) {
+            HoldVerdict::Wait { start } => {
+                if start {
+                    start_one(upstream);
+                }
+                upstream.held.push(held);
+                waiting += 1;
+            }
+            HoldVerdict::Proceed => {
+                upstream.shared().release_hold();
+                resumed += 1;
+                // SAFETY: the request is held (suspended in its phase loop) and live.
+                unsafe { resume(r) };
+            }
+            HoldVerdict::StartFailed => {
+                upstream.shared().release_hold();
+                failed += 1;
+                // SAFETY: as above; the commander logged why the start failed.
+                unsafe { end_with(r, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
+            }
+        }
+    }
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\": status changed, held requests: {} resumed, {} answered 502, {} still waiting",
+        upstream.name(),
+        resumed,
+        failed,
+        waiting
+    );
+}
+
+/// # Safety
+/// `r` must be live and held.
+unsafe fn stop_hold_timer(r: *mut ngx_http_request_t) {
+    // SAFETY: caller's contract; its write event carries the hold deadline.
+    unsafe {
+        let wev = (*(*r).connection).write;
+        if (*wev).timer_set() != 0 {
+            ngx_del_timer(wev);
+        }
+        (*wev).set_delayed(0);
+    }
+}
+
+/// # Safety
+/// `r` must be live and held.
+unsafe fn resume(r: *mut ngx_http_request_t) {
+    // SAFETY: caller's contract; re-running its phases lets the gate see the UP backend.
+    unsafe {
+        stop_hold_timer(r);
+        let connection = (*r).connection;
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(connection);
+    }
+}
+
+/// # Safety
+/// `r` must be live and held.
+unsafe fn end_with(r: *mut ngx_http_request_t, rc: ngx_int_t) {
+    // SAFETY: caller's contract.
+    unsafe {
+        stop_hold_timer(r);
+        let connection = (*r).connection;
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(connection);
+    }
+}

@@ -1,0 +1,150 @@
+//! The requests a worker holds for one upstream: an intrusive `ngx_queue_t` of records that
+//! live in each request's pool, so that holding, releasing and timing out are O(1) and waking
+//! is O(held).
+
+use std::cell::UnsafeCell;
+use std::ptr::{self, NonNull};
+
+use nginx_sys::{
+    ngx_http_request_t, ngx_queue_add, ngx_queue_empty, ngx_queue_init, ngx_queue_insert_before,
+    ngx_queue_remove, ngx_queue_t,
+};
+
+use super::worker::UpstreamRuntime;
+
+/// One held request; the request's module context, allocated in its pool.
+#[repr(C)]
+pub struct HeldRequest {
+    /// First, so that a queue link is also a pointer to its record.
+    link: ngx_queue_t,
+    pub request: *mut ngx_http_request_t,
+    pub upstream: &'static UpstreamRuntime,
+    /// The upstream's failed-start count when the request began waiting.
+    pub failures_seen: u64,
+    /// In the queue (and counted as held in the shared zone).
+    queued: bool,
+}
+
+impl HeldRequest {
+    pub fn new(request: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) -> Self {
+        Self {
+            // SAFETY: zeroed is an unlinked queue entry.
+            link: unsafe { std::mem::zeroed() },
+            request,
+            upstream,
+            failures_seen: 0,
+            queued: false,
+        }
+    }
+}
+
+/// The head of a worker's queue of held requests for one upstream. Lives in the worker's
+/// runtime, whose address never changes.
+pub struct HoldQueue {
+    head: UnsafeCell<ngx_queue_t>,
+}
+
+impl HoldQueue {
+    pub fn new() -> Self {
+        Self {
+            // SAFETY: zeroed marks a head not initialised yet (see `head`).
+            head: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+
+    fn head(&self) -> *mut ngx_queue_t {
+        let head = self.head.get();
+        // SAFETY: the head is only touched from the worker's thread; it is initialised in
+        // place on first use, once it sits at its final address.
+        unsafe {
+            if (*head).prev.is_null() {
+                ngx_queue_init(head);
+            }
+        }
+        head
+    }
+
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: an initialised head.
+        unsafe { ngx_queue_empty(self.head()) }
+    }
+
+    /// Queues `held`, which must live until it is removed (its request's pool cleanup does).
+    pub fn push(&self, held: &mut HeldRequest) {
+        debug_assert!(!held.queued);
+        // SAFETY: both are valid; the entry is not in any queue.
+        unsafe { ngx_queue_insert_before(self.head(), &mut held.link) };
+        held.queued = true;
+    }
+
+    /// Takes `held` out of whichever queue it is in; false when it was in none.
+    pub fn remove(held: &mut HeldRequest) -> bool {
+        if !held.queued {
+            return false;
+        }
+        // SAFETY: a queued entry is linked between valid neighbours.
+        unsafe { ngx_queue_remove(&mut held.link) };
+        held.queued = false;
+        true
+    }
+
+    /// Moves every held request into `batch`, leaving this queue empty.
+    pub fn drain_into(&self, batch: &mut Batch) {
+        let head = self.head();
+        // SAFETY: both heads are initialised; ngx_queue_add splices all entries over.
+        unsafe {
+            if !ngx_queue_empty(head) {
+                ngx_queue_add(batch.head(), head);
+                ngx_queue_init(head);
+            }
+        }
+    }
+}
+
+impl Default for HoldQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A temporary queue of held requests being looked at (see `HoldQueue::drain_into`); entries
+/// stay queued, so a request freed meanwhile still unlinks itself.
+pub struct Batch {
+    head: ngx_queue_t,
+}
+
+impl Batch {
+    /// # Safety
+    /// The batch must not move while it holds entries (keep it in a local variable).
+    pub unsafe fn new() -> Self {
+        Self {
+            // SAFETY: zeroed marks a head not initialised yet.
+            head: unsafe { std::mem::zeroed() },
+        }
+    }
+
+    fn head(&mut self) -> *mut ngx_queue_t {
+        let head = ptr::addr_of_mut!(self.head);
+        if self.head.prev.is_null() {
+            // SAFETY: initialised in place; the batch does not move (see `new`).
+            unsafe { ngx_queue_init(head) };
+        }
+        head
+    }
+
+    /// Takes the first entry out of the batch.
+    pub fn pop(&mut self) -> Option<NonNull<HeldRequest>> {
+        let head = self.head();
+        // SAFETY: an initialised head; entries are HeldRequest links (first field).
+        unsafe {
+            if ngx_queue_empty(head) {
+                return None;
+            }
+            let link = (*head).next;
+            let held = link as *mut HeldRequest;
+            ngx_queue_remove(link);
+            (*held).queued = false;
+            NonNull::new(held)
+        }
+    }
+}

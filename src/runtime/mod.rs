@@ -1,0 +1,8 @@
+//! Per-worker runtime state: built in `init_process` for each managed upstream, owned by the
+//! worker's cycle (freed with its pool), reached from any handler through `worker::upstream`.
+
+pub mod hold_queue;
+pub mod worker;
+
+pub use hold_queue::{HeldRequest, HoldQueue};
+pub use worker::UpstreamRuntime;

@@ -1,0 +1,128 @@
+//! The worker's runtime: per managed upstream, its shared record and everything this process
+//! alone keeps (its kept-alive supervisord connection, held requests, timers, what its peer
+//! list last reflected). Built once per worker in `init_process` and freed with the cycle's
+//! pool when the worker exits; the timers and connections it holds are gone by then.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use nginx_sys::{ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_pool_cleanup_add};
+
+use super::hold_queue::HoldQueue;
+use crate::conf::UpstreamConf;
+use crate::shared::records::SharedUpstream;
+use crate::shared::{SharedRecord, ZoneLock};
+
+pub struct UpstreamRuntime {
+    pub conf: &'static UpstreamConf,
+    record: SharedRecord,
+    /// This worker's kept-alive connection to supervisord, if any.
+    pub idle_connection: Cell<*mut ngx_connection_t>,
+    /// Requests this worker holds until a backend is up.
+    pub held: HoldQueue,
+    /// While requests are held: watches the shared generation for them.
+    pub wake_timer: UnsafeCell<ngx_event_t>,
+    pub wake_seen_generation: Cell<u64>,
+    /// Reads supervisord's view every `supervisord_sync_interval`.
+    pub sync_timer: UnsafeCell<ngx_event_t>,
+    /// The last error reading supervisord's view, logged once until it changes.
+    pub last_sync_error: RefCell<Option<String>>,
+    /// The shared generation this worker's peer list last reflected.
+    pub synced_generation: Cell<u64>,
+    /// Per backend, the shared up count this worker's peer list last reflected.
+    pub applied_up_counts: RefCell<Vec<u64>>,
+}
+
+impl UpstreamRuntime {
+    fn new(conf: &'static UpstreamConf, record: SharedRecord) -> Self {
+        Self {
+            conf,
+            record,
+            idle_connection: Cell::new(ptr::null_mut()),
+            held: HoldQueue::new(),
+            // SAFETY: zeroed is a valid unset event.
+            wake_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            wake_seen_generation: Cell::new(0),
+            // SAFETY: as above.
+            sync_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            last_sync_error: RefCell::new(None),
+            synced_generation: Cell::new(0),
+            applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
+        }
+    }
+
+    pub fn shared(&self) -> &SharedUpstream {
+        self.record.get()
+    }
+
+    pub fn lock(&self) -> ZoneLock<'_> {
+        self.record.lock()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.conf.name
+    }
+}
+
+struct Worker {
+    upstreams: Box<[UpstreamRuntime]>,
+}
+
+static WORKER: AtomicPtr<Worker> = AtomicPtr::new(ptr::null_mut());
+
+/// Builds this worker's runtime: one entry per managed upstream, paired with its shared record.
+///
+/// # Safety
+/// `cycle` must be the worker's running cycle, from `init_process`.
+pub unsafe fn install(
+    cycle: *mut ngx_cycle_t,
+    upstreams: impl Iterator<Item = &'static UpstreamConf>,
+    records: &[SharedRecord],
+) -> Result<(), &'static str> {
+    let upstreams: Box<[UpstreamRuntime]> = upstreams
+        .zip(records.iter().copied())
+        .map(|(conf, record)| UpstreamRuntime::new(conf, record))
+        .collect();
+    if upstreams.len() != records.len() {
+        return Err("the shared zone does not match the configuration");
+    }
+    // SAFETY: the cycle's pool lives until the worker exits.
+    let cleanup = unsafe { ngx_pool_cleanup_add((*cycle).pool, 0) };
+    if cleanup.is_null() {
+        return Err("out of memory");
+    }
+    let worker = Box::into_raw(Box::new(Worker { upstreams }));
+    WORKER.store(worker, Ordering::Release);
+    // SAFETY: the cleanup entry belongs to the cycle's pool.
+    unsafe {
+        (*cleanup).handler = Some(free_worker);
+        (*cleanup).data = worker as *mut c_void;
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn free_worker(data: *mut c_void) {
+    let worker = data as *mut Worker;
+    let _ = WORKER.compare_exchange(worker, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
+    // SAFETY: `install` leaked this box and registered this cleanup once.
+    drop(unsafe { Box::from_raw(worker) });
+}
+
+/// The runtime of managed upstream `index` (its `UpstreamConf::index`) in this worker; none
+/// outside a worker (e.g. `nginx -t`, the master).
+pub fn upstream(index: usize) -> Option<&'static UpstreamRuntime> {
+    let worker = WORKER.load(Ordering::Acquire);
+    // SAFETY: set by `install`, freed only when the worker exits, after its last event.
+    unsafe { worker.as_ref() }?.upstreams.get(index)
+}
+
+/// Every managed upstream's runtime in this worker.
+pub fn upstreams() -> &'static [UpstreamRuntime] {
+    let worker = WORKER.load(Ordering::Acquire);
+    // SAFETY: as in `upstream`.
+    unsafe { worker.as_ref() }
+        .map(|worker| &*worker.upstreams)
+        .unwrap_or(&[])
+}

@@ -1,0 +1,82 @@
+//! One upstream's record together with the zone's lock: statuses change only under the lock,
+//! and every change bumps the upstream's generation (which workers watch) and the backend's
+//! change count.
+
+use std::ptr;
+use std::sync::atomic::Ordering;
+
+use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
+
+use super::records::SharedUpstream;
+use crate::core::backend_status::BackendStatus;
+
+/// Where one upstream's record lives: valid from zone init for as long as the zone, which
+/// outlives every cycle that points into it.
+#[derive(Clone, Copy)]
+pub struct SharedRecord {
+    pub(super) pool: *mut ngx_slab_pool_t,
+    pub(super) record: *const SharedUpstream,
+}
+
+impl SharedRecord {
+    pub fn get(&self) -> &SharedUpstream {
+        // SAFETY: see the type's contract.
+        unsafe { &*self.record }
+    }
+
+    pub fn lock(&self) -> ZoneLock<'_> {
+        // SAFETY: the slab pool's mutex is set up by nginx for every zone.
+        unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*self.pool).mutex)) };
+        ZoneLock {
+            pool: self.pool,
+            upstream: self.get(),
+        }
+    }
+}
+
+/// Holds the zone's mutex until dropped.
+pub struct ZoneLock<'a> {
+    pool: *mut ngx_slab_pool_t,
+    upstream: &'a SharedUpstream,
+}
+
+impl ZoneLock<'_> {
+    pub fn statuses(&self) -> Vec<BackendStatus> {
+        self.upstream.statuses()
+    }
+
+    pub fn status(&self, index: usize) -> BackendStatus {
+        self.upstream.backend(index).status()
+    }
+
+    /// Moves a backend into a transitional status on behalf of a command sent now.
+    pub fn begin_command(&self, index: usize, status: BackendStatus, now_ms: u64) {
+        self.upstream
+            .backend(index)
+            .command_started
+            .store(now_ms, Ordering::Relaxed);
+        self.set_status(index, status);
+    }
+
+    /// Records a failed start; held requests waiting for it give up on the next generation.
+    pub fn record_failed_start(&self) {
+        self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn set_status(&self, index: usize, status: BackendStatus) {
+        let backend = self.upstream.backend(index);
+        if status == BackendStatus::Up && backend.status() != BackendStatus::Up {
+            backend.up_count.fetch_add(1, Ordering::AcqRel);
+        }
+        backend.status.store(status as u8, Ordering::Release);
+        backend.changes.fetch_add(1, Ordering::AcqRel);
+        self.upstream.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ZoneLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: locked in `SharedRecord::lock`.
+        unsafe { ngx_shmtx_unlock(ptr::addr_of_mut!((*self.pool).mutex)) };
+    }
+}

@@ -1,0 +1,146 @@
+//! The commander: carries a start or stop out through supervisord for the worker that won the
+//! transition (DOWN -> STARTING_UP, UP -> SHUTTING_DOWN) and settles the backend's status with
+//! the outcome. Exactly one call per transition, whichever worker took it.
+//!
+//! A start is settled UP by the readiness probe (the backend accepts connections), not by
+//! supervisord's answer: supervisord calls a program RUNNING before it listens. Should the
+//! probe not succeed within `supervisord_timeout` of a confirmed start, supervisord is trusted
+//! (see `core::start_handshake`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
+
+use super::{client, readiness};
+use crate::core::backend_status::Command;
+use crate::core::call_outcome::command_succeeded;
+use crate::core::failure::{failure_action, FailureAction};
+use crate::core::process_state::program_name;
+use crate::core::start_handshake::{settle_reply, AfterReply, StartHandshake};
+use crate::core::xmlrpc::Param;
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
+
+/// The handshake of one start, shared by the commander and the readiness probe.
+pub type SharedHandshake = Rc<Cell<StartHandshake>>;
+
+/// Sends `command` for backend `index`, whose status the caller has just moved into the
+/// command's transitional status.
+pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
+    let conf = upstream.conf;
+    let program = program_name(conf.program_prefix(), index);
+    let method = match command {
+        Command::Start => "supervisor.startProcess",
+        Command::Stop => "supervisor.stopProcess",
+    };
+    let params = [Param::Str(&program), Param::Bool(true)];
+    let program_for_log = program.clone();
+    let handshake: SharedHandshake = Rc::default();
+    if command == Command::Start {
+        readiness::start(upstream, index, handshake.clone());
+    }
+    client::call(
+        upstream,
+        method,
+        &params,
+        Box::new(move |result| {
+            let outcome = command_succeeded(command, &result);
+            if command == Command::Start {
+                let mut state = handshake.get();
+                let after = state.on_reply(outcome.is_ok());
+                handshake.set(state);
+                if after == AfterReply::LeaveToProbe {
+                    ngx::ngx_log_debug!(
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {}: start confirmed, readiness probe settles it",
+                        conf.name,
+                        index
+                    );
+                    return;
+                }
+            }
+            let lock = upstream.lock();
+            let before = lock.status(index);
+            let settlement = settle_reply(command, before, outcome.is_ok());
+            if settlement.owned {
+                if settlement.failed_start {
+                    lock.record_failed_start();
+                }
+                lock.set_status(index, settlement.status);
+            }
+            drop(lock);
+            let backend = &conf.backends[index];
+            match outcome {
+                Ok(()) if settlement.owned => {
+                    ngx::ngx_log_error!(
+                        NGX_LOG_NOTICE,
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {}",
+                        conf.name,
+                        index,
+                        backend.name,
+                        program_for_log,
+                        before,
+                        settlement.status
+                    );
+                }
+                Ok(()) => {
+                    ngx::ngx_log_debug!(
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {}: {} done, but the backend was settled {} meanwhile",
+                        conf.name,
+                        index,
+                        command,
+                        before
+                    );
+                }
+                Err(error) => {
+                    ngx::ngx_log_error!(
+                        NGX_LOG_ERR,
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}",
+                        conf.name,
+                        index,
+                        backend.name,
+                        program_for_log,
+                        command,
+                        error,
+                        if settlement.owned { settlement.status } else { before }
+                    );
+                }
+            }
+        }),
+    );
+}
+
+/// A request found backend `index` failing (connection refused, reset, timeout).
+pub fn backend_failed(upstream: &'static UpstreamRuntime, index: usize) {
+    let conf = upstream.conf;
+    let lock = upstream.lock();
+    let before = lock.status(index);
+    let action = failure_action(conf.mode(), before);
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} failed a request while {}: {:?}",
+        conf.name,
+        index,
+        before,
+        action
+    );
+    if action != FailureAction::Stop {
+        return;
+    }
+    lock.begin_command(index, Command::Stop.transitional_status(), now_ms());
+    drop(lock);
+    ngx::ngx_log_error!(
+        NGX_LOG_WARN,
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} ({}) failed; stopping it",
+        conf.name,
+        index,
+        conf.backends[index].name
+    );
+    execute(upstream, index, Command::Stop);
+}

@@ -1,0 +1,152 @@
+//! Reconciliation: every `supervisord_sync_interval`, one worker (whichever takes the turn in
+//! the shared zone) reads supervisord's view of all programs and brings the statuses in line:
+//! a backend killed or stopped outside nginx goes DOWN, one started by hand goes UP (the plan
+//! itself is `core::reconcile_plan`).
+
+use std::ffi::c_void;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_ERR, NGX_LOG_NOTICE,
+};
+
+use super::client;
+use crate::core::call_outcome::CallError;
+use crate::core::process_state::{parse_all_process_info, program_name};
+use crate::core::reconcile_plan::{observed_states, reconcile_plan, BackendAtReply};
+use crate::core::xmlrpc::Value;
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
+
+/// Starts this worker's reconciliation timer for a supervised upstream.
+pub fn start(upstream: &'static UpstreamRuntime) {
+    let interval = upstream.conf.sync_interval_ms();
+    if interval == 0 || !upstream.conf.supervised() {
+        return;
+    }
+    let event = upstream.sync_timer.get();
+    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
+    unsafe {
+        (*event).handler = Some(on_timer);
+        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*event).log = cycle_log();
+        // Does not keep a gracefully exiting worker alive.
+        (*event).set_cancelable(1);
+        ngx_add_timer(event, interval as _);
+    }
+}
+
+unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: plain reads of nginx's process flags.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    let interval = upstream.conf.sync_interval_ms();
+    // SAFETY: re-arming our own event.
+    unsafe { ngx_add_timer(event, interval as _) };
+    if !upstream.shared().take_sync_turn(now_ms(), interval) {
+        return;
+    }
+    let changes_when_sent: Vec<u64> = upstream
+        .shared()
+        .backends()
+        .iter()
+        .map(|backend| backend.changes())
+        .collect();
+    client::call(
+        upstream,
+        "supervisor.getAllProcessInfo",
+        &[],
+        Box::new(move |result| apply(upstream, &changes_when_sent, result)),
+    );
+}
+
+fn apply(
+    upstream: &'static UpstreamRuntime,
+    changes_when_sent: &[u64],
+    result: Result<Value, CallError>,
+) {
+    let conf = upstream.conf;
+    let log = cycle_log();
+    let processes = match result
+        .map_err(|e| e.to_string())
+        .and_then(|v| parse_all_process_info(&v))
+    {
+        Ok(processes) => processes,
+        Err(error) => {
+            let mut last_error = upstream.last_sync_error.borrow_mut();
+            if last_error.as_deref() != Some(error.as_str()) {
+                ngx::ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "supervisord: upstream \"{}\": reading program states from {} failed: {}",
+                    conf.name,
+                    conf.supervisord
+                        .as_ref()
+                        .map(|e| e.display.as_str())
+                        .unwrap_or("?"),
+                    error
+                );
+                *last_error = Some(error);
+            }
+            return;
+        }
+    };
+    if upstream.last_sync_error.borrow_mut().take().is_some() {
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "supervisord: upstream \"{}\": reading program states works again",
+            conf.name
+        );
+    }
+    let observed = observed_states(&processes, conf.program_prefix(), conf.backends.len());
+    let now = now_ms();
+    // A command whose worker vanished would hold its transitional status for ever.
+    let stale_after = conf.timeout_ms() * 2;
+    let lock = upstream.lock();
+    let shared = upstream.shared();
+    let backends: Vec<BackendAtReply> = observed
+        .iter()
+        .enumerate()
+        .map(|(index, observed)| {
+            let backend = shared.backend(index);
+            BackendAtReply {
+                status: backend.status(),
+                changed_since_sent: changes_when_sent.get(index) != Some(&backend.changes()),
+                command_is_stale: backend.command_older_than(now, stale_after),
+                observed: *observed,
+            }
+        })
+        .collect();
+    let plan = reconcile_plan(&backends);
+    for change in &plan {
+        lock.set_status(change.index, change.to);
+    }
+    drop(lock);
+    ngx::ngx_log_debug!(
+        log,
+        "supervisord: upstream \"{}\": program states read, {} of {} backends change",
+        conf.name,
+        plan.len(),
+        backends.len()
+    );
+    for change in plan {
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {} (supervisord says {})",
+            conf.name,
+            change.index,
+            conf.backends[change.index].name,
+            program_name(conf.program_prefix(), change.index),
+            change.from,
+            change.to,
+            observed[change.index]
+                .map(|state| state.name())
+                .unwrap_or("no such program")
+        );
+    }
+}

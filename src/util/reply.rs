@@ -1,0 +1,48 @@
+//! Short `text/plain` answers the module makes itself (control endpoints, requests it could not
+//! hold), through ngx's request helpers.
+
+use nginx_sys::{ngx_chain_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_OK};
+use ngx::core::Buffer;
+use ngx::http::{HTTPStatus, Request};
+
+/// Sends `status` with `body` and extra `headers`; returns what nginx's filters returned, for
+/// the caller to return or pass to `ngx_http_finalize_request`.
+///
+/// # Safety
+/// `r` must be a live request that has not sent its header yet.
+pub unsafe fn send_text(
+    r: *mut ngx_http_request_t,
+    status: u32,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> ngx_int_t {
+    // SAFETY: r is a live request (caller's contract).
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    request.set_status(HTTPStatus(status as usize));
+    request.set_content_length_n(body.len());
+    let raw: &mut ngx_http_request_t = request.as_mut();
+    raw.headers_out.content_type = ngx_str_t {
+        len: b"text/plain".len(),
+        data: b"text/plain".as_ptr() as *mut u8,
+    };
+    raw.headers_out.content_type_len = raw.headers_out.content_type.len;
+    for (name, value) in headers {
+        if request.add_header_out(name, value).is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    let rc = request.send_header().0;
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request.header_only() {
+        return rc;
+    }
+    let Some(mut buffer) = request.pool().create_buffer_from_str(body) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    buffer.set_last_buf(request.is_main());
+    buffer.set_last_in_chain(true);
+    let mut chain = ngx_chain_t {
+        buf: buffer.as_ngx_buf_mut(),
+        next: std::ptr::null_mut(),
+    };
+    request.output_filter(&mut chain).0
+}
