@@ -5,7 +5,14 @@
 //! and the `test-backend` binary of this crate; `make distro-test` points the suite at Debian's
 //! nginx and a module built for it.
 
+pub mod config;
+pub mod error_log;
+pub mod status;
 pub mod supervisord;
+
+pub use config::{Config, Server, Upstream};
+pub use error_log::AllowedLine;
+pub use status::SupervisordStatus;
 
 use std::collections::HashSet;
 use std::fs;
