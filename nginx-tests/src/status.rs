@@ -11,7 +11,7 @@ pub struct SupervisordStatus {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct UpstreamStatus {
     pub name: String,
-    /// The supervisord address (never the credentials); empty for `supervisord none`.
+    /// The supervisord address (never the credentials), e.g. `unix:/run/s.sock`, `none`.
     pub supervisord: String,
     /// Requests held until a backend of this upstream is up.
     pub held: u64,

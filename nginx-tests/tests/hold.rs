@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use nginx_tests::status::Status;
+use nginx_tests::status::{BackendStatus, Status};
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{
     eventually, free_port, spawn_requests, Config, Nginx, Response, Server, SupervisordStatus,
@@ -367,5 +367,44 @@ fn a_backend_started_again_gets_traffic_at_once() {
     assert!(
         eventually(3, || answers(8) == both),
         "backend0 got no traffic after its restart"
+    );
+}
+
+#[test]
+fn the_status_location_reports_every_backend() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "status",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    let nginx = proxied("status", &ports, &supervisord, &[]);
+    let status = nginx.supervisord_status("/_status");
+    let upstream = status.upstream("backend");
+    assert_eq!(
+        upstream.supervisord,
+        format!("unix:{}", supervisord.socket().display())
+    );
+    assert_eq!(upstream.held, 0);
+    let expected = |index: usize, state: Status| BackendStatus {
+        index,
+        server: format!("127.0.0.1:{}", ports[index]),
+        program: Some(format!("backend{index}")),
+        status: state,
+        in_flight: 0,
+    };
+    assert_eq!(
+        upstream.backends,
+        [expected(0, Status::Down), expected(1, Status::Down)]
+    );
+    // A request starts the first backend and is held until it is up.
+    assert_eq!(nginx.get("/").status, 200);
+    let status = nginx.supervisord_status("/_status");
+    assert_eq!(
+        status.upstream("backend").backends,
+        [expected(0, Status::Up), expected(1, Status::Down)]
     );
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use nginx_tests::status::Status;
 use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
 use nginx_tests::{
     backends_by_worker, eventually, free_port, spawn_requests, Backend, Config, Nginx, Server,
@@ -27,7 +28,8 @@ fn nginx_for(name: &str, ports: &[u16], supervisord: &str, extra: &[&str]) -> Ng
                 .directive("add_header X-Worker $pid always")
                 .location("/", "proxy_pass http://backend;")
                 .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;"),
+                .location("/_stop/", "supervisord_stop backend;")
+                .location("= /_status", "supervisord_status;"),
         ),
     )
 }
@@ -439,4 +441,28 @@ fn connections_to_supervisord_are_kept_alive() {
         "the same connection carried later calls: {first:?} then {later:?}"
     );
     assert!(!nginx.error_log().contains("reading program states"));
+}
+
+#[test]
+fn the_status_shows_the_address_never_the_credentials() {
+    let ports = [free_port()];
+    let supervisord =
+        Supervisord::start("status", &[Program::backend("backend0", ports[0], 0)], "");
+    let nginx = nginx_for(
+        "sv-status",
+        &ports,
+        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
+        &[],
+    );
+    let body = nginx.get("/_status").body;
+    assert!(!body.contains(PASSWORD), "{body}");
+    let status = nginx.supervisord_status("/_status");
+    let upstream = status.upstream("backend");
+    assert_eq!(
+        upstream.supervisord,
+        format!("127.0.0.1:{}", supervisord.port)
+    );
+    assert_eq!(upstream.backends.len(), 1);
+    assert_eq!(upstream.backends[0].program.as_deref(), Some("backend0"));
+    assert_eq!(upstream.backends[0].status, Status::Down);
 }
