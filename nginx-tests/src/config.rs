@@ -436,6 +436,17 @@ mod tests {
     }
 
     #[test]
+    fn line_of_skips_the_harness_lines() {
+        // The prefix holds the test's name, which may well contain the needle.
+        let conf = Config::new()
+            .upstream(Upstream::new("b").directive("supervisord_start b"))
+            .render(Path::new("/tmp/ngx-test-supervisord_start"), None);
+        assert!(conf.lines().nth(9).unwrap().contains("supervisord_start"));
+        assert_eq!(line_of(&conf, "supervisord_start"), 15);
+        assert_eq!(conf.lines().nth(14), Some("        supervisord_start b;"));
+    }
+
+    #[test]
     #[should_panic(expected = "listens on the test's port")]
     fn the_test_port_needs_a_port() {
         Config::new()
