@@ -5,7 +5,14 @@
 //! and the `test-backend` binary of this crate; `make distro-test` points the suite at Debian's
 //! nginx and a module built for it.
 
+pub mod config;
+pub mod error_log;
+pub mod status;
 pub mod supervisord;
+
+pub use config::{Config, Server, Upstream};
+pub use error_log::AllowedLine;
+pub use status::SupervisordStatus;
 
 use std::collections::HashSet;
 use std::fs;
@@ -123,35 +130,12 @@ impl Prefix {
         self.dir.join("nginx.conf")
     }
 
-    /// Writes a complete configuration: the module, `workers` workers, and `http_body` inside
-    /// `http {}`.
-    pub fn write_conf(&self, workers: usize, http_body: &str) {
-        self.write_conf_sized(workers, 1024, http_body)
-    }
-
-    /// As `write_conf`, with room for `connections` connections per worker.
-    pub fn write_conf_sized(&self, workers: usize, connections: usize, http_body: &str) {
-        let conf = format!(
-            "load_module {module};\n\
-             worker_processes {workers};\n\
-             worker_rlimit_nofile {files};\n\
-             error_log {dir}/logs/error.log notice;\n\
-             pid {dir}/logs/nginx.pid;\n\
-             events {{ worker_connections {connections}; }}\n\
-             http {{\n\
-             access_log off;\n\
-             client_body_temp_path {dir}/client_body;\n\
-             proxy_temp_path {dir}/proxy_temp;\n\
-             fastcgi_temp_path {dir}/fastcgi_temp;\n\
-             uwsgi_temp_path {dir}/uwsgi_temp;\n\
-             scgi_temp_path {dir}/scgi_temp;\n\
-             {http_body}\n\
-             }}\n",
-            module = module_path().display(),
-            dir = self.dir.display(),
-            files = connections * 2 + 64,
-        );
-        fs::write(self.conf_path(), conf).unwrap();
+    /// Writes `config` as `nginx.conf`, for an nginx that listens on `port` (the port of
+    /// [`Server::new`]; `None` if no server uses it). Returns the text written.
+    pub fn write_config(&self, config: &Config, port: Option<u16>) -> String {
+        let text = config.render(&self.dir, port);
+        fs::write(self.conf_path(), &text).unwrap();
+        text
     }
 
     /// Runs `nginx -t` on the written configuration.
@@ -181,28 +165,22 @@ impl Drop for Prefix {
     }
 }
 
-/// A running nginx (master and workers); stopped on drop.
+/// A running nginx (master and workers). On drop it is stopped and, unless the test is already
+/// failing, its error log is checked: any `[alert]`, `[emerg]` or `[crit]` line, or a worker that
+/// "exited on signal", fails the test unless allowed with [`Nginx::allow_log_line`].
 pub struct Nginx {
     pub prefix: Prefix,
     pub port: u16,
     master: Child,
+    allowed: Mutex<Vec<AllowedLine>>,
 }
 
 impl Nginx {
-    /// Starts nginx with `http_body`, in which `{port}` is replaced by the port it listens on.
-    pub fn start(name: &str, workers: usize, http_body: &str) -> Self {
-        Self::start_sized(name, workers, 1024, http_body)
-    }
-
-    /// As `start`, with room for `connections` connections per worker.
-    pub fn start_sized(name: &str, workers: usize, connections: usize, http_body: &str) -> Self {
+    /// Starts nginx with `config`; its [`Server::new`] servers listen on `self.port`.
+    pub fn start(name: &str, config: &Config) -> Self {
         let port = free_port();
         let prefix = Prefix::new(name);
-        prefix.write_conf_sized(
-            workers,
-            connections,
-            &http_body.replace("{port}", &port.to_string()),
-        );
+        prefix.write_config(config, Some(port));
         let master = Command::new(nginx_binary())
             .arg("-p")
             .arg(&prefix.dir)
@@ -217,9 +195,10 @@ impl Nginx {
             prefix,
             port,
             master,
+            allowed: Mutex::new(Vec::new()),
         };
         wait_for_port(port, "nginx");
-        nginx.wait_for_workers(workers);
+        nginx.wait_for_workers(config.worker_count());
         nginx
     }
 
@@ -270,13 +249,11 @@ impl Nginx {
             .expect("run nginx -s")
     }
 
-    /// Rewrites the configuration and reloads, waiting for a fresh set of workers.
-    pub fn reload(&self, workers: usize, http_body: &str) {
+    /// Writes `config` and reloads, waiting for a fresh set of workers.
+    pub fn reload(&self, config: &Config) {
+        let workers = config.worker_count();
         let before = self.worker_pids();
-        self.prefix.write_conf(
-            workers,
-            &http_body.replace("{port}", &self.port.to_string()),
-        );
+        self.prefix.write_config(config, Some(self.port));
         let output = self.signal("reload");
         assert!(output.status.success(), "reload failed: {output:?}");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -297,10 +274,63 @@ impl Nginx {
     pub fn error_log(&self) -> String {
         self.prefix.error_log()
     }
-}
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
+    /// The parsed answer of the `supervisord_status` location at `path`.
+    pub fn supervisord_status(&self, path: &str) -> SupervisordStatus {
+        let response = self.get(path);
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        SupervisordStatus::parse(&response.body)
+            .unwrap_or_else(|error| panic!("{path}: {error}: {}", response.body))
+    }
+
+    /// Lets error-log lines containing `substring` pass the check on drop, although they are
+    /// `[crit]`, `[alert]`, `[emerg]` or "exited on signal" lines: the test provokes them on
+    /// purpose, for the reason `why`.
+    pub fn allow_log_line(&self, substring: &str, why: &str) {
+        self.allowed
+            .lock()
+            .unwrap()
+            .push(AllowedLine::new(substring, why));
+    }
+
+    /// The error-log lines that fail the check (see [`error_log::offending_lines`]).
+    pub fn offending_log_lines(&self) -> Vec<String> {
+        error_log::offending_lines(&self.error_log(), &self.allowed.lock().unwrap())
+    }
+
+    /// Fails the test now if the error log already holds a line that fails the check.
+    #[track_caller]
+    pub fn assert_clean_log(&self) {
+        let offending = self.offending_log_lines();
+        if !offending.is_empty() {
+            panic!("{}", self.log_failure(&offending));
+        }
+    }
+
+    fn log_failure(&self, offending: &[String]) -> String {
+        let allowed: Vec<String> = self
+            .allowed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|allowed| format!("  {:?} ({})", allowed.substring, allowed.why))
+            .collect();
+        format!(
+            "the error log of nginx in {} has {} line(s) with {:?} that the test did not \
+             allow:\n{}\nallowed:\n{}",
+            self.prefix.dir.display(),
+            offending.len(),
+            error_log::FORBIDDEN,
+            offending.join("\n"),
+            if allowed.is_empty() {
+                "  (nothing)".to_string()
+            } else {
+                allowed.join("\n")
+            }
+        )
+    }
+
+    fn stop(&mut self) {
         let _ = self.signal("stop");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -311,6 +341,19 @@ impl Drop for Nginx {
         }
         let _ = self.master.kill();
         let _ = self.master.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+        // After the stop, so that whatever the shutdown logged is checked too.
+        if !std::thread::panicking() {
+            let offending = self.offending_log_lines();
+            if !offending.is_empty() {
+                panic!("{}", self.log_failure(&offending));
+            }
+        }
     }
 }
 
@@ -402,17 +445,6 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     check()
-}
-
-/// The `held` count of the first upstream in a `supervisord_status` answer.
-pub fn held_in_status(status_body: &str) -> Option<u64> {
-    status_body
-        .split("\"held\":")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// `count` GETs of `path`, each on its own thread and connection (so spread over the workers),

@@ -3,36 +3,36 @@
 
 use std::collections::BTreeSet;
 
-use nginx_tests::{backends_by_worker, free_port, Backend, Nginx};
+use nginx_tests::{backends_by_worker, free_port, Backend, Config, Nginx, Server, Upstream};
 
-fn check_balancer(name: &str, balancer: &str) {
+/// `balancer`: the directives that choose the balancer (none for round robin).
+fn check_balancer(name: &str, balancer: &[&str]) {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
+    let upstream = balancer
+        .iter()
+        .fold(Upstream::new("backend"), |upstream, line| {
+            upstream.directive(line)
+        })
+        .servers(&ports[..2])
+        .server(format!("127.0.0.1:{} down", ports[2]))
+        .supervisord("none")
+        .inherit_backend_status()
+        .directive("keepalive 4");
     let nginx = Nginx::start(
         name,
-        2,
-        &format!(
-            "upstream backend {{
-                {balancer}
-                server 127.0.0.1:{};
-                server 127.0.0.1:{};
-                server 127.0.0.1:{} down;
-                supervisord none;
-                supervisord_inherit_backend_status;
-                keepalive 4;
-            }}
-            server {{
-                listen 127.0.0.1:{{port}} reuseport;
-                add_header X-Worker $pid always;
-                location / {{
-                    proxy_pass http://backend;
-                    proxy_http_version 1.1;
-                    proxy_set_header Connection \"\";
-                }}
-                location /_start/ {{ supervisord_start backend; }}
-                location /_stop/ {{ supervisord_stop backend; }}
-            }}",
-            ports[0], ports[1], ports[2]
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .directive("add_header X-Worker $pid always")
+                .location(
+                    "/",
+                    "proxy_pass http://backend;\n\
+                     proxy_http_version 1.1;\n\
+                     proxy_set_header Connection \"\";",
+                )
+                .location("/_start/", "supervisord_start backend;")
+                .location("/_stop/", "supervisord_stop backend;"),
         ),
     );
     let used = |paths: &[&str]| -> BTreeSet<String> {
@@ -50,7 +50,7 @@ fn check_balancer(name: &str, balancer: &str) {
     let before = used(&paths);
     assert!(
         !before.contains(&name_of(2)),
-        "{balancer}: a DOWN backend got requests: {before:?}"
+        "{name}: a DOWN backend got requests: {before:?}"
     );
     assert!(!before.is_empty());
 
@@ -61,7 +61,7 @@ fn check_balancer(name: &str, balancer: &str) {
     assert_eq!(
         after,
         BTreeSet::from([name_of(2)]),
-        "{balancer}: only the one UP backend may answer"
+        "{name}: only the one UP backend may answer"
     );
 
     assert_eq!(nginx.get("/_stop/2").status, 200);
@@ -69,44 +69,44 @@ fn check_balancer(name: &str, balancer: &str) {
     assert_eq!(
         none_up,
         BTreeSet::from(["status 502".to_string()]),
-        "{balancer}"
+        "{name}"
     );
 }
 
 #[test]
 fn round_robin() {
-    check_balancer("rr", "");
+    check_balancer("rr", &[]);
 }
 
 #[test]
 fn least_conn() {
-    check_balancer("least-conn", "least_conn;");
+    check_balancer("least-conn", &["least_conn"]);
 }
 
 #[test]
 fn ip_hash() {
-    check_balancer("ip-hash", "ip_hash;");
+    check_balancer("ip-hash", &["ip_hash"]);
 }
 
 #[test]
 fn generic_hash() {
-    check_balancer("hash", "hash $request_uri;");
+    check_balancer("hash", &["hash $request_uri"]);
 }
 
 #[test]
 fn consistent_hash() {
-    check_balancer("chash", "hash $request_uri consistent;");
+    check_balancer("chash", &["hash $request_uri consistent"]);
 }
 
 #[test]
 fn random() {
-    check_balancer("random", "random;");
+    check_balancer("random", &["random"]);
 }
 
 #[test]
 fn random_two_with_shared_zone() {
     check_balancer(
         "random-zone",
-        "zone backend_zone 64k; random two least_conn;",
+        &["zone backend_zone 64k", "random two least_conn"],
     );
 }

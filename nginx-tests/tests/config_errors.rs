@@ -1,43 +1,49 @@
 //! `nginx -t` refuses every bad use of the directives with the file, the line and a reason,
 //! and accepts every form the 2010 module documented.
 
-use nginx_tests::Prefix;
+use nginx_tests::config::line_of;
+use nginx_tests::{Config, Prefix, Server, Upstream};
 
-/// Runs `nginx -t` on `http_body`; returns (success, stderr, path of nginx.conf).
-fn check(name: &str, http_body: &str) -> (bool, String, String) {
+/// Runs `nginx -t` on `config`; returns (success, stderr, path of nginx.conf, its text).
+fn check(name: &str, config: &Config) -> (bool, String, String, String) {
     let prefix = Prefix::new(name);
-    prefix.write_conf(2, http_body);
+    let text = prefix.write_config(config, None);
     let output = prefix.test_conf();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
         prefix.conf_path().display().to_string(),
+        text,
     )
 }
 
-/// The line of `nginx.conf` that contains `needle` (1-based), as nginx reports it.
-fn line_of(http_body: &str, needle: &str) -> usize {
-    // The harness writes 13 lines before the http body starts.
-    let offset = 13;
-    offset
-        + http_body
-            .lines()
-            .position(|line| line.contains(needle))
-            .expect("needle in config")
-        + 1
-}
-
-fn assert_refused(name: &str, http_body: &str, line_with: &str, reason: &str) {
-    let (ok, stderr, path) = check(name, http_body);
-    assert!(!ok, "nginx -t accepted:\n{http_body}\n{stderr}");
-    let expected_place = format!("{path}:{}", line_of(http_body, line_with));
+/// `nginx -t` refuses `config` with `reason` at the line that holds `line_with`.
+fn assert_refused(name: &str, config: &Config, line_with: &str, reason: &str) {
+    let (ok, stderr, path, text) = check(name, config);
+    assert!(!ok, "nginx -t accepted:\n{text}\n{stderr}");
+    let expected_place = format!("{path}:{}", line_of(&text, line_with));
     assert!(
         stderr.contains("[emerg]") && stderr.contains(reason) && stderr.contains(&expected_place),
-        "expected `{reason}` at {expected_place}, got:\n{stderr}"
+        "expected `{reason}` at {expected_place}, got:\n{stderr}\n{text}"
     );
 }
 
-const SERVERS: &str = "server 127.0.0.1:8000;\nserver 127.0.0.1:8001;\n";
+/// Upstream `backend` with two servers.
+fn backend() -> Upstream {
+    Upstream::new("backend")
+        .server("127.0.0.1:8000")
+        .server("127.0.0.1:8001")
+}
+
+/// Only `upstream`.
+fn with(upstream: Upstream) -> Config {
+    Config::new().workers(2).upstream(upstream)
+}
+
+/// `upstream` and a server on port 1 with one `location PATH { BODY }`.
+fn with_location(upstream: Upstream, path: &str, body: &str) -> Config {
+    with(upstream).server(Server::on(1).location(path, body))
+}
 
 #[test]
 fn accepts_every_documented_form() {
@@ -52,14 +58,19 @@ fn accepts_every_documented_form() {
             "supervisord unix:/var/run/supervisor.sock admin:super;",
         ),
     ] {
-        let body = format!(
-            "upstream backend {{\n{SERVERS}{directive}\nsupervisord_name web;\n\
-             supervisord_inherit_backend_status;\n}}\n\
-             server {{ listen 127.0.0.1:1; location / {{ proxy_pass http://backend; }}\n\
-             location /_start/ {{ supervisord_start backend; }}\n\
-             location /_stop/ {{ supervisord_stop backend; }} }}"
+        let config = with(
+            backend()
+                .directive(directive)
+                .directive("supervisord_name web")
+                .inherit_backend_status(),
+        )
+        .server(
+            Server::on(1)
+                .location("/", "proxy_pass http://backend;")
+                .location("/_start/", "supervisord_start backend;")
+                .location("/_stop/", "supervisord_stop backend;"),
         );
-        let (ok, stderr, _) = check(name, &body);
+        let (ok, stderr, _, _) = check(name, &config);
         assert!(ok, "{directive} refused:\n{stderr}");
         assert!(stderr.contains("test is successful"), "{stderr}");
     }
@@ -78,10 +89,9 @@ fn refuses_a_bad_address() {
         ),
         ("empty-host", ":9001", "no host in address"),
     ] {
-        let body = format!("upstream backend {{\n{SERVERS}supervisord {address};\n}}");
         assert_refused(
             name,
-            &body,
+            &with(backend().supervisord(address)),
             "supervisord ",
             &format!("invalid supervisord address \"{address}\": {reason}"),
         );
@@ -90,15 +100,14 @@ fn refuses_a_bad_address() {
 
 #[test]
 fn refuses_credentials_without_colon_and_never_prints_them() {
-    let body =
-        format!("upstream backend {{\n{SERVERS}supervisord 127.0.0.1:9001 adminS3cretPw;\n}}");
+    let config = with(backend().supervisord("127.0.0.1:9001 adminS3cretPw"));
     assert_refused(
         "no-colon",
-        &body,
+        &config,
         "supervisord ",
         "invalid supervisord credentials must be given as user:pass",
     );
-    let (_, stderr, _) = check("no-colon-secret", &body);
+    let (_, stderr, _, _) = check("no-colon-secret", &config);
     assert!(
         !stderr.contains("S3cretPw"),
         "credentials leaked:\n{stderr}"
@@ -107,10 +116,9 @@ fn refuses_credentials_without_colon_and_never_prints_them() {
 
 #[test]
 fn refuses_credentials_with_none() {
-    let body = format!("upstream backend {{\n{SERVERS}supervisord none admin:super;\n}}");
     assert_refused(
         "none-creds",
-        &body,
+        &with(backend().supervisord("none admin:super")),
         "supervisord none",
         "takes no credentials",
     );
@@ -131,28 +139,26 @@ fn refuses_duplicate_directives() {
             "supervisord_inherit_backend_status; # again",
         ),
     ] {
-        let extra = if first.starts_with("supervisord ") {
-            ""
+        let upstream = if first.starts_with("supervisord ") {
+            backend()
         } else {
-            "supervisord none;\n"
+            backend().supervisord("none")
         };
-        let body = format!("upstream backend {{\n{SERVERS}{extra}{first}\n{second}\n}}");
         let directive = second.split(' ').next().unwrap().trim_end_matches(';');
         assert_refused(
             name,
-            &body,
+            &with(upstream.raw(first).raw(second)),
             second,
             &format!("\"{directive}\" directive is duplicate"),
         );
     }
-    let body = format!(
-        "upstream backend {{\n{SERVERS}supervisord none;\n}}\n\
-         server {{ listen 127.0.0.1:1;\nlocation /_start/ {{ supervisord_start backend;\n\
-         supervisord_start backend; # twice\n}} }}"
-    );
     assert_refused(
         "dup-start",
-        &body,
+        &with_location(
+            backend().supervisord("none"),
+            "/_start/",
+            "supervisord_start backend;\nsupervisord_start backend; # twice",
+        ),
         "# twice",
         "\"supervisord_start\" directive is duplicate",
     );
@@ -160,14 +166,13 @@ fn refuses_duplicate_directives() {
 
 #[test]
 fn refuses_start_and_stop_in_one_location() {
-    let body = format!(
-        "upstream backend {{\n{SERVERS}supervisord none;\n}}\n\
-         server {{ listen 127.0.0.1:1;\nlocation /_ctl/ {{ supervisord_start backend;\n\
-         supervisord_stop backend;\n}} }}"
-    );
     assert_refused(
         "start-and-stop",
-        &body,
+        &with_location(
+            backend().supervisord("none"),
+            "/_ctl/",
+            "supervisord_start backend;\nsupervisord_stop backend;",
+        ),
         "supervisord_stop backend",
         "\"supervisord_start\" and \"supervisord_stop\" cannot be used in one location",
     );
@@ -175,13 +180,13 @@ fn refuses_start_and_stop_in_one_location() {
 
 #[test]
 fn refuses_an_unknown_upstream() {
-    let body = format!(
-        "upstream backend {{\n{SERVERS}supervisord none;\n}}\n\
-         server {{ listen 127.0.0.1:1;\nlocation /_start/ {{ supervisord_start nosuch; }}\n}}"
-    );
     assert_refused(
         "unknown-upstream",
-        &body,
+        &with_location(
+            backend().supervisord("none"),
+            "/_start/",
+            "supervisord_start nosuch;",
+        ),
         "supervisord_start nosuch",
         "\"supervisord_start\" names an unknown upstream \"nosuch\"",
     );
@@ -189,13 +194,12 @@ fn refuses_an_unknown_upstream() {
 
 #[test]
 fn refuses_an_upstream_without_supervisord() {
-    let body = format!(
-        "upstream plain {{\n{SERVERS}}}\n\
-         server {{ listen 127.0.0.1:1;\nlocation /_stop/ {{ supervisord_stop plain; }}\n}}"
-    );
+    let plain = Upstream::new("plain")
+        .server("127.0.0.1:8000")
+        .server("127.0.0.1:8001");
     assert_refused(
         "no-supervisord",
-        &body,
+        &with_location(plain, "/_stop/", "supervisord_stop plain;"),
         "supervisord_stop plain",
         "\"supervisord_stop\" has no \"supervisord\" directive in upstream \"plain\"",
     );
@@ -203,10 +207,9 @@ fn refuses_an_upstream_without_supervisord() {
 
 #[test]
 fn refuses_upstream_options_without_supervisord() {
-    let body = format!("upstream backend {{\n{SERVERS}supervisord_name web;\n}}");
     assert_refused(
         "name-alone",
-        &body,
+        &with(backend().directive("supervisord_name web")),
         "upstream backend",
         "\"supervisord_name\" needs \"supervisord\" in upstream \"backend\"",
     );
@@ -214,32 +217,37 @@ fn refuses_upstream_options_without_supervisord() {
 
 #[test]
 fn refuses_directives_in_the_wrong_context() {
-    for (name, body, needle, directive) in [
+    for (name, config, needle, directive) in [
         (
             "supervisord-in-server",
-            "server { listen 127.0.0.1:1;\nsupervisord none;\n}".to_string(),
+            Config::new()
+                .workers(2)
+                .server(Server::on(1).directive("supervisord none")),
             "supervisord none",
             "supervisord",
         ),
         (
             "start-in-upstream",
-            format!(
-                "upstream backend {{\n{SERVERS}supervisord none;\nsupervisord_start backend;\n}}"
+            with(
+                backend()
+                    .supervisord("none")
+                    .directive("supervisord_start backend"),
             ),
             "supervisord_start",
             "supervisord_start",
         ),
         (
             "inherit-in-location",
-            "server { listen 127.0.0.1:1;\nlocation / {\nsupervisord_inherit_backend_status;\n} }"
-                .to_string(),
+            Config::new()
+                .workers(2)
+                .server(Server::on(1).location("/", "supervisord_inherit_backend_status;")),
             "supervisord_inherit",
             "supervisord_inherit_backend_status",
         ),
     ] {
         assert_refused(
             name,
-            &body,
+            &config,
             needle,
             &format!("\"{directive}\" directive is not allowed here"),
         );
@@ -248,10 +256,9 @@ fn refuses_directives_in_the_wrong_context() {
 
 #[test]
 fn refuses_wrong_argument_counts() {
-    let body = format!("upstream backend {{\n{SERVERS}supervisord;\n}}");
     assert_refused(
         "no-args",
-        &body,
+        &with(backend().directive("supervisord")),
         "supervisord;",
         "invalid number of arguments in \"supervisord\" directive",
     );
@@ -286,32 +293,34 @@ fn refuses_bad_timeouts_and_intervals() {
             "invalid supervisord_sync_interval \"-1\"",
         ),
     ] {
-        let body = format!("upstream backend {{\n{SERVERS}supervisord 127.0.0.1:9001;\n{line}\n}}");
-        assert_refused(name, &body, line, reason);
+        let config = with(backend().supervisord("127.0.0.1:9001").directive(line));
+        assert_refused(name, &config, line, reason);
     }
-    let body = format!("upstream backend {{\n{SERVERS}supervisord_sync_interval 1s;\n}}");
     assert_refused(
         "interval-alone",
-        &body,
+        &with(backend().sync_interval("1s")),
         "upstream backend",
         "\"supervisord_sync_interval\" needs \"supervisord\" in upstream \"backend\"",
     );
-    let body = format!(
-        "upstream backend {{\n{SERVERS}supervisord unix:/run/s.sock;\n\
-         supervisord_timeout 500ms;\nsupervisord_sync_interval off;\n\
-         supervisord_hold_limit 10;\nsupervisord_hold_timeout 5s;\n}}\n\
-         server {{ listen 127.0.0.1:1; location = /s {{ supervisord_status; }} }}"
+    let config = with_location(
+        backend()
+            .supervisord("unix:/run/s.sock")
+            .directive("supervisord_timeout 500ms")
+            .sync_interval("off")
+            .directive("supervisord_hold_limit 10")
+            .directive("supervisord_hold_timeout 5s"),
+        "= /s",
+        "supervisord_status;",
     );
-    let (ok, stderr, _) = check("timeouts-ok", &body);
+    let (ok, stderr, _, _) = check("timeouts-ok", &config);
     assert!(ok, "{stderr}");
 }
 
 #[test]
 fn refuses_an_unresolvable_supervisord_host() {
-    let body = format!("upstream backend {{\n{SERVERS}supervisord no-such-host.invalid:9001;\n}}");
     assert_refused(
         "unresolvable",
-        &body,
+        &with(backend().supervisord("no-such-host.invalid:9001")),
         "supervisord no-such",
         "invalid supervisord address \"no-such-host.invalid:9001\": host not found",
     );

@@ -4,36 +4,58 @@
 
 use std::time::{Duration, Instant};
 
+use nginx_tests::status::{BackendStatus, Status};
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, held_in_status, spawn_requests, Nginx, Response};
+use nginx_tests::{
+    eventually, free_port, spawn_requests, Config, Nginx, Response, Server, SupervisordStatus,
+    Upstream,
+};
 
-fn upstream_conf(ports: &[u16], supervisord: &Supervisord, extra: &str) -> String {
-    let servers: String = ports
+/// Upstream `backend` over `ports`, managed through `supervisord`'s socket, without
+/// reconciliation; `extra` directives after that.
+fn upstream(ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Upstream {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .sync_interval("off");
+    extra
         .iter()
-        .map(|port| format!("server 127.0.0.1:{port};\n"))
-        .collect();
-    format!(
-        "upstream backend {{ {servers} supervisord unix:{}; supervisord_sync_interval off; {extra} }}",
-        supervisord.socket().display()
-    )
+        .fold(upstream, |upstream, line| upstream.directive(line))
 }
 
-fn proxied(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &str) -> Nginx {
-    Nginx::start(
-        name,
-        2,
-        &format!(
-            "{}
-             server {{
-                listen 127.0.0.1:{{port}} reuseport;
-                location / {{ proxy_pass http://backend; }}
-                location /_start/ {{ supervisord_start backend; }}
-                location /_stop/ {{ supervisord_stop backend; }}
-                location = /_status {{ supervisord_status; }}
-             }}",
-            upstream_conf(ports, supervisord, extra)
-        ),
-    )
+/// The upstream and one server on the test port that passes to it with `pass`.
+fn passing(ports: &[u16], supervisord: &Supervisord, pass: &str) -> Config {
+    Config::new()
+        .workers(2)
+        .upstream(upstream(ports, supervisord, &[]))
+        .server(Server::new().location("/", pass))
+}
+
+/// The server of `proxied`, without the control locations when `control` is false.
+fn proxied_config(
+    ports: &[u16],
+    supervisord: &Supervisord,
+    extra: &[&str],
+    control: bool,
+) -> Config {
+    let server = Server::new()
+        .reuseport()
+        .location("/", "proxy_pass http://backend;");
+    let server = if control {
+        server
+            .location("/_start/", "supervisord_start backend;")
+            .location("/_stop/", "supervisord_stop backend;")
+    } else {
+        server
+    };
+    Config::new()
+        .workers(2)
+        .upstream(upstream(ports, supervisord, extra))
+        .server(server.location("= /_status", "supervisord_status;"))
+}
+
+fn proxied(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Nginx {
+    Nginx::start(name, &proxied_config(ports, supervisord, extra, true))
 }
 
 /// `count` concurrent GETs, each on its own connection (spread over the workers).
@@ -44,12 +66,12 @@ fn concurrent(port: u16, count: usize, path: &'static str) -> Vec<Response> {
         .collect()
 }
 
-/// How many requests the status location reports held, e.g. "4 held".
-fn held_count(nginx: &Nginx) -> String {
-    match held_in_status(&nginx.get("/_status").body) {
-        Some(held) => format!("{held} held"),
-        None => "? held".into(),
-    }
+/// How many requests the status location reports held in upstream `backend`; `None` while
+/// the status cannot be read.
+fn held_now(nginx: &Nginx) -> Option<u64> {
+    let response = nginx.get("/_status");
+    let status = SupervisordStatus::parse(&response.body).ok()?;
+    Some(status.upstreams.iter().find(|u| u.name == "backend")?.held)
 }
 
 #[test]
@@ -64,7 +86,7 @@ fn first_requests_start_a_backend_and_wait_for_it() {
         ],
         "",
     );
-    let nginx = proxied("hold", &ports, &supervisord, "");
+    let nginx = proxied("hold", &ports, &supervisord, &[]);
     let started = Instant::now();
     let responses = concurrent(nginx.port, 30, "/");
     let elapsed = started.elapsed();
@@ -107,15 +129,7 @@ fn every_kind_of_pass_is_held() {
             )],
             "",
         );
-        let nginx = Nginx::start(
-            "pass",
-            2,
-            &format!(
-                "{}
-                 server {{ listen 127.0.0.1:{{port}}; location / {{ {pass} }} }}",
-                upstream_conf(&[port], &supervisord, "")
-            ),
-        );
+        let nginx = Nginx::start("pass", &passing(&[port], &supervisord, pass));
         let response = nginx.get("/");
         assert_eq!(
             response.status,
@@ -142,12 +156,7 @@ fn grpc_pass_is_held_too() {
     );
     let nginx = Nginx::start(
         "grpc",
-        2,
-        &format!(
-            "{}
-             server {{ listen 127.0.0.1:{{port}}; location / {{ grpc_pass grpc://backend; }} }}",
-            upstream_conf(&[port], &supervisord, "")
-        ),
+        &passing(&[port], &supervisord, "grpc_pass grpc://backend;"),
     );
     // The test backend does not speak HTTP/2, so the answer is an error; what matters is that
     // the request was held, the program started, and the request then reached it.
@@ -180,10 +189,14 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
         "bounds",
         &[port],
         &supervisord,
-        "supervisord_hold_limit 4; supervisord_hold_timeout 2s; supervisord_timeout 30s;",
+        &[
+            "supervisord_hold_limit 4",
+            "supervisord_hold_timeout 2s",
+            "supervisord_timeout 30s",
+        ],
     );
     let held = spawn_requests(nginx.port, 4, "/");
-    assert!(eventually(5, || held_count(&nginx) == "4 held"));
+    assert!(eventually(5, || held_now(&nginx) == Some(4)));
     let started = Instant::now();
     let over = nginx.get("/");
     assert_eq!(over.status, 503, "{over:?}");
@@ -207,7 +220,7 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
             response.body
         );
     }
-    assert_eq!(held_count(&nginx), "0 held");
+    assert_eq!(held_now(&nginx), Some(0));
     assert!(nginx.error_log().contains("requests held already"));
 }
 
@@ -220,7 +233,7 @@ fn a_failed_start_answers_every_held_request_with_502_at_once() {
         "fail",
         &[port],
         &supervisord,
-        "supervisord_hold_timeout 30s;",
+        &["supervisord_hold_timeout 30s"],
     );
     let started = Instant::now();
     let responses = concurrent(nginx.port, 20, "/");
@@ -231,7 +244,7 @@ fn a_failed_start_answers_every_held_request_with_502_at_once() {
     );
     let log = nginx.error_log();
     assert!(log.contains("start failed: fault 50 SPAWN_ERROR"), "{log}");
-    assert_eq!(held_count(&nginx), "0 held");
+    assert_eq!(held_now(&nginx), Some(0));
 }
 
 #[test]
@@ -247,28 +260,24 @@ fn clients_that_leave_while_held_are_cleaned_up() {
         )],
         "",
     );
-    let nginx = proxied("abort", &[port], &supervisord, "");
+    let nginx = proxied("abort", &[port], &supervisord, &[]);
     let mut clients = Vec::new();
     for _ in 0..20 {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
         std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         clients.push(stream);
     }
-    assert!(eventually(5, || held_count(&nginx) == "20 held"));
+    assert!(eventually(5, || held_now(&nginx) == Some(20)));
     drop(clients);
     assert!(
-        eventually(5, || held_count(&nginx) == "0 held"),
-        "{}",
-        held_count(&nginx)
+        eventually(5, || held_now(&nginx) == Some(0)),
+        "{:?} held",
+        held_now(&nginx)
     );
     // The upstream still works: the backend comes up and serves.
     let response = nginx.get("/");
     assert_eq!(response.status, 200, "{response:?}");
-    let log = nginx.error_log();
-    assert!(
-        !log.contains("exited on signal") && !log.contains("[alert]"),
-        "{log}"
-    );
+    nginx.assert_clean_log();
 }
 
 #[test]
@@ -284,20 +293,10 @@ fn held_requests_survive_a_reload() {
         )],
         "",
     );
-    let nginx = proxied("reload-held", &[port], &supervisord, "");
+    let nginx = proxied("reload-held", &[port], &supervisord, &[]);
     let held = spawn_requests(nginx.port, 10, "/");
-    assert!(eventually(5, || held_count(&nginx).ends_with(" held")
-        && held_count(&nginx) != "0 held"));
-    let body = format!(
-        "{}
-         server {{
-            listen 127.0.0.1:{{port}} reuseport;
-            location / {{ proxy_pass http://backend; }}
-            location = /_status {{ supervisord_status; }}
-         }}",
-        upstream_conf(&[port], &supervisord, "")
-    );
-    nginx.reload(2, &body);
+    assert!(eventually(5, || held_now(&nginx).is_some_and(|held| held > 0)));
+    nginx.reload(&proxied_config(&[port], &supervisord, &[], false));
     for handle in held {
         let response = handle.join().unwrap();
         assert_eq!(response.status, 200, "{response:?}");
@@ -311,7 +310,7 @@ fn a_failing_backend_is_stopped_and_the_first_started_again() {
     let ports = [free_port()];
     let supervisord =
         Supervisord::start("failover", &[Program::backend("backend0", ports[0], 0)], "");
-    let nginx = proxied("failover", &ports, &supervisord, "");
+    let nginx = proxied("failover", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/").body.trim(), format!("backend {}", ports[0]));
     supervisord.crash("backend0");
     supervisord.wait_state("backend0", "EXITED");
@@ -339,7 +338,7 @@ fn a_backend_started_again_gets_traffic_at_once() {
         "",
     );
     // With a shared peer list (zone) nginx's failure count is the same in every worker.
-    let nginx = proxied("restart", &ports, &supervisord, "zone restart 64k;");
+    let nginx = proxied("restart", &ports, &supervisord, &["zone restart 64k"]);
     for index in 0..2 {
         assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
     }
@@ -359,14 +358,53 @@ fn a_backend_started_again_gets_traffic_at_once() {
         nginx.error_log().contains("failed; stopping it")
     }));
     assert!(eventually(5, || !nginx
-        .get("/_status")
-        .body
-        .contains("shutting down")));
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .any(Status::ShuttingDown)));
     assert_eq!(nginx.get("/_start/0").status, 200);
     supervisord.wait_state("backend0", "RUNNING");
     // Well within nginx's fail_timeout (10 s): the failure before the restart does not count.
     assert!(
         eventually(3, || answers(8) == both),
         "backend0 got no traffic after its restart"
+    );
+}
+
+#[test]
+fn the_status_location_reports_every_backend() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "status",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    let nginx = proxied("status", &ports, &supervisord, &[]);
+    let status = nginx.supervisord_status("/_status");
+    let upstream = status.upstream("backend");
+    assert_eq!(
+        upstream.supervisord,
+        format!("unix:{}", supervisord.socket().display())
+    );
+    assert_eq!(upstream.held, 0);
+    let expected = |index: usize, state: Status| BackendStatus {
+        index,
+        server: format!("127.0.0.1:{}", ports[index]),
+        program: Some(format!("backend{index}")),
+        status: state,
+        in_flight: 0,
+    };
+    assert_eq!(
+        upstream.backends,
+        [expected(0, Status::Down), expected(1, Status::Down)]
+    );
+    // A request starts the first backend and is held until it is up.
+    assert_eq!(nginx.get("/").status, 200);
+    let status = nginx.supervisord_status("/_status");
+    assert_eq!(
+        status.upstream("backend").backends,
+        [expected(0, Status::Up), expected(1, Status::Down)]
     );
 }

@@ -3,26 +3,24 @@
 
 use std::collections::BTreeSet;
 
-use nginx_tests::{backends_by_worker, free_port, Backend, Nginx};
+use nginx_tests::{backends_by_worker, free_port, Backend, Config, Nginx, Server, Upstream};
 
-fn config(ports: &[u16]) -> String {
-    let servers: String = ports
-        .iter()
-        .map(|port| format!("server 127.0.0.1:{port};\n"))
-        .collect();
-    format!(
-        "upstream backend {{
-            {servers}
-            supervisord none;
-            supervisord_inherit_backend_status;
-        }}
-        server {{
-            listen 127.0.0.1:{{port}} reuseport;
-            add_header X-Worker $pid always;
-            location / {{ proxy_pass http://backend; }}
-            location /_stop/ {{ supervisord_stop backend; }}
-        }}"
-    )
+fn config(ports: &[u16]) -> Config {
+    Config::new()
+        .workers(2)
+        .upstream(
+            Upstream::new("backend")
+                .servers(ports)
+                .supervisord("none")
+                .inherit_backend_status(),
+        )
+        .server(
+            Server::new()
+                .reuseport()
+                .directive("add_header X-Worker $pid always")
+                .location("/", "proxy_pass http://backend;")
+                .location("/_stop/", "supervisord_stop backend;"),
+        )
 }
 
 fn used(nginx: &Nginx) -> BTreeSet<String> {
@@ -36,12 +34,12 @@ fn used(nginx: &Nginx) -> BTreeSet<String> {
 fn statuses_survive_reload_while_servers_are_unchanged() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
-    let nginx = Nginx::start("reload", 2, &config(&ports));
+    let nginx = Nginx::start("reload", &config(&ports));
     assert_eq!(nginx.get("/_stop/0").status, 200);
     let expected: BTreeSet<String> = ports[1..].iter().map(|p| format!("backend {p}")).collect();
     assert_eq!(used(&nginx), expected);
 
-    nginx.reload(2, &config(&ports));
+    nginx.reload(&config(&ports));
     assert_eq!(
         used(&nginx),
         expected,
@@ -51,7 +49,7 @@ fn statuses_survive_reload_while_servers_are_unchanged() {
 
     // A changed server list is a new upstream: configured statuses again.
     let fewer = &ports[..2];
-    nginx.reload(2, &config(fewer));
+    nginx.reload(&config(fewer));
     let all: BTreeSet<String> = fewer.iter().map(|p| format!("backend {p}")).collect();
     assert_eq!(used(&nginx), all);
 }

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use nginx_tests::{backends_by_worker, free_port, request, spawn_requests, Backend, Nginx};
+use nginx_tests::{
+    backends_by_worker, free_port, request, spawn_requests, Backend, Config, Nginx, Server,
+    Upstream,
+};
 
 struct Setup {
     nginx: Nginx,
@@ -11,31 +14,33 @@ struct Setup {
     _backends: Vec<Backend>,
 }
 
-/// Example #2 (three servers, the third `down`), with `upstream_extra` inside the upstream.
-fn example_two(name: &str, upstream_extra: &str) -> Setup {
+/// Example #2 (three servers, the third `down`), with `upstream_extra` (directives) inside the
+/// upstream.
+fn example_two(name: &str, upstream_extra: &[&str]) -> Setup {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let backends = ports.iter().map(|&port| Backend::start(port)).collect();
+    let upstream = Upstream::new("backend")
+        .servers(&ports[..2])
+        .server(format!("127.0.0.1:{} down", ports[2]))
+        .supervisord("none");
+    let upstream = upstream_extra
+        .iter()
+        .fold(upstream, |upstream, line| upstream.directive(line));
     let nginx = Nginx::start(
         name,
-        2,
-        &format!(
-            "upstream backend {{
-                server 127.0.0.1:{p0};
-                server 127.0.0.1:{p1};
-                server 127.0.0.1:{p2} down;
-                supervisord none;
-                {upstream_extra}
-            }}
-            server {{
-                listen 127.0.0.1:{{port}} reuseport;
-                add_header X-Worker $pid always;
-                location / {{ proxy_pass http://backend; }}
-                location /_start/ {{ allow 127.0.0.1; deny all; supervisord_start backend; }}
-                location /_stop/ {{ allow 127.0.0.1; deny all; supervisord_stop backend; }}
-            }}",
-            p0 = ports[0],
-            p1 = ports[1],
-            p2 = ports[2],
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .directive("add_header X-Worker $pid always")
+                .location("/", "proxy_pass http://backend;")
+                .location(
+                    "/_start/",
+                    "allow 127.0.0.1; deny all; supervisord_start backend;",
+                )
+                .location(
+                    "/_stop/",
+                    "allow 127.0.0.1; deny all; supervisord_stop backend;",
+                ),
         ),
     );
     Setup {
@@ -44,6 +49,8 @@ fn example_two(name: &str, upstream_extra: &str) -> Setup {
         _backends: backends,
     }
 }
+
+const INHERIT: &str = "supervisord_inherit_backend_status";
 
 fn names(ports: &[u16]) -> BTreeSet<String> {
     ports.iter().map(|port| format!("backend {port}")).collect()
@@ -65,7 +72,7 @@ fn assert_every_worker_uses(setup: &Setup, expected: &[u16]) {
 
 #[test]
 fn example_two_moves_servers_in_and_out_of_rotation() {
-    let setup = example_two("example-two", "supervisord_inherit_backend_status;");
+    let setup = example_two("example-two", &[INHERIT]);
     let [p0, p1, p2] = [setup.ports[0], setup.ports[1], setup.ports[2]];
     assert_every_worker_uses(&setup, &[p0, p1]);
 
@@ -98,7 +105,7 @@ fn example_two_moves_servers_in_and_out_of_rotation() {
 
 #[test]
 fn without_inherit_every_backend_starts_down_and_none_never_starts_one() {
-    let setup = example_two("no-inherit", "");
+    let setup = example_two("no-inherit", &[]);
     let started = std::time::Instant::now();
     let response = setup.nginx.get("/");
     assert_eq!(response.status, 502, "{response:?}");
@@ -117,7 +124,7 @@ fn without_inherit_every_backend_starts_down_and_none_never_starts_one() {
 
 #[test]
 fn any_picks_the_first_backend_the_command_changes() {
-    let setup = example_two("any", "supervisord_inherit_backend_status;");
+    let setup = example_two("any", &[INHERIT]);
     let reply = setup.nginx.get("/_start/any");
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("backend 2 "), "{}", reply.body);
@@ -138,7 +145,7 @@ fn any_picks_the_first_backend_the_command_changes() {
 
 #[test]
 fn repeating_a_command_is_harmless() {
-    let setup = example_two("repeat", "supervisord_inherit_backend_status;");
+    let setup = example_two("repeat", &[INHERIT]);
     let reply = setup.nginx.get("/_start/0");
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("already up"), "{}", reply.body);
@@ -149,7 +156,7 @@ fn repeating_a_command_is_harmless() {
 
 #[test]
 fn junk_uris_get_404_and_change_nothing() {
-    let setup = example_two("junk", "supervisord_inherit_backend_status;");
+    let setup = example_two("junk", &[INHERIT]);
     for path in [
         "/_start/-1",
         "/_start/1x",
@@ -176,7 +183,7 @@ fn junk_uris_get_404_and_change_nothing() {
 
 #[test]
 fn only_get_and_head_are_allowed() {
-    let setup = example_two("methods", "supervisord_inherit_backend_status;");
+    let setup = example_two("methods", &[INHERIT]);
     for method in ["POST", "PUT", "DELETE"] {
         let reply = request(setup.nginx.port, method, "/_stop/0");
         assert_eq!(reply.status, 405, "{method}");
@@ -204,15 +211,19 @@ fn access_rules_apply_to_control_locations() {
     let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
     let nginx = Nginx::start(
         "denied",
-        2,
-        &format!(
-            "upstream backend {{ server 127.0.0.1:{}; server 127.0.0.1:{}; supervisord none;
-                                 supervisord_inherit_backend_status; }}
-             server {{ listen 127.0.0.1:{{port}};
-                      location / {{ proxy_pass http://backend; }}
-                      location /_stop/ {{ deny all; supervisord_stop backend; }} }}",
-            ports[0], ports[1]
-        ),
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&ports)
+                    .supervisord("none")
+                    .inherit_backend_status(),
+            )
+            .server(
+                Server::new()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("/_stop/", "deny all; supervisord_stop backend;"),
+            ),
     );
     assert_eq!(nginx.get("/_stop/0").status, 403);
     let backends: BTreeSet<String> = (0..6)
@@ -223,7 +234,7 @@ fn access_rules_apply_to_control_locations() {
 
 #[test]
 fn in_flight_requests_are_counted_per_backend() {
-    let setup = example_two("in-flight", "supervisord_inherit_backend_status;");
+    let setup = example_two("in-flight", &[INHERIT]);
     // Only backend 0 takes requests, so the slow ones are all in flight there.
     assert_eq!(setup.nginx.get("/_stop/1").status, 200);
     let slow = spawn_requests(setup.nginx.port, 3, "/slow/1500");

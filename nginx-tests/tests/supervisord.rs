@@ -4,30 +4,32 @@
 
 use std::collections::BTreeSet;
 
+use nginx_tests::status::Status;
 use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
-use nginx_tests::{backends_by_worker, eventually, free_port, spawn_requests, Backend, Nginx};
+use nginx_tests::{
+    backends_by_worker, eventually, free_port, spawn_requests, Backend, Config, Nginx, Server,
+    Upstream,
+};
 
-/// nginx with upstream `backend` over `ports` and the given `supervisord...` lines.
-fn nginx_for(name: &str, ports: &[u16], upstream_lines: &str) -> Nginx {
-    let servers: String = ports
+/// nginx with upstream `backend` over `ports`, managed through `supervisord ADDRESS`, with the
+/// `extra` directives after that.
+fn nginx_for(name: &str, ports: &[u16], supervisord: &str, extra: &[&str]) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(supervisord);
+    let upstream = extra
         .iter()
-        .map(|port| format!("server 127.0.0.1:{port};\n"))
-        .collect();
+        .fold(upstream, |upstream, line| upstream.directive(line));
     Nginx::start(
         name,
-        2,
-        &format!(
-            "upstream backend {{
-                {servers}
-                {upstream_lines}
-            }}
-            server {{
-                listen 127.0.0.1:{{port}} reuseport;
-                add_header X-Worker $pid always;
-                location / {{ proxy_pass http://backend; }}
-                location /_start/ {{ supervisord_start backend; }}
-                location /_stop/ {{ supervisord_stop backend; }}
-            }}"
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .directive("add_header X-Worker $pid always")
+                .location("/", "proxy_pass http://backend;")
+                .location("/_start/", "supervisord_start backend;")
+                .location("/_stop/", "supervisord_stop backend;")
+                .location("= /_status", "supervisord_status;"),
         ),
     )
 }
@@ -41,15 +43,6 @@ fn answers(nginx: &Nginx) -> BTreeSet<String> {
 
 fn only(answer: &str) -> BTreeSet<String> {
     BTreeSet::from([answer.to_string()])
-}
-
-fn assert_no_crash(nginx: &Nginx) {
-    let log = nginx.error_log();
-    assert!(
-        !log.contains("exited on signal"),
-        "a worker crashed:\n{log}"
-    );
-    assert!(!log.contains("[alert]"), "alert in error log:\n{log}");
 }
 
 #[test]
@@ -66,10 +59,8 @@ fn example_one_over_tcp_with_auth() {
     let nginx = nginx_for(
         "sv-tcp",
         &ports,
-        &format!(
-            "supervisord 127.0.0.1:{} {USER}:{PASSWORD};",
-            supervisord.port
-        ),
+        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
+        &[],
     );
     let reply = nginx.get("/_start/1");
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -111,7 +102,7 @@ fn example_one_over_tcp_with_auth() {
         "{log}"
     );
     assert!(!log.contains(PASSWORD), "the password was logged");
-    assert_no_crash(&nginx);
+    nginx.assert_clean_log();
 }
 
 #[test]
@@ -128,10 +119,8 @@ fn unix_socket_and_group_members() {
     let nginx = nginx_for(
         "sv-unix",
         &ports,
-        &format!(
-            "supervisord unix:{};\nsupervisord_name web:web_;",
-            supervisord.socket().display()
-        ),
+        &format!("unix:{}", supervisord.socket().display()),
+        &["supervisord_name web:web_"],
     );
     assert_eq!(nginx.get("/_start/0").status, 200);
     supervisord.wait_state("web:web_0", "RUNNING");
@@ -143,7 +132,7 @@ fn unix_socket_and_group_members() {
     assert!(nginx
         .error_log()
         .contains("program \"web:web_0\"): shutting down -> down"));
-    assert_no_crash(&nginx);
+    nginx.assert_clean_log();
 }
 
 #[test]
@@ -153,7 +142,8 @@ fn one_start_call_for_fifty_concurrent_requests() {
     let nginx = nginx_for(
         "sv-once",
         &ports,
-        &format!("supervisord unix:{};", supervisord.socket().display()),
+        &format!("unix:{}", supervisord.socket().display()),
+        &[],
     );
     let replies: Vec<_> = spawn_requests(nginx.port, 50, "/_start/0")
         .into_iter()
@@ -195,10 +185,8 @@ fn reconciliation_follows_changes_made_outside_nginx() {
     let nginx = nginx_for(
         "sv-sync",
         &ports,
-        &format!(
-            "supervisord unix:{};\nsupervisord_sync_interval 1s;",
-            supervisord.socket().display()
-        ),
+        &format!("unix:{}", supervisord.socket().display()),
+        &["supervisord_sync_interval 1s"],
     );
     assert_eq!(nginx.get("/_start/0").status, 200);
     supervisord.wait_state("backend0", "RUNNING");
@@ -228,14 +216,17 @@ fn reconciliation_follows_changes_made_outside_nginx() {
         "{}",
         nginx.error_log()
     );
-    assert_no_crash(&nginx);
+    nginx.assert_clean_log();
 }
 
-/// Starts backend 0 against `supervisord_lines` and returns the error log once the start
-/// has failed and the status is back to DOWN.
-fn failed_start(name: &str, supervisord_lines: &str) -> (Nginx, String) {
-    let ports = [free_port()];
-    let nginx = nginx_for(name, &ports, supervisord_lines);
+/// nginx with one backend, whose start fails, managed through `supervisord ADDRESS`.
+fn failing(name: &str, supervisord: &str, extra: &[&str]) -> Nginx {
+    nginx_for(name, &[free_port()], supervisord, extra)
+}
+
+/// Starts backend 0 of `nginx` (see `failing`) and returns the error log once the start has
+/// failed and the status is back to DOWN.
+fn failed_start(nginx: Nginx) -> (Nginx, String) {
     let reply = nginx.get("/_start/0");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(reply.body.contains("down -> starting up"), "{}", reply.body);
@@ -260,7 +251,7 @@ fn failed_start(name: &str, supervisord_lines: &str) -> (Nginx, String) {
     let response = nginx.get("/");
     assert_eq!(response.status, 502, "{response:?}");
     assert!(nginx.error_log().matches("start failed").count() > failures_before);
-    assert_no_crash(&nginx);
+    nginx.assert_clean_log();
     let log = nginx.error_log();
     (nginx, log)
 }
@@ -280,7 +271,7 @@ fn spawn_error_and_bad_name_are_faults() {
         "",
     );
     let socket = supervisord.socket().display().to_string();
-    let (_nginx, log) = failed_start("sv-spawn", &format!("supervisord unix:{socket};"));
+    let (_nginx, log) = failed_start(failing("sv-spawn", &format!("unix:{socket}"), &[]));
     let line = start_failure_line(&log);
     assert!(line.contains("[error]"), "{line}");
     assert!(line.contains("upstream \"backend\" backend 0"), "{line}");
@@ -288,10 +279,11 @@ fn spawn_error_and_bad_name_are_faults() {
     assert!(line.contains("fault 50 SPAWN_ERROR"), "{line}");
     assert!(line.contains("status back to down"), "{line}");
 
-    let (_nginx, log) = failed_start(
+    let (_nginx, log) = failed_start(failing(
         "sv-badname",
-        &format!("supervisord unix:{socket};\nsupervisord_name nosuch;"),
-    );
+        &format!("unix:{socket}"),
+        &["supervisord_name nosuch"],
+    ));
     assert!(
         start_failure_line(&log).contains("fault 10 BAD_NAME"),
         "{log}"
@@ -301,17 +293,22 @@ fn spawn_error_and_bad_name_are_faults() {
 #[test]
 fn supervisord_down_refused_or_socket_missing() {
     let unused = free_port();
-    let (_nginx, log) = failed_start("sv-refused", &format!("supervisord 127.0.0.1:{unused};"));
+    let (_nginx, log) = failed_start(failing("sv-refused", &format!("127.0.0.1:{unused}"), &[]));
     assert!(
         start_failure_line(&log).contains("connection refused"),
         "{log}"
     );
 
     let missing = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
-    let (_nginx, log) = failed_start(
-        "sv-nosocket",
-        &format!("supervisord unix:{};", missing.display()),
+    let nginx = failing("sv-nosocket", &format!("unix:{}", missing.display()), &[]);
+    nginx.allow_log_line(
+        &format!(
+            "connect() to unix:{} failed (2: No such file or directory)",
+            missing.display()
+        ),
+        "nginx's connect() logs a missing unix socket at [crit]; the test points at one on purpose",
     );
+    let (_nginx, log) = failed_start(nginx);
     assert!(
         start_failure_line(&log).contains("no such file or directory"),
         "{log}"
@@ -322,13 +319,11 @@ fn supervisord_down_refused_or_socket_missing() {
 fn wrong_credentials_are_reported_never_logged() {
     let supervisord =
         Supervisord::start("auth", &[Program::backend("backend0", free_port(), 0)], "");
-    let (_nginx, log) = failed_start(
+    let (_nginx, log) = failed_start(failing(
         "sv-auth",
-        &format!(
-            "supervisord 127.0.0.1:{} {USER}:Wr0ngSecret;",
-            supervisord.port
-        ),
-    );
+        &format!("127.0.0.1:{} {USER}:Wr0ngSecret", supervisord.port),
+        &[],
+    ));
     assert!(
         start_failure_line(&log).contains("401 unauthorized"),
         "{log}"
@@ -345,16 +340,20 @@ fn hung_supervisord_times_out_without_disturbing_traffic() {
     let _other_backend = Backend::start(other);
     let nginx = Nginx::start(
         "sv-hang",
-        2,
-        &format!(
-            "upstream backend {{ server 127.0.0.1:{}; supervisord 127.0.0.1:{};
-                                 supervisord_timeout 1s; }}
-             upstream plain {{ server 127.0.0.1:{other}; }}
-             server {{ listen 127.0.0.1:{{port}};
-                      location / {{ proxy_pass http://plain; }}
-                      location /_start/ {{ supervisord_start backend; }} }}",
-            ports[0], fake.port
-        ),
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&ports)
+                    .supervisord(format!("127.0.0.1:{}", fake.port))
+                    .directive("supervisord_timeout 1s"),
+            )
+            .upstream(Upstream::new("plain").servers(&[other]))
+            .server(
+                Server::new()
+                    .location("/", "proxy_pass http://plain;")
+                    .location("/_start/", "supervisord_start backend;"),
+            ),
     );
     let started = std::time::Instant::now();
     assert_eq!(
@@ -374,7 +373,7 @@ fn hung_supervisord_times_out_without_disturbing_traffic() {
         .get("/_start/0")
         .body
         .contains("down -> starting up")));
-    assert_no_crash(&nginx);
+    nginx.assert_clean_log();
 }
 
 #[test]
@@ -386,13 +385,11 @@ fn html_garbage_bad_xml_and_resets_are_errors() {
         ("reset", "connection reset by peer"),
     ] {
         let fake = FakeSupervisord::start(mode);
-        let (_nginx, log) = failed_start(
+        let (_nginx, log) = failed_start(failing(
             &format!("sv-{mode}"),
-            &format!(
-                "supervisord 127.0.0.1:{}; supervisord_timeout 3s;",
-                fake.port
-            ),
-        );
+            &format!("127.0.0.1:{}", fake.port),
+            &["supervisord_timeout 3s"],
+        ));
         assert!(
             start_failure_line(&log).contains(expected),
             "{mode}:\n{log}"
@@ -427,10 +424,8 @@ fn connections_to_supervisord_are_kept_alive() {
     let nginx = nginx_for(
         "sv-keepalive",
         &[free_port()],
-        &format!(
-            "supervisord 127.0.0.1:{} {USER}:{PASSWORD};\nsupervisord_sync_interval 100ms;",
-            supervisord.port
-        ),
+        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
+        &["supervisord_sync_interval 100ms"],
     );
     // Several reconciliations per second, each an XML-RPC call.
     assert!(eventually(5, || !connections_to(supervisord.port).is_empty()));
@@ -446,4 +441,28 @@ fn connections_to_supervisord_are_kept_alive() {
         "the same connection carried later calls: {first:?} then {later:?}"
     );
     assert!(!nginx.error_log().contains("reading program states"));
+}
+
+#[test]
+fn the_status_shows_the_address_never_the_credentials() {
+    let ports = [free_port()];
+    let supervisord =
+        Supervisord::start("status", &[Program::backend("backend0", ports[0], 0)], "");
+    let nginx = nginx_for(
+        "sv-status",
+        &ports,
+        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
+        &[],
+    );
+    let body = nginx.get("/_status").body;
+    assert!(!body.contains(PASSWORD), "{body}");
+    let status = nginx.supervisord_status("/_status");
+    let upstream = status.upstream("backend");
+    assert_eq!(
+        upstream.supervisord,
+        format!("127.0.0.1:{}", supervisord.port)
+    );
+    assert_eq!(upstream.backends.len(), 1);
+    assert_eq!(upstream.backends[0].program.as_deref(), Some("backend0"));
+    assert_eq!(upstream.backends[0].status, Status::Down);
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, held_in_status, Nginx};
+use nginx_tests::{eventually, free_port, Config, Nginx, Server, SupervisordStatus, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -94,20 +94,26 @@ fn start_stack(
         )],
         "",
     );
-    let nginx = Nginx::start_sized(
+    let nginx = Nginx::start(
         name,
-        2,
-        16000,
-        &format!(
-            "upstream backend {{ server 127.0.0.1:{port}; supervisord unix:{};
-                                 supervisord_sync_interval off;
-                                 supervisord_hold_limit {hold_limit}; }}
-             server {{ listen 127.0.0.1:{{port}} reuseport backlog=16384;
-                      location / {{ proxy_pass http://backend; }}
-                      location /_stop/ {{ supervisord_stop backend; }}
-                      location = /_status {{ supervisord_status; }} }}",
-            supervisord.socket().display()
-        ),
+        &Config::new()
+            .workers(2)
+            .worker_connections(16000)
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&[port])
+                    .supervisord(format!("unix:{}", supervisord.socket().display()))
+                    .sync_interval("off")
+                    .directive(format!("supervisord_hold_limit {hold_limit}")),
+            )
+            .server(
+                Server::new()
+                    .reuseport()
+                    .listen_options("backlog=16384")
+                    .location("/", "proxy_pass http://backend;")
+                    .location("/_stop/", "supervisord_stop backend;")
+                    .location("= /_status", "supervisord_status;"),
+            ),
     );
     (supervisord, nginx)
 }
@@ -185,7 +191,9 @@ async fn capacity() {
     let mut peak_held = 0;
     let mut during = before;
     while started.elapsed() < Duration::from_secs(7) {
-        let held = held_in_status(&nginx.get("/_status").body).unwrap_or(0) as usize;
+        let held = SupervisordStatus::parse(&nginx.get("/_status").body)
+            .map(|status| status.upstream("backend").held)
+            .unwrap_or(0) as usize;
         if held >= peak_held {
             peak_held = held;
             during = workers_rss_kib(&nginx);
@@ -227,21 +235,27 @@ fn throughput() {
     let backend_port = free_port();
     let _backend = nginx_tests::Backend::start(backend_port);
     let managed_port = free_port();
+    let keepalive = "proxy_pass http://{}; proxy_http_version 1.1;\n\
+                     proxy_set_header Connection \"\";";
     let nginx = Nginx::start(
         "bench-throughput",
-        2,
-        &format!(
-            "upstream managed {{ server 127.0.0.1:{backend_port}; keepalive 32;
-                                 supervisord unix:/nonexistent.sock; supervisord_sync_interval off;
-                                 supervisord_inherit_backend_status; }}
-             upstream plain {{ server 127.0.0.1:{backend_port}; keepalive 32; }}
-             server {{ listen 127.0.0.1:{{port}};
-                      location / {{ proxy_pass http://plain; proxy_http_version 1.1;
-                                   proxy_set_header Connection \"\"; }} }}
-             server {{ listen 127.0.0.1:{managed_port};
-                      location / {{ proxy_pass http://managed; proxy_http_version 1.1;
-                                   proxy_set_header Connection \"\"; }} }}"
-        ),
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("managed")
+                    .servers(&[backend_port])
+                    .directive("keepalive 32")
+                    .supervisord("unix:/nonexistent.sock")
+                    .sync_interval("off")
+                    .inherit_backend_status(),
+            )
+            .upstream(
+                Upstream::new("plain")
+                    .servers(&[backend_port])
+                    .directive("keepalive 32"),
+            )
+            .server(Server::new().location("/", &keepalive.replace("{}", "plain")))
+            .server(Server::on(managed_port).location("/", &keepalive.replace("{}", "managed"))),
     );
     // Alternating A B B A so that drifts of a shared, noisy machine hit both sides alike.
     let (mut plain, mut managed) = (Vec::new(), Vec::new());
