@@ -325,3 +325,42 @@ fn refuses_an_unresolvable_supervisord_host() {
         "invalid supervisord address \"no-such-host.invalid:9001\": host not found",
     );
 }
+
+#[test]
+fn reads_times_as_every_nginx_directive_does() {
+    for (name, value) in [
+        ("time-combined", "1m30s"),
+        ("time-days", "1d"),
+        ("time-hours", "2h"),
+        ("time-bare-seconds", "45"),
+        ("time-ms", "250ms"),
+        ("time-spaced", "\"1h 30m\""),
+    ] {
+        for directive in [
+            "supervisord_timeout",
+            "supervisord_hold_timeout",
+            "supervisord_sync_interval",
+        ] {
+            let config = with(
+                backend()
+                    .supervisord("127.0.0.1:9001")
+                    .directive(format!("{directive} {value}")),
+            );
+            let (ok, stderr, _, text) = check(name, &config);
+            assert!(ok, "{directive} {value} refused:\n{stderr}\n{text}");
+        }
+    }
+    for (name, value) in [("time-unit", "5x"), ("time-order", "30s1m")] {
+        let line = format!("supervisord_hold_timeout {value};");
+        assert_refused(
+            name,
+            &with(
+                backend()
+                    .supervisord("127.0.0.1:9001")
+                    .directive(&line[..line.len() - 1]),
+            ),
+            &line,
+            &format!("invalid supervisord_hold_timeout \"{value}\""),
+        );
+    }
+}

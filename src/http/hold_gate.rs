@@ -19,6 +19,7 @@ use nginx_sys::{
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 
+use crate::conf::UpstreamConf;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
@@ -99,13 +100,10 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
             conf.name,
             conf.hold_limit()
         );
-        // The answer is complete: finalize it here, so that the phase engine stops and the
-        // location's content handler (proxy_pass...) never runs after it.
+        // Finalized here, so that the phase engine stops and the location's content handler
+        // (proxy_pass...) never runs after the answer.
         // SAFETY: r is live and has sent nothing.
-        unsafe {
-            let rc = refuse(r, upstream, "too many requests are waiting for a backend");
-            ngx_http_finalize_request(r, rc);
-        }
+        unsafe { refuse(r, conf, "too many requests are waiting for a backend") };
         return NGX_DONE as ngx_int_t;
     }
     // SAFETY: r is live.
@@ -158,7 +156,11 @@ fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *m
         return existing;
     }
     let pool = request.pool();
-    let held = pool.allocate(HeldRequest::new((&mut *request).into(), upstream));
+    let held = pool.allocate(HeldRequest::new(
+        (&mut *request).into(),
+        upstream.conf,
+        upstream.record(),
+    ));
     // SAFETY: the request's pool is live.
     let cleanup = unsafe { ngx_pool_cleanup_add(pool.as_ptr(), 0) };
     if held.is_null() || cleanup.is_null() {
@@ -180,25 +182,28 @@ fn held_context(request: &Request) -> *mut HeldRequest {
     unsafe { *raw.ctx.add(Module::module().ctx_index) as *mut HeldRequest }
 }
 
+/// Answers 503 with `Retry-After` and finalizes the request.
+///
 /// # Safety
 /// `r` must be a live request that has sent nothing.
-unsafe fn refuse(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime, why: &str) -> ngx_int_t {
-    let body = format!("503: {why} (upstream \"{}\")\n", upstream.name());
+unsafe fn refuse(r: *mut ngx_http_request_t, upstream: &UpstreamConf, why: &str) {
+    let body = format!("503: {why} (upstream \"{}\")\n", upstream.name);
     // SAFETY: caller's contract.
     unsafe {
-        send_text(
+        let rc = send_text(
             r,
             NGX_HTTP_SERVICE_UNAVAILABLE,
             &body,
             &[("Retry-After", "1")],
-        )
+        );
+        ngx_http_finalize_request(r, rc);
     }
 }
 
 /// Takes the request off its queue and the shared count, once.
 fn release(held: &mut HeldRequest) {
     if HoldQueue::remove(held) {
-        held.upstream.shared().release_hold();
+        held.shared.get().release_hold();
     }
 }
 
@@ -237,14 +242,11 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
         NGX_LOG_WARN,
         request.log(),
         "supervisord: upstream \"{}\": no backend up within {} ms, request not held longer",
-        upstream.name(),
-        upstream.conf.hold_timeout_ms()
+        upstream.name,
+        upstream.hold_timeout_ms()
     );
     // SAFETY: the request is live and has sent nothing.
-    unsafe {
-        let rc = refuse(r, upstream, "no backend came up in time");
-        ngx_http_finalize_request(r, rc);
-    }
+    unsafe { refuse(r, upstream, "no backend came up in time") };
 }
 
 fn arm_wake_timer(upstream: &'static UpstreamRuntime) {

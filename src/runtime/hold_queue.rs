@@ -10,7 +10,8 @@ use nginx_sys::{
     ngx_queue_remove, ngx_queue_t,
 };
 
-use super::worker::UpstreamRuntime;
+use crate::conf::UpstreamConf;
+use crate::shared::SharedRecord;
 
 /// One held request; the request's module context, allocated in its pool.
 #[repr(C)]
@@ -18,7 +19,9 @@ pub struct HeldRequest {
     /// First, so that a queue link is also a pointer to its record.
     link: ngx_queue_t,
     pub request: *mut ngx_http_request_t,
-    pub upstream: &'static UpstreamRuntime,
+    pub upstream: &'static UpstreamConf,
+    /// Where the request is counted as held.
+    pub shared: SharedRecord,
     /// The upstream's failed-start count when the request began waiting.
     pub failures_seen: u64,
     /// In the queue (and counted as held in the shared zone).
@@ -26,12 +29,17 @@ pub struct HeldRequest {
 }
 
 impl HeldRequest {
-    pub fn new(request: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) -> Self {
+    pub fn new(
+        request: *mut ngx_http_request_t,
+        upstream: &'static UpstreamConf,
+        shared: SharedRecord,
+    ) -> Self {
         Self {
             // SAFETY: zeroed is an unlinked queue entry.
             link: unsafe { std::mem::zeroed() },
             request,
             upstream,
+            shared,
             failures_seen: 0,
             queued: false,
         }

@@ -61,6 +61,10 @@ impl UpstreamRuntime {
         self.record.lock()
     }
 
+    pub fn record(&self) -> SharedRecord {
+        self.record
+    }
+
     pub fn name(&self) -> &str {
         &self.conf.name
     }

@@ -7,24 +7,19 @@
 //! probe not succeed within `supervisord_timeout` of a confirmed start, supervisord is trusted
 //! (see `core::start_handshake`).
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
-use super::{client, readiness};
+use super::client;
+use super::readiness::{self, SharedHandshake};
 use crate::core::backend_status::Command;
 use crate::core::call_outcome::command_succeeded;
 use crate::core::failure::{failure_action, FailureAction};
 use crate::core::process_state::program_name;
-use crate::core::start_handshake::{settle_reply, AfterReply, StartHandshake};
+use crate::core::start_handshake::{settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
-
-/// The handshake of one start, shared by the commander and the readiness probe.
-pub type SharedHandshake = Rc<Cell<StartHandshake>>;
 
 /// Sends `command` for backend `index`, whose status the caller has just moved into the
 /// command's transitional status.
@@ -37,7 +32,7 @@ pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Comman
     };
     let params = [Param::Str(&program), Param::Bool(true)];
     let program_for_log = program.clone();
-    let handshake: SharedHandshake = Rc::default();
+    let handshake = SharedHandshake::default();
     if command == Command::Start {
         readiness::start(upstream, index, handshake.clone());
     }

@@ -5,8 +5,10 @@
 //! confirmed the start, the backend is UP anyway (with a warning); if not yet, the commander
 //! settles it when supervisord answers.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr;
+use std::rc::Rc;
 
 use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
@@ -15,13 +17,15 @@ use nginx_sys::{
     SOL_SOCKET, SO_ERROR,
 };
 
-use super::commander::SharedHandshake;
 use crate::core::backend_status::BackendStatus;
 use crate::core::process_state::program_name;
-use crate::core::start_handshake::{settle_ready, AfterProbeDeadline};
+use crate::core::start_handshake::{settle_ready, AfterProbeDeadline, StartHandshake};
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
+
+/// The handshake of one start, shared by the commander and the readiness probe.
+pub type SharedHandshake = Rc<Cell<StartHandshake>>;
 
 const PROBE_INTERVAL_MS: usize = 3;
 /// A connect that neither succeeds nor fails within this is abandoned and tried again.
