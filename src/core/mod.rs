@@ -11,6 +11,7 @@ pub mod hold_verdict;
 pub mod http_exchange;
 pub mod process_state;
 pub mod reconcile_plan;
+pub mod server_addresses;
 pub mod start_handshake;
 pub mod status_json;
 pub mod supervisord_address;
