@@ -115,10 +115,21 @@ fn refuses_credentials_without_colon_and_never_prints_them() {
 }
 
 /// Runs `nginx -t` on `config` and returns what the operator sees: stderr and the error log.
+/// `-e` makes nginx log to the prefix's error log before it has read `error_log` (Debian's
+/// build would use /var/log/nginx/error.log otherwise).
 fn operator_output(name: &str, config: &Config) -> (bool, String, String) {
     let prefix = Prefix::new(name);
     prefix.write_config(config, None);
-    let output = prefix.test_conf();
+    let output = std::process::Command::new(nginx_tests::nginx_binary())
+        .arg("-p")
+        .arg(&prefix.dir)
+        .arg("-e")
+        .arg(prefix.dir.join("logs/error.log"))
+        .arg("-c")
+        .arg(prefix.conf_path())
+        .arg("-t")
+        .output()
+        .expect("run nginx -t");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
