@@ -12,4 +12,11 @@ fn main() {
             println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
         }
     }
+    // `server ... resolve` (its `host` field) exists from nginx 1.27.3 on.
+    println!("cargo::rustc-check-cfg=cfg(nginx1_27_3)");
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    let version = std::env::var("DEP_NGINX_VERSION_NUMBER").ok();
+    if version.and_then(|v| v.parse::<u64>().ok()) >= Some(1_027_003) {
+        println!("cargo::rustc-cfg=nginx1_27_3");
+    }
 }

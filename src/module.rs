@@ -131,6 +131,7 @@ pub static mut ngx_supervisord_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(MODULE_CONTEXT) as *mut _,
     commands: addr_of_mut!(COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(init_process),
     ..ngx_module_t::default()
 };
@@ -273,6 +274,17 @@ unsafe fn add_hold_gate(cf: *mut ngx_conf_t) -> Result<(), ()> {
         slot.write(Some(hold_gate::gate));
     }
     Ok(())
+}
+
+/// Runs in the master once the whole configuration is read, also under `nginx -t` and on
+/// reload: the workers' user is known by now, so unreachable supervisord sockets are reported.
+unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the new cycle; without an http block there is no main conf.
+    if let Some(main) = Module::main_conf(unsafe { &*cycle }) {
+        // SAFETY: the cycle's configuration is complete in init_module.
+        unsafe { conf::socket_access::warn_unreachable_sockets(cycle, main) };
+    }
+    NGX_OK as ngx_int_t
 }
 
 /// Each worker builds its runtime and starts its reconciliation timers.

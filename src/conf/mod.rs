@@ -4,6 +4,7 @@
 //! module object that finds these configurations is passed in by the composition root.
 
 pub mod location;
+pub mod socket_access;
 pub mod upstream;
 
 use nginx_sys::{ngx_conf_t, ngx_http_upstream_srv_conf_t};

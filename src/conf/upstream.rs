@@ -12,6 +12,7 @@ use nginx_sys::{
 
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
+use crate::core::server_addresses::check_servers;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
@@ -189,8 +190,16 @@ impl UpstreamConf {
                 std::slice::from_raw_parts(array.elts as *const _, array.nelts)
             }
         };
+        let place = format!(
+            "{}:{}",
+            cstr_lossy(uscf_ref.file_name as *const _),
+            uscf_ref.line
+        );
         if servers.is_empty() {
-            return Err(format!("no servers in upstream \"{}\"", self.name));
+            return Err(format!(
+                "no servers in upstream \"{}\" in {place}",
+                self.name
+            ));
         }
         let mut identity = IdentityHasher::default().field(self.name.as_bytes());
         self.backends = servers
@@ -212,11 +221,26 @@ impl UpstreamConf {
             })
             .collect();
         self.identity = identity.finish();
-        Ok(())
+        let addresses: Vec<_> = self
+            .backends
+            .iter()
+            .map(|backend| backend.sockaddrs.clone())
+            .collect();
+        check_servers(&addresses).map_err(|problem| {
+            let names: Vec<String> = self.backends.iter().map(|b| b.name.clone()).collect();
+            problem.message(&names, &self.name, &place)
+        })
     }
 }
 
+/// The addresses a server line resolved to when the configuration was read; none for a
+/// `resolve` server, whose single address is only a placeholder holding the port until the
+/// zone module resolves the name at run time.
 fn server_sockaddrs(server: &ngx_http_upstream_server_t) -> Vec<Vec<u8>> {
+    #[cfg(all(ngx_feature = "http_upstream_zone", nginx1_27_3))]
+    if server.host.len > 0 {
+        return Vec::new();
+    }
     if server.addrs.is_null() {
         return Vec::new();
     }
@@ -247,36 +271,28 @@ pub unsafe extern "C" fn set_supervisord(
     }
     // SAFETY: called by nginx as a directive handler.
     let args = unsafe { directive_args(cf) };
-    let address = String::from_utf8_lossy(str_bytes(&args[1]));
-    let endpoint = match parse_endpoint(&address) {
+    // Neither argument is ever repeated in an error: swapped or written as a URL, either may
+    // hold the password (see core::supervisord_address); nginx adds the file and line.
+    let endpoint = match parse_endpoint(&String::from_utf8_lossy(str_bytes(&args[1]))) {
         Ok(endpoint) => endpoint,
-        Err(error) => {
-            return conf_error(
-                cf,
-                &format!("invalid supervisord address \"{address}\": {error}"),
-            )
-        }
+        Err(error) => return conf_error(cf, &format!("invalid supervisord address: {error}")),
     };
+    if let Some(credentials) = args.get(2) {
+        if endpoint == SupervisordEndpoint::None {
+            return conf_error(cf, "\"supervisord none\" takes no credentials");
+        }
+        match parse_credentials(&String::from_utf8_lossy(str_bytes(credentials))) {
+            Ok(credentials) => upstream.credentials = Some(credentials),
+            Err(error) => return conf_error(cf, &format!("invalid supervisord {error}")),
+        }
+    }
     if endpoint != SupervisordEndpoint::None {
         // SAFETY: cf is valid during the directive call; args[1] lives in its pool.
         match unsafe { resolve(cf, &args[1], &endpoint) } {
             Ok(resolved) => upstream.supervisord = Some(resolved),
             Err(reason) => {
-                return conf_error(
-                    cf,
-                    &format!("invalid supervisord address \"{address}\": {reason}"),
-                )
+                return conf_error(cf, &format!("invalid supervisord address: {reason}"))
             }
-        }
-    }
-    if let Some(credentials) = args.get(2) {
-        if endpoint == SupervisordEndpoint::None {
-            return conf_error(cf, "\"supervisord none\" takes no credentials");
-        }
-        // Never echo the argument: it holds a password.
-        match parse_credentials(&String::from_utf8_lossy(str_bytes(credentials))) {
-            Ok(credentials) => upstream.credentials = Some(credentials),
-            Err(error) => return conf_error(cf, &format!("invalid supervisord {error}")),
         }
     }
     upstream.endpoint = Some(endpoint);

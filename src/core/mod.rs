@@ -13,6 +13,8 @@ pub mod http_exchange;
 pub mod process_state;
 pub mod reconcile_plan;
 pub mod start_backoff;
+pub mod server_addresses;
+pub mod socket_access;
 pub mod start_handshake;
 pub mod status_json;
 pub mod supervisord_address;

@@ -70,10 +70,12 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
     applied_up_counts.resize(conf.backends.len(), 0);
     let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
     // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list);
-    // its peers form a linked list, and the backup list hangs off `next`. Word-sized flag
-    // writes race benignly with readers.
+    // its peers form a linked list, and the backup list hangs off `next`. Each list is
+    // written under its own write lock, as nginx's balancers lock it when it lives in a
+    // `zone`; the list (and its `next`) stays in place for the cycle.
     unsafe {
         while !peers.is_null() {
+            let _lock = PeersWriteLock::acquire(peers);
             let mut peer = (*peers).peer;
             while !peer.is_null() {
                 let address = std::slice::from_raw_parts(
@@ -99,6 +101,51 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
     }
     for (index, applied) in applied_up_counts.iter_mut().enumerate() {
         *applied = shared.backend(index).up_count();
+    }
+}
+
+/// The write lock nginx's balancers take on a peer list kept in a `zone`: there the list is in
+/// shared memory and every worker's balancer reads and writes it. A list outside a zone
+/// belongs to one worker and has no lock (nginx's `ngx_http_upstream_rr_peers_wlock` does
+/// nothing then either). Released when dropped.
+struct PeersWriteLock {
+    #[cfg(ngx_feature = "http_upstream_zone")]
+    locked: *mut ngx_http_upstream_rr_peers_t,
+}
+
+impl PeersWriteLock {
+    /// # Safety
+    /// `peers` must be a live nginx round-robin peer list, not already locked by this process.
+    unsafe fn acquire(peers: *mut ngx_http_upstream_rr_peers_t) -> Self {
+        #[cfg(ngx_feature = "http_upstream_zone")]
+        {
+            // SAFETY: the caller passes a live peer list; shpool is set only when the zone
+            // module moved the list into shared memory, where rwlock guards it.
+            unsafe {
+                if (*peers).shpool.is_null() {
+                    return Self {
+                        locked: ptr::null_mut(),
+                    };
+                }
+                nginx_sys::ngx_rwlock_wlock(&mut (*peers).rwlock);
+            }
+            Self { locked: peers }
+        }
+        #[cfg(not(ngx_feature = "http_upstream_zone"))]
+        {
+            let _ = peers;
+            Self {}
+        }
+    }
+}
+
+impl Drop for PeersWriteLock {
+    fn drop(&mut self) {
+        #[cfg(ngx_feature = "http_upstream_zone")]
+        if !self.locked.is_null() {
+            // SAFETY: acquire took this lock on a list that lives for the cycle.
+            unsafe { nginx_sys::ngx_rwlock_unlock(&mut (*self.locked).rwlock) };
+        }
     }
 }
 
