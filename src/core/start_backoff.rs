@@ -88,7 +88,9 @@ mod tests {
 
     #[test]
     fn the_wait_counts_from_the_last_failure() {
-        let backoff = StartBackoff::default().after_failure(100).after_failure(5_000);
+        let backoff = StartBackoff::default()
+            .after_failure(100)
+            .after_failure(5_000);
         assert_eq!(backoff.wait_left_ms(5_000), Some(2_000));
         assert_eq!(backoff.wait_left_ms(6_999), Some(1));
         assert_eq!(backoff.wait_left_ms(7_000), None);
@@ -96,8 +98,13 @@ mod tests {
 
     #[test]
     fn staying_up_long_enough_forgets_the_failures() {
-        let backoff = StartBackoff::default().after_failure(0).after_failure(1_000);
-        assert_eq!(backoff.after_up(2_000, 2_000 + STABLE_AFTER_MS - 1), backoff);
+        let backoff = StartBackoff::default()
+            .after_failure(0)
+            .after_failure(1_000);
+        assert_eq!(
+            backoff.after_up(2_000, 2_000 + STABLE_AFTER_MS - 1),
+            backoff
+        );
         assert_eq!(
             backoff.after_up(2_000, 2_000 + STABLE_AFTER_MS),
             StartBackoff::default()
