@@ -399,7 +399,7 @@ fn note_reachability(
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle_log(),
-                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops fail until it answers again",
+                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops fail until it can be reached",
                 conf.name,
                 address,
                 cause
