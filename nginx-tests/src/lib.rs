@@ -173,15 +173,49 @@ pub struct Nginx {
     pub port: u16,
     master: Child,
     allowed: Mutex<Vec<AllowedLine>>,
+    /// Set by [`Nginx::start_with_hosts`]: the file bound over `/etc/hosts` for nginx.
+    hosts: Option<PathBuf>,
+}
+
+/// `nginx` (or any `program`), run in a private mount namespace where `hosts` is bound over
+/// `/etc/hosts` (so that a name resolves as the test needs), or plainly without `hosts`.
+pub fn command_with_hosts(program: &Path, hosts: Option<&Path>) -> Command {
+    let Some(hosts) = hosts else {
+        return Command::new(program);
+    };
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(hosts)
+        .arg(program);
+    command
 }
 
 impl Nginx {
     /// Starts nginx with `config`; its [`Server::new`] servers listen on `self.port`.
     pub fn start(name: &str, config: &Config) -> Self {
+        Self::start_inner(name, config, None)
+    }
+
+    /// As [`Nginx::start`], with `hosts` as nginx's `/etc/hosts` (a private mount namespace,
+    /// needs root): e.g. `localhost` resolving to `::1` and `127.0.0.1` as on many systems.
+    /// Signals (`nginx -s`) go through the same namespace, as they read the configuration.
+    pub fn start_with_hosts(name: &str, config: &Config, hosts: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "ngx-supervisord-hosts-{}-{}",
+            name,
+            std::process::id()
+        ));
+        fs::write(&path, hosts).unwrap();
+        Self::start_inner(name, config, Some(path))
+    }
+
+    fn start_inner(name: &str, config: &Config, hosts: Option<PathBuf>) -> Self {
         let port = free_port();
         let prefix = Prefix::new(name);
         prefix.write_config(config, Some(port));
-        let master = Command::new(nginx_binary())
+        let master = command_with_hosts(&nginx_binary(), hosts.as_deref())
             .arg("-p")
             .arg(&prefix.dir)
             .arg("-c")
@@ -196,6 +230,7 @@ impl Nginx {
             port,
             master,
             allowed: Mutex::new(Vec::new()),
+            hosts,
         };
         wait_for_port(port, "nginx");
         nginx.wait_for_workers(config.worker_count());
@@ -238,7 +273,7 @@ impl Nginx {
 
     /// Signals the master (`reload`, `quit`...) through `nginx -s`.
     pub fn signal(&self, signal: &str) -> Output {
-        Command::new(nginx_binary())
+        command_with_hosts(&nginx_binary(), self.hosts.as_deref())
             .arg("-p")
             .arg(&self.prefix.dir)
             .arg("-c")
@@ -347,6 +382,9 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
+        if let Some(hosts) = &self.hosts {
+            let _ = fs::remove_file(hosts);
+        }
         // After the stop, so that whatever the shutdown logged is checked too.
         if !std::thread::panicking() {
             let offending = self.offending_log_lines();

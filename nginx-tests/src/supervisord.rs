@@ -82,23 +82,50 @@ impl Supervisord {
         }
         conf.push_str(groups);
         fs::write(dir.join("supervisord.conf"), conf).unwrap();
-        let child = Command::new("supervisord")
+        let child = Self::spawn(&dir);
+        let supervisord = Self { dir, port, child };
+        supervisord.wait_until_up();
+        supervisord
+    }
+
+    fn spawn(dir: &std::path::Path) -> Child {
+        Command::new("supervisord")
             .arg("-c")
             .arg(dir.join("supervisord.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn supervisord (apt-get install supervisor)");
-        let supervisord = Self { dir, port, child };
+            .expect("spawn supervisord (apt-get install supervisor)")
+    }
+
+    fn wait_until_up(&self) {
+        let supervisord = self;
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if supervisord.ctl(&["pid"]).trim().parse::<u32>().is_ok() {
-                return supervisord;
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("supervisord did not come up: {}", supervisord.log());
+    }
+
+    /// Stops supervisord itself (SIGTERM: it stops its programs and removes its socket), as an
+    /// outage would.
+    pub fn stop_daemon(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM supervisord failed");
+        let _ = self.child.wait();
+    }
+
+    /// Starts supervisord again, same configuration and socket, after [`Self::stop_daemon`].
+    pub fn restart_daemon(&mut self) {
+        self.child = Self::spawn(&self.dir);
+        self.wait_until_up();
     }
 
     pub fn socket(&self) -> PathBuf {

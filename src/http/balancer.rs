@@ -293,7 +293,9 @@ unsafe extern "C" fn free_peer(
             .backend(context.current_backend)
             .request_finished();
         if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
-            commander::backend_failed(upstream, context.current_backend);
+            // SAFETY: pc is the request's peer connection, its sockaddr the failed peer's.
+            let address = peer_sockaddr(unsafe { &*pc });
+            commander::backend_failed(upstream, context.current_backend, address);
         }
         context.current_backend = NO_BACKEND;
     }

@@ -4,9 +4,9 @@
 //! and this worker's commander carries the command out.
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_CONFLICT, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
-    NGX_LOG_NOTICE, NGX_OK,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_CONFLICT, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
+    NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
@@ -131,10 +131,21 @@ fn run(
         }
     };
     drop(lock);
-    if ask_supervisord {
-        commander::execute(upstream, index, command);
-    }
     let backend = &conf.backends[index];
+    if ask_supervisord {
+        if let Err(reason) = commander::try_execute(upstream, index, command) {
+            // Nothing reached supervisord; the commander put the status back.
+            return Reply::new(
+                NGX_HTTP_BAD_GATEWAY,
+                format!(
+                    "{command}: upstream \"{}\" backend {index} ({}): supervisord call failed: {reason}; status back to {}\n",
+                    conf.name,
+                    backend.name,
+                    upstream.shared().backend(index).status()
+                ),
+            );
+        }
+    }
     ngx::ngx_log_debug!(
         request.log(),
         "supervisord: upstream \"{}\" backend {}: {} while {}: {:?}",

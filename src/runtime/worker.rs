@@ -8,7 +8,10 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use nginx_sys::{ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_pool_cleanup_add};
+use nginx_sys::{
+    ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_log_t, ngx_pool_cleanup_add,
+    ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
+};
 
 use super::hold_queue::HoldQueue;
 use crate::conf::UpstreamConf;
@@ -33,6 +36,8 @@ pub struct UpstreamRuntime {
     pub synced_generation: Cell<u64>,
     /// Per backend, the shared up count this worker's peer list last reflected.
     pub applied_up_counts: RefCell<Vec<u64>>,
+    /// Per backend and address, when a request this worker sent there last failed.
+    pub address_failures: RefCell<Vec<Vec<Option<u64>>>>,
 }
 
 impl UpstreamRuntime {
@@ -50,6 +55,28 @@ impl UpstreamRuntime {
             last_sync_error: RefCell::new(None),
             synced_generation: Cell::new(0),
             applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
+            address_failures: RefCell::new(
+                conf.backends
+                    .iter()
+                    .map(|backend| vec![None; backend.sockaddrs.len()])
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Re-evaluates the requests this worker holds for the upstream in this turn of the event
+    /// loop instead of at the next wake tick (the readiness probe saw a backend come up).
+    pub fn wake_held_now(&self) {
+        let event = self.wake_timer.get();
+        // SAFETY: the event lives in the worker's runtime and only this worker's thread touches
+        // it; an armed wake timer has its handler set, and posted events run later in this
+        // turn of the event loop, after the caller returned.
+        unsafe {
+            if (*event).timer_set() == 0 {
+                return;
+            }
+            ngx_del_timer(event);
+            ngx_post_event(event, std::ptr::addr_of_mut!(ngx_posted_events));
         }
     }
 
@@ -72,6 +99,20 @@ impl UpstreamRuntime {
 
 struct Worker {
     upstreams: Box<[UpstreamRuntime]>,
+    /// The cycle's log, for connections whose failures the module reports itself.
+    quiet_log: UnsafeCell<ngx_log_t>,
+}
+
+/// A copy of `log` that drops nginx's own `[crit]`/`[error]` lines, such as the
+/// `connect() ... failed` that `ngx_event_connect_peer` writes for every refused attempt: the
+/// readiness probe expects refusals, and the supervisord client logs one line per outage. With
+/// `error_log ... debug` the copy is left as verbose as the original.
+fn quiet_copy(log: &ngx_log_t) -> ngx_log_t {
+    let mut quiet = *log;
+    if quiet.log_level <= NGX_LOG_DEBUG as usize {
+        quiet.log_level = quiet.log_level.min(NGX_LOG_ALERT as usize);
+    }
+    quiet
 }
 
 static WORKER: AtomicPtr<Worker> = AtomicPtr::new(ptr::null_mut());
@@ -97,7 +138,12 @@ pub unsafe fn install(
     if cleanup.is_null() {
         return Err("out of memory");
     }
-    let worker = Box::into_raw(Box::new(Worker { upstreams }));
+    // SAFETY: the cycle's log is set up before init_process.
+    let quiet_log = UnsafeCell::new(quiet_copy(unsafe { &*(*cycle).log }));
+    let worker = Box::into_raw(Box::new(Worker {
+        upstreams,
+        quiet_log,
+    }));
     WORKER.store(worker, Ordering::Release);
     // SAFETY: the cleanup entry belongs to the cycle's pool.
     unsafe {
@@ -129,4 +175,15 @@ pub fn upstreams() -> &'static [UpstreamRuntime] {
     unsafe { worker.as_ref() }
         .map(|worker| &*worker.upstreams)
         .unwrap_or(&[])
+}
+
+/// The worker's quiet log (see `quiet_copy`) for peer connections whose failures the module
+/// reports itself; the cycle's log outside a worker.
+pub fn quiet_log() -> *mut ngx_log_t {
+    let worker = WORKER.load(Ordering::Acquire);
+    // SAFETY: as in `upstream`.
+    match unsafe { worker.as_ref() } {
+        Some(worker) => worker.quiet_log.get(),
+        None => ngx::log::ngx_cycle_log().as_ptr(),
+    }
 }

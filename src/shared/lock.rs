@@ -63,6 +63,13 @@ impl ZoneLock<'_> {
         self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Records whether supervisord could be reached; returns what was recorded before.
+    pub fn swap_supervisord_unreachable(&self, unreachable: bool) -> bool {
+        self.upstream
+            .supervisord_unreachable
+            .swap(unreachable, Ordering::AcqRel)
+    }
+
     pub fn set_status(&self, index: usize, status: BackendStatus) {
         let backend = self.upstream.backend(index);
         if status == BackendStatus::Up && backend.status() != BackendStatus::Up {

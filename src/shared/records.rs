@@ -2,7 +2,7 @@
 //! same in every worker. Plain atomics, readable without the lock; a status changes only under
 //! the zone's lock (see `lock.rs`), which also bumps the upstream's generation.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 use crate::core::backend_status::BackendStatus;
 
@@ -64,6 +64,9 @@ pub struct SharedUpstream {
     pub(super) held: AtomicI64,
     /// Starts that failed so far; held requests compare it with what they saw.
     pub(super) failed_starts: AtomicU64,
+    /// The last call to supervisord could not reach it; set and cleared under the lock, so
+    /// that exactly one worker logs each change.
+    pub(super) supervisord_unreachable: AtomicBool,
     pub(super) backend_count: usize,
     pub(super) backends: *mut SharedBackend,
 }
@@ -111,6 +114,10 @@ impl SharedUpstream {
 
     pub fn failed_starts(&self) -> u64 {
         self.failed_starts.load(Ordering::Acquire)
+    }
+
+    pub fn supervisord_unreachable(&self) -> bool {
+        self.supervisord_unreachable.load(Ordering::Acquire)
     }
 
     pub fn generation(&self) -> u64 {

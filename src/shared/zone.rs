@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 use std::ptr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8};
 
 use nginx_sys::{
     ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
@@ -226,6 +226,7 @@ unsafe fn find_or_create(
             last_sync: AtomicU64::new(0),
             held: AtomicI64::new(0),
             failed_starts: AtomicU64::new(0),
+            supervisord_unreachable: AtomicBool::new(false),
             backend_count: count,
             backends,
         })

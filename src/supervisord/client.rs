@@ -12,12 +12,14 @@ use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
     ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
     ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t, ngx_socket_errno,
-    NGX_AGAIN, NGX_OK,
+    NGX_AGAIN, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
 
 use crate::core::call_outcome::{interpret_response, CallError};
 use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
+use crate::core::reachability::{reach_after_call, reach_change, CallStage, Reach, ReachChange};
 use crate::core::xmlrpc::{encode_call, Param, Value};
+use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 
@@ -113,8 +115,10 @@ unsafe fn start(exchange: *mut Exchange) {
     peer.name = &endpoint.peer_name as *const _ as *mut _;
     peer.get = Some(ngx_event_get_peer);
     peer.tries = 1;
-    peer.log = cycle_log();
-    // nginx's own connect/send lines go to info; the module logs one clear line itself.
+    // nginx's own connect line (`[crit]` for a missing socket, `[error]` when refused) would
+    // come back with every call of an outage; the module logs one line per outage instead.
+    peer.log = quiet_log();
+    // nginx's own send/recv lines go to info; the module logs one clear line itself.
     peer.set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
     // SAFETY: the peer describes a valid address of the cycle.
     let rc = unsafe { ngx_event_connect_peer(peer) };
@@ -346,8 +350,71 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
             Err(error) => format!("failed: {error}"),
         }
     );
+    note_reachability(ex.upstream, ex.stage(), &result);
     if let Some(done) = ex.done.take() {
         done(result);
+    }
+}
+
+impl Exchange {
+    fn stage(&self) -> CallStage {
+        if !self.received.is_empty() {
+            CallStage::Answered
+        } else if self.sent >= self.request.len() {
+            CallStage::Sent
+        } else {
+            CallStage::NotSent
+        }
+    }
+}
+
+/// Records what the call says about supervisord's reachability in the shared zone; the worker
+/// that changes it logs the change, once for all workers.
+fn note_reachability(
+    upstream: &UpstreamRuntime,
+    stage: CallStage,
+    result: &Result<Value, CallError>,
+) {
+    let Some(reach) = reach_after_call(stage, result.is_ok()) else {
+        return;
+    };
+    let unreachable = reach == Reach::Unreachable;
+    // The common case, nothing new, without the lock.
+    if upstream.shared().supervisord_unreachable() == unreachable {
+        return;
+    }
+    let was_unreachable = upstream.lock().swap_supervisord_unreachable(unreachable);
+    let conf = upstream.conf;
+    let address = conf
+        .supervisord
+        .as_ref()
+        .map(|endpoint| endpoint.display.as_str())
+        .unwrap_or("?");
+    match reach_change(was_unreachable, Some(reach)) {
+        ReachChange::BecameUnreachable => {
+            let cause = match result {
+                Err(error) => error.to_string(),
+                Ok(_) => String::new(),
+            };
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                cycle_log(),
+                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops fail until it can be reached",
+                conf.name,
+                address,
+                cause
+            );
+        }
+        ReachChange::BecameReachable => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "supervisord: upstream \"{}\": supervisord at {} answers again",
+                conf.name,
+                address
+            );
+        }
+        ReachChange::Unchanged => {}
     }
 }
 

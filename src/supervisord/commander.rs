@@ -7,6 +7,9 @@
 //! probe not succeed within `supervisord_timeout` of a confirmed start, supervisord is trusted
 //! (see `core::start_handshake`).
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
 use super::client;
@@ -15,6 +18,7 @@ use crate::core::backend_status::Command;
 use crate::core::call_outcome::command_succeeded;
 use crate::core::failure::{failure_action, FailureAction};
 use crate::core::process_state::program_name;
+use crate::core::reachability::failure_told_by_reachability;
 use crate::core::start_handshake::{settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -24,6 +28,42 @@ use crate::util::time::now_ms;
 /// Sends `command` for backend `index`, whose status the caller has just moved into the
 /// command's transitional status.
 pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
+    // A failure at once is settled and logged like any other; this caller answers nobody.
+    let _ = try_execute(upstream, index, command);
+}
+
+/// As `execute`, for a caller that answers someone: `Err` with the reason when the call failed
+/// at once (e.g. supervisord's socket cannot be reached), in which case the backend's status
+/// is already settled back.
+pub fn try_execute(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    command: Command,
+) -> Result<(), String> {
+    let calling = Rc::new(Cell::new(true));
+    let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
+    send(upstream, index, command, {
+        let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
+        move |error| {
+            if calling.get() {
+                *failed_at_once.borrow_mut() = Some(error);
+            }
+        }
+    });
+    calling.set(false);
+    let failed = failed_at_once.borrow_mut().take();
+    match failed {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+fn send(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    command: Command,
+    on_failure: impl FnOnce(String) + 'static,
+) {
     let conf = upstream.conf;
     let program = program_name(conf.program_prefix(), index);
     let method = match command {
@@ -91,7 +131,29 @@ pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Comman
                         before
                     );
                 }
+                Err(error)
+                    if failure_told_by_reachability(
+                        &error,
+                        upstream.shared().supervisord_unreachable(),
+                    ) =>
+                {
+                    ngx::ngx_log_debug!(
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}",
+                        conf.name,
+                        index,
+                        command,
+                        error,
+                        if settlement.owned {
+                            settlement.status
+                        } else {
+                            before
+                        }
+                    );
+                    on_failure(error.to_string());
+                }
                 Err(error) => {
+                    on_failure(error.to_string());
                     ngx::ngx_log_error!(
                         NGX_LOG_ERR,
                         cycle_log(),
@@ -110,12 +172,26 @@ pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Comman
     );
 }
 
-/// A request found backend `index` failing (connection refused, reset, timeout).
-pub fn backend_failed(upstream: &'static UpstreamRuntime, index: usize) {
+/// A request to `address` (a sockaddr of the peer) of backend `index` failed (connection
+/// refused, reset, timeout). The backend is stopped only once all its addresses fail.
+pub fn backend_failed(upstream: &'static UpstreamRuntime, index: usize, address: &[u8]) {
     let conf = upstream.conf;
+    let now = now_ms();
+    let mut failures = upstream.address_failures.borrow_mut();
+    let backend_failures = &mut failures[index];
+    if let Some(position) = conf.backends[index]
+        .sockaddrs
+        .iter()
+        .position(|known| known.as_slice() == address)
+    {
+        backend_failures[position] = Some(now);
+    } else if let [only] = backend_failures.as_mut_slice() {
+        // nginx handed over an address of its own; with one address there is no doubt.
+        *only = Some(now);
+    }
     let lock = upstream.lock();
     let before = lock.status(index);
-    let action = failure_action(conf.mode(), before);
+    let action = failure_action(conf.mode(), before, backend_failures, now);
     ngx::ngx_log_debug!(
         cycle_log(),
         "supervisord: upstream \"{}\" backend {} failed a request while {}: {:?}",
@@ -127,8 +203,11 @@ pub fn backend_failed(upstream: &'static UpstreamRuntime, index: usize) {
     if action != FailureAction::Stop {
         return;
     }
-    lock.begin_command(index, Command::Stop.transitional_status(), now_ms());
+    lock.begin_command(index, Command::Stop.transitional_status(), now);
     drop(lock);
+    // Once started again, the backend starts with a clean slate.
+    backend_failures.fill(None);
+    drop(failures);
     ngx::ngx_log_error!(
         NGX_LOG_WARN,
         cycle_log(),

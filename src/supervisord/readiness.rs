@@ -1,6 +1,9 @@
-//! Readiness: while a backend is STARTING_UP, the worker that started it tries a TCP connection
-//! to the backend's address every `PROBE_INTERVAL_MS`; the first accepted one makes it UP. Held
-//! requests so resume the moment the program listens, not after supervisord's `startsecs`.
+//! Readiness: while a backend is STARTING_UP, the worker that started it tries TCP (or UNIX
+//! socket) connections to every address of the backend in rounds, every millisecond at first
+//! (`core::probe_schedule`); the first accepted one makes it UP and wakes the requests this
+//! worker holds at once. Held requests so resume the moment the program listens, on whichever
+//! of its addresses, not after supervisord's `startsecs`. Attempts are not logged (nginx's own
+//! `connect() failed` lines go to the worker's quiet log), only the outcome.
 //! After `supervisord_timeout` without an accepted connection the probe gives up: if supervisord
 //! confirmed the start, the backend is UP anyway (with a warning); if not yet, the commander
 //! settles it when supervisord answers.
@@ -18,8 +21,10 @@ use nginx_sys::{
 };
 
 use crate::core::backend_status::BackendStatus;
+use crate::core::probe_schedule::delay_after_round_ms;
 use crate::core::process_state::program_name;
 use crate::core::start_handshake::{settle_ready, AfterProbeDeadline, StartHandshake};
+use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -27,7 +32,6 @@ use crate::util::time::now_ms;
 /// The handshake of one start, shared by the commander and the readiness probe.
 pub type SharedHandshake = Rc<Cell<StartHandshake>>;
 
-const PROBE_INTERVAL_MS: usize = 3;
 /// A connect that neither succeeds nor fails within this is abandoned and tried again.
 const CONNECT_WAIT_MS: usize = 200;
 
@@ -40,14 +44,18 @@ struct Probe {
     name: ngx_str_t,
     timer: ngx_event_t,
     attempts: u64,
+    /// The round under way (one connect per address), counted from 1.
+    round: u64,
+    /// The address of the backend this round tries now.
+    address: usize,
 }
 
 /// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker.
 pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: SharedHandshake) {
     let conf = upstream.conf;
-    let Some(address) = conf.backends[index].sockaddrs.first() else {
+    if conf.backends[index].sockaddrs.is_empty() {
         return;
-    };
+    }
     let name = &conf.backends[index].name;
     let probe = Box::into_raw(Box::new(Probe {
         upstream,
@@ -63,12 +71,12 @@ pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: Shared
         // SAFETY: as above.
         timer: unsafe { std::mem::zeroed() },
         attempts: 0,
+        round: 1,
+        address: 0,
     }));
     // SAFETY: the probe is owned by the event loop until `finish`.
     unsafe {
         let p = &mut *probe;
-        p.peer.sockaddr = address.as_ptr() as *mut _;
-        p.peer.socklen = address.len() as socklen_t;
         p.timer.handler = Some(on_timer);
         p.timer.data = probe as *mut c_void;
         p.timer.log = cycle_log();
@@ -118,59 +126,95 @@ unsafe fn try_connect(probe: *mut Probe) {
         }
         return;
     }
-    p.attempts += 1;
-    ngx::ngx_log_debug!(
-        cycle_log(),
-        "supervisord: upstream \"{}\" backend {}: readiness probe attempt {}",
-        p.upstream.name(),
-        p.index,
-        p.attempts
-    );
-    let (sockaddr, socklen) = (p.peer.sockaddr, p.peer.socklen);
-    // SAFETY: zeroed is a valid unset peer connection.
-    p.peer = unsafe { std::mem::zeroed() };
-    p.peer.sockaddr = sockaddr;
-    p.peer.socklen = socklen;
-    p.peer.name = &mut p.name;
-    p.peer.get = Some(ngx_event_get_peer);
-    p.peer.tries = 1;
-    p.peer.log = cycle_log();
-    p.peer
-        .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
-    // SAFETY: the peer describes the backend's address.
-    let rc = unsafe { ngx_event_connect_peer(&mut p.peer) };
-    if rc == NGX_OK as isize {
-        // SAFETY: connected at once (loopback): the backend listens.
-        unsafe {
-            close(p);
-            ready(probe, "accepts connections");
+    let addresses = &p.upstream.conf.backends[p.index].sockaddrs;
+    while p.address < addresses.len() {
+        let address = &addresses[p.address];
+        p.attempts += 1;
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {}: readiness probe attempt {} (round {}, address {})",
+            p.upstream.name(),
+            p.index,
+            p.attempts,
+            p.round,
+            p.address
+        );
+        // SAFETY: zeroed is a valid unset peer connection.
+        p.peer = unsafe { std::mem::zeroed() };
+        p.peer.sockaddr = address.as_ptr() as *mut _;
+        p.peer.socklen = address.len() as socklen_t;
+        p.peer.name = &mut p.name;
+        p.peer.get = Some(ngx_event_get_peer);
+        p.peer.tries = 1;
+        // Refusals are expected while the program starts: nginx's own line for each goes
+        // nowhere, the probe logs its outcome.
+        p.peer.log = quiet_log();
+        p.peer
+            .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
+        // SAFETY: the peer describes one of the backend's addresses.
+        let rc = unsafe { ngx_event_connect_peer(&mut p.peer) };
+        if rc == NGX_OK as isize {
+            // SAFETY: connected at once (loopback): the backend listens.
+            unsafe {
+                close(p);
+                ready(probe, "accepts connections");
+            }
+            return;
         }
-        return;
-    }
-    if rc == NGX_AGAIN as isize {
-        let connection = p.peer.connection;
-        // SAFETY: the pending connection reports to this probe.
-        unsafe {
-            (*connection).data = probe as *mut c_void;
-            (*(*connection).write).handler = Some(on_connect_event);
-            (*(*connection).read).handler = Some(on_connect_event);
-            ngx_add_timer(&mut p.timer, CONNECT_WAIT_MS);
+        if rc == NGX_AGAIN as isize {
+            let connection = p.peer.connection;
+            // SAFETY: the pending connection reports to this probe.
+            unsafe {
+                (*connection).data = probe as *mut c_void;
+                (*(*connection).write).handler = Some(on_connect_event);
+                (*(*connection).read).handler = Some(on_connect_event);
+                ngx_add_timer(&mut p.timer, CONNECT_WAIT_MS);
+            }
+            return;
         }
-        return;
+        // Refused (not listening yet) or another error: the next address.
+        p.address += 1;
     }
-    // Refused (not listening yet) or another error: try again shortly.
+    // SAFETY: live probe.
+    unsafe { end_round(p) };
+}
+
+/// No address accepted in this round: the next one starts after a pause.
+unsafe fn end_round(p: &mut Probe) {
+    let delay = delay_after_round_ms(p.round);
+    p.round += 1;
+    p.address = 0;
     // SAFETY: re-arming the probe's own timer.
-    unsafe { ngx_add_timer(&mut p.timer, PROBE_INTERVAL_MS) };
+    unsafe { ngx_add_timer(&mut p.timer, delay) };
+}
+
+/// The connect to the current address failed: on to the next one, or the round ends.
+unsafe fn next_address(probe: *mut Probe) {
+    // SAFETY: live probe (caller's contract).
+    let p = unsafe { &mut *probe };
+    p.address += 1;
+    if p.address < p.upstream.conf.backends[p.index].sockaddrs.len() {
+        // SAFETY: live probe.
+        unsafe { try_connect(probe) };
+    } else {
+        // SAFETY: live probe.
+        unsafe { end_round(p) };
+    }
 }
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     // SAFETY: the timer's data is its probe.
     let probe = unsafe { (*event).data as *mut Probe };
-    // A pending connect that took too long is abandoned.
     // SAFETY: live probe.
     unsafe {
-        close(&mut *probe);
-        try_connect(probe);
+        if (*probe).peer.connection.is_null() {
+            // The pause between two rounds is over.
+            try_connect(probe);
+        } else {
+            // A pending connect that took too long is abandoned.
+            close(&mut *probe);
+            next_address(probe);
+        }
     }
 }
 
@@ -196,7 +240,7 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
         if rc == 0 && error == 0 {
             ready(probe, "accepts connections");
         } else {
-            ngx_add_timer(&mut p.timer, PROBE_INTERVAL_MS);
+            next_address(probe);
         }
     }
 }
@@ -220,6 +264,8 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
     drop(lock);
     let conf = p.upstream.conf;
     if settled.is_some() {
+        // This worker's held requests need not wait for their next wake tick.
+        p.upstream.wake_held_now();
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             cycle_log(),

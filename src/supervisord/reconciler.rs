@@ -12,6 +12,7 @@ use nginx_sys::{
 use super::client;
 use crate::core::call_outcome::CallError;
 use crate::core::process_state::{parse_all_process_info, program_name};
+use crate::core::reachability::failure_told_by_reachability;
 use crate::core::reconcile_plan::{observed_states, reconcile_plan, BackendAtReply};
 use crate::core::xmlrpc::Value;
 use crate::runtime::UpstreamRuntime;
@@ -70,6 +71,17 @@ fn apply(
 ) {
     let conf = upstream.conf;
     let log = cycle_log();
+    if let Err(error) = &result {
+        if failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+            ngx::ngx_log_debug!(
+                log,
+                "supervisord: upstream \"{}\": reading program states failed: {}",
+                conf.name,
+                error
+            );
+            return;
+        }
+    }
     let processes = match result
         .map_err(|e| e.to_string())
         .and_then(|v| parse_all_process_info(&v))

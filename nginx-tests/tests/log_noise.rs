@@ -1,0 +1,240 @@
+//! The error log stays readable: one line per event (supervisord unreachable, reachable again,
+//! a backend up or never listening), none per readiness probe attempt or per request; and
+//! readiness stays quick. Line counts are asserted at `notice`, the harness's level.
+
+use std::time::{Duration, Instant};
+
+use nginx_tests::status::Status;
+use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
+
+/// A real backend on a UNIX socket: sleeps `listen_after_ms`, then answers every connection
+/// with one HTTP response whose body is `unix backend`.
+const UNIX_BACKEND: &str = r#"
+import socket, sys, time, os
+path, listen_after = sys.argv[1], int(sys.argv[2])
+time.sleep(listen_after / 1000)
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+os.chmod(path, 0o666)  # nginx's workers run as another user
+server.listen(64)
+while True:
+    connection, _ = server.accept()
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if data:
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nunix backend")
+    except OSError:
+        pass
+    connection.close()
+"#;
+
+fn unix_backend_program(
+    dir: &std::path::Path,
+    socket: &std::path::Path,
+    listen_after_ms: u64,
+) -> Program {
+    let script = dir.join("unix_backend.py");
+    std::fs::write(&script, UNIX_BACKEND).unwrap();
+    Program::command(
+        "backend0",
+        &format!(
+            "python3 {} {} {listen_after_ms}",
+            script.display(),
+            socket.display()
+        ),
+        0,
+    )
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ngx-supervisord-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn nginx_for(name: &str, server: &str, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .server(server)
+        .supervisord(format!("unix:{}", supervisord.socket().display()));
+    let upstream = extra
+        .iter()
+        .fold(upstream, |upstream, line| upstream.directive(line));
+    Nginx::start(
+        name,
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("/_start/", "supervisord_start backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    )
+}
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|line| line.contains(needle)).collect()
+}
+
+/// The lines the module or nginx's connect code wrote (not nginx's start-up notices).
+fn incident_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains("supervisord:") || line.contains("connect()"))
+        .collect()
+}
+
+#[test]
+fn a_unix_backend_that_never_listens_is_one_line_not_one_per_probe() {
+    let dir = scratch("never-listens");
+    let socket = dir.join("app.sock");
+    // The program runs but never creates its socket: every probe attempt finds no file.
+    let supervisord = Supervisord::start(
+        "never-listens",
+        &[Program::command("backend0", "sleep 60", 0)],
+        "",
+    );
+    let nginx = nginx_for(
+        "never-listens",
+        &format!("unix:{}", socket.display()),
+        &supervisord,
+        &["supervisord_timeout 2s", "supervisord_hold_timeout 1s"],
+    );
+    let response = nginx.get("/");
+    assert_eq!(response.status, 503, "{response:?}");
+    // The probe keeps trying (hundreds of attempts) until supervisord_timeout, then gives up.
+    let gave_up = "accepted no connection within 2000 ms; taking it as up";
+    assert!(
+        eventually(5, || nginx.error_log().contains(gave_up)),
+        "{}",
+        nginx.error_log()
+    );
+    let log = nginx.error_log();
+    assert_eq!(lines_with(&log, gave_up).len(), 1, "{log}");
+    assert!(lines_with(&log, "connect()").is_empty(), "{log}");
+    // One transition notice, the hold timeout, the give-up warning: nothing per attempt.
+    let incidents = incident_lines(&log);
+    assert!(incidents.len() <= 4, "{incidents:#?}");
+    nginx.assert_clean_log();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_unix_backend_that_listens_late_is_quick_and_quiet() {
+    let dir = scratch("listens-late");
+    let socket = dir.join("app.sock");
+    let supervisord = Supervisord::start(
+        "listens-late",
+        &[unix_backend_program(&dir, &socket, 1_000)],
+        "",
+    );
+    let nginx = nginx_for(
+        "listens-late",
+        &format!("unix:{}", socket.display()),
+        &supervisord,
+        &["supervisord_timeout 10s"],
+    );
+    let started = Instant::now();
+    let response = nginx.get("/");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, "unix backend");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // Held about as long as the program took to listen, not supervisord_timeout.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let log = nginx.error_log();
+    assert!(lines_with(&log, "connect()").is_empty(), "{log}");
+    assert_eq!(
+        lines_with(&log, "starting up -> up (accepts connections)").len(),
+        1,
+        "{log}"
+    );
+    let incidents = incident_lines(&log);
+    assert!(incidents.len() <= 2, "{incidents:#?}");
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    nginx.assert_clean_log();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 10 clients for `seconds`, each sending requests one after the other; the statuses seen.
+fn hammer(port: u16, seconds: u64) -> Vec<u16> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while Instant::now() < deadline {
+                    statuses.push(request(port, "GET", "/").status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_supervisord_outage_is_one_line_and_its_end_another() {
+    let port = free_port();
+    let mut supervisord =
+        Supervisord::start("outage", &[Program::backend("backend0", port, 0)], "");
+    let nginx = nginx_for(
+        "outage",
+        &format!("127.0.0.1:{port}"),
+        &supervisord,
+        &["supervisord_sync_interval 1s"],
+    );
+    // supervisord goes away (its socket with it) before anything started.
+    supervisord.stop_daemon();
+    let statuses = hammer(nginx.port, 3);
+    // Every request was answered, each needing a start that could not be asked for.
+    assert!(statuses.len() >= 100, "only {} requests", statuses.len());
+    assert!(statuses.iter().all(|status| *status == 502), "{statuses:?}");
+    let log = nginx.error_log();
+    let unreachable = lines_with(&log, "cannot reach supervisord at unix:");
+    assert_eq!(unreachable.len(), 1, "{log}");
+    assert!(unreachable[0].contains("[error]"), "{}", unreachable[0]);
+    assert!(lines_with(&log, "connect()").is_empty(), "{log}");
+    let incidents = incident_lines(&log);
+    assert!(
+        incidents.len() <= 3,
+        "{} lines for {} requests: {incidents:#?}",
+        incidents.len(),
+        statuses.len()
+    );
+
+    // supervisord is back: the next request starts the backend, and one notice says so.
+    supervisord.restart_daemon();
+    let response = nginx.get("/");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body.trim(), format!("backend {port}"));
+    let log = nginx.error_log();
+    let back = lines_with(&log, "answers again");
+    assert_eq!(back.len(), 1, "{log}");
+    assert!(back[0].contains("[notice]"), "{}", back[0]);
+    assert_eq!(
+        lines_with(&log, "cannot reach supervisord").len(),
+        1,
+        "{log}"
+    );
+    assert!(eventually(5, || nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .backends[0]
+        .status
+        == Status::Up));
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    nginx.assert_clean_log();
+}

@@ -1,0 +1,120 @@
+//! Whether supervisord can be reached, as one shared fact per upstream, so that an outage is
+//! one line in the error log and its end another, whatever the number of calls meanwhile.
+//!
+//! A call that could not even hand its request over (connect refused, socket missing, no
+//! permission, timed out before sending) says supervisord is unreachable; any reply, even a
+//! fault or a 401, says it is reachable; a call that sent its request and then got nothing
+//! (e.g. a `startProcess` that waits longer than `supervisord_timeout`) says nothing either way.
+//!
+//! Requests keep triggering calls while supervisord is known unreachable: each costs one
+//! failed connect, and it is how the module notices at once that supervisord is back (a
+//! request never waits for the next `supervisord_sync_interval`). Such calls are quiet: their
+//! failures are covered by the one "unreachable" line.
+
+use super::call_outcome::CallError;
+
+/// How far one call got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStage {
+    /// The request was not (entirely) handed to supervisord.
+    NotSent,
+    /// Sent, but nothing came back.
+    Sent,
+    /// Some reply came back.
+    Answered,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Reachable,
+    Unreachable,
+}
+
+/// What one finished call says about supervisord's reachability; none when it says nothing.
+pub fn reach_after_call(stage: CallStage, succeeded: bool) -> Option<Reach> {
+    match (stage, succeeded) {
+        (_, true) | (CallStage::Answered, false) => Some(Reach::Reachable),
+        (CallStage::NotSent, false) => Some(Reach::Unreachable),
+        (CallStage::Sent, false) => None,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReachChange {
+    /// Log once, at `error`.
+    BecameUnreachable,
+    /// Log once, at `notice`.
+    BecameReachable,
+    /// Nothing new: `debug` at most.
+    Unchanged,
+}
+
+/// The change a call's verdict makes to the shared state (`was_unreachable`).
+pub fn reach_change(was_unreachable: bool, now: Option<Reach>) -> ReachChange {
+    match (was_unreachable, now) {
+        (false, Some(Reach::Unreachable)) => ReachChange::BecameUnreachable,
+        (true, Some(Reach::Reachable)) => ReachChange::BecameReachable,
+        _ => ReachChange::Unchanged,
+    }
+}
+
+/// Whether the failure of one call is already told by the shared "unreachable" line (so the
+/// caller logs it at `debug` only): transport failures and timeouts while supervisord is known
+/// unreachable. Faults, HTTP errors and the like always get their own line.
+pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: bool) -> bool {
+    supervisord_unreachable && matches!(error, CallError::Transport(_) | CallError::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::xmlrpc::Fault;
+
+    #[test]
+    fn only_a_call_that_could_not_send_means_unreachable() {
+        assert_eq!(
+            reach_after_call(CallStage::NotSent, false),
+            Some(Reach::Unreachable)
+        );
+        assert_eq!(reach_after_call(CallStage::Sent, false), None);
+        assert_eq!(
+            reach_after_call(CallStage::Answered, false),
+            Some(Reach::Reachable)
+        );
+        assert_eq!(
+            reach_after_call(CallStage::Answered, true),
+            Some(Reach::Reachable)
+        );
+    }
+
+    #[test]
+    fn only_transitions_are_news() {
+        use ReachChange::*;
+        assert_eq!(
+            reach_change(false, Some(Reach::Unreachable)),
+            BecameUnreachable
+        );
+        assert_eq!(reach_change(true, Some(Reach::Unreachable)), Unchanged);
+        assert_eq!(reach_change(true, Some(Reach::Reachable)), BecameReachable);
+        assert_eq!(reach_change(false, Some(Reach::Reachable)), Unchanged);
+        assert_eq!(reach_change(true, None), Unchanged);
+        assert_eq!(reach_change(false, None), Unchanged);
+    }
+
+    #[test]
+    fn repeated_transport_failures_are_quiet_but_faults_are_not() {
+        let refused = CallError::Transport("connect to unix:/x failed: connection refused".into());
+        assert!(failure_told_by_reachability(&refused, true));
+        assert!(failure_told_by_reachability(&CallError::TimedOut, true));
+        assert!(!failure_told_by_reachability(&refused, false));
+        let fault = CallError::Fault(Fault {
+            code: 50,
+            string: "SPAWN_ERROR: backend0".into(),
+        });
+        assert!(!failure_told_by_reachability(&fault, true));
+        assert!(!failure_told_by_reachability(
+            &CallError::Unauthorized,
+            true
+        ));
+    }
+}
