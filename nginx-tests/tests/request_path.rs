@@ -652,3 +652,30 @@ fn auth_subrequests_are_not_held_but_start_a_backend_and_say_so() {
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `proxy_pass` with variables naming a managed upstream: not held (README says why), `502`
+/// with nginx's `no live upstreams`, nothing started; the same upstream named literally is.
+#[test]
+fn proxy_pass_with_variables_is_not_held_and_starts_nothing() {
+    let port = free_port();
+    let supervisord = Supervisord::start("variable", &[Program::backend("backend0", port, 0)], "");
+    let config = Config::new()
+        .workers(2)
+        .upstream(managed("backend", port, &supervisord, &[]))
+        .server(
+            Server::new()
+                .location("= /_status", "supervisord_status;")
+                .location("/var/", "set $app backend;\nproxy_pass http://$app;")
+                .location("/literal/", "proxy_pass http://backend;"),
+        );
+    let nginx = Nginx::start("variable", &config);
+    let started = Instant::now();
+    assert_eq!(nginx.get("/var/").status, 502);
+    assert!(started.elapsed() < Duration::from_millis(500), "not held");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 0);
+    assert_eq!(nginx.error_log().matches("no live upstreams").count(), 1);
+    assert_eq!(nginx.get("/literal/").status, 200);
+    assert_eq!(nginx.get("/var/").status, 200, "once up, served");
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+}
