@@ -168,13 +168,14 @@ fn the_modules_own_answers_read_the_body_away() {
             "never",
             ports[1],
             &supervisord,
-            &["supervisord_hold_timeout 1s", "supervisord_timeout 60s"],
+            // Never listens: never taken as up (after supervisord_timeout) during the test.
+            &["supervisord_hold_timeout 1s", "supervisord_timeout 300s"],
         ))
         .upstream(managed(
             "full",
             ports[2],
             &supervisord,
-            &["supervisord_hold_limit 0"],
+            &["supervisord_hold_limit 0", "supervisord_timeout 300s"],
         ))
         .upstream(managed("fails", ports[3], &supervisord, &[]))
         .server(
@@ -509,6 +510,10 @@ fn clients_that_leave_stop_counting_at_once() {
     for elapsed in [gone_before, gone_while_held, gone_reset, gone_h2] {
         assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
     }
+    // The requests did reach the gate: they started the program (once).
+    assert!(eventually(5, || supervisord
+        .log()
+        .contains("spawned: 'backend0'")));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
 }
 
@@ -527,7 +532,11 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
             "backend",
             port,
             &supervisord,
-            &["supervisord_hold_limit 2", "supervisord_hold_timeout 2s"],
+            &[
+                "supervisord_hold_limit 2",
+                "supervisord_hold_timeout 2s",
+                "supervisord_timeout 300s",
+            ],
         ))
         .server(
             Server::new()
