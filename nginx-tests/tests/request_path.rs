@@ -177,17 +177,20 @@ fn the_modules_own_answers_read_the_body_away() {
             &supervisord,
             &["supervisord_hold_limit 0", "supervisord_timeout 300s"],
         ))
-        .upstream(managed("fails", ports[3], &supervisord, &[]))
-        .server(
-            Server::new()
-                .listen_options("http2")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;")
-                .location("/never/", "proxy_pass http://never;")
-                .location("/full/", "proxy_pass http://full;")
-                .location("/fails/", "proxy_pass http://fails;"),
-        );
+        .upstream(managed("fails", ports[3], &supervisord, &[]));
+    let locations = |server: Server| {
+        server
+            .location("/_start/", "supervisord_start backend;")
+            .location("/_stop/", "supervisord_stop backend;")
+            .location("= /_status", "supervisord_status;")
+            .location("/never/", "proxy_pass http://never;")
+            .location("/full/", "proxy_pass http://full;")
+            .location("/fails/", "proxy_pass http://fails;")
+    };
+    let h2_port = free_port();
+    let config = config
+        .server(locations(Server::new()))
+        .server(locations(http2_server(h2_port)));
     let nginx = Nginx::start("smuggle", &config);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(5, || status_of_backend0(&nginx) == Status::Up));
@@ -218,7 +221,7 @@ fn the_modules_own_answers_read_the_body_away() {
     // HTTP/2: each answer on its stream, the connection goes on. (Written by hand: curl 7.88
     // fails a transfer answered before its body was sent, with nginx's own 405 as well.)
     for (method, path, expected) in cases {
-        let mut h2 = H2Connection::open(nginx.port);
+        let mut h2 = H2Connection::open(h2_port);
         h2.request(1, method, path, Some(SMUGGLED.as_bytes()));
         h2.get(3, "/_status");
         let mut statuses = h2.statuses(2, Duration::from_secs(10));
@@ -231,7 +234,8 @@ fn the_modules_own_answers_read_the_body_away() {
         h2.close();
     }
     // And a real client's HTTP/2, for a request held and timed out.
-    assert_eq!(curl_h2(&["--head", &url(&nginx, "/never/")]), 503);
+    let url = format!("http://127.0.0.1:{h2_port}/never/");
+    assert_eq!(curl_h2(&["--head", &url]), 503);
 
     assert_eq!(status_of_backend0(&nginx), Status::Up);
     let log = supervisord.log();
@@ -245,8 +249,10 @@ fn the_modules_own_answers_read_the_body_away() {
     assert!(!errors.contains("client sent invalid"), "{errors}");
 }
 
-fn url(nginx: &Nginx, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", nginx.port)
+/// A server on `port` that speaks HTTP/2 without TLS (on nginx 1.22 such a port speaks nothing
+/// else, so the tests' HTTP/1 requests go to a twin server on the test port).
+fn http2_server(port: u16) -> Server {
+    Server::on(port).listen_options("http2")
 }
 
 /// The first defect: refused requests got 503 and then ran the location's proxy_pass
@@ -445,6 +451,7 @@ fn clients_that_leave_stop_counting_at_once() {
         &[Program::command("backend0", "/bin/sleep 3600", 0)],
         "",
     );
+    let h2_port = free_port();
     let config = Config::new()
         .workers(2)
         .upstream(managed(
@@ -455,10 +462,10 @@ fn clients_that_leave_stop_counting_at_once() {
         ))
         .server(
             Server::new()
-                .listen_options("http2")
                 .location("= /_status", "supervisord_status;")
                 .location("/", "proxy_pass http://backend;"),
-        );
+        )
+        .server(http2_server(h2_port).location("/", "proxy_pass http://backend;"));
     let nginx = Nginx::start("leave", &config);
     let until_none_held = || {
         let started = Instant::now();
@@ -492,7 +499,7 @@ fn clients_that_leave_stop_counting_at_once() {
     let gone_while_held = until_none_held();
 
     // HTTP/2: two held streams; one reset, then the connection closed.
-    let mut h2 = H2Connection::open(nginx.port);
+    let mut h2 = H2Connection::open(h2_port);
     h2.get(1, "/");
     h2.get(3, "/");
     assert!(eventually(5, || held(&nginx, "backend") == Some(2)));
@@ -526,6 +533,7 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
         &[Program::command("backend0", "/bin/sleep 3600", 0)],
         "",
     );
+    let h2_port = free_port();
     let config = Config::new()
         .workers(2)
         .upstream(managed(
@@ -540,12 +548,12 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
         ))
         .server(
             Server::new()
-                .listen_options("http2")
                 .location("= /_status", "supervisord_status;")
                 .location("/", "proxy_pass http://backend;"),
-        );
+        )
+        .server(http2_server(h2_port).location("/", "proxy_pass http://backend;"));
     let nginx = Nginx::start("h2limit", &config);
-    let mut h2 = H2Connection::open(nginx.port);
+    let mut h2 = H2Connection::open(h2_port);
     for stream in [1, 3, 5, 7] {
         h2.get(stream, "/");
     }
@@ -578,6 +586,8 @@ fn subrequest_setup(name: &str, port: u16) -> (Supervisord, std::path::PathBuf) 
         "before <!--# include virtual=\"/app/x\" --> after\n",
     )
     .unwrap();
+    std::fs::create_dir_all(root.join("guarded")).unwrap();
+    std::fs::write(root.join("guarded/in.txt"), "in\n").unwrap();
     (supervisord, root)
 }
 
@@ -591,10 +601,7 @@ fn subrequest_config(port: u16, supervisord: &Supervisord, root: &std::path::Pat
                 .location("= /_status", "supervisord_status;")
                 .location("= /page.html", "ssi on;")
                 .location("/app/", "proxy_pass http://backend;")
-                .location(
-                    "/guarded/",
-                    "auth_request /app/auth;\nreturn 200 \"in\\n\";",
-                ),
+                .location("/guarded/", "auth_request /app/auth;"),
         )
 }
 
@@ -651,12 +658,12 @@ fn auth_subrequests_are_not_held_but_start_a_backend_and_say_so() {
     let (supervisord, root) = subrequest_setup("auth", port);
     let nginx = Nginx::start("auth", &subrequest_config(port, &supervisord, &root));
     let started = Instant::now();
-    assert_eq!(nginx.get("/guarded/").status, 500);
+    assert_eq!(nginx.get("/guarded/in.txt").status, 500);
     assert!(started.elapsed() < Duration::from_millis(250), "not held");
     let errors = nginx.error_log();
     assert_eq!(errors.matches("subrequest not held").count(), 1, "{errors}");
     assert!(eventually(5, || status_of_backend0(&nginx) == Status::Up));
-    let response = nginx.get("/guarded/");
+    let response = nginx.get("/guarded/in.txt");
     assert_eq!((response.status, response.body.as_str()), (200, "in\n"));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
     let _ = std::fs::remove_dir_all(&root);
