@@ -256,22 +256,27 @@ unsafe fn wire(cf: *mut ngx_conf_t) -> Result<(), String> {
     unsafe { zone::register(cf, zone_tag(), claims) }.map_err(|()| String::new())
 }
 
-/// Installs the hold gate in the precontent phase, after access checks: a request refused by
-/// `allow`/`deny` or `auth_basic` is never held and never starts anything.
+/// Installs the hold gate as the last handler of the precontent phase: after access checks (a
+/// request refused by `allow`/`deny` or `auth_basic` is never held and never starts anything)
+/// and after `try_files` and `mirror` (a request they answer or send elsewhere never waits).
+/// nginx runs a phase's handlers from the end of its array to the start, so the gate goes in
+/// first place, whichever modules registered theirs before or after this one.
 ///
 /// # Safety
 /// `cf` must be the http block's configuration in postconfiguration.
 unsafe fn add_hold_gate(cf: *mut ngx_conf_t) -> Result<(), ()> {
-    // SAFETY: cf is valid; the core module's main conf holds the phase handler arrays.
+    // SAFETY: cf is valid; the core module's main conf holds the phase handler arrays, whose
+    // elements are handler pointers.
     unsafe {
         let core = NgxHttpCoreModule::main_conf_mut(&*cf).ok_or(())?;
         let handlers =
             &mut core.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize].handlers;
-        let slot = ngx_array_push(handlers) as *mut ngx_http_handler_pt;
-        if slot.is_null() {
+        if ngx_array_push(handlers).is_null() {
             return Err(());
         }
-        slot.write(Some(hold_gate::gate));
+        let first = handlers.elts as *mut ngx_http_handler_pt;
+        ptr::copy(first, first.add(1), handlers.nelts - 1);
+        first.write(Some(hold_gate::gate));
     }
     Ok(())
 }

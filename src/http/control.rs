@@ -16,7 +16,7 @@ use crate::core::control_uri::parse_selector;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::supervisord::commander;
-use crate::util::reply::send_text;
+use crate::util::reply::{error_status, send_text};
 use crate::util::text::str_bytes;
 use crate::util::time::now_ms;
 
@@ -48,15 +48,8 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         (raw.method, raw.uri)
     };
     if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
-        let reply = Reply::new(
-            NGX_HTTP_NOT_ALLOWED,
-            format!(
-                "{}: only GET and HEAD are allowed\n",
-                location.directive_name()
-            ),
-        );
-        // SAFETY: r is live.
-        return unsafe { send_text(r, reply.status, &reply.body, &[("Allow", "GET, HEAD")]) };
+        // nginx answers and reads the body away, so that it never reads as the next request.
+        return error_status(request, NGX_HTTP_NOT_ALLOWED, &[("Allow", "GET, HEAD")]);
     }
     // A body, if any, is read and dropped.
     let rc = request.discard_request_body().0;

@@ -10,23 +10,24 @@
 //! once. A held request is its own module context, queued in the worker's runtime.
 
 use std::ffi::c_void;
+use std::ptr::addr_of_mut;
 
 use nginx_sys::{
     ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_handle_write_event, ngx_http_core_run_phases,
     ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, NGX_AGAIN, NGX_DECLINED, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_WARN, NGX_OK,
+    ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
+    NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE,
+    NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 
-use crate::conf::UpstreamConf;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
 use crate::runtime::{worker, HeldRequest, HoldQueue, UpstreamRuntime};
 use crate::supervisord::commander;
 use crate::util::log::cycle_log;
-use crate::util::reply::send_text;
+use crate::util::reply::error_status;
 use crate::util::time::now_ms;
 
 const WAKE_TICK_MS: usize = 2;
@@ -67,7 +68,10 @@ fn start_one(upstream: &'static UpstreamRuntime) {
     }
 }
 
-/// The precontent-phase handler.
+/// The precontent-phase handler; it runs after every other precontent handler (`try_files`,
+/// `mirror`), so a request that will not reach the upstream is never held and starts nothing.
+/// An error status returned here goes to nginx's own error path: the phase engine stops, the
+/// body is read away, `error_page` applies.
 pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx runs phase handlers with a live request.
     let request = unsafe { Request::from_ngx_http_request(r) };
@@ -75,9 +79,6 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
     else {
         return NGX_DECLINED as ngx_int_t;
     };
-    if !request.is_main() {
-        return NGX_DECLINED as ngx_int_t;
-    }
     let Some(upstream) = worker::upstream(conf.index) else {
         return NGX_DECLINED as ngx_int_t;
     };
@@ -92,6 +93,18 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         }
     }
+    if !request.is_main() {
+        // A subrequest shares its connection, its events and its pool with the main request,
+        // which waits for it in a phase of its own: it is not held (see README), but the start
+        // it set off serves the next request.
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            request.log(),
+            "supervisord: upstream \"{}\": no backend up, subrequest not held (only main requests are), answering 503",
+            conf.name
+        );
+        return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+    }
     if !upstream.shared().try_hold(conf.hold_limit()) {
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
@@ -100,11 +113,7 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
             conf.name,
             conf.hold_limit()
         );
-        // Finalized here, so that the phase engine stops and the location's content handler
-        // (proxy_pass...) never runs after the answer.
-        // SAFETY: r is live and has sent nothing.
-        unsafe { refuse(r, conf, "too many requests are waiting for a backend") };
-        return NGX_DONE as ngx_int_t;
+        return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
     }
     // SAFETY: r is live.
     unsafe { hold(r, upstream, failures_seen) }
@@ -142,6 +151,10 @@ unsafe fn hold(
         let wev = (*(*r).connection).write;
         (*wev).set_delayed(1);
         ngx_add_timer(wev, upstream.conf.hold_timeout_ms() as _);
+        // A client that closed while its request was read has no event coming: its end of
+        // file was seen with the request. Looking once now notices it (and frees the request,
+        // which takes it off the hold count); on an open connection the look costs nothing.
+        ngx_post_event((*(*r).connection).read, addr_of_mut!(ngx_posted_events));
     }
     NGX_AGAIN as ngx_int_t
 }
@@ -182,23 +195,8 @@ fn held_context(request: &Request) -> *mut HeldRequest {
     unsafe { *raw.ctx.add(Module::module().ctx_index) as *mut HeldRequest }
 }
 
-/// Answers 503 with `Retry-After` and finalizes the request.
-///
-/// # Safety
-/// `r` must be a live request that has sent nothing.
-unsafe fn refuse(r: *mut ngx_http_request_t, upstream: &UpstreamConf, why: &str) {
-    let body = format!("503: {why} (upstream \"{}\")\n", upstream.name);
-    // SAFETY: caller's contract.
-    unsafe {
-        let rc = send_text(
-            r,
-            NGX_HTTP_SERVICE_UNAVAILABLE,
-            &body,
-            &[("Retry-After", "1")],
-        );
-        ngx_http_finalize_request(r, rc);
-    }
-}
+/// The `Retry-After` of every 503 the gate answers.
+const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
 
 /// Takes the request off its queue and the shared count, once.
 fn release(held: &mut HeldRequest) {
@@ -245,8 +243,9 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
         upstream.name,
         upstream.hold_timeout_ms()
     );
-    // SAFETY: the request is live and has sent nothing.
-    unsafe { refuse(r, upstream, "no backend came up in time") };
+    let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+    // SAFETY: the request is live, held, and has sent nothing.
+    unsafe { end_with(r, rc) };
 }
 
 fn arm_wake_timer(upstream: &'static UpstreamRuntime) {

@@ -10,22 +10,15 @@ use ngx::http::Request;
 use crate::core::process_state::program_name;
 use crate::core::status_json::{json_string, render_upstream, BackendView};
 use crate::runtime::{worker, UpstreamRuntime};
-use crate::util::reply::send_text;
+use crate::util::reply::{error_status, send_text};
 
 pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request.
     let request = unsafe { Request::from_ngx_http_request(r) };
     let method = AsRef::<ngx_http_request_t>::as_ref(request).method;
     if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
-        // SAFETY: r is live.
-        return unsafe {
-            send_text(
-                r,
-                NGX_HTTP_NOT_ALLOWED,
-                "supervisord_status: only GET and HEAD are allowed\n",
-                &[("Allow", "GET, HEAD")],
-            )
-        };
+        // nginx answers and reads the body away, so that it never reads as the next request.
+        return error_status(request, NGX_HTTP_NOT_ALLOWED, &[("Allow", "GET, HEAD")]);
     }
     let rc = request.discard_request_body().0;
     if rc != NGX_OK as ngx_int_t {

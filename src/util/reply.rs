@@ -1,5 +1,5 @@
-//! Short `text/plain` answers the module makes itself (control endpoints, requests it could not
-//! hold), through ngx's request helpers.
+//! Answers the module makes itself: short `text/plain` bodies (control endpoints, status), and
+//! error statuses handed to nginx's own error path (refused methods, requests it could not hold).
 
 use nginx_sys::{ngx_chain_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_OK};
 use ngx::core::Buffer;
@@ -45,4 +45,18 @@ pub unsafe fn send_text(
         next: std::ptr::null_mut(),
     };
     request.output_filter(&mut chain).0
+}
+
+/// Prepares an error answer that nginx itself makes: adds `headers` to the response and returns
+/// `status` for the caller to return from its handler (or pass to `ngx_http_finalize_request`).
+/// nginx's special-response path then reads and drops any request body (so that it is never
+/// taken for the next request on the connection), applies `error_page`, and keeps the headers
+/// added here (it resets only the content type).
+pub fn error_status(request: &mut Request, status: u32, headers: &[(&str, &str)]) -> ngx_int_t {
+    for (name, value) in headers {
+        if request.add_header_out(name, value).is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    status as ngx_int_t
 }

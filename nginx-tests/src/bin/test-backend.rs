@@ -2,11 +2,13 @@
 //! request with `backend <port>` (keep-alive aware). `/slow/<ms>` answers after `<ms>` ms.
 //!
 //! Usage: test-backend <port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
+//!                     [--record PATH]
 //!   --listen-after      sleep that long before listening (a slow-starting application)
 //!   --protocol raw      read what arrives, answer one HTTP response, close (for uwsgi_pass,
 //!                       scgi_pass, grpc_pass: their servers reply in HTTP or fail visibly)
 //!   --protocol fastcgi  answer one FastCGI response, close
 //!   --ready-file PATH   once listening, write the wall-clock time (ns since the epoch) there
+//!   --record PATH       (http) append `METHOD PATH BODY-LENGTH` there for every request received
 
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ fn main() {
     }
     let protocol = option("--protocol").unwrap_or_else(|| "http".into());
     let ready_file = option("--ready-file");
+    let record: Option<&'static str> = option("--record").map(|path| &*path.leak());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -61,14 +64,14 @@ fn main() {
                 match protocol.as_str() {
                     "raw" => serve_raw(stream, port).await,
                     "fastcgi" => serve_fastcgi(stream, port).await,
-                    _ => serve_http(stream, port).await,
+                    _ => serve_http(stream, port, record).await,
                 }
             });
         }
     });
 }
 
-async fn serve_http(stream: TcpStream, port: u16) {
+async fn serve_http(stream: TcpStream, port: u16, record: Option<&'static str>) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     loop {
@@ -99,6 +102,16 @@ async fn serve_http(stream: TcpStream, port: u16) {
             return;
         }
         let path = request_line.split(' ').nth(1).unwrap_or("/");
+        if let Some(record) = record {
+            let method = request_line.split(' ').next().unwrap_or("");
+            let line = format!("{method} {path} {}\n", body.len());
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(record)
+                .expect("open record file");
+            std::io::Write::write_all(&mut file, line.as_bytes()).expect("write record file");
+        }
         if let Some(ms) = path.strip_prefix("/slow/") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         }
