@@ -12,6 +12,7 @@ use nginx_sys::{
 
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
+use crate::core::failure::FailureLimit;
 use crate::core::server_addresses::check_servers;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
@@ -27,6 +28,8 @@ pub struct Backend {
     /// Every address the server line resolved to, as raw sockaddr bytes.
     pub sockaddrs: Vec<Vec<u8>>,
     pub initial_status: BackendStatus,
+    /// The server line's `max_fails` and `fail_timeout`.
+    pub failure_limit: FailureLimit,
 }
 
 /// Where this worker connects to supervisord, resolved when the configuration is read.
@@ -212,6 +215,12 @@ impl UpstreamConf {
                 Backend {
                     name: str_lossy(&server.name),
                     sockaddrs: server_sockaddrs(server),
+                    failure_limit: FailureLimit {
+                        max_fails: u32::try_from(server.max_fails).unwrap_or(u32::MAX),
+                        fail_timeout_ms: u64::try_from(server.fail_timeout)
+                            .unwrap_or(0)
+                            .saturating_mul(1_000),
+                    },
                     initial_status: if self.inherit_backend_status && !down {
                         BackendStatus::Up
                     } else {

@@ -1,41 +1,112 @@
-//! What a failed request (connection refused, reset, timed out) does to its backend. As in the
-//! 2010 module, a failing backend is taken out and stopped through supervisord; once every
-//! backend is down, the next request starts one again and is held meanwhile.
-//!
-//! A backend is failing only when every one of its addresses failed recently: a `server` name
-//! that resolves to several addresses (`localhost` -> ::1 and 127.0.0.1) while the program
-//! listens on one of them is served by that one, and nginx's own `max_fails`/`fail_timeout`
-//! keep requests off the other. A backend with one address is stopped at its first failure.
+//! What failed requests (connection refused, reset, timed out, a `proxy_next_upstream` status)
+//! do to their backend. They count as nginx counts them: `max_fails` failures within
+//! `fail_timeout` (per server line; `max_fails=0` never acts on traffic). A backend that reaches
+//! its limit is checked before anything is done to it: it stays UP while it accepts
+//! connections (a slow or failing request never takes the others down with it), goes DOWN
+//! without a stop call when its program is not running, and is restarted (stopped, then
+//! started by the next request) when its program runs but refuses connections.
 
 use super::backend_status::BackendStatus;
 use super::commands::Mode;
+use super::process_state::ProcessState;
 
-/// How recent the failures of a backend's other addresses must be to count with this one
-/// (nginx's default `fail_timeout`).
-pub const ADDRESS_FAILURE_WINDOW_MS: u64 = 10_000;
+/// nginx's `max_fails` and `fail_timeout` of one server line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureLimit {
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
+}
+
+impl Default for FailureLimit {
+    /// nginx's defaults: `max_fails=1 fail_timeout=10s`.
+    fn default() -> Self {
+        Self {
+            max_fails: 1,
+            fail_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The recent failures of one backend, as one worker saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureCount {
+    pub failures: u32,
+    /// When the first failure of the current window happened.
+    pub window_start_ms: u64,
+}
+
+impl FailureCount {
+    /// Counts one failure; true when that reaches the limit.
+    pub fn record_failure(&mut self, now_ms: u64, limit: FailureLimit) -> bool {
+        if limit.max_fails == 0 {
+            return false;
+        }
+        let window_over = now_ms.saturating_sub(self.window_start_ms) > limit.fail_timeout_ms;
+        if self.failures == 0 || window_over {
+            *self = Self {
+                failures: 1,
+                window_start_ms: now_ms,
+            };
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
+        self.failures >= limit.max_fails
+    }
+
+    /// A request succeeded: the backend works.
+    pub fn record_success(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// What the check found of the backend's program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramSeen {
+    /// supervisord's state of the program; `None` when supervisord has no such program.
+    Known(Option<ProcessState>),
+    /// supervisord could not be asked.
+    Unknown,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureAction {
-    /// Leave the backend as it is (not UP any more, an address still works, or nothing to stop).
+    /// Nothing to do (not UP any more, or `supervisord none`).
     Ignore,
-    /// Take it out (SHUTTING_DOWN) and stop its program.
-    Stop,
+    /// It accepts connections: the failures were the requests', not the backend's.
+    LeaveUp,
+    /// Its program is not running: DOWN, without a stop call.
+    MarkDown,
+    /// Its program runs but refuses connections: stop it (the next request starts it again).
+    Restart,
 }
 
-/// `last_failures` holds, per address of the backend, when a request to it last failed
-/// (including the failure being decided on), or none.
+/// Whether to look at the program at all: only an UP backend of a real supervisord.
+pub fn worth_checking(mode: Mode, current: BackendStatus) -> bool {
+    mode == Mode::Supervised && current == BackendStatus::Up
+}
+
+/// The decision once a backend reached its failure limit and was checked: `accepts` tells
+/// whether any of its addresses accepted a connection, `program` what supervisord says (only
+/// asked when nothing accepted).
 pub fn failure_action(
     mode: Mode,
     current: BackendStatus,
-    last_failures: &[Option<u64>],
-    now_ms: u64,
+    accepts: bool,
+    program: ProgramSeen,
 ) -> FailureAction {
-    let every_address_failing = last_failures.iter().all(|failed| {
-        failed.is_some_and(|at| now_ms.saturating_sub(at) <= ADDRESS_FAILURE_WINDOW_MS)
-    });
-    match (mode, current) {
-        (Mode::Supervised, BackendStatus::Up) if every_address_failing => FailureAction::Stop,
-        _ => FailureAction::Ignore,
+    if !worth_checking(mode, current) {
+        return FailureAction::Ignore;
+    }
+    if accepts {
+        return FailureAction::LeaveUp;
+    }
+    match program {
+        ProgramSeen::Known(Some(ProcessState::Running)) => FailureAction::Restart,
+        // Gone, exited, stopping, being restarted (by supervisord after a crash, or by hand),
+        // no such program, or supervisord unreachable while nothing answers on the backend's
+        // addresses: it cannot serve now. DOWN: the next request starts it (or finds it
+        // starting) and is held until it accepts connections.
+        ProgramSeen::Known(_) | ProgramSeen::Unknown => FailureAction::MarkDown,
     }
 }
 
@@ -44,50 +115,114 @@ mod tests {
     use super::*;
     use BackendStatus::*;
 
-    const NOW: u64 = 1_000_000;
+    const LIMIT_3_IN_10S: FailureLimit = FailureLimit {
+        max_fails: 3,
+        fail_timeout_ms: 10_000,
+    };
 
     #[test]
-    fn only_an_up_supervised_backend_is_stopped() {
-        let failed_now = [Some(NOW)];
-        assert_eq!(
-            failure_action(Mode::Supervised, Up, &failed_now, NOW),
-            FailureAction::Stop
-        );
-        for other in [Down, StartingUp, ShuttingDown] {
+    fn failures_count_within_fail_timeout_as_nginx_counts_them() {
+        let mut count = FailureCount::default();
+        assert!(!count.record_failure(1_000, LIMIT_3_IN_10S));
+        assert!(!count.record_failure(2_000, LIMIT_3_IN_10S));
+        assert!(count.record_failure(11_000, LIMIT_3_IN_10S));
+        // A failure after the window starts a new one.
+        let mut count = FailureCount::default();
+        count.record_failure(1_000, LIMIT_3_IN_10S);
+        count.record_failure(2_000, LIMIT_3_IN_10S);
+        assert!(!count.record_failure(11_001, LIMIT_3_IN_10S));
+        assert_eq!(count.failures, 1);
+    }
+
+    #[test]
+    fn the_default_limit_is_reached_by_one_failure() {
+        let mut count = FailureCount::default();
+        assert!(count.record_failure(5, FailureLimit::default()));
+    }
+
+    #[test]
+    fn max_fails_zero_never_acts_on_traffic() {
+        let never = FailureLimit {
+            max_fails: 0,
+            fail_timeout_ms: 10_000,
+        };
+        let mut count = FailureCount::default();
+        for now in 0..100 {
+            assert!(!count.record_failure(now, never));
+        }
+    }
+
+    #[test]
+    fn a_success_clears_the_count() {
+        let mut count = FailureCount::default();
+        count.record_failure(1_000, LIMIT_3_IN_10S);
+        count.record_failure(1_001, LIMIT_3_IN_10S);
+        count.record_success();
+        assert!(!count.record_failure(1_002, LIMIT_3_IN_10S));
+    }
+
+    #[test]
+    fn a_backend_that_accepts_connections_stays_up() {
+        for program in [
+            ProgramSeen::Known(Some(ProcessState::Running)),
+            ProgramSeen::Known(None),
+            ProgramSeen::Unknown,
+        ] {
             assert_eq!(
-                failure_action(Mode::Supervised, other, &failed_now, NOW),
-                FailureAction::Ignore
+                failure_action(Mode::Supervised, Up, true, program),
+                FailureAction::LeaveUp
             );
         }
-        // With `supervisord none` there is nothing to stop; the balancer's own
-        // max_fails/fail_timeout handle failures.
+    }
+
+    #[test]
+    fn a_program_that_is_not_running_goes_down_without_a_stop() {
+        for state in [
+            Some(ProcessState::Starting),
+            Some(ProcessState::Exited),
+            Some(ProcessState::Fatal),
+            Some(ProcessState::Stopped),
+            Some(ProcessState::Backoff),
+            None,
+        ] {
+            assert_eq!(
+                failure_action(Mode::Supervised, Up, false, ProgramSeen::Known(state)),
+                FailureAction::MarkDown
+            );
+        }
         assert_eq!(
-            failure_action(Mode::Immediate, Up, &failed_now, NOW),
-            FailureAction::Ignore
+            failure_action(Mode::Supervised, Up, false, ProgramSeen::Unknown),
+            FailureAction::MarkDown
         );
     }
 
     #[test]
-    fn one_bad_address_of_several_does_not_stop_the_backend() {
-        // localhost: ::1 refuses, 127.0.0.1 never failed.
-        assert_eq!(
-            failure_action(Mode::Supervised, Up, &[Some(NOW), None], NOW),
-            FailureAction::Ignore
-        );
-        // The other address failed too, recently: the program is gone.
-        assert_eq!(
-            failure_action(Mode::Supervised, Up, &[Some(NOW), Some(NOW - 3_000)], NOW),
-            FailureAction::Stop
-        );
-        // ... but long ago it does not count.
+    fn a_running_program_that_refuses_connections_is_restarted() {
         assert_eq!(
             failure_action(
                 Mode::Supervised,
                 Up,
-                &[Some(NOW), Some(NOW - ADDRESS_FAILURE_WINDOW_MS - 1)],
-                NOW
+                false,
+                ProgramSeen::Known(Some(ProcessState::Running))
             ),
+            FailureAction::Restart
+        );
+    }
+
+    #[test]
+    fn only_an_up_supervised_backend_is_acted_on() {
+        let running = ProgramSeen::Known(Some(ProcessState::Running));
+        for other in [Down, StartingUp, ShuttingDown] {
+            assert_eq!(
+                failure_action(Mode::Supervised, other, false, running),
+                FailureAction::Ignore
+            );
+        }
+        assert_eq!(
+            failure_action(Mode::Immediate, Up, false, running),
             FailureAction::Ignore
         );
+        assert!(!worth_checking(Mode::Immediate, Up));
+        assert!(worth_checking(Mode::Supervised, Up));
     }
 }

@@ -20,7 +20,7 @@ use ngx::http::HttpModuleServerConf;
 use crate::conf::UpstreamConf;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
-use crate::supervisord::commander;
+use crate::supervisord::failure_check;
 
 const NO_BACKEND: usize = usize::MAX;
 
@@ -292,11 +292,8 @@ unsafe extern "C" fn free_peer(
             .shared()
             .backend(context.current_backend)
             .request_finished();
-        if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
-            // SAFETY: pc is the request's peer connection, its sockaddr the failed peer's.
-            let address = peer_sockaddr(unsafe { &*pc });
-            commander::backend_failed(upstream, context.current_backend, address);
-        }
+        let failed = state & NGX_PEER_FAILED as ngx_uint_t != 0;
+        failure_check::request_finished(upstream, context.current_backend, failed);
         context.current_backend = NO_BACKEND;
     }
     if let Some(inner_free) = context.inner_free {

@@ -15,6 +15,7 @@ use nginx_sys::{
 
 use super::hold_queue::HoldQueue;
 use crate::conf::UpstreamConf;
+use crate::core::failure::FailureCount;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
 
@@ -36,8 +37,10 @@ pub struct UpstreamRuntime {
     pub synced_generation: Cell<u64>,
     /// Per backend, the shared up count this worker's peer list last reflected.
     pub applied_up_counts: RefCell<Vec<u64>>,
-    /// Per backend and address, when a request this worker sent there last failed.
-    pub address_failures: RefCell<Vec<Vec<Option<u64>>>>,
+    /// Per backend, the failed requests this worker counted (nginx's max_fails/fail_timeout).
+    pub failure_counts: RefCell<Vec<FailureCount>>,
+    /// Per backend, a failure check is under way in this worker.
+    pub failure_checks: RefCell<Vec<bool>>,
 }
 
 impl UpstreamRuntime {
@@ -55,12 +58,8 @@ impl UpstreamRuntime {
             last_sync_error: RefCell::new(None),
             synced_generation: Cell::new(0),
             applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
-            address_failures: RefCell::new(
-                conf.backends
-                    .iter()
-                    .map(|backend| vec![None; backend.sockaddrs.len()])
-                    .collect(),
-            ),
+            failure_counts: RefCell::new(vec![FailureCount::default(); conf.backends.len()]),
+            failure_checks: RefCell::new(vec![false; conf.backends.len()]),
         }
     }
 

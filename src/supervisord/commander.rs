@@ -10,20 +10,18 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE};
 
 use super::client;
 use super::readiness::{self, SharedHandshake};
 use crate::core::backend_status::Command;
 use crate::core::call_outcome::command_succeeded;
-use crate::core::failure::{failure_action, FailureAction};
 use crate::core::process_state::program_name;
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::start_handshake::{settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
-use crate::util::time::now_ms;
 
 /// Sends `command` for backend `index`, whose status the caller has just moved into the
 /// command's transitional status.
@@ -170,51 +168,4 @@ fn send(
             }
         }),
     );
-}
-
-/// A request to `address` (a sockaddr of the peer) of backend `index` failed (connection
-/// refused, reset, timeout). The backend is stopped only once all its addresses fail.
-pub fn backend_failed(upstream: &'static UpstreamRuntime, index: usize, address: &[u8]) {
-    let conf = upstream.conf;
-    let now = now_ms();
-    let mut failures = upstream.address_failures.borrow_mut();
-    let backend_failures = &mut failures[index];
-    if let Some(position) = conf.backends[index]
-        .sockaddrs
-        .iter()
-        .position(|known| known.as_slice() == address)
-    {
-        backend_failures[position] = Some(now);
-    } else if let [only] = backend_failures.as_mut_slice() {
-        // nginx handed over an address of its own; with one address there is no doubt.
-        *only = Some(now);
-    }
-    let lock = upstream.lock();
-    let before = lock.status(index);
-    let action = failure_action(conf.mode(), before, backend_failures, now);
-    ngx::ngx_log_debug!(
-        cycle_log(),
-        "supervisord: upstream \"{}\" backend {} failed a request while {}: {:?}",
-        conf.name,
-        index,
-        before,
-        action
-    );
-    if action != FailureAction::Stop {
-        return;
-    }
-    lock.begin_command(index, Command::Stop.transitional_status(), now);
-    drop(lock);
-    // Once started again, the backend starts with a clean slate.
-    backend_failures.fill(None);
-    drop(failures);
-    ngx::ngx_log_error!(
-        NGX_LOG_WARN,
-        cycle_log(),
-        "supervisord: upstream \"{}\" backend {} ({}) failed; stopping it",
-        conf.name,
-        index,
-        conf.backends[index].name
-    );
-    execute(upstream, index, Command::Stop);
 }

@@ -3,5 +3,7 @@
 
 pub mod client;
 pub mod commander;
+pub mod connect_check;
+pub mod failure_check;
 pub mod readiness;
 pub mod reconciler;

@@ -1,5 +1,6 @@
 //! A real backend process for tests, the demo and the benchmarks: answers every HTTP/1.x
-//! request with `backend <port>` (keep-alive aware). `/slow/<ms>` answers after `<ms>` ms.
+//! request with `backend <port>` (keep-alive aware). `/slow/<ms>` answers after `<ms>` ms;
+//! `/status/<code>` answers with that status (an application error, e.g. 500).
 //!
 //! Usage: test-backend <port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
 //!                     [--record PATH]
@@ -115,9 +116,13 @@ async fn serve_http(stream: TcpStream, port: u16, record: Option<&'static str>) 
         if let Some(ms) = path.strip_prefix("/slow/") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         }
+        let status = path
+            .strip_prefix("/status/")
+            .and_then(|code| code.parse::<u16>().ok())
+            .unwrap_or(200);
         let reply = format!("backend {port}\n");
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {port}\r\n{}\r\n{reply}",
+            "HTTP/1.1 {status} Status\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {port}\r\n{}\r\n{reply}",
             reply.len(),
             if close { "Connection: close\r\n" } else { "" }
         );

@@ -1,0 +1,154 @@
+//! Failed requests, counted per backend as nginx counts them (`max_fails` within
+//! `fail_timeout`); a backend that reaches its limit is checked (does it accept connections?
+//! is its program running?) and only then left UP, taken DOWN or restarted
+//! (`core::failure` decides).
+
+use nginx_sys::{NGX_LOG_NOTICE, NGX_LOG_WARN};
+
+use super::{client, commander, connect_check};
+use crate::core::backend_status::Command;
+use crate::core::failure::{failure_action, worth_checking, FailureAction, ProgramSeen};
+use crate::core::process_state::parse_all_process_info;
+use crate::core::reconcile_plan::observed_states;
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
+
+/// A request to backend `index` ended, `failed` or not (nginx's NGX_PEER_FAILED).
+pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed: bool) {
+    let mut counts = upstream.failure_counts.borrow_mut();
+    if !failed {
+        counts[index].record_success();
+        return;
+    }
+    let conf = upstream.conf;
+    let limit = conf.backends[index].failure_limit;
+    let reached = counts[index].record_failure(now_ms(), limit);
+    let failures = counts[index].failures;
+    drop(counts);
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {}: failed request {} of max_fails {}",
+        conf.name,
+        index,
+        failures,
+        limit.max_fails
+    );
+    if !reached
+        || upstream.failure_checks.borrow()[index]
+        || !worth_checking(conf.mode(), upstream.shared().backend(index).status())
+    {
+        return;
+    }
+    upstream.failure_checks.borrow_mut()[index] = true;
+    let backend = &conf.backends[index];
+    connect_check::accepts_connections(
+        backend.sockaddrs.clone(),
+        backend.name.as_str(),
+        Box::new(move |accepts| {
+            if accepts {
+                conclude(upstream, index, failures, true, ProgramSeen::Unknown);
+                return;
+            }
+            client::call(
+                upstream,
+                "supervisor.getAllProcessInfo",
+                &[],
+                Box::new(move |result| {
+                    let program = match result
+                        .map_err(|error| error.to_string())
+                        .and_then(|value| parse_all_process_info(&value))
+                    {
+                        Ok(processes) => ProgramSeen::Known(
+                            observed_states(
+                                &processes,
+                                upstream.conf.program_prefix(),
+                                upstream.conf.backends.len(),
+                            )[index],
+                        ),
+                        Err(_) => ProgramSeen::Unknown,
+                    };
+                    conclude(upstream, index, failures, false, program);
+                }),
+            );
+        }),
+    );
+}
+
+fn conclude(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    failures: u32,
+    accepts: bool,
+    program: ProgramSeen,
+) {
+    upstream.failure_checks.borrow_mut()[index] = false;
+    let conf = upstream.conf;
+    let backend = &conf.backends[index];
+    let lock = upstream.lock();
+    let before = lock.status(index);
+    let action = failure_action(conf.mode(), before, accepts, program);
+    match action {
+        FailureAction::MarkDown => lock.set_status(index, Command::Stop.target_status()),
+        FailureAction::Restart => {
+            lock.begin_command(index, Command::Stop.transitional_status(), now_ms())
+        }
+        FailureAction::LeaveUp | FailureAction::Ignore => {}
+    }
+    drop(lock);
+    if action != FailureAction::Ignore {
+        upstream.failure_counts.borrow_mut()[index].record_success();
+    }
+    let seen = match program {
+        ProgramSeen::Known(Some(state)) => state.name(),
+        ProgramSeen::Known(None) => "no such program",
+        ProgramSeen::Unknown => "unknown",
+    };
+    match action {
+        FailureAction::LeaveUp => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s), but it accepts connections; left up",
+                conf.name,
+                index,
+                backend.name,
+                failures
+            );
+        }
+        FailureAction::MarkDown => {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s), no connection accepted and its program is not running (supervisord says {}): up -> down",
+                conf.name,
+                index,
+                backend.name,
+                failures,
+                seen
+            );
+        }
+        FailureAction::Restart => {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s) and its program runs but accepts no connection; restarting it",
+                conf.name,
+                index,
+                backend.name,
+                failures
+            );
+            commander::execute(upstream, index, Command::Stop);
+        }
+        FailureAction::Ignore => {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: failure check found it {} (program {}): nothing to do",
+                conf.name,
+                index,
+                before,
+                seen
+            );
+        }
+    }
+}
