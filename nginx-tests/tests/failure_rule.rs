@@ -82,25 +82,31 @@ fn statuses(nginx: &Nginx) -> Vec<Status> {
         .collect()
 }
 
-fn stops(supervisord: &Supervisord) -> usize {
-    supervisord.log().matches("stopped: backend").count()
-}
-
-#[test]
-fn a_slow_request_takes_no_backend_and_no_other_request_down() {
+/// A supervisord with two backend programs, and their `server` lines (`fail_timeout=1s`).
+fn two_backends(name: &str) -> (Supervisord, Vec<String>) {
     let ports = [free_port(), free_port()];
     let supervisord = Supervisord::start(
-        "slow-rule",
+        name,
         &[
             Program::backend("backend0", ports[0], 0),
             Program::backend("backend1", ports[1], 0),
         ],
         "",
     );
-    let servers: Vec<String> = ports
+    let servers = ports
         .iter()
-        .map(|p| format!("127.0.0.1:{p} fail_timeout=1s"))
+        .map(|port| format!("127.0.0.1:{port} fail_timeout=1s"))
         .collect();
+    (supervisord, servers)
+}
+
+fn stops(supervisord: &Supervisord) -> usize {
+    supervisord.log().matches("stopped: backend").count()
+}
+
+#[test]
+fn a_slow_request_takes_no_backend_and_no_other_request_down() {
+    let (supervisord, servers) = two_backends("slow-rule");
     let nginx = nginx_with(
         "slow-rule",
         &servers,
@@ -148,19 +154,7 @@ fn a_slow_request_takes_no_backend_and_no_other_request_down() {
 
 #[test]
 fn an_application_error_passed_on_does_not_stop_the_backend() {
-    let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "status-rule",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
-    let servers: Vec<String> = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p} fail_timeout=1s"))
-        .collect();
+    let (supervisord, servers) = two_backends("status-rule");
     let nginx = nginx_for(
         "status-rule",
         &servers,
