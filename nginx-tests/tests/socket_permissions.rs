@@ -131,7 +131,12 @@ fn the_recommended_socket_gets_no_warning_and_works() {
     let reply = nginx.get("/");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body.trim(), format!("backend {port}"));
-    assert_eq!(spawns(&supervisord), 1, "{}", supervisord.log());
+    // supervisord may log the spawn after its program already answered (a busy machine).
+    assert!(
+        eventually(2, || spawns(&supervisord) == 1),
+        "{}",
+        supervisord.log()
+    );
     assert!(!nginx.error_log().contains("cannot reach"));
     nginx.assert_clean_log();
 }
