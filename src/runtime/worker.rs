@@ -38,6 +38,26 @@ pub struct UpstreamRuntime {
     pub applied_up_counts: RefCell<Vec<u64>>,
     /// Per backend and address, when a request this worker sent there last failed.
     pub address_failures: RefCell<Vec<Vec<Option<u64>>>>,
+    /// Per backend, the drain this worker watches before stopping it (see
+    /// `commander::stop_after_drain`).
+    pub drains: Box<[DrainTimer]>,
+}
+
+/// One backend's drain as watched by the worker that took its stop: a timer that looks at the
+/// backend's in-flight count over all workers, and when the drain began.
+pub struct DrainTimer {
+    pub event: UnsafeCell<ngx_event_t>,
+    pub started_ms: Cell<u64>,
+}
+
+impl DrainTimer {
+    fn new() -> Self {
+        Self {
+            // SAFETY: zeroed is a valid unset event.
+            event: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            started_ms: Cell::new(0),
+        }
+    }
 }
 
 impl UpstreamRuntime {
@@ -61,6 +81,7 @@ impl UpstreamRuntime {
                     .map(|backend| vec![None; backend.sockaddrs.len()])
                     .collect(),
             ),
+            drains: conf.backends.iter().map(|_| DrainTimer::new()).collect(),
         }
     }
 
