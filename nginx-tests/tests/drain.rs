@@ -356,6 +356,53 @@ fn a_start_during_a_drain_is_refused_until_the_stop_is_done() {
 }
 
 #[test]
+fn a_reload_during_a_drain_lets_the_old_worker_finish_it() {
+    let ports = [free_port()];
+    let supervisord = Supervisord::start(
+        "drain-reload",
+        &[Program::backend("backend0", ports[0], 0)],
+        "",
+    );
+    let nginx = nginx_for("drain-reload", &ports, &supervisord, &[]);
+    assert_eq!(nginx.get("/_start/0").status, 200);
+    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
+    let slow_sent = Instant::now();
+    let slow = spawn_mixed(nginx.port, 4, "/slow/2500");
+    assert!(eventually(5, || backend_status(&nginx, 0).1 == 4));
+    assert!(nginx
+        .get("/_stop/0")
+        .body
+        .contains("(draining 4 in flight)"));
+    // The same configuration: the shared statuses carry over to the new workers.
+    let upstream = Upstream::new("backend")
+        .servers(&ports)
+        .supervisord(format!("unix:{}", supervisord.socket().display()));
+    nginx.reload(
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("/_start/", "supervisord_start backend;")
+                .location("/_stop/", "supervisord_stop backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    );
+    while slow_sent.elapsed() < Duration::from_millis(2300) {
+        assert_eq!(supervisord.state("backend0"), "RUNNING");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for handle in slow {
+        assert_eq!(handle.join().unwrap().status, 200);
+    }
+    supervisord.wait_state("backend0", "STOPPED");
+    assert!(eventually(5, || backend_status(&nginx, 0).0 == Status::Down));
+    let log = nginx.error_log();
+    assert_eq!(count_lines(&log, "): drained; stopping it"), 1, "{log}");
+    assert_eq!(count_lines(&log, "shutting down -> down"), 1, "{log}");
+    nginx.assert_clean_log();
+}
+
+#[test]
 fn the_drain_timeout_needs_supervisord_and_a_time() {
     let test_conf = |directives: &str| {
         let prefix = nginx_tests::Prefix::new("drain-conf");

@@ -72,6 +72,8 @@ pub enum StopBegun {
     Sent,
     /// `in_flight` requests were running: stopProcess is sent once they are done.
     Draining { in_flight: i64 },
+    /// The backend was settled meanwhile (it is not SHUTTING_DOWN any more): nothing to stop.
+    Settled,
 }
 
 /// Stops backend `index`, which this worker has just moved to SHUTTING_DOWN: at once when
@@ -104,7 +106,7 @@ pub fn stop_after_drain(
             let lock = upstream.lock();
             if lock.status(index) != BackendStatus::ShuttingDown {
                 // Settled by another worker in the meantime: nothing of ours to stop.
-                return Ok(StopBegun::Sent);
+                return Ok(StopBegun::Settled);
             }
             // The stop call goes later than a stop usually begins; reconciliation must not
             // take the live drain for a command whose worker is gone.
@@ -126,7 +128,7 @@ pub fn stop_after_drain(
         DrainStep::StopDrained => {
             try_execute(upstream, index, Command::Stop).map(|()| StopBegun::Sent)
         }
-        DrainStep::Abandoned => Ok(StopBegun::Sent),
+        DrainStep::Abandoned => Ok(StopBegun::Settled),
     }
 }
 
