@@ -67,7 +67,7 @@ const fn upstream_directive(
     )
 }
 
-static mut COMMANDS: [ngx_command_t; 11] = [
+static mut COMMANDS: [ngx_command_t; 12] = [
     upstream_directive(
         ngx_string!("supervisord"),
         NGX_CONF_TAKE12,
@@ -102,6 +102,11 @@ static mut COMMANDS: [ngx_command_t; 11] = [
         ngx_string!("supervisord_hold_timeout"),
         NGX_CONF_TAKE1,
         upstream::set_hold_timeout,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_drain_timeout"),
+        NGX_CONF_TAKE1,
+        upstream::set_drain_timeout,
     ),
     directive(
         ngx_string!("supervisord_start"),

@@ -47,6 +47,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HOLD_LIMIT: u64 = 1000;
 pub const DEFAULT_HOLD_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 
 /// The module's configuration of one `upstream {}` block.
 pub struct UpstreamConf {
@@ -63,6 +64,8 @@ pub struct UpstreamConf {
     pub hold_limit: Option<u64>,
     /// `supervisord_hold_timeout`: how long a request is held at most.
     pub hold_timeout: Option<u64>,
+    /// `supervisord_drain_timeout`: how long a stop waits for requests in flight at most.
+    pub drain_timeout: Option<u64>,
 
     /// Filled in once the configuration is read (see `attach`).
     /// Position among the managed upstreams: the same in the shared zone and each worker.
@@ -86,6 +89,7 @@ impl Default for UpstreamConf {
             sync_interval: None,
             hold_limit: None,
             hold_timeout: None,
+            drain_timeout: None,
             index: 0,
             program_prefix: None,
             inherit_backend_status: false,
@@ -110,6 +114,10 @@ impl UpstreamConf {
 
     pub fn hold_timeout_ms(&self) -> u64 {
         self.hold_timeout.unwrap_or(DEFAULT_HOLD_TIMEOUT_MS)
+    }
+
+    pub fn drain_timeout_ms(&self) -> u64 {
+        self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
     }
 
     pub fn sync_interval_ms(&self) -> u64 {
@@ -165,6 +173,8 @@ impl UpstreamConf {
             Some("supervisord_hold_limit")
         } else if self.hold_timeout.is_some() {
             Some("supervisord_hold_timeout")
+        } else if self.drain_timeout.is_some() {
+            Some("supervisord_drain_timeout")
         } else {
             None
         }
@@ -504,6 +514,25 @@ pub unsafe extern "C" fn set_hold_timeout(
             |upstream| &mut upstream.hold_timeout,
             positive_time,
             "a time such as 60s",
+        )
+    }
+}
+
+/// `supervisord_drain_timeout time`: how long a stop waits for the backend's requests in flight
+/// before stopping its program anyway (default 30s; 0 stops at once).
+pub unsafe extern "C" fn set_drain_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.drain_timeout,
+            parse_time_ms,
+            "a time such as 30s or 500ms",
         )
     }
 }

@@ -1,6 +1,11 @@
-//! Draining before a stop: the backend leaves rotation in every worker at once, and its program
-//! is stopped once no request is in flight to it over all workers, or once the drain timeout
-//! has passed.
+//! Draining before a stop: the backend leaves rotation in every worker at once (SHUTTING_DOWN
+//! takes no new requests), and its program is stopped once no request is in flight to it over
+//! all workers, or once the drain timeout has passed.
+
+use super::backend_status::BackendStatus;
+
+/// How often the worker that drains a backend looks at its in-flight count.
+pub const DRAIN_CHECK_INTERVAL_MS: u64 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DrainStep {
@@ -10,10 +15,23 @@ pub enum DrainStep {
     StopDrained,
     /// The drain timeout passed with `in_flight` requests still running: stop anyway.
     StopTimedOut { in_flight: i64 },
+    /// The backend is no longer SHUTTING_DOWN (reconciliation found the program gone, or found
+    /// the drain stale and took supervisord's word): there is nothing left to stop.
+    Abandoned,
 }
 
-pub fn drain_step(in_flight: i64, started_ms: u64, now_ms: u64, timeout_ms: u64) -> DrainStep {
-    if in_flight <= 0 {
+/// What to do with a drain begun at `started_ms` for a backend now in `status` with
+/// `in_flight` requests over all workers.
+pub fn drain_step(
+    status: BackendStatus,
+    in_flight: i64,
+    started_ms: u64,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> DrainStep {
+    if status != BackendStatus::ShuttingDown {
+        DrainStep::Abandoned
+    } else if in_flight <= 0 {
         DrainStep::StopDrained
     } else if now_ms.saturating_sub(started_ms) >= timeout_ms {
         DrainStep::StopTimedOut { in_flight }
@@ -22,24 +40,79 @@ pub fn drain_step(in_flight: i64, started_ms: u64, now_ms: u64, timeout_ms: u64)
     }
 }
 
+/// The time a draining stop counts as begun for the stale-command check of reconciliation
+/// (twice `supervisord_timeout` after it): the latest moment its stop call is sent, so that a
+/// live drain, however long `supervisord_drain_timeout` is, never looks orphaned, while one
+/// whose worker died is still reconciled in the end.
+pub fn stop_call_due_ms(now_ms: u64, timeout_ms: u64) -> u64 {
+    now_ms.saturating_add(timeout_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use BackendStatus::*;
 
     #[test]
     fn an_idle_backend_is_stopped_at_once() {
-        assert_eq!(drain_step(0, 100, 100, 30_000), DrainStep::StopDrained);
+        assert_eq!(
+            drain_step(ShuttingDown, 0, 100, 100, 30_000),
+            DrainStep::StopDrained
+        );
         // A count that went below zero (a worker died mid-request) does not block the stop.
-        assert_eq!(drain_step(-1, 100, 100, 30_000), DrainStep::StopDrained);
+        assert_eq!(
+            drain_step(ShuttingDown, -1, 100, 100, 30_000),
+            DrainStep::StopDrained
+        );
     }
 
     #[test]
     fn a_busy_backend_waits_until_drained_or_timed_out() {
-        assert_eq!(drain_step(3, 100, 29_000, 30_000), DrainStep::Wait);
         assert_eq!(
-            drain_step(3, 100, 30_100, 30_000),
+            drain_step(ShuttingDown, 3, 100, 29_000, 30_000),
+            DrainStep::Wait
+        );
+        assert_eq!(
+            drain_step(ShuttingDown, 3, 100, 30_100, 30_000),
             DrainStep::StopTimedOut { in_flight: 3 }
         );
-        assert_eq!(drain_step(0, 100, 30_100, 30_000), DrainStep::StopDrained);
+        assert_eq!(
+            drain_step(ShuttingDown, 0, 100, 30_100, 30_000),
+            DrainStep::StopDrained
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_stops_at_once_whatever_is_in_flight() {
+        assert_eq!(
+            drain_step(ShuttingDown, 2, 100, 100, 0),
+            DrainStep::StopTimedOut { in_flight: 2 }
+        );
+    }
+
+    #[test]
+    fn a_backend_settled_meanwhile_is_not_stopped() {
+        for status in [Up, Down, StartingUp] {
+            assert_eq!(
+                drain_step(status, 3, 100, 200, 30_000),
+                DrainStep::Abandoned
+            );
+            assert_eq!(
+                drain_step(status, 0, 100, 200, 30_000),
+                DrainStep::Abandoned
+            );
+        }
+    }
+
+    #[test]
+    fn a_live_drain_is_not_taken_for_an_orphan() {
+        // Reconciliation calls a command stale 2 x supervisord_timeout after it began.
+        let (supervisord_timeout, drain_timeout) = (1_000, 10_000);
+        let begun = stop_call_due_ms(5_000, drain_timeout);
+        let now = 5_000 + drain_timeout; // the stop call is sent now, at the latest
+        assert!(now.saturating_sub(begun) <= 2 * supervisord_timeout);
+        let orphaned = begun + 2 * supervisord_timeout + 1;
+        assert!(orphaned.saturating_sub(begun) > 2 * supervisord_timeout);
+        assert_eq!(stop_call_due_ms(u64::MAX - 1, 10), u64::MAX);
     }
 }

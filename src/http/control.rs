@@ -1,7 +1,9 @@
 //! The content handler of `supervisord_start` / `supervisord_stop` locations:
 //! `GET /loc/N` or `/loc/any` runs the command and answers with a one-line text body. With a
 //! real supervisord the answer means "accepted": the status is STARTING_UP or SHUTTING_DOWN
-//! and this worker's commander carries the command out.
+//! and this worker's commander carries the command out. A stop with requests in flight to the
+//! backend is answered at once as draining: the backend is out of rotation already, its program
+//! is stopped once they are done (see `commander::stop_after_drain`).
 
 use nginx_sys::{
     ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_CONFLICT, NGX_HTTP_GET,
@@ -15,7 +17,7 @@ use crate::core::commands::{decide, select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
-use crate::supervisord::commander;
+use crate::supervisord::commander::{self, StopBegun};
 use crate::util::reply::{error_status, send_text};
 use crate::util::text::str_bytes;
 use crate::util::time::now_ms;
@@ -125,8 +127,17 @@ fn run(
     };
     drop(lock);
     let backend = &conf.backends[index];
+    let mut draining = None;
     if ask_supervisord {
-        if let Err(reason) = commander::try_execute(upstream, index, command) {
+        let sent = match command {
+            Command::Start => commander::try_execute(upstream, index, command),
+            Command::Stop => commander::stop_after_drain(upstream, index).map(|begun| {
+                if let StopBegun::Draining { in_flight } = begun {
+                    draining = Some(in_flight);
+                }
+            }),
+        };
+        if let Err(reason) = sent {
             // Nothing reached supervisord; the commander put the status back.
             return Reply::new(
                 NGX_HTTP_BAD_GATEWAY,
@@ -148,22 +159,26 @@ fn run(
         before,
         decide(command, before, mode)
     );
+    let draining_note = draining
+        .map(|in_flight| format!(" (draining {in_flight} in flight)"))
+        .unwrap_or_default();
     if after != before {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             request.log(),
-            "supervisord: upstream \"{}\" backend {} ({}): {} -> {} by {}",
+            "supervisord: upstream \"{}\" backend {} ({}): {} -> {} by {}{}",
             conf.name,
             index,
             backend.name,
             before,
             after,
-            command
+            command,
+            draining_note
         );
     }
     Reply::new(
         NGX_HTTP_OK,
-        describe(command, upstream, index, before, after),
+        describe(command, upstream, index, before, after, &draining_note),
     )
 }
 
@@ -173,11 +188,12 @@ fn describe(
     index: usize,
     before: BackendStatus,
     after: BackendStatus,
+    draining_note: &str,
 ) -> String {
     let change = if before == after {
         format!("already {after}")
     } else {
-        format!("{before} -> {after}")
+        format!("{before} -> {after}{draining_note}")
     };
     let in_flight = upstream.shared().backend(index).in_flight();
     let held = upstream.shared().held();

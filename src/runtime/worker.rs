@@ -41,6 +41,26 @@ pub struct UpstreamRuntime {
     pub failure_counts: RefCell<Vec<FailureCount>>,
     /// Per backend, a failure check is under way in this worker.
     pub failure_checks: RefCell<Vec<bool>>,
+    /// Per backend, the drain this worker watches before stopping it (see
+    /// `commander::stop_after_drain`).
+    pub drains: Box<[DrainTimer]>,
+}
+
+/// One backend's drain as watched by the worker that took its stop: a timer that looks at the
+/// backend's in-flight count over all workers, and when the drain began.
+pub struct DrainTimer {
+    pub event: UnsafeCell<ngx_event_t>,
+    pub started_ms: Cell<u64>,
+}
+
+impl DrainTimer {
+    fn new() -> Self {
+        Self {
+            // SAFETY: zeroed is a valid unset event.
+            event: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            started_ms: Cell::new(0),
+        }
+    }
 }
 
 impl UpstreamRuntime {
@@ -60,6 +80,7 @@ impl UpstreamRuntime {
             applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
             failure_counts: RefCell::new(vec![FailureCount::default(); conf.backends.len()]),
             failure_checks: RefCell::new(vec![false; conf.backends.len()]),
+            drains: conf.backends.iter().map(|_| DrainTimer::new()).collect(),
         }
     }
 

@@ -8,20 +8,23 @@
 //! (see `core::start_handshake`).
 
 use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
 use std::rc::Rc;
 
-use nginx_sys::{NGX_LOG_ERR, NGX_LOG_NOTICE};
+use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE};
 
 use super::client;
 use super::readiness::{self, SharedHandshake};
-use crate::core::backend_status::Command;
+use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::call_outcome::command_succeeded;
+use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::process_state::program_name;
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::start_handshake::{settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
 
 /// Sends `command` for backend `index`, whose status the caller has just moved into the
 /// command's transitional status.
@@ -54,6 +57,161 @@ pub fn try_execute(
         Some(reason) => Err(reason),
         None => Ok(()),
     }
+}
+
+// Draining before a stop. The worker that moved a backend UP -> SHUTTING_DOWN took it out of
+// rotation for every worker with that move (only UP backends get new requests); it then sends
+// stopProcess only once the backend's requests in flight over all workers are done, or once
+// `supervisord_drain_timeout` has passed (`core::drain`). The wait is a timer in this worker's
+// runtime (one per backend), so that whoever asked for the stop is answered at once.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopBegun {
+    /// Nothing was in flight: stopProcess is on its way.
+    Sent,
+    /// `in_flight` requests were running: stopProcess is sent once they are done.
+    Draining { in_flight: i64 },
+    /// The backend was settled meanwhile (it is not SHUTTING_DOWN any more): nothing to stop.
+    Settled,
+}
+
+/// Stops backend `index`, which this worker has just moved to SHUTTING_DOWN: at once when
+/// nothing is in flight to it, else after draining. `Err` with the reason when a stop sent at
+/// once failed at once (the commander has put the status back).
+pub fn stop_after_drain(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+) -> Result<StopBegun, String> {
+    let conf = upstream.conf;
+    let now = now_ms();
+    let backend = upstream.shared().backend(index);
+    let step = drain_step(
+        backend.status(),
+        backend.in_flight(),
+        now,
+        now,
+        conf.drain_timeout_ms(),
+    );
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {}: stop, {} in flight: {:?}",
+        conf.name,
+        index,
+        backend.in_flight(),
+        step
+    );
+    match step {
+        DrainStep::Wait => {
+            let lock = upstream.lock();
+            if lock.status(index) != BackendStatus::ShuttingDown {
+                // Settled by another worker in the meantime: nothing of ours to stop.
+                return Ok(StopBegun::Settled);
+            }
+            // The stop call goes later than a stop usually begins; reconciliation must not
+            // take the live drain for a command whose worker is gone.
+            lock.begin_command(
+                index,
+                BackendStatus::ShuttingDown,
+                stop_call_due_ms(now, conf.drain_timeout_ms()),
+            );
+            drop(lock);
+            watch(upstream, index, now);
+            Ok(StopBegun::Draining {
+                in_flight: backend.in_flight(),
+            })
+        }
+        DrainStep::StopTimedOut { in_flight } => {
+            log_stop(upstream, index, in_flight);
+            try_execute(upstream, index, Command::Stop).map(|()| StopBegun::Sent)
+        }
+        DrainStep::StopDrained => {
+            try_execute(upstream, index, Command::Stop).map(|()| StopBegun::Sent)
+        }
+        DrainStep::Abandoned => Ok(StopBegun::Settled),
+    }
+}
+
+fn watch(upstream: &'static UpstreamRuntime, index: usize, now: u64) {
+    let drain = &upstream.drains[index];
+    drain.started_ms.set(now);
+    let event = drain.event.get();
+    // SAFETY: the event lives in the worker's runtime, which outlives its timers; only this
+    // worker's thread touches it. Adding a timer that is already set moves it.
+    unsafe {
+        (*event).handler = Some(on_timer);
+        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*event).log = cycle_log();
+        // Not cancelable: a worker that exits gracefully (reload) finishes its drains first,
+        // bounded by the drain timeout, as it finishes its requests in flight.
+        (*event).set_cancelable(0);
+        ngx_add_timer(event, DRAIN_CHECK_INTERVAL_MS as _);
+    }
+}
+
+unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    let Some(index) = upstream
+        .drains
+        .iter()
+        .position(|drain| drain.event.get() == event)
+    else {
+        return;
+    };
+    let conf = upstream.conf;
+    let backend = upstream.shared().backend(index);
+    let in_flight = backend.in_flight();
+    let step = drain_step(
+        backend.status(),
+        in_flight,
+        upstream.drains[index].started_ms.get(),
+        now_ms(),
+        conf.drain_timeout_ms(),
+    );
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {}: draining, {} in flight: {:?}",
+        conf.name,
+        index,
+        in_flight,
+        step
+    );
+    match step {
+        // SAFETY: re-arming our own event.
+        DrainStep::Wait => unsafe { ngx_add_timer(event, DRAIN_CHECK_INTERVAL_MS as _) },
+        DrainStep::StopDrained => {
+            log_stop(upstream, index, 0);
+            execute(upstream, index, Command::Stop);
+        }
+        DrainStep::StopTimedOut { in_flight } => {
+            log_stop(upstream, index, in_flight);
+            execute(upstream, index, Command::Stop);
+        }
+        // Whoever settled it logged why.
+        DrainStep::Abandoned => {}
+    }
+}
+
+/// The one notice of a drain: when the stop is sent, and with how much still in flight.
+fn log_stop(upstream: &UpstreamRuntime, index: usize, in_flight: i64) {
+    let conf = upstream.conf;
+    let how = if in_flight > 0 {
+        format!(
+            "drain timed out after {} ms with {in_flight} in flight",
+            conf.drain_timeout_ms()
+        )
+    } else {
+        "drained".to_string()
+    };
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} ({}): {}; stopping it",
+        conf.name,
+        index,
+        conf.backends[index].name,
+        how
+    );
 }
 
 fn send(
