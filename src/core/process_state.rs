@@ -156,9 +156,8 @@ impl ProcessDetail {
     pub fn reason(&self) -> String {
         let state = self.state.unwrap_or(ProcessState::Unknown).name();
         let mut reason = state.to_owned();
-        if let (Some(status), Some(ProcessState::Exited | ProcessState::Backoff)) =
-            (self.exit_status, self.state)
-        {
+        // supervisord's exit status is only current once the program has EXITED.
+        if let (Some(status), Some(ProcessState::Exited)) = (self.exit_status, self.state) {
             reason.push_str(&format!(", exit status {status}"));
         }
         let detail = if !self.spawn_error.is_empty() {
@@ -345,7 +344,7 @@ mod tests {
         let exited = parse_process_info(&info(100, 3, "", "Mar 12 10:00 AM")).unwrap();
         assert_eq!(exited.reason(), "EXITED, exit status 3: Mar 12 10:00 AM");
         let bare = parse_process_info(&info(30, 1, "", "")).unwrap();
-        assert_eq!(bare.reason(), "BACKOFF, exit status 1");
+        assert_eq!(bare.reason(), "BACKOFF");
         assert!(parse_process_info(&Value::Int(3)).is_err());
     }
 

@@ -11,8 +11,8 @@ use std::ptr;
 use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
     ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t, ngx_socket_errno,
-    NGX_AGAIN, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_exiting, ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t,
+    ngx_socket_errno, NGX_AGAIN, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
 
 use crate::core::call_outcome::{interpret_response, CallError};
@@ -332,7 +332,11 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
         unsafe { ngx_del_timer(&mut ex.deadline) };
     }
     let connection = ex.peer.connection;
-    if keep && !connection.is_null() && ex.upstream.idle_connection.get().is_null() {
+    // An exiting worker closed its idle connections once already: one parked now would be
+    // left open when it exits.
+    // SAFETY: plain read of nginx's process flag.
+    let exiting = unsafe { ngx_exiting != 0 };
+    if keep && !exiting && !connection.is_null() && ex.upstream.idle_connection.get().is_null() {
         // SAFETY: the connection is healthy and now owned by the idle slot.
         unsafe { park(ex.upstream, connection) };
         ex.peer.connection = ptr::null_mut();

@@ -20,8 +20,8 @@ use std::rc::Rc;
 use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
     ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
-    SOL_SOCKET, SO_ERROR,
+    ngx_exiting, ngx_peer_connection_t, ngx_quit, ngx_str_t, ngx_terminate, socklen_t, NGX_AGAIN,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
 };
 
 use super::client;
@@ -59,12 +59,24 @@ struct StartRef {
     /// The backend's change count when the start began: a later change settled it.
     changes_at_start: u64,
     last_state: LastState,
+    /// supervisord has yet to answer nginx's `startProcess` for this start: its answer (a
+    /// fault when the program dies within `startsecs`) settles a failure, with its reason.
+    reply_pending: Option<SharedHandshake>,
 }
 
 impl StartRef {
     fn still_starting(&self) -> bool {
         let backend = self.upstream.shared().backend(self.index);
         backend.status() == BackendStatus::StartingUp && backend.changes() == self.changes_at_start
+    }
+
+    /// The watch settles an exit itself only when no answer to a `startProcess` is due: the
+    /// start was confirmed (`startsecs=0`: the program exits after supervisord said RUNNING)
+    /// or made by hand.
+    fn watch_settles_exits(&self) -> bool {
+        self.reply_pending
+            .as_ref()
+            .is_none_or(|handshake| handshake.get().confirmed)
     }
 }
 
@@ -92,12 +104,23 @@ pub fn start(
     handshake: SharedHandshake,
     on_demand: bool,
 ) {
+    begin(upstream, index, handshake, on_demand, true);
+}
+
+fn begin(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    handshake: SharedHandshake,
+    on_demand: bool,
+    reply_due: bool,
+) {
     let start = StartRef {
         upstream,
         index,
         on_demand,
         changes_at_start: upstream.shared().backend(index).changes(),
         last_state: LastState::default(),
+        reply_pending: reply_due.then(|| handshake.clone()),
     };
     watch(start.clone());
     let conf = upstream.conf;
@@ -137,7 +160,7 @@ pub fn start(
 /// `start` or `restart`), moved to STARTING_UP by this worker: requests wait for it and resume
 /// the moment it listens. Its failure ends their wait, but does not count for the backoff.
 pub fn watch_hand_start(upstream: &'static UpstreamRuntime, index: usize) {
-    start(upstream, index, SharedHandshake::default(), false);
+    begin(upstream, index, SharedHandshake::default(), false, false);
 }
 
 fn still_starting(probe: &Probe) -> bool {
@@ -396,12 +419,14 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
     let watch = unsafe { (*event).data as *mut Watch };
     // SAFETY: as above.
     let w = unsafe { &mut *watch };
-    if !w.start.still_starting() && !w.calling.get() {
+    // SAFETY: plain reads of nginx's process flags.
+    let exiting = unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 };
+    if (exiting || !w.start.still_starting()) && !w.calling.get() {
         // SAFETY: leaked by `watch`; its timer has fired and no call refers to it.
         drop(unsafe { Box::from_raw(watch) });
         return;
     }
-    if !w.calling.get() && w.start.still_starting() {
+    if !exiting && !w.calling.get() && w.start.still_starting() {
         w.calling.set(true);
         let program = program_name(w.start.upstream.conf.program_prefix(), w.start.index);
         let start = w.start.clone();
@@ -420,7 +445,10 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
                     return;
                 };
                 start.last_state.set(detail.state);
-                if detail.state.is_some_and(exited_at_start_up) && start.still_starting() {
+                if detail.state.is_some_and(exited_at_start_up)
+                    && start.still_starting()
+                    && start.watch_settles_exits()
+                {
                     fail_start(&start, &detail);
                 }
             }),
