@@ -48,6 +48,8 @@ pub struct ProcessInfo {
     /// `group:name`, or `name` alone when the program is its own group.
     pub full_name: String,
     pub state: ProcessState,
+    /// Its process id; 0 when it is not running.
+    pub pid: i64,
 }
 
 /// Reads the array that `supervisor.getAllProcessInfo` returns.
@@ -69,6 +71,7 @@ pub fn parse_all_process_info(value: &Value) -> Result<Vec<ProcessInfo>, String>
                         format!("{group}:{name}")
                     },
                     state: ProcessState::from_code(state),
+                    pid: item.member("pid").and_then(Value::as_int).unwrap_or(0),
                 }),
                 _ => Err("process info without name, group and state".into()),
             }
@@ -91,12 +94,13 @@ pub fn program_name(prefix: &str, index: usize) -> String {
 /// readiness as if nginx had started it) instead of starting it again or failing; one STOPPING
 /// outside nginx becomes SHUTTING_DOWN, so that no request goes to it and none starts it while
 /// it stops (supervisord refuses a start then); RUNNING is UP, anything else DOWN. An UP
-/// backend found STARTING is taken for a hand restart only when nginx's own last command is
-/// stale (`command_is_stale`): a start nginx made may still be within its `startsecs`.
+/// backend found STARTING is taken for a hand restart only when its process is not the one
+/// seen before (`restarted`, see `restarted`): the one it was may still be within `startsecs`.
 pub fn reconciled_status(
     current: BackendStatus,
     observed: Option<ProcessState>,
     command_is_stale: bool,
+    restarted: bool,
 ) -> Option<BackendStatus> {
     let in_flight = matches!(
         current,
@@ -107,16 +111,19 @@ pub fn reconciled_status(
     }
     let implied = match observed {
         Some(ProcessState::Running) => BackendStatus::Up,
-        // UP while supervisord still counts a start nginx made recently towards `startsecs`
-        // (the probe saw it listen first): nothing new. Otherwise it was restarted by hand.
-        Some(ProcessState::Starting) if current == BackendStatus::Up && !command_is_stale => {
-            return None
-        }
+        // UP while supervisord still counts its start towards `startsecs` (the probe saw it
+        // listen first): nothing new, unless it is another process (restarted by hand).
+        Some(ProcessState::Starting) if current == BackendStatus::Up && !restarted => return None,
         Some(ProcessState::Starting) => BackendStatus::StartingUp,
         Some(ProcessState::Stopping) => BackendStatus::ShuttingDown,
         _ => BackendStatus::Down,
     };
     (implied != current).then_some(implied)
+}
+
+/// The program runs another process than the one seen last (0: none was running then).
+pub fn restarted(pid_before: i64, pid_now: i64) -> bool {
+    pid_before != 0 && pid_now != 0 && pid_now != pid_before
 }
 
 /// What `supervisor.getProcessInfo` says of one program, as far as a start is concerned.
@@ -221,8 +228,8 @@ mod tests {
     #[test]
     fn reconciliation_follows_supervisord_for_settled_backends() {
         let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(Down, running, false), Some(Up));
-        assert_eq!(reconciled_status(Up, running, false), None);
+        assert_eq!(reconciled_status(Down, running, false, false), Some(Up));
+        assert_eq!(reconciled_status(Up, running, false, false), None);
         for gone in [
             ProcessState::Stopped,
             ProcessState::Exited,
@@ -231,14 +238,18 @@ mod tests {
             ProcessState::Unknown,
         ] {
             assert_eq!(
-                reconciled_status(Up, Some(gone), false),
+                reconciled_status(Up, Some(gone), false, false),
                 Some(Down),
                 "{gone:?}"
             );
-            assert_eq!(reconciled_status(Down, Some(gone), false), None, "{gone:?}");
+            assert_eq!(
+                reconciled_status(Down, Some(gone), false, false),
+                None,
+                "{gone:?}"
+            );
         }
         assert_eq!(
-            reconciled_status(Up, None, false),
+            reconciled_status(Up, None, false, false),
             Some(Down),
             "unknown to supervisord"
         );
@@ -248,22 +259,38 @@ mod tests {
     fn hand_actions_are_followed_as_they_happen() {
         let starting = Some(ProcessState::Starting);
         // A hand start or restart: requests wait for the program instead of starting it.
-        assert_eq!(reconciled_status(Down, starting, false), Some(StartingUp));
-        assert_eq!(reconciled_status(Up, starting, true), Some(StartingUp));
-        // UP within the startsecs of nginx's own recent start: nothing new.
-        assert_eq!(reconciled_status(Up, starting, false), None);
+        assert_eq!(
+            reconciled_status(Down, starting, false, false),
+            Some(StartingUp)
+        );
+        assert_eq!(
+            reconciled_status(Up, starting, true, true),
+            Some(StartingUp)
+        );
+        // UP while the same process is still within its startsecs: nothing new.
+        assert_eq!(reconciled_status(Up, starting, true, false), None);
+        assert!(restarted(41, 42));
+        assert!(!restarted(42, 42));
+        assert!(!restarted(0, 42), "nothing ran before");
+        assert!(!restarted(42, 0));
         // A hand stop: no request goes to it and none starts it while it stops.
         let stopping = Some(ProcessState::Stopping);
-        assert_eq!(reconciled_status(Up, stopping, false), Some(ShuttingDown));
-        assert_eq!(reconciled_status(Down, stopping, false), Some(ShuttingDown));
-        // An observed transition keeps following supervisord (it is stale from the start).
-        assert_eq!(reconciled_status(StartingUp, starting, true), None);
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true),
+            reconciled_status(Up, stopping, false, false),
+            Some(ShuttingDown)
+        );
+        assert_eq!(
+            reconciled_status(Down, stopping, false, false),
+            Some(ShuttingDown)
+        );
+        // An observed transition keeps following supervisord (it is stale from the start).
+        assert_eq!(reconciled_status(StartingUp, starting, true, false), None);
+        assert_eq!(
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
             Some(Down)
         );
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Starting), true),
+            reconciled_status(ShuttingDown, Some(ProcessState::Starting), true, false),
             Some(StartingUp)
         );
     }
@@ -271,18 +298,21 @@ mod tests {
     #[test]
     fn reconciliation_leaves_commands_in_flight_alone_until_stale() {
         let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(StartingUp, running, false), None);
+        assert_eq!(reconciled_status(StartingUp, running, false, false), None);
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), false),
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), false, false),
             None
         );
-        assert_eq!(reconciled_status(StartingUp, running, true), Some(Up));
         assert_eq!(
-            reconciled_status(StartingUp, Some(ProcessState::Fatal), true),
+            reconciled_status(StartingUp, running, true, false),
+            Some(Up)
+        );
+        assert_eq!(
+            reconciled_status(StartingUp, Some(ProcessState::Fatal), true, false),
             Some(Down)
         );
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true),
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
             Some(Down)
         );
     }
@@ -306,11 +336,13 @@ mod tests {
             vec![
                 ProcessInfo {
                     full_name: "backend0".into(),
-                    state: ProcessState::Running
+                    state: ProcessState::Running,
+                    pid: 0,
                 },
                 ProcessInfo {
                     full_name: "web:web_0".into(),
-                    state: ProcessState::Stopped
+                    state: ProcessState::Stopped,
+                    pid: 0,
                 },
             ]
         );
@@ -356,6 +388,7 @@ mod tests {
                 .map(|name| ProcessInfo {
                     full_name: (*name).into(),
                     state: ProcessState::Stopped,
+                    pid: 0,
                 })
                 .collect()
         };

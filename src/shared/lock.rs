@@ -104,6 +104,15 @@ impl ZoneLock<'_> {
             .swap(missing, Ordering::AcqRel)
     }
 
+    /// Records the process id supervisord now reports for the backend's program; returns the
+    /// one recorded before.
+    pub fn swap_known_pid(&self, index: usize, pid: i64) -> i64 {
+        self.upstream
+            .backend(index)
+            .known_pid
+            .swap(pid, Ordering::AcqRel)
+    }
+
     pub fn set_status(&self, index: usize, status: BackendStatus) {
         let backend = self.upstream.backend(index);
         let was_up = backend.status() == BackendStatus::Up;

@@ -27,6 +27,8 @@ pub struct SharedBackend {
     pub(super) up_since: AtomicU64,
     /// supervisord has no program of this backend's name; reported once until it has.
     pub(super) program_missing: AtomicBool,
+    /// The process id of its program at the last read of supervisord (0: not running).
+    pub(super) known_pid: AtomicI64,
 }
 
 impl SharedBackend {

@@ -217,6 +217,7 @@ unsafe fn find_or_create(
                 last_start_failure: AtomicU64::new(0),
                 up_since: AtomicU64::new(0),
                 program_missing: AtomicBool::new(false),
+                known_pid: AtomicI64::new(0),
             })
         };
     }

@@ -74,9 +74,10 @@ impl StartRef {
     /// start was confirmed (`startsecs=0`: the program exits after supervisord said RUNNING)
     /// or made by hand.
     fn watch_settles_exits(&self) -> bool {
-        self.reply_pending
-            .as_ref()
-            .is_none_or(|handshake| handshake.get().confirmed)
+        match &self.reply_pending {
+            Some(handshake) => handshake.get().confirmed,
+            None => true,
+        }
     }
 }
 

@@ -15,9 +15,9 @@ use nginx_sys::{
 use super::{client, readiness};
 use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
-use crate::core::process_state::{names_like, parse_all_process_info, program_name};
+use crate::core::process_state::{names_like, parse_all_process_info, program_name, restarted};
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::reconcile_plan::{observed_states, reconcile_plan, BackendAtReply};
+use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
 use crate::core::xmlrpc::Value;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -119,6 +119,7 @@ fn apply(
         );
     }
     let observed = observed_states(&processes, conf.program_prefix(), conf.backends.len());
+    let pids = observed_pids(&processes, conf.program_prefix(), conf.backends.len());
     let now = now_ms();
     // A command whose worker vanished would hold its transitional status for ever.
     let stale_after = conf.timeout_ms() * 2;
@@ -134,6 +135,7 @@ fn apply(
                 changed_since_sent: changes_when_sent.get(index) != Some(&backend.changes()),
                 command_is_stale: backend.command_older_than(now, stale_after),
                 observed: *observed,
+                restarted: restarted(lock.swap_known_pid(index, pids[index]), pids[index]),
             }
         })
         .collect();
