@@ -46,7 +46,7 @@ pub struct ResolvedEndpoint {
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HOLD_LIMIT: u64 = 1000;
 pub const DEFAULT_HOLD_TIMEOUT_MS: u64 = 60_000;
-pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 
 /// The module's configuration of one `upstream {}` block.
@@ -450,7 +450,7 @@ pub unsafe extern "C" fn set_timeout(
 }
 
 /// `supervisord_sync_interval time | off`: how often supervisord's view of the programs is read
-/// (default 5s).
+/// (default 1s).
 pub unsafe extern "C" fn set_sync_interval(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,

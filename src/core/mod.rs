@@ -18,6 +18,7 @@ pub mod server_addresses;
 pub mod socket_access;
 pub mod start_backoff;
 pub mod start_handshake;
+pub mod start_watch;
 pub mod status_json;
 pub mod supervisord_address;
 pub mod upstream_identity;

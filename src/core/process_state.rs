@@ -48,6 +48,8 @@ pub struct ProcessInfo {
     /// `group:name`, or `name` alone when the program is its own group.
     pub full_name: String,
     pub state: ProcessState,
+    /// Its process id; 0 when it is not running.
+    pub pid: i64,
 }
 
 /// Reads the array that `supervisor.getAllProcessInfo` returns.
@@ -69,6 +71,7 @@ pub fn parse_all_process_info(value: &Value) -> Result<Vec<ProcessInfo>, String>
                         format!("{group}:{name}")
                     },
                     state: ProcessState::from_code(state),
+                    pid: item.member("pid").and_then(Value::as_int).unwrap_or(0),
                 }),
                 _ => Err("process info without name, group and state".into()),
             }
@@ -85,12 +88,19 @@ pub fn program_name(prefix: &str, index: usize) -> String {
 /// The status supervisord's view implies for a backend, or `None` to leave it as it is.
 ///
 /// A command in flight (STARTING_UP, SHUTTING_DOWN) owns the status until it settles, unless it
-/// is stale (its worker is gone). A program starting outside nginx stays DOWN until RUNNING;
-/// one stopping outside nginx is DOWN at once, so no new request goes to it.
+/// is stale (its worker is gone) or was itself observed (a hand action, see below).
+/// Hand actions are followed as they happen: a program STARTING outside nginx (a hand `start`
+/// or `restart`) becomes STARTING_UP, so that requests wait for it (the caller probes it for
+/// readiness as if nginx had started it) instead of starting it again or failing; one STOPPING
+/// outside nginx becomes SHUTTING_DOWN, so that no request goes to it and none starts it while
+/// it stops (supervisord refuses a start then); RUNNING is UP, anything else DOWN. An UP
+/// backend found STARTING is taken for a hand restart only when its process is not the one
+/// seen before (`restarted`, see `restarted`): the one it was may still be within `startsecs`.
 pub fn reconciled_status(
     current: BackendStatus,
     observed: Option<ProcessState>,
     command_is_stale: bool,
+    restarted: bool,
 ) -> Option<BackendStatus> {
     let in_flight = matches!(
         current,
@@ -101,10 +111,107 @@ pub fn reconciled_status(
     }
     let implied = match observed {
         Some(ProcessState::Running) => BackendStatus::Up,
-        Some(ProcessState::Starting) if !in_flight => return None,
+        // UP while supervisord still counts its start towards `startsecs` (the probe saw it
+        // listen first): nothing new, unless it is another process (restarted by hand).
+        Some(ProcessState::Starting) if current == BackendStatus::Up && !restarted => return None,
+        Some(ProcessState::Starting) => BackendStatus::StartingUp,
+        Some(ProcessState::Stopping) => BackendStatus::ShuttingDown,
         _ => BackendStatus::Down,
     };
     (implied != current).then_some(implied)
+}
+
+/// The program runs another process than the one seen last (0: none was running then).
+pub fn restarted(pid_before: i64, pid_now: i64) -> bool {
+    pid_before != 0 && pid_now != 0 && pid_now != pid_before
+}
+
+/// What `supervisor.getProcessInfo` says of one program, as far as a start is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessDetail {
+    pub state: Option<ProcessState>,
+    pub exit_status: Option<i64>,
+    /// supervisord's reason when it gave up (`spawnerr`), e.g. "Exited too quickly".
+    pub spawn_error: String,
+    pub description: String,
+}
+
+/// Reads the struct that `supervisor.getProcessInfo` returns.
+pub fn parse_process_info(value: &Value) -> Result<ProcessDetail, String> {
+    let Some(state) = value.member("state").and_then(Value::as_int) else {
+        return Err("getProcessInfo did not return a process state".into());
+    };
+    let text = |name: &str| {
+        value
+            .member(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    Ok(ProcessDetail {
+        state: Some(ProcessState::from_code(state)),
+        exit_status: value.member("exitstatus").and_then(Value::as_int),
+        spawn_error: text("spawnerr"),
+        description: text("description"),
+    })
+}
+
+impl ProcessDetail {
+    /// supervisord's own account of a program that did not stay up, for the log:
+    /// `FATAL: Exited too quickly (process log may have details)`, `EXITED, exit status 3`.
+    pub fn reason(&self) -> String {
+        let state = self.state.unwrap_or(ProcessState::Unknown).name();
+        let mut reason = state.to_owned();
+        // supervisord's exit status is only current once the program has EXITED.
+        if let (Some(status), Some(ProcessState::Exited)) = (self.exit_status, self.state) {
+            reason.push_str(&format!(", exit status {status}"));
+        }
+        let detail = if !self.spawn_error.is_empty() {
+            &self.spawn_error
+        } else {
+            &self.description
+        };
+        if !detail.is_empty() {
+            reason.push_str(": ");
+            reason.push_str(detail);
+        }
+        reason
+    }
+}
+
+/// The names supervisord knows that look like `expected` (same name after the group, or one
+/// containing the other), else the first few it knows: for an error line about a program
+/// name that supervisord does not have (e.g. its group prefix forgotten).
+pub fn names_like(expected: &str, processes: &[ProcessInfo]) -> String {
+    const SHOWN: usize = 5;
+    let base = |name: &str| name.rsplit(':').next().unwrap_or(name).to_owned();
+    let wanted = base(expected);
+    let close: Vec<&str> = processes
+        .iter()
+        .map(|process| process.full_name.as_str())
+        .filter(|name| {
+            let other = base(name);
+            other == wanted || other.contains(&wanted) || wanted.contains(&other)
+        })
+        .collect();
+    let (list, more) = if close.is_empty() {
+        let all: Vec<&str> = processes.iter().map(|p| p.full_name.as_str()).collect();
+        let more = all.len().saturating_sub(SHOWN);
+        (all.into_iter().take(SHOWN).collect::<Vec<_>>(), more)
+    } else {
+        let more = close.len().saturating_sub(SHOWN);
+        (close.into_iter().take(SHOWN).collect(), more)
+    };
+    if list.is_empty() {
+        return "supervisord has no programs".into();
+    }
+    let quoted: Vec<String> = list.iter().map(|name| format!("\"{name}\"")).collect();
+    let mut text = format!("supervisord has {}", quoted.join(", "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -121,53 +228,91 @@ mod tests {
     #[test]
     fn reconciliation_follows_supervisord_for_settled_backends() {
         let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(Down, running, false), Some(Up));
-        assert_eq!(reconciled_status(Up, running, false), None);
+        assert_eq!(reconciled_status(Down, running, false, false), Some(Up));
+        assert_eq!(reconciled_status(Up, running, false, false), None);
         for gone in [
             ProcessState::Stopped,
             ProcessState::Exited,
             ProcessState::Fatal,
             ProcessState::Backoff,
-            ProcessState::Stopping,
             ProcessState::Unknown,
         ] {
             assert_eq!(
-                reconciled_status(Up, Some(gone), false),
+                reconciled_status(Up, Some(gone), false, false),
                 Some(Down),
                 "{gone:?}"
             );
-            assert_eq!(reconciled_status(Down, Some(gone), false), None, "{gone:?}");
+            assert_eq!(
+                reconciled_status(Down, Some(gone), false, false),
+                None,
+                "{gone:?}"
+            );
         }
         assert_eq!(
-            reconciled_status(Up, None, false),
+            reconciled_status(Up, None, false, false),
             Some(Down),
             "unknown to supervisord"
         );
+    }
+
+    #[test]
+    fn hand_actions_are_followed_as_they_happen() {
+        let starting = Some(ProcessState::Starting);
+        // A hand start or restart: requests wait for the program instead of starting it.
         assert_eq!(
-            reconciled_status(Down, Some(ProcessState::Starting), false),
-            None
+            reconciled_status(Down, starting, false, false),
+            Some(StartingUp)
         );
         assert_eq!(
-            reconciled_status(Up, Some(ProcessState::Starting), false),
-            None
+            reconciled_status(Up, starting, true, true),
+            Some(StartingUp)
+        );
+        // UP while the same process is still within its startsecs: nothing new.
+        assert_eq!(reconciled_status(Up, starting, true, false), None);
+        assert!(restarted(41, 42));
+        assert!(!restarted(42, 42));
+        assert!(!restarted(0, 42), "nothing ran before");
+        assert!(!restarted(42, 0));
+        // A hand stop: no request goes to it and none starts it while it stops.
+        let stopping = Some(ProcessState::Stopping);
+        assert_eq!(
+            reconciled_status(Up, stopping, false, false),
+            Some(ShuttingDown)
+        );
+        assert_eq!(
+            reconciled_status(Down, stopping, false, false),
+            Some(ShuttingDown)
+        );
+        // An observed transition keeps following supervisord (it is stale from the start).
+        assert_eq!(reconciled_status(StartingUp, starting, true, false), None);
+        assert_eq!(
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
+            Some(Down)
+        );
+        assert_eq!(
+            reconciled_status(ShuttingDown, Some(ProcessState::Starting), true, false),
+            Some(StartingUp)
         );
     }
 
     #[test]
     fn reconciliation_leaves_commands_in_flight_alone_until_stale() {
         let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(StartingUp, running, false), None);
+        assert_eq!(reconciled_status(StartingUp, running, false, false), None);
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), false),
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), false, false),
             None
         );
-        assert_eq!(reconciled_status(StartingUp, running, true), Some(Up));
         assert_eq!(
-            reconciled_status(StartingUp, Some(ProcessState::Starting), true),
+            reconciled_status(StartingUp, running, true, false),
+            Some(Up)
+        );
+        assert_eq!(
+            reconciled_status(StartingUp, Some(ProcessState::Fatal), true, false),
             Some(Down)
         );
         assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true),
+            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
             Some(Down)
         );
     }
@@ -191,15 +336,77 @@ mod tests {
             vec![
                 ProcessInfo {
                     full_name: "backend0".into(),
-                    state: ProcessState::Running
+                    state: ProcessState::Running,
+                    pid: 0,
                 },
                 ProcessInfo {
                     full_name: "web:web_0".into(),
-                    state: ProcessState::Stopped
+                    state: ProcessState::Stopped,
+                    pid: 0,
                 },
             ]
         );
         assert!(parse_all_process_info(&Value::Int(1)).is_err());
         assert!(parse_all_process_info(&Value::Array(vec![Value::Int(1)])).is_err());
+    }
+
+    #[test]
+    fn reads_process_info_and_words_the_reason() {
+        let info = |state: i64, exit: i64, spawnerr: &str, description: &str| {
+            Value::Struct(vec![
+                ("name".into(), Value::Str("backend0".into())),
+                ("state".into(), Value::Int(state)),
+                ("exitstatus".into(), Value::Int(exit)),
+                ("spawnerr".into(), Value::Str(spawnerr.into())),
+                ("description".into(), Value::Str(description.into())),
+            ])
+        };
+        let fatal = parse_process_info(&info(
+            200,
+            1,
+            "Exited too quickly (process log may have details)",
+            "Exited too quickly (process log may have details)",
+        ))
+        .unwrap();
+        assert_eq!(fatal.state, Some(ProcessState::Fatal));
+        assert_eq!(
+            fatal.reason(),
+            "FATAL: Exited too quickly (process log may have details)"
+        );
+        let exited = parse_process_info(&info(100, 3, "", "Mar 12 10:00 AM")).unwrap();
+        assert_eq!(exited.reason(), "EXITED, exit status 3: Mar 12 10:00 AM");
+        let bare = parse_process_info(&info(30, 1, "", "")).unwrap();
+        assert_eq!(bare.reason(), "BACKOFF");
+        assert!(parse_process_info(&Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn names_like_a_missing_one_are_suggested() {
+        let known = |names: &[&str]| -> Vec<ProcessInfo> {
+            names
+                .iter()
+                .map(|name| ProcessInfo {
+                    full_name: (*name).into(),
+                    state: ProcessState::Stopped,
+                    pid: 0,
+                })
+                .collect()
+        };
+        assert_eq!(
+            names_like(
+                "backend0",
+                &known(&["other", "web:backend0", "web:backend1"])
+            ),
+            "supervisord has \"web:backend0\""
+        );
+        assert_eq!(
+            names_like("web_0", &known(&["web:web_0", "web:web_1"])),
+            "supervisord has \"web:web_0\""
+        );
+        assert_eq!(
+            names_like("zz0", &known(&["a", "b", "c", "d", "e", "f", "g"])),
+            "supervisord has \"a\", \"b\", \"c\", \"d\", \"e\" and 2 more"
+        );
+        assert_eq!(names_like("zz0", &[]), "supervisord has no programs");
     }
 }

@@ -15,6 +15,8 @@ pub struct BackendAtReply {
     pub command_is_stale: bool,
     /// What supervisord says of its program; `None` when it has no such program.
     pub observed: Option<ProcessState>,
+    /// Its program runs another process than at the last read (a hand restart).
+    pub restarted: bool,
 }
 
 /// A status to set.
@@ -31,13 +33,17 @@ pub fn reconcile_plan(backends: &[BackendAtReply]) -> Vec<StatusChange> {
         .enumerate()
         .filter(|(_, backend)| !backend.changed_since_sent)
         .filter_map(|(index, backend)| {
-            reconciled_status(backend.status, backend.observed, backend.command_is_stale).map(
-                |to| StatusChange {
-                    index,
-                    from: backend.status,
-                    to,
-                },
+            reconciled_status(
+                backend.status,
+                backend.observed,
+                backend.command_is_stale,
+                backend.restarted,
             )
+            .map(|to| StatusChange {
+                index,
+                from: backend.status,
+                to,
+            })
         })
         .collect()
 }
@@ -59,6 +65,20 @@ pub fn observed_states(
         .collect()
 }
 
+/// The process id supervisord reports for each backend's program (0: not running, or no such
+/// program).
+pub fn observed_pids(processes: &[ProcessInfo], prefix: &str, backend_count: usize) -> Vec<i64> {
+    (0..backend_count)
+        .map(|index| {
+            let program = program_name(prefix, index);
+            processes
+                .iter()
+                .find(|process| process.full_name == program)
+                .map_or(0, |process| process.pid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +90,7 @@ mod tests {
             changed_since_sent: false,
             command_is_stale: false,
             observed,
+            restarted: false,
         }
     }
 
@@ -132,15 +153,18 @@ mod tests {
             ProcessInfo {
                 full_name: "web:web_1".into(),
                 state: ProcessState::Running,
+                pid: 7,
             },
             ProcessInfo {
                 full_name: "web:web_10".into(),
                 state: ProcessState::Fatal,
+                pid: 0,
             },
         ];
         assert_eq!(
             observed_states(&processes, "web:web_", 2),
             vec![None, Some(ProcessState::Running)]
         );
+        assert_eq!(observed_pids(&processes, "web:web_", 2), vec![0, 7]);
     }
 }

@@ -7,7 +7,10 @@
 //! generation every `WAKE_TICK_MS` (one atomic load) and re-evaluates its held requests only
 //! when it moved. Bounds: `supervisord_hold_limit` requests over all workers (503 beyond), and
 //! `supervisord_hold_timeout` each (503 then). A failed start gives every held request 502 at
-//! once. A held request is its own module context, queued in the worker's runtime.
+//! once. A backend waiting out its start backoff (a crash loop, `core::start_backoff`) is not
+//! started on demand: another DOWN backend is, and when every DOWN backend waits, requests get
+//! 503 with `Retry-After` (the shortest wait left) at once, without a start.
+//! A held request is its own module context, queued in the worker's runtime.
 
 use std::ffi::c_void;
 use std::ptr::addr_of_mut;
@@ -17,14 +20,15 @@ use nginx_sys::{
     ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
     ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
     NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_LOG_WARN, NGX_OK,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 
-use crate::core::hold_verdict::{backend_to_start, hold_verdict, HoldVerdict};
+use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
 use crate::runtime::{worker, HeldRequest, HoldQueue, UpstreamRuntime};
+use crate::shared::records::SharedBackend;
 use crate::supervisord::commander;
 use crate::util::log::cycle_log;
 use crate::util::reply::error_status;
@@ -32,19 +36,52 @@ use crate::util::time::now_ms;
 
 const WAKE_TICK_MS: usize = 2;
 
+fn view(backend: &SharedBackend, now: u64) -> BackendView {
+    BackendView::new(backend.status(), backend.start_backoff().wait_left_ms(now))
+}
+
 fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
     let shared = upstream.shared();
+    let now = now_ms();
     hold_verdict(
-        shared.backends().iter().map(|backend| backend.status()),
+        shared.backends().iter().map(|backend| view(backend, now)),
         shared.failed_starts(),
         failures_seen,
     )
 }
 
-/// Starts the first DOWN backend, unless another worker got there first.
+/// The 503 for a request that finds every DOWN backend waiting out its start backoff.
+fn backing_off(
+    request: &mut Request,
+    upstream: &UpstreamRuntime,
+    retry_after_ms: u64,
+) -> ngx_int_t {
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\": every backend waits out its start backoff ({} ms left), answering 503",
+        upstream.name(),
+        retry_after_ms
+    );
+    let seconds = retry_after_ms.div_ceil(1000).max(1).to_string();
+    error_status(
+        request,
+        NGX_HTTP_SERVICE_UNAVAILABLE,
+        &[("Retry-After", seconds.as_str())],
+    )
+}
+
+/// Starts the first DOWN backend not waiting out a start backoff, unless another worker got
+/// there first.
 fn start_one(upstream: &'static UpstreamRuntime) {
     let lock = upstream.lock();
-    let Some(plan) = backend_to_start(&lock.statuses(), upstream.conf.mode()) else {
+    let now = now_ms();
+    let backends: Vec<BackendView> = upstream
+        .shared()
+        .backends()
+        .iter()
+        .map(|backend| view(backend, now))
+        .collect();
+    let Some(plan) = backend_to_start(&backends, upstream.conf.mode()) else {
         return;
     };
     if plan.ask_supervisord {
@@ -53,18 +90,27 @@ fn start_one(upstream: &'static UpstreamRuntime) {
         lock.set_status(plan.index, plan.status);
     }
     drop(lock);
-    ngx::ngx_log_debug!(
-        cycle_log(),
-        "supervisord: upstream \"{}\": no backend up, starting backend {}",
-        upstream.name(),
-        plan.index
-    );
-    if plan.ask_supervisord {
-        commander::execute(
-            upstream,
+    if plan.skipped_backing_off > 0 {
+        // One line per start: starts are bounded by the backoff, not by requests.
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            cycle_log(),
+            "supervisord: upstream \"{}\": no backend up, {} waiting out a start backoff; starting backend {} ({}) instead",
+            upstream.name(),
+            plan.skipped_backing_off,
             plan.index,
-            crate::core::backend_status::Command::Start,
+            upstream.conf.backends[plan.index].name
         );
+    } else {
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\": no backend up, starting backend {}",
+            upstream.name(),
+            plan.index
+        );
+    }
+    if plan.ask_supervisord {
+        commander::start_on_demand(upstream, plan.index);
     }
 }
 
@@ -87,6 +133,9 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
         HoldVerdict::Proceed => return NGX_DECLINED as ngx_int_t,
         // Only reachable if a start failed between the two loads above; answer as a waiter would.
         HoldVerdict::StartFailed => return NGX_HTTP_BAD_GATEWAY as ngx_int_t,
+        HoldVerdict::BackingOff { retry_after_ms } => {
+            return backing_off(request, upstream, retry_after_ms)
+        }
         HoldVerdict::Wait { start } => {
             if start {
                 start_one(upstream);
@@ -310,6 +359,15 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 failed += 1;
                 // SAFETY: as above; the commander logged why the start failed.
                 unsafe { end_with(r, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
+            }
+            HoldVerdict::BackingOff { retry_after_ms } => {
+                upstream.shared().release_hold();
+                failed += 1;
+                // SAFETY: the request is held and live.
+                let request = unsafe { Request::from_ngx_http_request(r) };
+                let rc = backing_off(request, upstream, retry_after_ms);
+                // SAFETY: as above.
+                unsafe { end_with(r, rc) };
             }
         }
     }

@@ -9,6 +9,8 @@ use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
 
 use super::records::SharedUpstream;
 use crate::core::backend_status::BackendStatus;
+use crate::core::start_backoff::StartBackoff;
+use crate::util::time::now_ms;
 
 /// Where one upstream's record lives: valid from zone init for as long as the zone, which
 /// outlives every cycle that points into it.
@@ -70,10 +72,61 @@ impl ZoneLock<'_> {
             .swap(unreachable, Ordering::AcqRel)
     }
 
+    /// Moves a backend into a transitional status that supervisord reported (a hand action),
+    /// not one of nginx's commands: no worker owns it, reconciliation keeps following it.
+    pub fn begin_observed_transition(&self, index: usize, status: BackendStatus) {
+        self.upstream
+            .backend(index)
+            .command_started
+            .store(0, Ordering::Relaxed);
+        self.set_status(index, status);
+    }
+
+    /// Records an on-demand start of `index` that failed; returns the backoff it now waits out.
+    pub fn record_start_backoff(&self, index: usize, now_ms: u64) -> StartBackoff {
+        let backend = self.upstream.backend(index);
+        let backoff = backend.start_backoff().after_failure(now_ms);
+        backend
+            .start_failures
+            .store(backoff.failures, Ordering::Release);
+        backend
+            .last_start_failure
+            .store(backoff.last_failure_ms, Ordering::Release);
+        backoff
+    }
+
+    /// Records whether supervisord lacks the backend's program; returns what was recorded
+    /// before, so that one worker reports each change.
+    pub fn swap_program_missing(&self, index: usize, missing: bool) -> bool {
+        self.upstream
+            .backend(index)
+            .program_missing
+            .swap(missing, Ordering::AcqRel)
+    }
+
+    /// Records the process id supervisord now reports for the backend's program; returns the
+    /// one recorded before.
+    pub fn swap_known_pid(&self, index: usize, pid: i64) -> i64 {
+        self.upstream
+            .backend(index)
+            .known_pid
+            .swap(pid, Ordering::AcqRel)
+    }
+
     pub fn set_status(&self, index: usize, status: BackendStatus) {
         let backend = self.upstream.backend(index);
-        if status == BackendStatus::Up && backend.status() != BackendStatus::Up {
+        let was_up = backend.status() == BackendStatus::Up;
+        if status == BackendStatus::Up && !was_up {
             backend.up_count.fetch_add(1, Ordering::AcqRel);
+            backend.up_since.store(now_ms(), Ordering::Release);
+        }
+        if was_up && status != BackendStatus::Up {
+            // A backend that stayed up long enough has recovered from its failed starts.
+            let up_since = backend.up_since.load(Ordering::Acquire);
+            let backoff = backend.start_backoff().after_up(up_since, now_ms());
+            backend
+                .start_failures
+                .store(backoff.failures, Ordering::Release);
         }
         backend.status.store(status as u8, Ordering::Release);
         backend.changes.fetch_add(1, Ordering::AcqRel);

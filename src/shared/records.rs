@@ -2,9 +2,10 @@
 //! same in every worker. Plain atomics, readable without the lock; a status changes only under
 //! the zone's lock (see `lock.rs`), which also bumps the upstream's generation.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::core::backend_status::BackendStatus;
+use crate::core::start_backoff::StartBackoff;
 
 #[repr(C)]
 pub struct SharedBackend {
@@ -18,6 +19,16 @@ pub struct SharedBackend {
     /// How many times its status changed: a reply to a call sent before the last change is
     /// older news than the status.
     pub(super) changes: AtomicU64,
+    /// Start backoff (`core::start_backoff`): consecutive on-demand starts that failed, when
+    /// the last one failed, and since when the backend is UP (its failures are forgotten when
+    /// it leaves UP after `STABLE_AFTER_MS`). Written under the lock.
+    pub(super) start_failures: AtomicU32,
+    pub(super) last_start_failure: AtomicU64,
+    pub(super) up_since: AtomicU64,
+    /// supervisord has no program of this backend's name; reported once until it has.
+    pub(super) program_missing: AtomicBool,
+    /// The process id of its program at the last read of supervisord (0: not running).
+    pub(super) known_pid: AtomicI64,
 }
 
 impl SharedBackend {
@@ -40,6 +51,14 @@ impl SharedBackend {
 
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)
+    }
+
+    /// Its failed-start record, for the on-demand start's backoff.
+    pub fn start_backoff(&self) -> StartBackoff {
+        StartBackoff {
+            failures: self.start_failures.load(Ordering::Acquire),
+            last_failure_ms: self.last_start_failure.load(Ordering::Acquire),
+        }
     }
 
     pub fn request_started(&self) {

@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8};
 
 use nginx_sys::{
     ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
@@ -213,6 +213,11 @@ unsafe fn find_or_create(
                 command_started: AtomicU64::new(0),
                 up_count: AtomicU64::new(0),
                 changes: AtomicU64::new(0),
+                start_failures: AtomicU32::new(0),
+                last_start_failure: AtomicU64::new(0),
+                up_since: AtomicU64::new(0),
+                program_missing: AtomicBool::new(false),
+                known_pid: AtomicI64::new(0),
             })
         };
     }

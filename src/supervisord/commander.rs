@@ -16,11 +16,12 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE};
 use super::client;
 use super::readiness::{self, SharedHandshake};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::call_outcome::command_succeeded;
+use crate::core::call_outcome::{command_succeeded, CallError};
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
-use crate::core::process_state::program_name;
+use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::start_handshake::{settle_reply, AfterReply};
+use crate::core::start_watch::fault_means_exit;
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -30,7 +31,14 @@ use crate::util::time::now_ms;
 /// command's transitional status.
 pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
     // A failure at once is settled and logged like any other; this caller answers nobody.
-    let _ = try_execute(upstream, index, command);
+    send(upstream, index, command, false, |_| {});
+}
+
+/// Starts backend `index`, just moved to STARTING_UP, because a request found no backend up:
+/// should its program exit at start-up, the failure counts for the backend's start backoff
+/// (starts asked for by hand, `/_start`, neither count nor wait for it).
+pub fn start_on_demand(upstream: &'static UpstreamRuntime, index: usize) {
+    send(upstream, index, Command::Start, true, |_| {});
 }
 
 /// As `execute`, for a caller that answers someone: `Err` with the reason when the call failed
@@ -43,7 +51,7 @@ pub fn try_execute(
 ) -> Result<(), String> {
     let calling = Rc::new(Cell::new(true));
     let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
-    send(upstream, index, command, {
+    send(upstream, index, command, false, {
         let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
         move |error| {
             if calling.get() {
@@ -218,6 +226,7 @@ fn send(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
+    on_demand: bool,
     on_failure: impl FnOnce(String) + 'static,
 ) {
     let conf = upstream.conf;
@@ -230,7 +239,7 @@ fn send(
     let program_for_log = program.clone();
     let handshake = SharedHandshake::default();
     if command == Command::Start {
-        readiness::start(upstream, index, handshake.clone());
+        readiness::start(upstream, index, handshake.clone(), on_demand);
     }
     client::call(
         upstream,
@@ -251,6 +260,23 @@ fn send(
                     );
                     return;
                 }
+            }
+            let exits = command == Command::Start
+                && matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_exit(fault));
+            if exits {
+                // The program exits at start-up: supervisord's reason goes into the one line
+                // of this step; the start is settled with it.
+                let program = program_for_log.clone();
+                client::call(
+                    upstream,
+                    "supervisor.getProcessInfo",
+                    &[Param::Str(&program)],
+                    Box::new(move |info| {
+                        let detail = info.ok().and_then(|value| parse_process_info(&value).ok());
+                        settle_exit(upstream, index, on_demand, outcome, detail);
+                    }),
+                );
+                return;
             }
             let lock = upstream.lock();
             let before = lock.status(index);
@@ -308,6 +334,19 @@ fn send(
                     );
                     on_failure(error.to_string());
                 }
+                Err(error) if command == Command::Start && !settlement.owned => {
+                    // Settled meanwhile, e.g. stopped by `/_stop` while starting: the stop is
+                    // what happened, and its own line says so; this is no failed start.
+                    on_failure(error.to_string());
+                    ngx::ngx_log_debug!(
+                        cycle_log(),
+                        "supervisord: upstream \"{}\" backend {}: start ended with {} after the backend was settled {} meanwhile",
+                        conf.name,
+                        index,
+                        error,
+                        before
+                    );
+                }
                 Err(error) => {
                     on_failure(error.to_string());
                     ngx::ngx_log_error!(
@@ -325,5 +364,53 @@ fn send(
                 }
             }
         }),
+    );
+}
+
+/// A start whose fault says the program exits at start-up (`detail`: what supervisord says of
+/// it now, if it could be read). The start is over: DOWN, requests waiting for it get 502, and
+/// an on-demand start counts for the backoff. Also when the readiness probe had made it UP
+/// meanwhile (it listened, then died within `startsecs`). One line for the step.
+fn settle_exit(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    on_demand: bool,
+    outcome: Result<(), CallError>,
+    detail: Option<ProcessDetail>,
+) {
+    let conf = upstream.conf;
+    let lock = upstream.lock();
+    let before = lock.status(index);
+    if !matches!(before, BackendStatus::StartingUp | BackendStatus::Up) {
+        drop(lock);
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {}: start ended with {:?} after the backend was settled {} meanwhile",
+            conf.name,
+            index,
+            outcome,
+            before
+        );
+        return;
+    }
+    lock.set_status(index, BackendStatus::Down);
+    lock.record_failed_start();
+    let backoff = on_demand.then(|| lock.record_start_backoff(index, now_ms()));
+    drop(lock);
+    upstream.wake_held_now();
+    let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+    ngx::ngx_log_error!(
+        NGX_LOG_ERR,
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed: {}; status back to down{}",
+        conf.name,
+        index,
+        conf.backends[index].name,
+        program_name(conf.program_prefix(), index),
+        detail
+            .map(|detail| detail.reason())
+            .unwrap_or_else(|| "nothing more".into()),
+        error,
+        readiness::next_start_note(backoff)
     );
 }

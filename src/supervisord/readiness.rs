@@ -5,8 +5,12 @@
 //! of its addresses, not after supervisord's `startsecs`. Attempts are not logged (nginx's own
 //! `connect() failed` lines go to the worker's quiet log), only the outcome.
 //! After `supervisord_timeout` without an accepted connection the probe gives up: if supervisord
-//! confirmed the start, the backend is UP anyway (with a warning); if not yet, the commander
-//! settles it when supervisord answers.
+//! confirmed the start and the program is RUNNING, the backend is UP anyway (with a warning);
+//! if not yet, the commander settles it when supervisord answers.
+//!
+//! Meanwhile the same worker watches the program's state (`getProcessInfo`, see
+//! `core::start_watch`): a program that exits at start-up (EXITED, BACKOFF, FATAL) fails the
+//! start at once, with supervisord's reason in the log; requests held for it get 502.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -16,14 +20,20 @@ use std::rc::Rc;
 use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
     ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
-    SOL_SOCKET, SO_ERROR,
+    ngx_exiting, ngx_peer_connection_t, ngx_quit, ngx_str_t, ngx_terminate, socklen_t, NGX_AGAIN,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
 };
 
+use super::client;
 use crate::core::backend_status::BackendStatus;
 use crate::core::probe_schedule::delay_after_round_ms;
-use crate::core::process_state::program_name;
+use crate::core::process_state::{parse_process_info, program_name, ProcessDetail, ProcessState};
+use crate::core::start_backoff::StartBackoff;
 use crate::core::start_handshake::{settle_ready, AfterProbeDeadline, StartHandshake};
+use crate::core::start_watch::{
+    at_probe_deadline, exited_at_start_up, AtDeadline, WATCH_FIRST_MS, WATCH_INTERVAL_MS,
+};
+use crate::core::xmlrpc::Param;
 use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -35,7 +45,44 @@ pub type SharedHandshake = Rc<Cell<StartHandshake>>;
 /// A connect that neither succeeds nor fails within this is abandoned and tried again.
 const CONNECT_WAIT_MS: usize = 200;
 
+/// The program's state as the watch last read it, shared by the watch and the probe.
+type LastState = Rc<Cell<Option<ProcessState>>>;
+
+/// One start being carried out (or watched) by this worker.
+#[derive(Clone)]
+struct StartRef {
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    /// nginx asked for this start because a request found no backend up: its failure counts
+    /// for the backoff (`core::start_backoff`).
+    on_demand: bool,
+    /// The backend's change count when the start began: a later change settled it.
+    changes_at_start: u64,
+    last_state: LastState,
+    /// supervisord has yet to answer nginx's `startProcess` for this start: its answer (a
+    /// fault when the program dies within `startsecs`) settles a failure, with its reason.
+    reply_pending: Option<SharedHandshake>,
+}
+
+impl StartRef {
+    fn still_starting(&self) -> bool {
+        let backend = self.upstream.shared().backend(self.index);
+        backend.status() == BackendStatus::StartingUp && backend.changes() == self.changes_at_start
+    }
+
+    /// The watch settles an exit itself only when no answer to a `startProcess` is due: the
+    /// start was confirmed (`startsecs=0`: the program exits after supervisord said RUNNING)
+    /// or made by hand.
+    fn watch_settles_exits(&self) -> bool {
+        match &self.reply_pending {
+            Some(handshake) => handshake.get().confirmed,
+            None => true,
+        }
+    }
+}
+
 struct Probe {
+    start: StartRef,
     upstream: &'static UpstreamRuntime,
     index: usize,
     handshake: SharedHandshake,
@@ -50,14 +97,40 @@ struct Probe {
     address: usize,
 }
 
-/// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker.
-pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: SharedHandshake) {
+/// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker,
+/// and watching its program's state.
+pub fn start(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    handshake: SharedHandshake,
+    on_demand: bool,
+) {
+    begin(upstream, index, handshake, on_demand, true);
+}
+
+fn begin(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    handshake: SharedHandshake,
+    on_demand: bool,
+    reply_due: bool,
+) {
+    let start = StartRef {
+        upstream,
+        index,
+        on_demand,
+        changes_at_start: upstream.shared().backend(index).changes(),
+        last_state: LastState::default(),
+        reply_pending: reply_due.then(|| handshake.clone()),
+    };
+    watch(start.clone());
     let conf = upstream.conf;
     if conf.backends[index].sockaddrs.is_empty() {
         return;
     }
     let name = &conf.backends[index].name;
     let probe = Box::into_raw(Box::new(Probe {
+        start,
         upstream,
         index,
         handshake,
@@ -84,8 +157,15 @@ pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: Shared
     }
 }
 
+/// Probes and watches a program that reconciliation found STARTING outside nginx (a hand
+/// `start` or `restart`), moved to STARTING_UP by this worker: requests wait for it and resume
+/// the moment it listens. Its failure ends their wait, but does not count for the backoff.
+pub fn watch_hand_start(upstream: &'static UpstreamRuntime, index: usize) {
+    begin(upstream, index, SharedHandshake::default(), false, false);
+}
+
 fn still_starting(probe: &Probe) -> bool {
-    probe.upstream.shared().backend(probe.index).status() == BackendStatus::StartingUp
+    probe.start.still_starting()
 }
 
 unsafe fn try_connect(probe: *mut Probe) {
@@ -101,7 +181,20 @@ unsafe fn try_connect(probe: *mut Probe) {
         let after = handshake.on_probe_deadline();
         p.handshake.set(handshake);
         let conf = p.upstream.conf;
-        if after == AfterProbeDeadline::TakeAsUp {
+        let decision = at_probe_deadline(
+            after == AfterProbeDeadline::TakeAsUp,
+            p.start.last_state.get(),
+        );
+        if decision == AtDeadline::Fail {
+            let state = p.start.last_state.get().unwrap_or(ProcessState::Unknown);
+            let detail = ProcessDetail {
+                state: Some(state),
+                ..ProcessDetail::default()
+            };
+            fail_start(&p.start, &detail);
+            // SAFETY: ends the probe.
+            unsafe { finish(probe) };
+        } else if decision == AtDeadline::TakeAsUp {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 cycle_log(),
@@ -290,4 +383,118 @@ unsafe fn finish(probe: *mut Probe) {
     }
     // SAFETY: the probe's own connection, if any.
     unsafe { close(&mut p) };
+}
+
+/// Reads the program's state every `WATCH_INTERVAL_MS` while its start is under way.
+struct Watch {
+    start: StartRef,
+    timer: ngx_event_t,
+    /// A `getProcessInfo` call is out; the watch outlives it.
+    calling: Cell<bool>,
+}
+
+fn watch(start: StartRef) {
+    if !start.upstream.conf.supervised() {
+        return;
+    }
+    let watch = Box::into_raw(Box::new(Watch {
+        start,
+        // SAFETY: zeroed is a valid unset event.
+        timer: unsafe { std::mem::zeroed() },
+        calling: Cell::new(false),
+    }));
+    // SAFETY: the watch is owned by its timer until `on_watch_timer` frees it.
+    unsafe {
+        let w = &mut *watch;
+        w.timer.handler = Some(on_watch_timer);
+        w.timer.data = watch as *mut c_void;
+        w.timer.log = cycle_log();
+        // A gracefully exiting worker does not wait for it.
+        w.timer.set_cancelable(1);
+        ngx_add_timer(&mut w.timer, WATCH_FIRST_MS as _);
+    }
+}
+
+unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
+    // SAFETY: the timer's data is its watch, alive until freed here.
+    let watch = unsafe { (*event).data as *mut Watch };
+    // SAFETY: as above.
+    let w = unsafe { &mut *watch };
+    // SAFETY: plain reads of nginx's process flags.
+    let exiting = unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 };
+    if (exiting || !w.start.still_starting()) && !w.calling.get() {
+        // SAFETY: leaked by `watch`; its timer has fired and no call refers to it.
+        drop(unsafe { Box::from_raw(watch) });
+        return;
+    }
+    if !exiting && !w.calling.get() && w.start.still_starting() {
+        w.calling.set(true);
+        let program = program_name(w.start.upstream.conf.program_prefix(), w.start.index);
+        let start = w.start.clone();
+        let calling = watch;
+        client::call(
+            start.upstream,
+            "supervisor.getProcessInfo",
+            &[Param::Str(&program)],
+            Box::new(move |result| {
+                // SAFETY: the watch is freed only by its timer, never while `calling` is set.
+                unsafe { (*calling).calling.set(false) };
+                let Ok(detail) = result
+                    .map_err(drop)
+                    .and_then(|v| parse_process_info(&v).map_err(drop))
+                else {
+                    return;
+                };
+                start.last_state.set(detail.state);
+                if detail.state.is_some_and(exited_at_start_up)
+                    && start.still_starting()
+                    && start.watch_settles_exits()
+                {
+                    fail_start(&start, &detail);
+                }
+            }),
+        );
+    }
+    // SAFETY: re-arming the watch's own timer.
+    unsafe { ngx_add_timer(&mut w.timer, WATCH_INTERVAL_MS as _) };
+}
+
+/// The program exits at start-up: the start is over (DOWN), requests waiting for it get 502,
+/// and an on-demand start counts for the backoff. One line for the step.
+fn fail_start(start: &StartRef, detail: &ProcessDetail) {
+    let upstream = start.upstream;
+    let lock = upstream.lock();
+    if !start.still_starting() {
+        return;
+    }
+    lock.set_status(start.index, BackendStatus::Down);
+    lock.record_failed_start();
+    let backoff = start
+        .on_demand
+        .then(|| lock.record_start_backoff(start.index, now_ms()));
+    drop(lock);
+    upstream.wake_held_now();
+    let conf = upstream.conf;
+    ngx::ngx_log_error!(
+        nginx_sys::NGX_LOG_ERR,
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed; status back to down{}",
+        conf.name,
+        start.index,
+        conf.backends[start.index].name,
+        program_name(conf.program_prefix(), start.index),
+        detail.reason(),
+        next_start_note(backoff)
+    );
+}
+
+/// `; next start on demand in N s`, for the log line of a failed on-demand start.
+pub fn next_start_note(backoff: Option<StartBackoff>) -> String {
+    match backoff {
+        Some(backoff) => format!(
+            "; next start on demand in {} s",
+            backoff.delay_ms().div_ceil(1000)
+        ),
+        None => String::new(),
+    }
 }

@@ -1,7 +1,10 @@
 //! Reconciliation: every `supervisord_sync_interval`, one worker (whichever takes the turn in
 //! the shared zone) reads supervisord's view of all programs and brings the statuses in line:
 //! a backend killed or stopped outside nginx goes DOWN, one started by hand goes UP (the plan
-//! itself is `core::reconcile_plan`).
+//! itself is `core::reconcile_plan`). A program starting outside nginx (a hand `start` or
+//! `restart`) is probed for readiness like an on-demand start, so that requests wait for it
+//! and resume the moment it listens; one stopping outside nginx holds requests meanwhile.
+//! A backend whose program supervisord does not have is reported at the first read, once.
 
 use std::ffi::c_void;
 
@@ -9,11 +12,12 @@ use nginx_sys::{
     ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 
-use super::client;
+use super::{client, readiness};
+use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
-use crate::core::process_state::{parse_all_process_info, program_name};
+use crate::core::process_state::{names_like, parse_all_process_info, program_name, restarted};
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::reconcile_plan::{observed_states, reconcile_plan, BackendAtReply};
+use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
 use crate::core::xmlrpc::Value;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -115,6 +119,7 @@ fn apply(
         );
     }
     let observed = observed_states(&processes, conf.program_prefix(), conf.backends.len());
+    let pids = observed_pids(&processes, conf.program_prefix(), conf.backends.len());
     let now = now_ms();
     // A command whose worker vanished would hold its transitional status for ever.
     let stale_after = conf.timeout_ms() * 2;
@@ -130,14 +135,48 @@ fn apply(
                 changed_since_sent: changes_when_sent.get(index) != Some(&backend.changes()),
                 command_is_stale: backend.command_older_than(now, stale_after),
                 observed: *observed,
+                restarted: restarted(lock.swap_known_pid(index, pids[index]), pids[index]),
             }
         })
         .collect();
     let plan = reconcile_plan(&backends);
     for change in &plan {
-        lock.set_status(change.index, change.to);
+        match change.to {
+            // Moves supervisord reported, not commands of nginx: no worker owns them.
+            BackendStatus::StartingUp | BackendStatus::ShuttingDown => {
+                lock.begin_observed_transition(change.index, change.to)
+            }
+            _ => lock.set_status(change.index, change.to),
+        }
     }
+    let newly_missing: Vec<usize> = observed
+        .iter()
+        .enumerate()
+        .filter(|(index, observed)| {
+            let missing = observed.is_none();
+            lock.swap_program_missing(*index, missing) != missing && missing
+        })
+        .map(|(index, _)| index)
+        .collect();
     drop(lock);
+    for index in newly_missing {
+        let program = program_name(conf.program_prefix(), index);
+        ngx::ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "supervisord: upstream \"{}\" backend {} ({}): supervisord has no program \"{}\" ({}); check \"supervisord_name\" (a group member is \"group:name\")",
+            conf.name,
+            index,
+            conf.backends[index].name,
+            program,
+            names_like(&program, &processes)
+        );
+    }
+    for change in &plan {
+        if change.to == BackendStatus::StartingUp {
+            readiness::watch_hand_start(upstream, change.index);
+        }
+    }
     ngx::ngx_log_debug!(
         log,
         "supervisord: upstream \"{}\": program states read, {} of {} backends change",

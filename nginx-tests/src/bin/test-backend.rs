@@ -3,13 +3,15 @@
 //! `/status/<code>` answers with that status (an application error, e.g. 500).
 //!
 //! Usage: test-backend <port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
-//!                     [--record PATH]
+//!                     [--record PATH] [--exit-after MS]
 //!   --listen-after      sleep that long before listening (a slow-starting application)
 //!   --protocol raw      read what arrives, answer one HTTP response, close (for uwsgi_pass,
 //!                       scgi_pass, grpc_pass: their servers reply in HTTP or fail visibly)
 //!   --protocol fastcgi  answer one FastCGI response, close
 //!   --ready-file PATH   once listening, write the wall-clock time (ns since the epoch) there
 //!   --record PATH       (http) append `METHOD PATH BODY-LENGTH` there for every request received
+//!   --exit-after MS     exit with status 3 that long after starting (0: at once, never listening),
+//!                       as an application that crashes at start-up would
 
 use std::time::Duration;
 
@@ -32,6 +34,16 @@ fn main() {
             .and_then(|at| args.get(at + 1))
             .cloned()
     };
+    if let Some(ms) = option("--exit-after") {
+        let ms: u64 = ms.parse().expect("milliseconds");
+        if ms == 0 {
+            std::process::exit(3);
+        }
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            std::process::exit(3);
+        });
+    }
     if let Some(ms) = option("--listen-after") {
         std::thread::sleep(Duration::from_millis(ms.parse().expect("milliseconds")));
     }

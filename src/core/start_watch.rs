@@ -1,0 +1,99 @@
+//! Watching a start through supervisord's eyes. The readiness probe sees when a program
+//! listens; it cannot see a program that exits. While a backend is STARTING_UP, the probing
+//! worker therefore also reads the program's state (`getProcessInfo`) every
+//! `WATCH_INTERVAL_MS`: a program that exits at start-up fails the start at once, whatever
+//! `startsecs` is (with `startsecs=0` supervisord confirms a start before the program can
+//! exit), and a program that is not RUNNING is never taken as up.
+
+use super::process_state::ProcessState;
+use super::xmlrpc::Fault;
+
+/// The first read of the program's state, after the start was sent.
+pub const WATCH_FIRST_MS: u64 = 200;
+/// Then one read per this, while the backend is STARTING_UP.
+pub const WATCH_INTERVAL_MS: u64 = 250;
+
+/// supervisord's faults for a program that died within `startsecs`.
+const FAULT_ABNORMAL_TERMINATION: i64 = 40;
+const FAULT_SPAWN_ERROR: i64 = 50;
+
+/// The start's fault says the program exits at start-up (rather than that supervisord could
+/// not be asked, or the name is wrong).
+pub fn fault_means_exit(fault: &Fault) -> bool {
+    matches!(fault.code, FAULT_ABNORMAL_TERMINATION | FAULT_SPAWN_ERROR)
+}
+
+/// The program left the start for good: exited, or supervisord retries it (BACKOFF) or gave
+/// up (FATAL).
+pub fn exited_at_start_up(state: ProcessState) -> bool {
+    matches!(
+        state,
+        ProcessState::Exited | ProcessState::Backoff | ProcessState::Fatal
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtDeadline {
+    /// supervisord confirmed the start and the program is RUNNING (or its state could not be
+    /// read): trust supervisord, the backend is UP.
+    TakeAsUp,
+    /// The program is not running: the start failed.
+    Fail,
+    /// Someone else settles: supervisord's answer to the start, or reconciliation for a
+    /// start made by hand.
+    LeaveToOthers,
+}
+
+/// The probe's time ran out without an accepted connection. `take_as_up` is what the start's
+/// handshake says (supervisord confirmed it); `last_state` the program's state last read.
+pub fn at_probe_deadline(take_as_up: bool, last_state: Option<ProcessState>) -> AtDeadline {
+    match last_state {
+        Some(state) if exited_at_start_up(state) => AtDeadline::Fail,
+        Some(ProcessState::Running) | None if take_as_up => AtDeadline::TakeAsUp,
+        Some(_) if take_as_up => AtDeadline::Fail,
+        _ => AtDeadline::LeaveToOthers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProcessState::*;
+
+    #[test]
+    fn only_exit_faults_mean_the_program_exits() {
+        let fault = |code| Fault {
+            code,
+            string: String::new(),
+        };
+        assert!(fault_means_exit(&fault(40)));
+        assert!(fault_means_exit(&fault(50)));
+        for other in [10, 60, 70, 2] {
+            assert!(!fault_means_exit(&fault(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn exited_backoff_and_fatal_end_a_start() {
+        for state in [Exited, Backoff, Fatal] {
+            assert!(exited_at_start_up(state));
+        }
+        for state in [Starting, Running, Stopped, Stopping, Unknown] {
+            assert!(!exited_at_start_up(state));
+        }
+    }
+
+    #[test]
+    fn a_program_not_running_is_never_taken_as_up() {
+        assert_eq!(at_probe_deadline(true, Some(Running)), AtDeadline::TakeAsUp);
+        assert_eq!(at_probe_deadline(true, None), AtDeadline::TakeAsUp);
+        assert_eq!(at_probe_deadline(true, Some(Exited)), AtDeadline::Fail);
+        assert_eq!(at_probe_deadline(true, Some(Stopped)), AtDeadline::Fail);
+        assert_eq!(at_probe_deadline(false, Some(Fatal)), AtDeadline::Fail);
+        assert_eq!(
+            at_probe_deadline(false, Some(Starting)),
+            AtDeadline::LeaveToOthers
+        );
+        assert_eq!(at_probe_deadline(false, None), AtDeadline::LeaveToOthers);
+    }
+}
