@@ -10,7 +10,7 @@ use nginx_sys::{
     ngx_http_handler_pt, ngx_http_module_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
     ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_ERROR,
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET,
-    NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -20,8 +20,9 @@ use crate::core::backend_status::Command;
 use crate::http::{balancer, control, hold_gate, status};
 use crate::module_type::{upstream_conf, Module};
 use crate::runtime::worker;
+use crate::shared::slots;
 use crate::shared::zone::{self, Claim};
-use crate::supervisord::reconciler;
+use crate::supervisord::{reconciler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
@@ -133,6 +134,7 @@ pub static mut ngx_supervisord_module: ngx_module_t = ngx_module_t {
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_module: Some(init_module),
     init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
 
@@ -302,9 +304,25 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as ngx_int_t;
     }
     // SAFETY: as above.
-    let records = zone::records(unsafe { &*cycle }, zone_tag());
+    let view = zone::find(unsafe { &*cycle }, zone_tag());
+    let (records, generation) = view
+        .as_ref()
+        .map_or((&[][..], 0), |view| (view.records, view.generation));
+    if let Some(view) = &view {
+        // SAFETY: the zone's pool, in init_process.
+        if let slots::Claimed::Untracked = unsafe { slots::claim(view.pool, view.generation) } {
+            // SAFETY: the cycle's log is valid.
+            let log = unsafe { (*cycle).log };
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "supervisord: more than {} worker processes share the zone; should this one die, what it counts is never freed, and shared records are no longer reclaimed",
+                crate::shared::records::SLOT_COUNT
+            );
+        }
+    }
     // SAFETY: the worker's running cycle.
-    if let Err(reason) = unsafe { worker::install(cycle, main.upstreams(), records) } {
+    if let Err(reason) = unsafe { worker::install(cycle, main.upstreams(), records, generation) } {
         // SAFETY: the cycle's log is valid.
         let log = unsafe { (*cycle).log };
         ngx::ngx_log_error!(NGX_LOG_EMERG, log, "supervisord: {}", reason);
@@ -313,5 +331,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     for upstream in worker::upstreams() {
         reconciler::start(upstream);
     }
+    watchdog::start();
     NGX_OK as ngx_int_t
+}
+
+/// A worker that exits frees its slot (one that dies is freed by the others' watchdog).
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    slots::release();
 }

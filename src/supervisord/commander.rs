@@ -19,7 +19,7 @@ use crate::core::call_outcome::command_succeeded;
 use crate::core::failure::{failure_action, FailureAction};
 use crate::core::process_state::program_name;
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::start_handshake::{settle_reply, AfterReply};
+use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -29,7 +29,7 @@ use crate::util::time::now_ms;
 /// command's transitional status.
 pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
     // A failure at once is settled and logged like any other; this caller answers nobody.
-    let _ = try_execute(upstream, index, command);
+    send(upstream, index, command, false, |_| {});
 }
 
 /// As `execute`, for a caller that answers someone: `Err` with the reason when the call failed
@@ -42,7 +42,7 @@ pub fn try_execute(
 ) -> Result<(), String> {
     let calling = Rc::new(Cell::new(true));
     let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
-    send(upstream, index, command, {
+    send(upstream, index, command, true, {
         let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
         move |error| {
             if calling.get() {
@@ -58,10 +58,12 @@ pub fn try_execute(
     }
 }
 
+/// `caller_waits`: someone (a control request) is answered with the outcome at once.
 fn send(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
+    caller_waits: bool,
     on_failure: impl FnOnce(String) + 'static,
 ) {
     let conf = upstream.conf;
@@ -82,6 +84,11 @@ fn send(
         &params,
         Box::new(move |result| {
             let outcome = command_succeeded(command, &result);
+            if let Err(error) = &outcome {
+                if park_unreachable(upstream, index, command, caller_waits, error) {
+                    return;
+                }
+            }
             if command == Command::Start {
                 let mut state = handshake.get();
                 let after = state.on_reply(outcome.is_ok());
@@ -170,6 +177,38 @@ fn send(
             }
         }),
     );
+}
+
+/// A command whose call could not reach supervisord waits for it in its transitional status
+/// (see `core::start_handshake::park_until_reachable`); the watchdog sends it again once
+/// supervisord answers. Whether it was parked.
+fn park_unreachable(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    command: Command,
+    caller_waits: bool,
+    error: &crate::core::call_outcome::CallError,
+) -> bool {
+    if !failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+        return false;
+    }
+    let lock = upstream.lock();
+    let status = lock.status(index);
+    if !park_until_reachable(command, status, caller_waits) {
+        return false;
+    }
+    lock.park_command(index);
+    drop(lock);
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",
+        upstream.conf.name,
+        index,
+        command,
+        error,
+        status
+    );
+    true
 }
 
 /// A request to `address` (a sockaddr of the peer) of backend `index` failed (connection

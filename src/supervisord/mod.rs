@@ -5,3 +5,4 @@ pub mod client;
 pub mod commander;
 pub mod readiness;
 pub mod reconciler;
+pub mod watchdog;
