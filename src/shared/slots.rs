@@ -7,12 +7,13 @@
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use nginx_sys::ngx_slab_pool_t;
+use nginx_sys::{ngx_slab_pool_t, NGX_LOG_NOTICE};
 
 use super::lock::PoolLock;
 use super::process;
 use super::records::{own_slot, own_token, set_own_slot, SharedUpstream, ZoneRoot, SLOT_COUNT};
 use super::zone::reclaim_locked;
+use crate::util::log::cycle_log;
 
 /// This process's zone, once it claimed a slot.
 static OWN_POOL: AtomicPtr<ngx_slab_pool_t> = AtomicPtr::new(ptr::null_mut());
@@ -41,19 +42,31 @@ pub unsafe fn claim(pool: *mut ngx_slab_pool_t, generation: u64) -> Claimed {
     let _lock = unsafe { PoolLock::new(pool) };
     // SAFETY: as above; the zone is locked.
     let root = unsafe { root(pool) };
-    // A slot whose worker died unnoticed is as good as free (reaped first).
-    let free = root.slots.iter().position(|slot| {
-        let holder = slot.pid.load(Ordering::Acquire);
-        holder == 0 || !process::alive(holder, slot.start_time.load(Ordering::Acquire))
-    });
+    // A free slot, else one whose worker died unnoticed (freed first).
+    let free = root
+        .slots
+        .iter()
+        .position(|slot| slot.pid.load(Ordering::Acquire) == 0)
+        .or_else(|| {
+            root.slots.iter().position(|slot| {
+                let holder = slot.pid.load(Ordering::Acquire);
+                !process::alive(holder, slot.start_time.load(Ordering::Acquire))
+            })
+        });
     let Some(index) = free else {
         root.untracked_workers += 1;
         OWN_POOL.store(pool, Ordering::Release);
         return Claimed::Untracked;
     };
-    if root.slots[index].pid.load(Ordering::Acquire) != 0 {
+    let dead_pid = root.slots[index].pid.load(Ordering::Acquire);
+    if dead_pid != 0 {
         // SAFETY: the zone is locked.
-        unsafe { reap_locked(root, index) };
+        let (held, in_flight) = unsafe { reap_locked(root, index) };
+        report(&DeadWorker {
+            pid: dead_pid,
+            held,
+            in_flight,
+        });
     }
     root.next_token += 1;
     let slot = &root.slots[index];
@@ -89,6 +102,18 @@ pub struct DeadWorker {
     pub pid: i32,
     pub held: i64,
     pub in_flight: i64,
+}
+
+/// Logs what a dead worker left behind, once per worker (by whichever worker freed its slot).
+pub fn report(dead: &DeadWorker) {
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        cycle_log(),
+        "supervisord: worker process {} is gone; the {} held requests and {} requests in flight it counted no longer count",
+        dead.pid,
+        dead.held,
+        dead.in_flight
+    );
 }
 
 /// The watchdog's look at the slots: frees those of dead workers (taking their shares off),

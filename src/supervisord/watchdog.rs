@@ -49,14 +49,7 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
     unsafe { ngx_add_timer(event, TICK_MS) };
     let (dead, reclaimed) = slots::check_workers();
     for worker in &dead {
-        ngx::ngx_log_error!(
-            NGX_LOG_NOTICE,
-            cycle_log(),
-            "supervisord: worker process {} is gone; the {} held requests and {} requests in flight it counted no longer count",
-            worker.pid,
-            worker.held,
-            worker.in_flight
-        );
+        slots::report(worker);
     }
     if reclaimed > 0 {
         ngx::ngx_log_debug!(
