@@ -65,6 +65,23 @@ pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: 
     supervisord_unreachable && matches!(error, CallError::Transport(_) | CallError::TimedOut)
 }
 
+/// supervisord's fault for any call while it shuts down (its programs are being stopped).
+pub const FAULT_SHUTDOWN_STATE: i64 = 6;
+
+/// Whether a failed start or stop met a supervisord that is away or going away rather than a
+/// verdict on the program: it could not be reached, the connection broke or timed out before
+/// any answer (as when supervisord is restarted while it handles the call), or it is shutting
+/// down. Such a command waits for supervisord to answer again rather than settling (see
+/// `start_handshake::park_until_reachable`); sending it again is harmless (a start finds the
+/// program started, a stop finds it stopped).
+pub fn supervisord_away(error: &CallError) -> bool {
+    match error {
+        CallError::Transport(_) | CallError::TimedOut => true,
+        CallError::Fault(fault) => fault.code == FAULT_SHUTDOWN_STATE,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +133,23 @@ mod tests {
             &CallError::Unauthorized,
             true
         ));
+    }
+
+    #[test]
+    fn a_shutting_down_supervisord_is_away_too() {
+        let shutting_down = CallError::Fault(Fault {
+            code: FAULT_SHUTDOWN_STATE,
+            string: "SHUTDOWN_STATE".into(),
+        });
+        assert!(supervisord_away(&shutting_down));
+        let reset = CallError::Transport("receive failed: connection reset by peer".into());
+        assert!(supervisord_away(&reset));
+        assert!(supervisord_away(&CallError::TimedOut));
+        let spawn = CallError::Fault(Fault {
+            code: 50,
+            string: "SPAWN_ERROR: backend0".into(),
+        });
+        assert!(!supervisord_away(&spawn));
+        assert!(!supervisord_away(&CallError::Unauthorized));
     }
 }

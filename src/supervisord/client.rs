@@ -419,7 +419,7 @@ fn note_reachability(
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle_log(),
-                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops fail until it can be reached",
+                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops wait until it can be reached again",
                 conf.name,
                 address,
                 cause

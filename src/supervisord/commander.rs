@@ -18,7 +18,7 @@ use crate::core::backend_status::Command;
 use crate::core::call_outcome::command_succeeded;
 use crate::core::failure::{failure_action, FailureAction};
 use crate::core::process_state::program_name;
-use crate::core::reachability::failure_told_by_reachability;
+use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
 use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -189,7 +189,7 @@ fn park_unreachable(
     caller_waits: bool,
     error: &crate::core::call_outcome::CallError,
 ) -> bool {
-    if !failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+    if !supervisord_away(error) {
         return false;
     }
     let lock = upstream.lock();
@@ -199,15 +199,31 @@ fn park_unreachable(
     }
     lock.park_command(index);
     drop(lock);
-    ngx::ngx_log_debug!(
-        cycle_log(),
-        "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",
-        upstream.conf.name,
-        index,
-        command,
-        error,
-        status
-    );
+    let conf = upstream.conf;
+    if failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",
+            conf.name,
+            index,
+            command,
+            error,
+            status
+        );
+    } else {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; stays {}, sent again once supervisord answers",
+            conf.name,
+            index,
+            conf.backends[index].name,
+            program_name(conf.program_prefix(), index),
+            command,
+            error,
+            status
+        );
+    }
     true
 }
 

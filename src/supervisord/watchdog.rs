@@ -64,7 +64,7 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
         if !upstream.conf.supervised() {
             continue;
         }
-        resend_due(upstream, &live);
+        resend_due(upstream, &live, false);
         let shared = upstream.shared();
         if shared.supervisord_unreachable() && shared.take_reach_attempt(now, REACH_ATTEMPT_MS) {
             // Its outcome is all in the reachability it records (see `client`).
@@ -75,15 +75,18 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
 
 /// supervisord answered again after an outage (in this worker, once per return).
 fn on_supervisord_back(upstream: &'static UpstreamRuntime) {
-    resend_due(upstream, &slots::live_tokens());
+    resend_due(upstream, &slots::live_tokens(), true);
     reconciler::read_now(upstream);
 }
 
 /// Sends again the starts and stops whose worker died, and those that waited for supervisord
-/// once it answers; one worker takes each over, under the lock.
-fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64]) {
+/// once it answers (`answered_now`: it just did; otherwise a command parked on a supervisord
+/// that was reachable but shutting down is tried again once a second); one worker takes each
+/// over, under the lock.
+fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64], answered_now: bool) {
     let shared = upstream.shared();
     let reachable = !shared.supervisord_unreachable();
+    let now = now_ms();
     for (index, backend) in shared.backends().iter().enumerate() {
         let status = backend.status();
         if !matches!(
@@ -95,7 +98,8 @@ fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64]) {
         let owner = backend.command_owner();
         let orphaned = command_orphaned(owner, live_tokens.iter().copied());
         let parked = backend.command_parked();
-        let Some(command) = command_to_resend(status, orphaned, parked, reachable) else {
+        let due = reachable && (answered_now || backend.command_older_than(now, REACH_ATTEMPT_MS));
+        let Some(command) = command_to_resend(status, orphaned, parked, due) else {
             continue;
         };
         let lock = upstream.lock();
@@ -106,7 +110,7 @@ fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64]) {
         {
             continue;
         }
-        lock.take_over_command(index, now_ms());
+        lock.take_over_command(index, now);
         drop(lock);
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
@@ -119,7 +123,7 @@ fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64]) {
             if orphaned {
                 "the worker process that sent it is gone"
             } else {
-                "supervisord answers again"
+                "it waited for supervisord"
             }
         );
         commander::execute(upstream, index, command);
