@@ -105,11 +105,11 @@ fn held(nginx: &Nginx) -> u64 {
         .held
 }
 
+/// Held clients: their local port and what they got.
+type Clients = Vec<(u16, JoinHandle<Option<u16>>)>;
+
 /// Sends held requests until both workers hold some (reuseport spreads connections by hash).
-fn hold_in_both_workers(
-    nginx: &Nginx,
-    at_least: usize,
-) -> (Vec<(u16, JoinHandle<Option<u16>>)>, BTreeMap<u32, Vec<u16>>) {
+fn hold_in_both_workers(nginx: &Nginx, at_least: usize) -> (Clients, BTreeMap<u32, Vec<u16>>) {
     let mut clients = Vec::new();
     let mut by_worker: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
     for _ in 0..40 {

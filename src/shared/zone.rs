@@ -248,8 +248,9 @@ pub(super) unsafe fn reclaim_locked(root: &mut ZoneRoot, pool: *mut ngx_slab_poo
 unsafe fn free_record(pool: *mut ngx_slab_pool_t, record: *mut SharedUpstream) {
     // SAFETY: every part was allocated from this pool by `find_or_create`.
     unsafe {
-        for backend in (*record).backends() {
-            ngx_slab_free_locked(pool, backend.slot_in_flight as *mut c_void);
+        // The first backend's row starts the block of every backend's slot shares.
+        if let Some(first) = (*record).backends().first() {
+            ngx_slab_free_locked(pool, first.slot_in_flight as *mut c_void);
         }
         ngx_slab_free_locked(pool, (*record).backends as *mut c_void);
         ngx_slab_free_locked(pool, (*record).slot_held as *mut c_void);
@@ -288,9 +289,12 @@ unsafe fn find_or_create(
             allocate_zeroed::<AtomicI64>(pool, SLOT_COUNT + 1)?,
         )
     };
+    // One block for every backend's slot shares (slab pages, not one rounded chunk each).
+    // SAFETY: the zone is locked.
+    let shares = unsafe { allocate_zeroed::<AtomicI32>(pool, count.max(1) * (SLOT_COUNT + 1))? };
     for (index, status) in claim.initial_statuses.iter().enumerate() {
-        // SAFETY: the zone is locked.
-        let slot_in_flight = unsafe { allocate_zeroed::<AtomicI32>(pool, SLOT_COUNT + 1)? };
+        // SAFETY: within the block: `count` rows of SLOT_COUNT + 1.
+        let slot_in_flight = unsafe { shares.add(index * (SLOT_COUNT + 1)) };
         // SAFETY: `backends` has room for `count` entries.
         unsafe {
             backends.add(index).write(SharedBackend {

@@ -278,7 +278,10 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             Ok(Progress::Incomplete) => continue,
             Ok(Progress::Complete(response)) => {
                 let result = interpret_response(&response);
-                let keep = response.reusable && response.status == 200;
+                // Only a peer that speaks XML-RPC gets another request on this connection.
+                let keep = response.reusable
+                    && response.status == 200
+                    && !matches!(result, Err(CallError::NotXml | CallError::Malformed(_)));
                 // SAFETY: live exchange; finish frees it.
                 unsafe { finish_keeping(exchange, result, keep) };
                 return;

@@ -189,7 +189,7 @@ fn park_unreachable(
     caller_waits: bool,
     error: &crate::core::call_outcome::CallError,
 ) -> bool {
-    if !supervisord_away(error) {
+    if !supervisord_away(command, error, upstream.shared().supervisord_unreachable()) {
         return false;
     }
     let lock = upstream.lock();
