@@ -8,9 +8,10 @@ use std::ptr::{self, addr_of, addr_of_mut};
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_core_loc_conf_t,
     ngx_http_handler_pt, ngx_http_module_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
-    ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET,
-    NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_module_t, ngx_process, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -308,7 +309,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let (records, generation) = view
         .as_ref()
         .map_or((&[][..], 0), |view| (view.records, view.generation));
-    if let Some(view) = &view {
+    // SAFETY: a plain read of nginx's process kind. Only workers count requests (cache
+    // helpers run init_process too).
+    let counts_requests =
+        unsafe { ngx_process == NGX_PROCESS_WORKER as _ || ngx_process == NGX_PROCESS_SINGLE as _ };
+    if let Some(view) = view.as_ref().filter(|_| counts_requests) {
         // SAFETY: the zone's pool, in init_process.
         if let slots::Claimed::Untracked = unsafe { slots::claim(view.pool, view.generation) } {
             // SAFETY: the cycle's log is valid.

@@ -5,8 +5,6 @@
 //! is (whichever call finds out), starts and stops that waited for it are sent and its view is
 //! read at once. The decisions are `core::liveness`'s and `core::start_handshake`'s.
 
-use std::ptr;
-
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
 
 use super::{client, commander, reconciler};
@@ -32,7 +30,9 @@ pub fn start() {
     // SAFETY: the event lives in the worker's runtime; only this thread touches it.
     unsafe {
         (*event).handler = Some(on_tick);
-        (*event).data = ptr::null_mut();
+        // nginx's debug log reads an fd through any timer's `data` (as if it were a
+        // connection): it must point to readable memory, here the event itself.
+        (*event).data = event as *mut std::ffi::c_void;
         (*event).log = cycle_log();
         // Does not keep a gracefully exiting worker alive.
         (*event).set_cancelable(1);
