@@ -8,9 +8,10 @@ use std::ptr::{self, addr_of, addr_of_mut};
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_core_loc_conf_t,
     ngx_http_handler_pt, ngx_http_module_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
-    ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET,
-    NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_OK,
+    ngx_module_t, ngx_process, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -20,8 +21,9 @@ use crate::core::backend_status::Command;
 use crate::http::{balancer, control, hold_gate, status};
 use crate::module_type::{upstream_conf, Module};
 use crate::runtime::worker;
+use crate::shared::slots;
 use crate::shared::zone::{self, Claim};
-use crate::supervisord::reconciler;
+use crate::supervisord::{reconciler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
@@ -138,6 +140,7 @@ pub static mut ngx_supervisord_module: ngx_module_t = ngx_module_t {
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_module: Some(init_module),
     init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
 
@@ -307,9 +310,29 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as ngx_int_t;
     }
     // SAFETY: as above.
-    let records = zone::records(unsafe { &*cycle }, zone_tag());
+    let view = zone::find(unsafe { &*cycle }, zone_tag());
+    let (records, generation) = view
+        .as_ref()
+        .map_or((&[][..], 0), |view| (view.records, view.generation));
+    // SAFETY: a plain read of nginx's process kind. Only workers count requests (cache
+    // helpers run init_process too).
+    let counts_requests =
+        unsafe { ngx_process == NGX_PROCESS_WORKER as _ || ngx_process == NGX_PROCESS_SINGLE as _ };
+    if let Some(view) = view.as_ref().filter(|_| counts_requests) {
+        // SAFETY: the zone's pool, in init_process.
+        if let slots::Claimed::Untracked = unsafe { slots::claim(view.pool, view.generation) } {
+            // SAFETY: the cycle's log is valid.
+            let log = unsafe { (*cycle).log };
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "supervisord: more than {} worker processes share the zone; should this one die, what it counts is never freed, and shared records are no longer reclaimed",
+                crate::shared::records::SLOT_COUNT
+            );
+        }
+    }
     // SAFETY: the worker's running cycle.
-    if let Err(reason) = unsafe { worker::install(cycle, main.upstreams(), records) } {
+    if let Err(reason) = unsafe { worker::install(cycle, main.upstreams(), records, generation) } {
         // SAFETY: the cycle's log is valid.
         let log = unsafe { (*cycle).log };
         ngx::ngx_log_error!(NGX_LOG_EMERG, log, "supervisord: {}", reason);
@@ -318,5 +341,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     for upstream in worker::upstreams() {
         reconciler::start(upstream);
     }
+    watchdog::start();
     NGX_OK as ngx_int_t
+}
+
+/// A worker that exits frees its slot (one that dies is freed by the others' watchdog).
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    slots::release();
 }

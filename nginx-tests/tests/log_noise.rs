@@ -194,47 +194,59 @@ fn a_supervisord_outage_is_one_line_and_its_end_another() {
         "outage",
         &format!("127.0.0.1:{port}"),
         &supervisord,
-        &["supervisord_sync_interval 1s"],
+        &[
+            "supervisord_sync_interval 1s",
+            "supervisord_hold_timeout 1s",
+        ],
     );
     // supervisord goes away (its socket with it) before anything started.
     supervisord.stop_daemon();
     let statuses = hammer(nginx.port, 3);
-    // Every request was answered, each needing a start that could not be asked for.
-    assert!(statuses.len() >= 100, "only {} requests", statuses.len());
-    assert!(statuses.iter().all(|status| *status == 502), "{statuses:?}");
+    // Every request was held within its bounds (the start waits for supervisord), then
+    // answered 503 with Retry-After; never a 502 for the outage.
+    assert!(statuses.len() >= 20, "only {} requests", statuses.len());
+    assert!(statuses.iter().all(|status| *status == 503), "{statuses:?}");
     let log = nginx.error_log();
     let unreachable = lines_with(&log, "cannot reach supervisord at unix:");
     assert_eq!(unreachable.len(), 1, "{log}");
     assert!(unreachable[0].contains("[error]"), "{}", unreachable[0]);
     assert!(lines_with(&log, "connect()").is_empty(), "{log}");
+    // Beyond the one line: each request's own hold timeout line, nothing per call.
     let incidents = incident_lines(&log);
+    let timeouts = lines_with(&log, "request not held longer").len();
+    assert_eq!(timeouts, statuses.len(), "{log}");
     assert!(
-        incidents.len() <= 3,
+        incidents.len() <= timeouts + 3,
         "{} lines for {} requests: {incidents:#?}",
         incidents.len(),
         statuses.len()
     );
 
-    // supervisord is back: the next request starts the backend, and one notice says so.
+    // supervisord is back: the start that waited for it is sent within about a second, and
+    // one notice says supervisord answers again.
     supervisord.restart_daemon();
-    let response = nginx.get("/");
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.body.trim(), format!("backend {port}"));
-    let log = nginx.error_log();
-    let back = lines_with(&log, "answers again");
-    assert_eq!(back.len(), 1, "{log}");
-    assert!(back[0].contains("[notice]"), "{}", back[0]);
-    assert_eq!(
-        lines_with(&log, "cannot reach supervisord").len(),
-        1,
-        "{log}"
-    );
     assert!(eventually(5, || nginx
         .supervisord_status("/_status")
         .upstream("backend")
         .backends[0]
         .status
         == Status::Up));
+    let response = nginx.get("/");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body.trim(), format!("backend {port}"));
+    let log = nginx.error_log();
+    let back = lines_with(&log, "answers again");
+    assert!(back.iter().any(|line| line.contains("[notice]")), "{log}");
+    assert_eq!(
+        lines_with(&log, "supervisord at unix:").len(),
+        2,
+        "one unreachable and one back line: {log}"
+    );
+    assert_eq!(
+        lines_with(&log, "cannot reach supervisord").len(),
+        1,
+        "{log}"
+    );
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
     nginx.assert_clean_log();
 }

@@ -291,7 +291,8 @@ fn spawn_error_and_bad_name_are_faults() {
 }
 
 /// An unreachable supervisord is one `[error]` line, whatever the number of calls; requests
-/// that need a start get 502, and a control request whose call failed at once says so.
+/// that need a start are held within their bounds (`supervisord_hold_timeout 1s` here: 503),
+/// the start waiting for supervisord, and a control request whose call failed at once says so.
 fn unreachable(nginx: &Nginx, cause: &str) {
     let reached = "cannot reach supervisord at";
     assert!(
@@ -307,7 +308,7 @@ fn unreachable(nginx: &Nginx, cause: &str) {
         == Status::Down));
     for _ in 0..5 {
         let response = nginx.get("/");
-        assert_eq!(response.status, 502, "{response:?}");
+        assert_eq!(response.status, 503, "{response:?}");
     }
     let log = nginx.error_log();
     let lines: Vec<&str> = log.lines().filter(|line| line.contains(reached)).collect();
@@ -323,7 +324,8 @@ fn unreachable(nginx: &Nginx, cause: &str) {
 #[test]
 fn supervisord_down_refused_or_socket_missing() {
     let unused = free_port();
-    let nginx = failing("sv-refused", &format!("127.0.0.1:{unused}"), &[]);
+    let hold = ["supervisord_hold_timeout 1s"];
+    let nginx = failing("sv-refused", &format!("127.0.0.1:{unused}"), &hold);
     let reply = nginx.get("/_start/0");
     // A TCP connect on loopback may be refused at once or a moment later.
     assert!(
@@ -334,7 +336,7 @@ fn supervisord_down_refused_or_socket_missing() {
     unreachable(&nginx, "connection refused");
 
     let missing = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
-    let nginx = failing("sv-nosocket", &format!("unix:{}", missing.display()), &[]);
+    let nginx = failing("sv-nosocket", &format!("unix:{}", missing.display()), &hold);
     // Nothing could be sent: the control request says so, and the backend is down again.
     let reply = nginx.get("/_start/0");
     assert_eq!(reply.status, 502, "{reply:?}");

@@ -11,6 +11,7 @@
 //! request never waits for the next `supervisord_sync_interval`). Such calls are quiet: their
 //! failures are covered by the one "unreachable" line.
 
+use super::backend_status::Command;
 use super::call_outcome::CallError;
 
 /// How far one call got.
@@ -65,6 +66,31 @@ pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: 
     supervisord_unreachable && matches!(error, CallError::Transport(_) | CallError::TimedOut)
 }
 
+/// supervisord's fault for any call while it shuts down (its programs are being stopped).
+pub const FAULT_SHUTDOWN_STATE: i64 = 6;
+
+/// Whether a failed start or stop met a supervisord that is away or going away rather than a
+/// verdict on the program: it is known unreachable, it is shutting down (as when it restarts),
+/// or, for a stop, the connection broke or timed out before any answer (supervisord going away
+/// while it handled the call: whether the program stopped is unknown, and a backend being
+/// stopped is safest out of rotation). Such a command waits for supervisord to answer again
+/// rather than settling (see `start_handshake::park_until_reachable`); sending it again is
+/// harmless (a start finds the program started, a stop finds it stopped). A start that broke
+/// on a reachable supervisord still fails at once: its held requests are answered.
+pub fn supervisord_away(
+    command: Command,
+    error: &CallError,
+    supervisord_unreachable: bool,
+) -> bool {
+    match error {
+        CallError::Transport(_) | CallError::TimedOut => {
+            supervisord_unreachable || command == Command::Stop
+        }
+        CallError::Fault(fault) => fault.code == FAULT_SHUTDOWN_STATE,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +139,31 @@ mod tests {
         });
         assert!(!failure_told_by_reachability(&fault, true));
         assert!(!failure_told_by_reachability(
+            &CallError::Unauthorized,
+            true
+        ));
+    }
+
+    #[test]
+    fn a_shutting_down_supervisord_is_away_too() {
+        let shutting_down = CallError::Fault(Fault {
+            code: FAULT_SHUTDOWN_STATE,
+            string: "SHUTDOWN_STATE".into(),
+        });
+        assert!(supervisord_away(Command::Start, &shutting_down, false));
+        let reset = CallError::Transport("receive failed: connection reset by peer".into());
+        assert!(supervisord_away(Command::Stop, &reset, false));
+        assert!(supervisord_away(Command::Stop, &CallError::TimedOut, false));
+        // A start that broke on a reachable supervisord is a failed start.
+        assert!(!supervisord_away(Command::Start, &reset, false));
+        assert!(supervisord_away(Command::Start, &reset, true));
+        let spawn = CallError::Fault(Fault {
+            code: 50,
+            string: "SPAWN_ERROR: backend0".into(),
+        });
+        assert!(!supervisord_away(Command::Start, &spawn, true));
+        assert!(!supervisord_away(
+            Command::Stop,
             &CallError::Unauthorized,
             true
         ));

@@ -75,6 +75,33 @@ pub fn settle_reply(command: Command, current: BackendStatus, succeeded: bool) -
     }
 }
 
+/// A command whose call could not reach supervisord (a transport failure while supervisord is
+/// known unreachable: its program may well be gone with it, as when supervisord is restarted).
+/// When nobody waits for an answer (a start for held requests, a stop after failed requests) it
+/// keeps its transitional status and is sent again once supervisord answers: a stop never puts
+/// a backend whose program is gone back UP, a start never answers held requests 502 for an
+/// outage (they wait within their usual bounds), and no further call goes out meanwhile. A hand
+/// command, whose caller is answered at once, settles back as any failed call does.
+pub fn park_until_reachable(command: Command, current: BackendStatus, caller_waits: bool) -> bool {
+    !caller_waits && current == command.transitional_status()
+}
+
+/// The command to send again for a backend in `status`: one whose worker died (`orphaned`) or
+/// one parked while supervisord was unreachable, once it is reachable again.
+pub fn command_to_resend(
+    status: BackendStatus,
+    orphaned: bool,
+    parked: bool,
+    supervisord_reachable: bool,
+) -> Option<Command> {
+    let command = match status {
+        BackendStatus::StartingUp => Command::Start,
+        BackendStatus::ShuttingDown => Command::Stop,
+        _ => return None,
+    };
+    (orphaned || (parked && supervisord_reachable)).then_some(command)
+}
+
 /// The probe saw the backend accept a connection: it becomes UP if it is still starting.
 pub fn settle_ready(current: BackendStatus) -> Option<BackendStatus> {
     (current == BackendStatus::StartingUp).then_some(BackendStatus::Up)
@@ -155,5 +182,30 @@ mod tests {
         for other in [Up, Down, ShuttingDown] {
             assert_eq!(settle_ready(other), None);
         }
+    }
+    #[test]
+    fn unsent_automatic_commands_wait_for_supervisord_hand_ones_settle() {
+        assert!(park_until_reachable(Command::Stop, ShuttingDown, false));
+        assert!(park_until_reachable(Command::Start, StartingUp, false));
+        assert!(!park_until_reachable(Command::Stop, ShuttingDown, true));
+        // Settled meanwhile (e.g. by a reconciliation): nothing to park.
+        assert!(!park_until_reachable(Command::Stop, Down, false));
+    }
+
+    #[test]
+    fn orphaned_and_parked_commands_are_sent_again() {
+        assert_eq!(
+            command_to_resend(StartingUp, true, false, false),
+            Some(Command::Start)
+        );
+        assert_eq!(
+            command_to_resend(ShuttingDown, false, true, true),
+            Some(Command::Stop)
+        );
+        // Parked while supervisord is still away: not yet.
+        assert_eq!(command_to_resend(ShuttingDown, false, true, false), None);
+        assert_eq!(command_to_resend(StartingUp, false, false, true), None);
+        assert_eq!(command_to_resend(Up, true, true, true), None);
+        assert_eq!(command_to_resend(Down, true, true, true), None);
     }
 }

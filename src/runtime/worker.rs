@@ -121,6 +121,12 @@ struct Worker {
     upstreams: Box<[UpstreamRuntime]>,
     /// The cycle's log, for connections whose failures the module reports itself.
     quiet_log: UnsafeCell<ngx_log_t>,
+    // Liveness and reloads:
+    /// The zone generation of this worker's configuration.
+    generation: u64,
+    /// Every few hundred ms: frees what dead workers left, takes over their commands, asks an
+    /// unreachable supervisord whether it is back (`supervisord::watchdog`).
+    watchdog_timer: UnsafeCell<ngx_event_t>,
 }
 
 /// A copy of `log` that drops nginx's own `[crit]`/`[error]` lines, such as the
@@ -145,6 +151,7 @@ pub unsafe fn install(
     cycle: *mut ngx_cycle_t,
     upstreams: impl Iterator<Item = &'static UpstreamConf>,
     records: &[SharedRecord],
+    generation: u64,
 ) -> Result<(), &'static str> {
     let upstreams: Box<[UpstreamRuntime]> = upstreams
         .zip(records.iter().copied())
@@ -163,6 +170,9 @@ pub unsafe fn install(
     let worker = Box::into_raw(Box::new(Worker {
         upstreams,
         quiet_log,
+        generation,
+        // SAFETY: zeroed is a valid unset event.
+        watchdog_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
     }));
     WORKER.store(worker, Ordering::Release);
     // SAFETY: the cleanup entry belongs to the cycle's pool.
@@ -206,4 +216,18 @@ pub fn quiet_log() -> *mut ngx_log_t {
         Some(worker) => worker.quiet_log.get(),
         None => ngx::log::ngx_cycle_log().as_ptr(),
     }
+}
+
+/// The zone generation of this worker's configuration (0 outside a worker).
+pub fn generation() -> u64 {
+    let worker = WORKER.load(Ordering::Acquire);
+    // SAFETY: as in `upstream`.
+    unsafe { worker.as_ref() }.map_or(0, |worker| worker.generation)
+}
+
+/// The worker's watchdog timer event; none outside a worker.
+pub fn watchdog_timer() -> Option<*mut ngx_event_t> {
+    let worker = WORKER.load(Ordering::Acquire);
+    // SAFETY: as in `upstream`.
+    unsafe { worker.as_ref() }.map(|worker| worker.watchdog_timer.get())
 }

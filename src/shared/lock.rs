@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
 
-use super::records::SharedUpstream;
+use super::records::{own_token, SharedUpstream};
 use crate::core::backend_status::BackendStatus;
 use crate::core::start_backoff::StartBackoff;
 use crate::util::time::now_ms;
@@ -53,11 +53,30 @@ impl ZoneLock<'_> {
 
     /// Moves a backend into a transitional status on behalf of a command sent now.
     pub fn begin_command(&self, index: usize, status: BackendStatus, now_ms: u64) {
+        self.own_command(index, now_ms);
+        self.set_status(index, status);
+    }
+
+    /// This worker sends the command in flight again (its worker died, or it waited for
+    /// supervisord to answer again); the status stays.
+    pub fn take_over_command(&self, index: usize, now_ms: u64) {
+        self.own_command(index, now_ms);
+    }
+
+    fn own_command(&self, index: usize, now_ms: u64) {
+        let backend = self.upstream.backend(index);
+        backend.command_started.store(now_ms, Ordering::Relaxed);
+        backend.command_owner.store(own_token(), Ordering::Release);
+        backend.command_parked.store(false, Ordering::Release);
+    }
+
+    /// The command in flight could not reach supervisord: it waits, in its transitional
+    /// status, to be sent again once supervisord answers.
+    pub fn park_command(&self, index: usize) {
         self.upstream
             .backend(index)
-            .command_started
-            .store(now_ms, Ordering::Relaxed);
-        self.set_status(index, status);
+            .command_parked
+            .store(true, Ordering::Release);
     }
 
     /// Records a failed start; held requests waiting for it give up on the next generation.
@@ -131,6 +150,27 @@ impl ZoneLock<'_> {
         backend.status.store(status as u8, Ordering::Release);
         backend.changes.fetch_add(1, Ordering::AcqRel);
         self.upstream.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The zone's mutex, held until dropped, for work on the zone as a whole (worker slots,
+/// reclamation).
+pub(super) struct PoolLock(*mut ngx_slab_pool_t);
+
+impl PoolLock {
+    /// # Safety
+    /// `pool` must be the zone's slab pool.
+    pub(super) unsafe fn new(pool: *mut ngx_slab_pool_t) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*pool).mutex)) };
+        Self(pool)
+    }
+}
+
+impl Drop for PoolLock {
+    fn drop(&mut self) {
+        // SAFETY: locked in `PoolLock::new`.
+        unsafe { ngx_shmtx_unlock(ptr::addr_of_mut!((*self.0).mutex)) };
     }
 }
 

@@ -2,10 +2,63 @@
 //! same in every worker. Plain atomics, readable without the lock; a status changes only under
 //! the zone's lock (see `lock.rs`), which also bumps the upstream's generation.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 use crate::core::backend_status::BackendStatus;
 use crate::core::start_backoff::StartBackoff;
+
+/// Worker slots in the zone: enough for the workers of several configurations at once (old
+/// ones finish their requests after a reload). A worker that finds none free counts in the
+/// overflow entry, which is never taken off, and turns reclamation off (see `slots.rs`).
+pub const SLOT_COUNT: usize = 128;
+
+/// One worker process, claimed in `init_process`, freed at its exit or, should it die, by
+/// whichever worker notices. All fields are written under the zone's lock.
+#[repr(C)]
+pub struct WorkerSlot {
+    /// 0 when free.
+    pub(super) pid: AtomicI32,
+    /// From `/proc/PID/stat` (0 when unknown): with the pid, names one process for good.
+    pub(super) start_time: AtomicU64,
+    /// The zone generation (zone init) of the worker's configuration.
+    pub(super) generation: AtomicU64,
+    /// Unique per claim, never 0: names the owner of a command.
+    pub(super) token: AtomicU64,
+}
+
+/// The start of the zone (the slab pool's `data`).
+#[repr(C)]
+pub struct ZoneRoot {
+    pub(super) first: *mut SharedUpstream,
+    /// Zone inits so far: the current generation.
+    pub(super) inits: u64,
+    pub(super) next_token: u64,
+    /// Workers that found no free slot: with any, records are never freed.
+    pub(super) untracked_workers: u64,
+    /// A slot was freed since records were last looked at for reclamation.
+    pub(super) reclaim_due: AtomicBool,
+    pub(super) slots: [WorkerSlot; SLOT_COUNT],
+}
+
+/// This process's slot (SLOT_COUNT: the overflow entry, e.g. before it claimed one).
+static OWN_SLOT: AtomicUsize = AtomicUsize::new(SLOT_COUNT);
+/// This process's claim token (0 before it claimed a slot).
+static OWN_TOKEN: AtomicU64 = AtomicU64::new(0);
+
+pub fn own_slot() -> usize {
+    OWN_SLOT.load(Ordering::Relaxed)
+}
+
+pub fn own_token() -> u64 {
+    OWN_TOKEN.load(Ordering::Relaxed)
+}
+
+pub(super) fn set_own_slot(slot: usize, token: u64) {
+    OWN_SLOT.store(slot, Ordering::Relaxed);
+    OWN_TOKEN.store(token, Ordering::Relaxed);
+}
 
 #[repr(C)]
 pub struct SharedBackend {
@@ -29,6 +82,14 @@ pub struct SharedBackend {
     pub(super) program_missing: AtomicBool,
     /// The process id of its program at the last read of supervisord (0: not running).
     pub(super) known_pid: AtomicI64,
+    // Worker liveness (see `slots.rs`):
+    /// Per worker slot (and one overflow entry), its share of `in_flight`: a dead worker's
+    /// share is taken off the total.
+    pub(super) slot_in_flight: *mut AtomicI32,
+    /// The claim token of the worker that sent the command in flight (0: none).
+    pub(super) command_owner: AtomicU64,
+    /// The command in flight could not reach supervisord; it is sent again once it answers.
+    pub(super) command_parked: AtomicBool,
 }
 
 impl SharedBackend {
@@ -62,11 +123,27 @@ impl SharedBackend {
     }
 
     pub fn request_started(&self) {
+        self.slot_share(own_slot()).fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request_finished(&self) {
+        self.slot_share(own_slot()).fetch_sub(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn command_owner(&self) -> u64 {
+        self.command_owner.load(Ordering::Acquire)
+    }
+
+    pub fn command_parked(&self) -> bool {
+        self.command_parked.load(Ordering::Acquire)
+    }
+
+    pub(super) fn slot_share(&self, slot: usize) -> &AtomicI32 {
+        // SAFETY: allocated with SLOT_COUNT + 1 entries with the record; `slot` is at most
+        // SLOT_COUNT (the overflow entry).
+        unsafe { &*self.slot_in_flight.add(slot.min(SLOT_COUNT)) }
     }
 }
 
@@ -88,11 +165,19 @@ pub struct SharedUpstream {
     pub(super) supervisord_unreachable: AtomicBool,
     pub(super) backend_count: usize,
     pub(super) backends: *mut SharedBackend,
+    // Worker liveness and reloads (see `slots.rs`, `zone.rs`):
+    /// Per worker slot (and one overflow entry), its share of `held`.
+    pub(super) slot_held: *mut AtomicI64,
+    /// The newest zone generation whose workers read supervisord's view once at start.
+    pub(super) first_read_generation: AtomicU64,
+    /// While supervisord is unreachable: when a worker last asked whether it is back.
+    pub(super) last_reach_attempt: AtomicU64,
 }
 
 impl SharedUpstream {
     pub fn backends(&self) -> &[SharedBackend] {
-        // SAFETY: allocated with backend_count entries in the zone, never freed.
+        // SAFETY: allocated with backend_count entries in the zone, freed only once no worker
+        // uses the record (`zone::reclaim_unused`).
         unsafe { std::slice::from_raw_parts(self.backends, self.backend_count) }
     }
 
@@ -120,11 +205,53 @@ impl SharedUpstream {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
+        self.slot_held(own_slot()).fetch_add(1, Ordering::AcqRel);
         true
     }
 
     pub fn release_hold(&self) {
+        self.slot_held(own_slot()).fetch_sub(1, Ordering::AcqRel);
         self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn slot_held(&self, slot: usize) -> &AtomicI64 {
+        // SAFETY: allocated with SLOT_COUNT + 1 entries with the record.
+        unsafe { &*self.slot_held.add(slot.min(SLOT_COUNT)) }
+    }
+
+    /// Whether this worker, of zone generation `generation`, reads supervisord's view for its
+    /// generation's first time (one worker per generation wins).
+    pub fn take_first_read(&self, generation: u64, now_ms: u64) -> bool {
+        let seen = self.first_read_generation.load(Ordering::Acquire);
+        if seen >= generation {
+            return false;
+        }
+        let won = self
+            .first_read_generation
+            .compare_exchange(seen, generation, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.last_sync.store(now_ms, Ordering::Release);
+        }
+        won
+    }
+
+    /// Marks a read of supervisord's view that did not wait for its turn (supervisord answers
+    /// again): the next turn is a whole interval away.
+    pub fn note_sync(&self, now_ms: u64) {
+        self.last_sync.store(now_ms, Ordering::Release);
+    }
+
+    /// While supervisord is unreachable: whether this worker asks now whether it is back (at
+    /// most one worker per `interval_ms` and upstream).
+    pub fn take_reach_attempt(&self, now_ms: u64, interval_ms: u64) -> bool {
+        let last = self.last_reach_attempt.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) < interval_ms {
+            return false;
+        }
+        self.last_reach_attempt
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     pub fn held(&self) -> i64 {

@@ -4,22 +4,27 @@
 //!
 //! nginx hands the zone over to the new cycle on `nginx -s reload` when its size is unchanged;
 //! an upstream whose identity (name and server lines) is unchanged then keeps its record, so
-//! statuses survive the reload.
+//! statuses survive the reload. Each zone init is a generation; records no live worker uses
+//! any more are freed (`core::reclaim` decides), at zone init and by the workers' watchdog.
 
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
 
 use nginx_sys::{
-    ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_alloc_locked, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t,
+    ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::core::Pool;
 
-use super::lock::SharedRecord;
-use super::records::{SharedBackend, SharedUpstream};
+use super::lock::{PoolLock, SharedRecord};
+use super::process;
+use super::records::{SharedBackend, SharedUpstream, ZoneRoot, SLOT_COUNT};
 use crate::core::backend_status::BackendStatus;
+use crate::core::reclaim::{record_reusable, record_unused};
 
 const ZONE_NAME: &[u8] = b"ngx_supervisord";
 
@@ -36,12 +41,24 @@ pub struct Claim {
 struct Registration {
     claims: Vec<Claim>,
     records: Vec<SharedRecord>,
+    /// The zone generation this cycle's init made.
+    generation: u64,
+    pool: *mut ngx_slab_pool_t,
 }
 
-#[repr(C)]
-struct ZoneRoot {
-    first: *mut SharedUpstream,
-    inits: u64,
+/// What a worker needs of the zone: its cycle's records, the generation its configuration
+/// belongs to, and the zone's pool (for the worker slots).
+pub struct ZoneView {
+    pub records: &'static [SharedRecord],
+    pub generation: u64,
+    pub pool: *mut ngx_slab_pool_t,
+}
+
+/// Shared bytes of one record with `backends` backends, slot shares included.
+fn record_size(backends: usize) -> usize {
+    size_of::<SharedUpstream>()
+        + (SLOT_COUNT + 1) * size_of::<AtomicI64>()
+        + backends * (size_of::<SharedBackend>() + (SLOT_COUNT + 1) * size_of::<AtomicI32>())
 }
 
 /// Zone size for the claims. nginx reuses a zone across reloads only when its size is
@@ -50,9 +67,11 @@ fn zone_size(claims: &[Claim]) -> usize {
     const MIB: usize = 1 << 20;
     let needed: usize = claims
         .iter()
-        .map(|claim| 128 + claim.initial_statuses.len() * (size_of::<SharedBackend>() + 16))
+        .map(|claim| 128 + record_size(claim.initial_statuses.len()))
         .sum();
-    (needed * 8).div_ceil(MIB).max(1) * MIB
+    // Room for the records of a few configurations alive at once (old workers finish their
+    // requests after a reload) and for the slab allocator's rounding.
+    (size_of::<ZoneRoot>() + needed * 8).div_ceil(MIB).max(1) * MIB
 }
 
 /// Declares the zone for this cycle's managed upstreams. `tag` tells nginx (and `records`)
@@ -80,6 +99,8 @@ pub unsafe fn register(
     let registration = unsafe { Pool::from_ngx_pool((*cf).pool) }.allocate(Registration {
         claims,
         records: Vec::new(),
+        generation: 0,
+        pool: ptr::null_mut(),
     });
     if registration.is_null() {
         return Err(());
@@ -92,9 +113,9 @@ pub unsafe fn register(
     Ok(())
 }
 
-/// The records of `cycle`'s managed upstreams, in configuration order; none before the zone
-/// is initialised or without managed upstreams.
-pub fn records(cycle: &ngx_cycle_t, tag: *mut c_void) -> &'static [SharedRecord] {
+/// The zone as `cycle` sees it: its managed upstreams' records in configuration order; none
+/// before the zone is initialised or without managed upstreams.
+pub fn find(cycle: &ngx_cycle_t, tag: *mut c_void) -> Option<ZoneView> {
     let mut part: *const nginx_sys::ngx_list_part_t = &cycle.shared_memory.part;
     while !part.is_null() {
         // SAFETY: the cycle's shared_memory list holds ngx_shm_zone_t entries.
@@ -106,13 +127,20 @@ pub fn records(cycle: &ngx_cycle_t, tag: *mut c_void) -> &'static [SharedRecord]
                 // SAFETY: a zone with our tag was declared by `register`; its registration
                 // lives in the cycle's pool.
                 let registration = unsafe { &*(zone.data as *const Registration) };
-                return registration.records.as_slice();
+                if registration.pool.is_null() {
+                    return None;
+                }
+                return Some(ZoneView {
+                    records: registration.records.as_slice(),
+                    generation: registration.generation,
+                    pool: registration.pool,
+                });
             }
         }
         // SAFETY: list parts are chained by `next`.
         part = unsafe { (*part).next };
     }
-    &[]
+    None
 }
 
 /// `ngx_shm_zone_t.init`: `old_data` is non-null when nginx hands over the previous cycle's zone.
@@ -126,11 +154,10 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void)
         )
     };
     // SAFETY: pool is the zone's slab pool; locking guards against old workers still running.
-    unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*pool).mutex)) };
+    let lock = unsafe { PoolLock::new(pool) };
     // SAFETY: as above, pool is locked.
     let result = unsafe { claim_records(registration, pool, !old_data.is_null()) };
-    // SAFETY: locked above.
-    unsafe { ngx_shmtx_unlock(ptr::addr_of_mut!((*pool).mutex)) };
+    drop(lock);
     match result {
         Ok(()) => NGX_OK as ngx_int_t,
         Err(message) => {
@@ -156,24 +183,81 @@ unsafe fn claim_records(
             existing
         } else {
             let root = allocate::<ZoneRoot>(pool, 1)?;
-            root.write(ZoneRoot {
-                first: ptr::null_mut(),
-                inits: 0,
-            });
+            // All zero: no records, no generation yet, every slot free (atomics of zero).
+            ptr::write_bytes(root, 0, 1);
             (*pool).data = root as *mut c_void;
             root
         }
     };
     // SAFETY: root lives in the locked zone.
     let root = unsafe { &mut *root };
+    // What no live worker uses goes first, so that a reload reuses only maintained records.
+    // SAFETY: the zone is locked.
+    unsafe { reclaim_locked(root, pool) };
+    let newest_live = live_generations(root).into_iter().max();
     root.inits += 1;
+    registration.generation = root.inits;
+    registration.pool = pool;
     registration.records.clear();
     for claim in &registration.claims {
         // SAFETY: the zone is locked.
-        let record = unsafe { find_or_create(root, pool, claim)? };
+        let record = unsafe { find_or_create(root, pool, claim, newest_live)? };
         registration.records.push(SharedRecord { pool, record });
     }
     Ok(())
+}
+
+/// The generations of the workers alive now (slots whose process still runs).
+fn live_generations(root: &ZoneRoot) -> Vec<u64> {
+    root.slots
+        .iter()
+        .filter(|slot| {
+            let pid = slot.pid.load(Ordering::Acquire);
+            pid != 0 && process::alive(pid, slot.start_time.load(Ordering::Acquire))
+        })
+        .map(|slot| slot.generation.load(Ordering::Acquire))
+        .collect()
+}
+
+/// Frees the records no live worker uses; how many were freed.
+///
+/// # Safety
+/// The caller holds the pool's mutex; `root` is the zone's root.
+pub(super) unsafe fn reclaim_locked(root: &mut ZoneRoot, pool: *mut ngx_slab_pool_t) -> usize {
+    root.reclaim_due.store(false, Ordering::Release);
+    let live = live_generations(root);
+    let untracked = root.untracked_workers > 0;
+    let mut freed = 0;
+    let mut link: *mut *mut SharedUpstream = &mut root.first;
+    // SAFETY: records form a list in the locked zone; a freed record is unlinked first.
+    unsafe {
+        while !(*link).is_null() {
+            let record = *link;
+            if record_unused((*record).claimed_in, root.inits, &live, untracked) {
+                *link = (*record).next;
+                free_record(pool, record);
+                freed += 1;
+            } else {
+                link = &mut (*record).next;
+            }
+        }
+    }
+    freed
+}
+
+/// # Safety
+/// The caller holds the pool's mutex; `record` is unlinked and no worker uses it.
+unsafe fn free_record(pool: *mut ngx_slab_pool_t, record: *mut SharedUpstream) {
+    // SAFETY: every part was allocated from this pool by `find_or_create`.
+    unsafe {
+        // The first backend's row starts the block of every backend's slot shares.
+        if let Some(first) = (*record).backends().first() {
+            ngx_slab_free_locked(pool, first.slot_in_flight as *mut c_void);
+        }
+        ngx_slab_free_locked(pool, (*record).backends as *mut c_void);
+        ngx_slab_free_locked(pool, (*record).slot_held as *mut c_void);
+        ngx_slab_free_locked(pool, record as *mut c_void);
+    }
 }
 
 /// # Safety
@@ -182,6 +266,7 @@ unsafe fn find_or_create(
     root: &mut ZoneRoot,
     pool: *mut ngx_slab_pool_t,
     claim: &Claim,
+    newest_live_generation: Option<u64>,
 ) -> Result<*const SharedUpstream, String> {
     let count = claim.initial_statuses.len();
     let mut record = root.first;
@@ -191,6 +276,7 @@ unsafe fn find_or_create(
         if existing.identity == claim.identity
             && existing.backend_count == count
             && existing.claimed_in != root.inits
+            && record_reusable(existing.claimed_in, newest_live_generation)
         {
             existing.claimed_in = root.inits;
             return Ok(record);
@@ -198,13 +284,19 @@ unsafe fn find_or_create(
         record = existing.next;
     }
     // SAFETY: the zone is locked.
-    let (record, backends) = unsafe {
+    let (record, backends, slot_held) = unsafe {
         (
             allocate::<SharedUpstream>(pool, 1)?,
             allocate::<SharedBackend>(pool, count)?,
+            allocate_zeroed::<AtomicI64>(pool, SLOT_COUNT + 1)?,
         )
     };
+    // One block for every backend's slot shares (slab pages, not one rounded chunk each).
+    // SAFETY: the zone is locked.
+    let shares = unsafe { allocate_zeroed::<AtomicI32>(pool, count.max(1) * (SLOT_COUNT + 1))? };
     for (index, status) in claim.initial_statuses.iter().enumerate() {
+        // SAFETY: within the block: `count` rows of SLOT_COUNT + 1.
+        let slot_in_flight = unsafe { shares.add(index * (SLOT_COUNT + 1)) };
         // SAFETY: `backends` has room for `count` entries.
         unsafe {
             backends.add(index).write(SharedBackend {
@@ -218,6 +310,9 @@ unsafe fn find_or_create(
                 up_since: AtomicU64::new(0),
                 program_missing: AtomicBool::new(false),
                 known_pid: AtomicI64::new(0),
+                slot_in_flight,
+                command_owner: AtomicU64::new(0),
+                command_parked: AtomicBool::new(false),
             })
         };
     }
@@ -234,6 +329,9 @@ unsafe fn find_or_create(
             supervisord_unreachable: AtomicBool::new(false),
             backend_count: count,
             backends,
+            slot_held,
+            first_read_generation: AtomicU64::new(0),
+            last_reach_attempt: AtomicU64::new(0),
         })
     };
     root.first = record;
@@ -249,5 +347,17 @@ unsafe fn allocate<T>(pool: *mut ngx_slab_pool_t, count: usize) -> Result<*mut T
     if memory.is_null() {
         return Err("shared zone \"ngx_supervisord\" is full; restart nginx to rebuild it".into());
     }
+    Ok(memory)
+}
+
+/// `count` zeroed entries (a valid value for atomics).
+///
+/// # Safety
+/// The caller holds the pool's mutex.
+unsafe fn allocate_zeroed<T>(pool: *mut ngx_slab_pool_t, count: usize) -> Result<*mut T, String> {
+    // SAFETY: the caller holds the pool's mutex.
+    let memory = unsafe { allocate::<T>(pool, count)? };
+    // SAFETY: freshly allocated with room for `count` entries.
+    unsafe { ptr::write_bytes(memory, 0, count) };
     Ok(memory)
 }

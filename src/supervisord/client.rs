@@ -28,6 +28,20 @@ const MAX_REPLY: usize = 4 << 20;
 
 pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
 
+/// Runs in the worker that sees supervisord answer again after an outage, once per return.
+pub type ReachableAgain = fn(&'static UpstreamRuntime);
+
+thread_local! {
+    static ON_REACHABLE_AGAIN: std::cell::Cell<Option<ReachableAgain>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Sets what runs when supervisord answers again (the watchdog sends parked commands and
+/// reads supervisord's view at once).
+pub fn on_reachable_again(hook: ReachableAgain) {
+    ON_REACHABLE_AGAIN.with(|cell| cell.set(Some(hook)));
+}
+
 struct Exchange {
     upstream: &'static UpstreamRuntime,
     method: &'static str,
@@ -264,7 +278,10 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             Ok(Progress::Incomplete) => continue,
             Ok(Progress::Complete(response)) => {
                 let result = interpret_response(&response);
-                let keep = response.reusable && response.status == 200;
+                // Only a peer that speaks XML-RPC gets another request on this connection.
+                let keep = response.reusable
+                    && response.status == 200
+                    && !matches!(result, Err(CallError::NotXml | CallError::Malformed(_)));
                 // SAFETY: live exchange; finish frees it.
                 unsafe { finish_keeping(exchange, result, keep) };
                 return;
@@ -354,9 +371,14 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
             Err(error) => format!("failed: {error}"),
         }
     );
-    note_reachability(ex.upstream, ex.stage(), &result);
+    let change = note_reachability(ex.upstream, ex.stage(), &result);
     if let Some(done) = ex.done.take() {
         done(result);
+    }
+    if change == ReachChange::BecameReachable {
+        if let Some(hook) = ON_REACHABLE_AGAIN.with(std::cell::Cell::get) {
+            hook(ex.upstream);
+        }
     }
 }
 
@@ -378,14 +400,14 @@ fn note_reachability(
     upstream: &UpstreamRuntime,
     stage: CallStage,
     result: &Result<Value, CallError>,
-) {
+) -> ReachChange {
     let Some(reach) = reach_after_call(stage, result.is_ok()) else {
-        return;
+        return ReachChange::Unchanged;
     };
     let unreachable = reach == Reach::Unreachable;
     // The common case, nothing new, without the lock.
     if upstream.shared().supervisord_unreachable() == unreachable {
-        return;
+        return ReachChange::Unchanged;
     }
     let was_unreachable = upstream.lock().swap_supervisord_unreachable(unreachable);
     let conf = upstream.conf;
@@ -394,7 +416,8 @@ fn note_reachability(
         .as_ref()
         .map(|endpoint| endpoint.display.as_str())
         .unwrap_or("?");
-    match reach_change(was_unreachable, Some(reach)) {
+    let change = reach_change(was_unreachable, Some(reach));
+    match change {
         ReachChange::BecameUnreachable => {
             let cause = match result {
                 Err(error) => error.to_string(),
@@ -403,7 +426,7 @@ fn note_reachability(
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle_log(),
-                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops fail until it can be reached",
+                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops wait until it can be reached again",
                 conf.name,
                 address,
                 cause
@@ -420,6 +443,7 @@ fn note_reachability(
         }
         ReachChange::Unchanged => {}
     }
+    change
 }
 
 unsafe fn park(upstream: &'static UpstreamRuntime, connection: *mut ngx_connection_t) {

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::rc::Rc;
 
-use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE};
+use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
 use super::client;
 use super::readiness::{self, SharedHandshake};
@@ -19,8 +19,8 @@ use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::call_outcome::{command_succeeded, CallError};
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
-use crate::core::reachability::failure_told_by_reachability;
-use crate::core::start_handshake::{settle_reply, AfterReply};
+use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
+use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
 use crate::core::start_watch::fault_means_exit;
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -31,14 +31,14 @@ use crate::util::time::now_ms;
 /// command's transitional status.
 pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
     // A failure at once is settled and logged like any other; this caller answers nobody.
-    send(upstream, index, command, false, |_| {});
+    send(upstream, index, command, false, false, |_| {});
 }
 
 /// Starts backend `index`, just moved to STARTING_UP, because a request found no backend up:
 /// should its program exit at start-up, the failure counts for the backend's start backoff
 /// (starts asked for by hand, `/_start`, neither count nor wait for it).
 pub fn start_on_demand(upstream: &'static UpstreamRuntime, index: usize) {
-    send(upstream, index, Command::Start, true, |_| {});
+    send(upstream, index, Command::Start, true, false, |_| {});
 }
 
 /// As `execute`, for a caller that answers someone: `Err` with the reason when the call failed
@@ -51,7 +51,7 @@ pub fn try_execute(
 ) -> Result<(), String> {
     let calling = Rc::new(Cell::new(true));
     let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
-    send(upstream, index, command, false, {
+    send(upstream, index, command, false, true, {
         let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
         move |error| {
             if calling.get() {
@@ -222,11 +222,15 @@ fn log_stop(upstream: &UpstreamRuntime, index: usize, in_flight: i64) {
     );
 }
 
+/// `on_demand`: a start for requests that found no backend up (it counts for the backend's
+/// start backoff). `caller_waits`: someone (a control request) is answered with the outcome
+/// at once.
 fn send(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
     on_demand: bool,
+    caller_waits: bool,
     on_failure: impl FnOnce(String) + 'static,
 ) {
     let conf = upstream.conf;
@@ -247,6 +251,11 @@ fn send(
         &params,
         Box::new(move |result| {
             let outcome = command_succeeded(command, &result);
+            if let Err(error) = &outcome {
+                if park_unreachable(upstream, index, command, caller_waits, error) {
+                    return;
+                }
+            }
             if command == Command::Start {
                 let mut state = handshake.get();
                 let after = state.on_reply(outcome.is_ok());
@@ -413,4 +422,52 @@ fn settle_exit(
         error,
         readiness::next_start_note(backoff)
     );
+}
+
+/// A command whose call could not reach supervisord waits for it in its transitional status
+/// (see `core::start_handshake::park_until_reachable`); the watchdog sends it again once
+/// supervisord answers. Whether it was parked.
+fn park_unreachable(
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+    command: Command,
+    caller_waits: bool,
+    error: &crate::core::call_outcome::CallError,
+) -> bool {
+    if !supervisord_away(command, error, upstream.shared().supervisord_unreachable()) {
+        return false;
+    }
+    let lock = upstream.lock();
+    let status = lock.status(index);
+    if !park_until_reachable(command, status, caller_waits) {
+        return false;
+    }
+    lock.park_command(index);
+    drop(lock);
+    let conf = upstream.conf;
+    if failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",
+            conf.name,
+            index,
+            command,
+            error,
+            status
+        );
+    } else {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; stays {}, sent again once supervisord answers",
+            conf.name,
+            index,
+            conf.backends[index].name,
+            program_name(conf.program_prefix(), index),
+            command,
+            error,
+            status
+        );
+    }
+    true
 }

@@ -7,3 +7,4 @@ pub mod connect_check;
 pub mod failure_check;
 pub mod readiness;
 pub mod reconciler;
+pub mod watchdog;

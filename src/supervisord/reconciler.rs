@@ -19,14 +19,16 @@ use crate::core::process_state::{names_like, parse_all_process_info, program_nam
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
 use crate::core::xmlrpc::Value;
-use crate::runtime::UpstreamRuntime;
+use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 
-/// Starts this worker's reconciliation timer for a supervised upstream.
+/// Starts this worker's reconciliation timer for a supervised upstream. Its first tick comes
+/// at once: the first worker of each configuration (start, reload) reads supervisord's view
+/// right away, so statuses match supervisord's from the start (a reload that adds servers
+/// routes their RUNNING programs at once), with or without `supervisord_sync_interval`.
 pub fn start(upstream: &'static UpstreamRuntime) {
-    let interval = upstream.conf.sync_interval_ms();
-    if interval == 0 || !upstream.conf.supervised() {
+    if !upstream.conf.supervised() {
         return;
     }
     let event = upstream.sync_timer.get();
@@ -37,7 +39,7 @@ pub fn start(upstream: &'static UpstreamRuntime) {
         (*event).log = cycle_log();
         // Does not keep a gracefully exiting worker alive.
         (*event).set_cancelable(1);
-        ngx_add_timer(event, interval as _);
+        ngx_add_timer(event, 1);
     }
 }
 
@@ -49,11 +51,22 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
         return;
     }
     let interval = upstream.conf.sync_interval_ms();
-    // SAFETY: re-arming our own event.
-    unsafe { ngx_add_timer(event, interval as _) };
-    if !upstream.shared().take_sync_turn(now_ms(), interval) {
-        return;
+    if interval != 0 {
+        // SAFETY: re-arming our own event.
+        unsafe { ngx_add_timer(event, interval as _) };
     }
+    let shared = upstream.shared();
+    let now = now_ms();
+    let first_read = shared.take_first_read(worker::generation(), now);
+    if first_read || (interval != 0 && shared.take_sync_turn(now, interval)) {
+        read_now(upstream);
+    }
+}
+
+/// Reads supervisord's view now, whoever's turn it is (a new configuration's first read,
+/// supervisord answering again after an outage).
+pub fn read_now(upstream: &'static UpstreamRuntime) {
+    upstream.shared().note_sync(now_ms());
     let changes_when_sent: Vec<u64> = upstream
         .shared()
         .backends()

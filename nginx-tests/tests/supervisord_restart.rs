@@ -1,0 +1,202 @@
+//! supervisord restarted under traffic (as any package upgrade does): the backend whose program
+//! went with it stays out of rotation (never back UP while its program is gone), requests are
+//! held within their bounds instead of each getting 502, the outage is one error line and its
+//! end one notice, and supervisord's view is read right after it answers again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nginx_tests::status::Status;
+use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|line| line.contains(needle)).collect()
+}
+
+#[test]
+fn a_supervisord_restart_under_traffic() {
+    let port = free_port();
+    let mut supervisord =
+        Supervisord::start("restart", &[Program::backend("backend0", port, 0)], "");
+    let upstream = Upstream::new("backend")
+        .server(format!("127.0.0.1:{port}"))
+        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        // The periodic read is far away: what happens at supervisord's return is not it.
+        .sync_interval("30s")
+        .directive("supervisord_hold_timeout 3s");
+    let nginx = Nginx::start(
+        "restart",
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    );
+    assert_eq!(nginx.get("/").status, 200);
+    let nginx_port = nginx.port;
+
+    // 4 clients in a loop, and a poller of the status JSON, for the whole test.
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while running.load(Ordering::Relaxed) {
+                    seen.push((Instant::now(), request(nginx_port, "GET", "/").status));
+                }
+                seen
+            })
+        })
+        .collect();
+    let poller = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                let body = request(nginx_port, "GET", "/_status").body;
+                let status = nginx_tests::status::SupervisordStatus::parse(&body).unwrap();
+                seen.push((
+                    Instant::now(),
+                    status.upstream("backend").backends[0].status,
+                ));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // supervisord stops (its program with it) for 3 s, then starts again.
+    let log_before = nginx.error_log().lines().count();
+    let stopped_at = Instant::now();
+    supervisord.stop_daemon();
+    std::thread::sleep(Duration::from_secs(3));
+    let outage_log: Vec<String> = nginx
+        .error_log()
+        .lines()
+        .skip(log_before)
+        .map(str::to_string)
+        .collect();
+    let restart_at = Instant::now();
+    supervisord.restart_daemon();
+    // supervisorctl gets an answer: supervisord is back.
+    let back_at = Instant::now();
+    assert!(
+        eventually(5, || nginx.error_log().contains("answers again")),
+        "{}",
+        nginx.error_log()
+    );
+    let noticed = restart_at.elapsed();
+    assert!(
+        eventually(5, || nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .backends[0]
+            .status
+            == Status::Up),
+        "{}",
+        nginx.error_log()
+    );
+    let up_again = restart_at.elapsed();
+    let supervisord_start = back_at - restart_at;
+    std::thread::sleep(Duration::from_millis(500));
+    running.store(false, Ordering::Relaxed);
+    let answers: Vec<(Instant, u16)> = clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect();
+    let statuses = poller.join().unwrap();
+
+    // The status left UP once and never went back before supervisord returned.
+    let during: Vec<Status> = statuses
+        .iter()
+        .filter(|(at, _)| *at > stopped_at && *at < restart_at)
+        .map(|(_, status)| *status)
+        .collect();
+    let first_out = during
+        .iter()
+        .position(|status| *status != Status::Up)
+        .expect("the backend never left UP");
+    assert!(
+        during[first_out..]
+            .iter()
+            .all(|status| *status != Status::Up),
+        "{during:?}"
+    );
+    assert!(
+        during[first_out..].contains(&Status::ShuttingDown),
+        "{during:?}"
+    );
+
+    // Requests: a few 502s as the program goes (requests in flight or just sent to it), then
+    // held (503 after the 3 s hold timeout at most), 200 once it is back.
+    let during_outage: Vec<u16> = answers
+        .iter()
+        .filter(|(at, _)| *at > stopped_at)
+        .map(|(_, status)| *status)
+        .collect();
+    let bad_gateways = during_outage.iter().filter(|s| **s == 502).count();
+    let unavailable = during_outage.iter().filter(|s| **s == 503).count();
+    eprintln!(
+        "outage: {} requests answered, {bad_gateways} x 502, {unavailable} x 503; \
+         {} error-log lines during the 3 s outage; after the restart began, supervisorctl \
+         answered after {supervisord_start:?}, nginx noticed after {noticed:?}, backend up after \
+         {up_again:?}",
+        during_outage.len(),
+        outage_log.len()
+    );
+    assert!(bad_gateways <= 8, "{during_outage:?}");
+    assert!(
+        during_outage.iter().all(|s| [200, 502, 503].contains(s)),
+        "{during_outage:?}"
+    );
+    assert!(answers.iter().rev().take(4).all(|(_, s)| *s == 200));
+
+    // The error log during the outage: one unreachable line, one warning that the backend
+    // failed, and the hold timeouts' own lines (one per 503).
+    let module_lines: Vec<&String> = outage_log
+        .iter()
+        .filter(|line| line.contains("supervisord:") && !line.contains("not held longer"))
+        .collect();
+    assert!(module_lines.len() <= 4, "{module_lines:#?}");
+    let log = nginx.error_log();
+    assert_eq!(
+        lines_with(&log, "cannot reach supervisord").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "answers again").len(), 1, "{log}");
+    // nginx's own connect() lines are only those of requests sent to the program as it went
+    // (the 502s), never one per call to supervisord.
+    let connects = lines_with(&log, "connect()");
+    assert!(
+        connects
+            .iter()
+            .all(|line| line.contains("while connecting to upstream")),
+        "{connects:#?}"
+    );
+    assert!(connects.len() <= bad_gateways, "{connects:#?}");
+    // Noticed at the next once-a-second attempt (supervisord itself takes a moment to start),
+    // read and settled at once.
+    assert!(
+        noticed < supervisord_start + Duration::from_millis(1200),
+        "{noticed:?}"
+    );
+    assert!(
+        up_again < noticed + Duration::from_millis(1000),
+        "{up_again:?}"
+    );
+    // The stop that waited was sent again and found the program gone.
+    assert!(
+        log.contains("sending its stop again (it waited for supervisord)"),
+        "{log}"
+    );
+    // Started once before the outage, once after.
+    let spawned = supervisord.log().matches("spawned: 'backend0'").count();
+    assert_eq!(spawned, 2, "{}", supervisord.log());
+    nginx.assert_clean_log();
+}
