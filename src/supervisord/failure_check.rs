@@ -100,9 +100,14 @@ fn conclude(
         upstream.failure_counts.borrow_mut()[index].record_success();
     }
     let seen = match program {
-        ProgramSeen::Known(Some(state)) => state.name(),
-        ProgramSeen::Known(None) => "no such program",
-        ProgramSeen::Unknown => "unknown",
+        ProgramSeen::Known(Some(state)) => {
+            format!(
+                "its program is not running (supervisord says {})",
+                state.name()
+            )
+        }
+        ProgramSeen::Known(None) => "supervisord has no such program".to_string(),
+        ProgramSeen::Unknown => "supervisord cannot be asked".to_string(),
     };
     match action {
         FailureAction::LeaveUp => {
@@ -120,7 +125,7 @@ fn conclude(
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 cycle_log(),
-                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s), no connection accepted and its program is not running (supervisord says {}): up -> down",
+                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s), no connection accepted and {}: up -> down",
                 conf.name,
                 index,
                 backend.name,
@@ -143,7 +148,7 @@ fn conclude(
         FailureAction::Ignore => {
             ngx::ngx_log_debug!(
                 cycle_log(),
-                "supervisord: upstream \"{}\" backend {}: failure check found it {} (program {}): nothing to do",
+                "supervisord: upstream \"{}\" backend {}: failure check found it {} ({}): nothing to do",
                 conf.name,
                 index,
                 before,
