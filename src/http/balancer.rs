@@ -244,11 +244,14 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             return rc;
         };
         let backend = shared.backend(index);
+        // Counted before the status is read: a drain that takes the backend out and then finds
+        // nothing in flight cannot miss a request that got past this check.
+        backend.request_started();
         if backend.status().takes_requests() {
-            backend.request_started();
             context.current_backend = index;
             return rc;
         }
+        backend.request_finished();
         // SAFETY: hand the refused peer back unused, as nginx would after a finished request,
         // keeping the request's retry budget intact.
         unsafe { refuse_peer(pc, context.inner_data, inner_free) };

@@ -122,9 +122,10 @@ impl SharedBackend {
         }
     }
 
+    /// Ordered before the caller's next read of the status (see the balancer's `get_peer`).
     pub fn request_started(&self) {
         self.slot_share(own_slot()).fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn request_finished(&self) {
