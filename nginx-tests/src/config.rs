@@ -226,6 +226,13 @@ impl Upstream {
         self
     }
 
+    /// Each of `texts` as a directive, in order.
+    pub fn directives(self, texts: &[&str]) -> Self {
+        texts
+            .iter()
+            .fold(self, |upstream, text| upstream.directive(text))
+    }
+
     /// A line, unchanged.
     pub fn raw(mut self, text: impl Into<String>) -> Self {
         self.lines.push(text.into());

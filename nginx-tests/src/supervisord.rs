@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::free_port;
+use crate::{free_port, Config, Nginx, Server, Upstream};
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "s3cret-Pw";
@@ -132,6 +132,11 @@ impl Supervisord {
         self.dir.join("supervisor.sock")
     }
 
+    /// Its address as the `supervisord` directive takes it: `unix:/path/supervisor.sock`.
+    pub fn address(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+
     pub fn ctl(&self, args: &[&str]) -> String {
         let output = Command::new("supervisorctl")
             .arg("-c")
@@ -213,4 +218,30 @@ impl Drop for FakeSupervisord {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// nginx (2 workers) with upstream `backend` over `ports`, managed by `supervisord`, with the
+/// `extra` upstream directives; `/` passes to it, `/_start/` and `/_stop/` control it and
+/// `= /_status` shows it.
+pub fn nginx_with_controls(
+    name: &str,
+    ports: &[u16],
+    supervisord: &Supervisord,
+    extra: &[&str],
+) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(supervisord.address())
+        .directives(extra);
+    Nginx::start(
+        name,
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("/_start/", "supervisord_start backend;")
+                .location("/_stop/", "supervisord_stop backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    )
 }

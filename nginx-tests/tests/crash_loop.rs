@@ -14,7 +14,7 @@ use nginx_tests::{free_port, request, Config, Nginx, Server, Upstream};
 fn nginx_for(name: &str, ports: &[u16], supervisord: &Supervisord) -> Nginx {
     let upstream = Upstream::new("backend")
         .servers(ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .supervisord(supervisord.address())
         .directive("supervisord_hold_timeout 20s");
     Nginx::start(
         name,

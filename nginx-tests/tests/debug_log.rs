@@ -30,7 +30,7 @@ fn run(name: &str, level: &str) -> String {
             .upstream(
                 Upstream::new("backend")
                     .servers(&[port])
-                    .supervisord(format!("unix:{}", supervisord.socket().display()))
+                    .supervisord(supervisord.address())
                     .sync_interval("300ms"),
             )
             .server(

@@ -10,30 +10,8 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::config::line_of;
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
 use nginx_tests::{eventually, free_port, Config, Nginx, Response, Server, Upstream};
-
-/// nginx (2 workers) with upstream `backend` over `ports`, managed by `supervisord`, with the
-/// `extra` upstream directives.
-fn nginx_for(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()));
-    let upstream = extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line));
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
-}
 
 fn record_file(port: u16) -> PathBuf {
     let path = std::env::temp_dir().join(format!("ngx-supervisord-drain-record-{port}"));
@@ -124,7 +102,7 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
         ],
         "",
     );
-    let nginx = nginx_for("drain", &ports, &supervisord, &[]);
+    let nginx = nginx_with_controls("drain", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
     assert_eq!(received(&records[0]), Vec::<String>::new());
@@ -232,7 +210,7 @@ fn a_drain_times_out() {
         &[Program::backend("backend0", ports[0], 0)],
         "",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "drain-timeout",
         &ports,
         &supervisord,
@@ -291,7 +269,7 @@ fn an_idle_backend_is_stopped_at_once() {
         ],
         "",
     );
-    let nginx = nginx_for("drain-idle", &ports, &supervisord, &[]);
+    let nginx = nginx_with_controls("drain-idle", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
     assert_eq!(nginx.get("/").status, 200);
@@ -329,7 +307,7 @@ fn a_start_during_a_drain_is_refused_until_the_stop_is_done() {
         &[Program::backend("backend0", ports[0], 0)],
         "",
     );
-    let nginx = nginx_for("drain-start", &ports, &supervisord, &[]);
+    let nginx = nginx_with_controls("drain-start", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
     let slow = spawn_mixed(nginx.port, 2, "/slow/1500");
@@ -363,7 +341,7 @@ fn a_reload_during_a_drain_lets_the_old_worker_finish_it() {
         &[Program::backend("backend0", ports[0], 0)],
         "",
     );
-    let nginx = nginx_for("drain-reload", &ports, &supervisord, &[]);
+    let nginx = nginx_with_controls("drain-reload", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
     let slow_sent = Instant::now();
@@ -376,7 +354,7 @@ fn a_reload_during_a_drain_lets_the_old_worker_finish_it() {
     // The same configuration: the shared statuses carry over to the new workers.
     let upstream = Upstream::new("backend")
         .servers(&ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()));
+        .supervisord(supervisord.address());
     nginx.reload(
         &Config::new().workers(2).upstream(upstream).server(
             Server::new()
@@ -525,7 +503,7 @@ fn posts_under_wrk_survive_a_stop() {
         );
         let timeout = drain.map(|value| format!("supervisord_drain_timeout {value}"));
         let extra: Vec<&str> = timeout.iter().map(String::as_str).collect();
-        let nginx = nginx_for(name, &ports, &supervisord, &extra);
+        let nginx = nginx_with_controls(name, &ports, &supervisord, &extra);
         for index in 0..2 {
             assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
             assert!(eventually(10, || backend_status(&nginx, index).0 == Status::Up));

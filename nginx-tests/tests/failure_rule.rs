@@ -36,7 +36,7 @@ fn nginx_with(
 ) -> Nginx {
     let upstream = servers.iter().fold(
         Upstream::new("backend")
-            .supervisord(format!("unix:{}", supervisord.socket().display()))
+            .supervisord(supervisord.address())
             .sync_interval("off"),
         |upstream, server| upstream.server(server),
     );

@@ -9,28 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
-
-fn nginx_for(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()));
-    let upstream = extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line));
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
-}
+use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, Nginx};
 
 fn status_of(nginx: &Nginx, index: usize) -> Status {
     nginx
@@ -67,7 +47,7 @@ fn a_hand_start_is_routed_within_a_second() {
         )],
         "",
     );
-    let nginx = nginx_for("hand-start", &[port], &supervisord, &[]);
+    let nginx = nginx_with_controls("hand-start", &[port], &supervisord, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(status_of(&nginx, 0), Status::Down);
     let ctl = std::thread::spawn({
@@ -126,7 +106,7 @@ fn restart_under_traffic(name: &str, args: &str) -> (usize, usize) {
         &[Program::backend_with("backend0", port, 1, args)],
         "",
     );
-    let nginx = nginx_for(name, &[port], &supervisord, &[]);
+    let nginx = nginx_with_controls(name, &[port], &supervisord, &[]);
     supervisord.ctl(&["start", "backend0"]);
     until_up(&nginx, 0);
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,7 +172,7 @@ fn a_wrong_program_name_is_reported_at_the_first_read() {
         &[Program::backend("backend0", port, 1)],
         "[group:web]\nprograms=backend0\n",
     );
-    let nginx = nginx_for("wrong-name", &[port], &supervisord, &[]);
+    let nginx = nginx_with_controls("wrong-name", &[port], &supervisord, &[]);
     let line = "supervisord has no program \"backend0\"";
     assert!(
         eventually(3, || nginx.error_log().contains(line)),
@@ -229,7 +209,7 @@ fn a_stop_during_an_on_demand_start_is_a_stop() {
         &[Program::backend("backend0", port, 3)],
         "",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "stop-while-starting",
         &[port],
         &supervisord,

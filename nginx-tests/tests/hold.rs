@@ -16,7 +16,7 @@ use nginx_tests::{
 fn upstream(ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Upstream {
     let upstream = Upstream::new("backend")
         .servers(ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .supervisord(supervisord.address())
         .sync_interval("off");
     extra
         .iter()
@@ -396,10 +396,7 @@ fn the_status_location_reports_every_backend() {
     let nginx = proxied("status", &ports, &supervisord, &[]);
     let status = nginx.supervisord_status("/_status");
     let upstream = status.upstream("backend");
-    assert_eq!(
-        upstream.supervisord,
-        format!("unix:{}", supervisord.socket().display())
-    );
+    assert_eq!(upstream.supervisord, supervisord.address());
     assert_eq!(upstream.held, 0);
     let expected = |index: usize, state: Status| BackendStatus {
         index,

@@ -66,10 +66,8 @@ fn scratch(name: &str) -> std::path::PathBuf {
 fn nginx_for(name: &str, server: &str, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
     let upstream = Upstream::new("backend")
         .server(server)
-        .supervisord(format!("unix:{}", supervisord.socket().display()));
-    let upstream = extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line));
+        .supervisord(supervisord.address());
+    let upstream = upstream.directives(extra);
     Nginx::start(
         name,
         &Config::new().workers(2).upstream(upstream).server(

@@ -46,7 +46,7 @@ fn a_backend_on_one_of_its_addresses_is_ready_at_once_and_never_stopped() {
             .upstream(
                 Upstream::new("backend")
                     .server(format!("localhost:{port}"))
-                    .supervisord(format!("unix:{}", supervisord.socket().display()))
+                    .supervisord(supervisord.address())
                     .directive("supervisord_timeout 20s"),
             )
             .server(

@@ -51,7 +51,7 @@ fn pair(ports: &[u16], supervisord: &Supervisord) -> Config {
         .upstream(
             Upstream::new("backend")
                 .servers(ports)
-                .supervisord(format!("unix:{}", supervisord.socket().display()))
+                .supervisord(supervisord.address())
                 // Far away: whatever is read at a reload is not the periodic read.
                 .sync_interval("60s"),
         )

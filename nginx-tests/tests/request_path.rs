@@ -19,7 +19,7 @@ const SMUGGLED: &str = "GET /_stop/0 HTTP/1.1\r\nHost: x\r\n\r\n";
 fn managed(name: &str, port: u16, supervisord: &Supervisord, extra: &[&str]) -> Upstream {
     let upstream = Upstream::new(name)
         .servers(&[port])
-        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .supervisord(supervisord.address())
         .sync_interval("off");
     extra
         .iter()

@@ -17,9 +17,7 @@ fn nginx_for(name: &str, ports: &[u16], supervisord: &str, extra: &[&str]) -> Ng
     let upstream = Upstream::new("backend")
         .servers(ports)
         .supervisord(supervisord);
-    let upstream = extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line));
+    let upstream = upstream.directives(extra);
     Nginx::start(
         name,
         &Config::new().workers(2).upstream(upstream).server(
@@ -119,7 +117,7 @@ fn unix_socket_and_group_members() {
     let nginx = nginx_for(
         "sv-unix",
         &ports,
-        &format!("unix:{}", supervisord.socket().display()),
+        &supervisord.address(),
         &["supervisord_name web:web_"],
     );
     assert_eq!(nginx.get("/_start/0").status, 200);
@@ -139,12 +137,7 @@ fn unix_socket_and_group_members() {
 fn one_start_call_for_fifty_concurrent_requests() {
     let ports = [free_port()];
     let supervisord = Supervisord::start("once", &[Program::backend("backend0", ports[0], 1)], "");
-    let nginx = nginx_for(
-        "sv-once",
-        &ports,
-        &format!("unix:{}", supervisord.socket().display()),
-        &[],
-    );
+    let nginx = nginx_for("sv-once", &ports, &supervisord.address(), &[]);
     let replies: Vec<_> = spawn_requests(nginx.port, 50, "/_start/0")
         .into_iter()
         .map(|handle| handle.join().unwrap())
@@ -185,7 +178,7 @@ fn reconciliation_follows_changes_made_outside_nginx() {
     let nginx = nginx_for(
         "sv-sync",
         &ports,
-        &format!("unix:{}", supervisord.socket().display()),
+        &supervisord.address(),
         &["supervisord_sync_interval 1s"],
     );
     assert_eq!(nginx.get("/_start/0").status, 200);

@@ -22,7 +22,7 @@ fn a_supervisord_restart_under_traffic() {
         Supervisord::start("restart", &[Program::backend("backend0", port, 0)], "");
     let upstream = Upstream::new("backend")
         .server(format!("127.0.0.1:{port}"))
-        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .supervisord(supervisord.address())
         // The periodic read is far away: what happens at supervisord's return is not it.
         .sync_interval("30s")
         .directive("supervisord_hold_timeout 3s");

@@ -18,7 +18,7 @@ fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, extra: &[&str]) -
     let upstream = extra.iter().fold(
         Upstream::new("backend")
             .server(format!("127.0.0.1:{port}"))
-            .supervisord(format!("unix:{}", supervisord.socket().display()))
+            .supervisord(supervisord.address())
             .sync_interval("off"),
         |upstream, line| upstream.directive(line),
     );

@@ -104,7 +104,7 @@ fn toggles_backends_under_traffic(name: &str, balancer: Option<&str>) {
     let mut upstream = Upstream::new("backend")
         .directive(format!("zone backend_{name} 64k"))
         .servers(&ports)
-        .supervisord(format!("unix:{}", supervisord.socket().display()))
+        .supervisord(supervisord.address())
         .directive("supervisord_sync_interval 1s");
     if let Some(balancer) = balancer {
         upstream = upstream.directive(balancer);

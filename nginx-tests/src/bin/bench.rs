@@ -106,7 +106,7 @@ fn start_stack(
             .upstream(
                 Upstream::new("backend")
                     .servers(&[port])
-                    .supervisord(format!("unix:{}", supervisord.socket().display()))
+                    .supervisord(supervisord.address())
                     .sync_interval("off")
                     .directive(format!("supervisord_hold_limit {hold_limit}")),
             )
