@@ -12,10 +12,15 @@ use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{free_port, request, Config, Nginx, Server, Upstream};
 
 fn nginx_for(name: &str, ports: &[u16], supervisord: &Supervisord) -> Nginx {
+    nginx_syncing(name, ports, supervisord, "1s")
+}
+
+fn nginx_syncing(name: &str, ports: &[u16], supervisord: &Supervisord, interval: &str) -> Nginx {
     let upstream = Upstream::new("backend")
         .servers(ports)
         .supervisord(supervisord.address())
-        .directive("supervisord_hold_timeout 20s");
+        .directive("supervisord_hold_timeout 20s")
+        .directive(&format!("supervisord_sync_interval {interval}"));
     Nginx::start(
         name,
         &Config::new().workers(2).upstream(upstream).server(
@@ -133,11 +138,23 @@ fn a_program_exiting_at_once_with_startsecs_1_is_started_on_a_backoff_schedule()
 
 #[test]
 fn a_program_that_listens_then_exits_fails_its_start() {
+    listen_then_exit("listen-exit", "1s");
+}
+
+#[test]
+fn a_program_that_listens_then_exits_fails_its_start_when_reconciliation_sees_it_first() {
+    // Reconciliation reads supervisord far more often than startProcess answers (supervisord
+    // replies to a waiting start on its next loop): it finds the program in BACKOFF while the
+    // start is still pending, and must report the failed start itself.
+    listen_then_exit("listen-exit-sync", "50ms");
+}
+
+fn listen_then_exit(name: &str, sync_interval: &str) {
     // Listens, then dies within startsecs=2: the probe saw it accept, supervisord's answer
-    // tells the truth.
+    // (or reconciliation, whichever comes first) tells the truth.
     let port = free_port();
     let supervisord = Supervisord::start(
-        "listen-exit",
+        name,
         &[Program::backend_with(
             "backend0",
             port,
@@ -146,19 +163,22 @@ fn a_program_that_listens_then_exits_fails_its_start() {
         )],
         "",
     );
-    let nginx = nginx_for("listen-exit", &[port], &supervisord);
+    let nginx = nginx_syncing(name, &[port], &supervisord, sync_interval);
     let first = nginx.get("/");
     assert_eq!(first.status, 200, "{first:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !nginx.error_log().contains("program exits at start-up") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = nginx.error_log();
-    assert_eq!(log.matches("program exits at start-up").count(), 1, "{log}");
     // The next request finds it waiting out its backoff.
     let next = nginx.get("/");
     assert_eq!(next.status, 503, "{next:?}");
     assert_eq!(next.header("Retry-After"), Some("1"));
+    // Whoever saw the exit first reported it; the others, later, stay quiet.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = nginx.error_log();
+    assert_eq!(log.matches("program exits at start-up").count(), 1, "{log}");
+    assert_eq!(log.matches("next start on demand in 1 s").count(), 1, "{log}");
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
     nginx.assert_clean_log();
 }

@@ -60,16 +60,10 @@ pub fn parse_all_process_info(value: &Value) -> Result<Vec<ProcessInfo>, String>
     items
         .iter()
         .map(|item| {
-            let name = item.member("name").and_then(Value::as_str);
-            let group = item.member("group").and_then(Value::as_str);
             let state = item.member("state").and_then(Value::as_int);
-            match (name, group, state) {
-                (Some(name), Some(group), Some(state)) => Ok(ProcessInfo {
-                    full_name: if name == group {
-                        name.to_owned()
-                    } else {
-                        format!("{group}:{name}")
-                    },
+            match (full_name(item), state) {
+                (Some(full_name), Some(state)) => Ok(ProcessInfo {
+                    full_name,
                     state: ProcessState::from_code(state),
                     pid: item.member("pid").and_then(Value::as_int).unwrap_or(0),
                 }),
@@ -77,6 +71,29 @@ pub fn parse_all_process_info(value: &Value) -> Result<Vec<ProcessInfo>, String>
             }
         })
         .collect()
+}
+
+/// What a `getAllProcessInfo` reply says in full of the program `full_name` (the same struct
+/// as `getProcessInfo`'s), when it has it.
+pub fn find_process_detail(value: &Value, full_name_wanted: &str) -> Option<ProcessDetail> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    items
+        .iter()
+        .find(|item| full_name(item).as_deref() == Some(full_name_wanted))
+        .and_then(|item| parse_process_info(item).ok())
+}
+
+/// `group:name`, or `name` alone when the program is its own group.
+fn full_name(item: &Value) -> Option<String> {
+    let name = item.member("name").and_then(Value::as_str)?;
+    let group = item.member("group").and_then(Value::as_str)?;
+    Some(if name == group {
+        name.to_owned()
+    } else {
+        format!("{group}:{name}")
+    })
 }
 
 /// Program name of backend `index`: the prefix (upstream name or `supervisord_name`) and the
@@ -348,6 +365,30 @@ mod tests {
         );
         assert!(parse_all_process_info(&Value::Int(1)).is_err());
         assert!(parse_all_process_info(&Value::Array(vec![Value::Int(1)])).is_err());
+    }
+
+    #[test]
+    fn finds_one_program_in_full_in_all_process_info() {
+        let info = |name: &str, group: &str, state: i64, spawnerr: &str| {
+            Value::Struct(vec![
+                ("name".into(), Value::Str(name.into())),
+                ("group".into(), Value::Str(group.into())),
+                ("state".into(), Value::Int(state)),
+                ("spawnerr".into(), Value::Str(spawnerr.into())),
+            ])
+        };
+        let all = Value::Array(vec![
+            info("backend0", "backend0", 20, ""),
+            info("web_1", "web", 30, "Exited too quickly"),
+        ]);
+        let detail = find_process_detail(&all, "web:web_1").unwrap();
+        assert_eq!(detail.reason(), "BACKOFF: Exited too quickly");
+        assert_eq!(
+            find_process_detail(&all, "backend0").unwrap().state,
+            Some(ProcessState::Running)
+        );
+        assert_eq!(find_process_detail(&all, "web_1"), None);
+        assert_eq!(find_process_detail(&Value::Int(1), "backend0"), None);
     }
 
     #[test]

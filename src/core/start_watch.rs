@@ -5,6 +5,7 @@
 //! `startsecs` is (with `startsecs=0` supervisord confirms a start before the program can
 //! exit), and a program that is not RUNNING is never taken as up.
 
+use super::backend_status::BackendStatus;
 use super::process_state::ProcessState;
 use super::xmlrpc::Fault;
 
@@ -30,6 +31,22 @@ pub fn exited_at_start_up(state: ProcessState) -> bool {
         state,
         ProcessState::Exited | ProcessState::Backoff | ProcessState::Fatal
     )
+}
+
+/// A `startProcess` on its way, and who asked for it: only an on-demand start that fails
+/// counts for the backend's start backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingStart {
+    ByHand,
+    OnDemand,
+}
+
+/// Reconciliation moves a backend whose start is still pending to `to`, supervisord saying
+/// `observed`: whether that is the start failing (the program listened, so the probe made it
+/// UP, then died within `startsecs`). Reconciliation then reports it as the failed start,
+/// since the start's own reply, arriving later, finds the backend already DOWN.
+pub fn sync_fails_start(to: BackendStatus, observed: Option<ProcessState>) -> bool {
+    to == BackendStatus::Down && observed.is_some_and(exited_at_start_up)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +98,27 @@ mod tests {
         for state in [Starting, Running, Stopped, Stopping, Unknown] {
             assert!(!exited_at_start_up(state));
         }
+    }
+
+    #[test]
+    fn a_pending_start_fails_when_sync_sees_its_program_exited() {
+        for state in [
+            ProcessState::Exited,
+            ProcessState::Backoff,
+            ProcessState::Fatal,
+        ] {
+            assert!(sync_fails_start(BackendStatus::Down, Some(state)));
+        }
+        // Stopped by hand, or gone from supervisord: not a start that failed.
+        assert!(!sync_fails_start(
+            BackendStatus::Down,
+            Some(ProcessState::Stopped)
+        ));
+        assert!(!sync_fails_start(BackendStatus::Down, None));
+        assert!(!sync_fails_start(
+            BackendStatus::Up,
+            Some(ProcessState::Running)
+        ));
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 
 use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
 
-use super::records::{own_token, SharedUpstream};
+use super::records::{own_token, SharedUpstream, PENDING_BY_HAND, PENDING_NONE, PENDING_ON_DEMAND};
 use crate::core::backend_status::BackendStatus;
 use crate::core::start_backoff::StartBackoff;
+use crate::core::start_watch::PendingStart;
 use crate::util::time::now_ms;
 
 /// Where one upstream's record lives: valid from zone init for as long as the zone, which
@@ -112,6 +113,34 @@ impl ZoneLock<'_> {
             .last_start_failure
             .store(backoff.last_failure_ms, Ordering::Release);
         backoff
+    }
+
+    /// A start of `index` is sent now (`on_demand`: a request found no backend up), or, with
+    /// `None`, a stop: a stop ends whatever start was pending.
+    pub fn set_pending_start(&self, index: usize, start: Option<PendingStart>) {
+        let raw = match start {
+            None => PENDING_NONE,
+            Some(PendingStart::ByHand) => PENDING_BY_HAND,
+            Some(PendingStart::OnDemand) => PENDING_ON_DEMAND,
+        };
+        self.upstream
+            .backend(index)
+            .pending_start
+            .store(raw, Ordering::Release);
+    }
+
+    /// Takes the start of `index` still pending, if any: its caller settles how it ended.
+    pub fn take_pending_start(&self, index: usize) -> Option<PendingStart> {
+        match self
+            .upstream
+            .backend(index)
+            .pending_start
+            .swap(PENDING_NONE, Ordering::AcqRel)
+        {
+            PENDING_BY_HAND => Some(PendingStart::ByHand),
+            PENDING_ON_DEMAND => Some(PendingStart::OnDemand),
+            _ => None,
+        }
     }
 
     /// Records whether supervisord lacks the backend's program; returns what was recorded

@@ -90,7 +90,15 @@ pub struct SharedBackend {
     pub(super) command_owner: AtomicU64,
     /// The command in flight could not reach supervisord; it is sent again once it answers.
     pub(super) command_parked: AtomicBool,
+    /// A `startProcess` is on its way and nobody settled how it ended (`PENDING_*`): whoever
+    /// sees the program exit first (the start's reply, its watch, reconciliation) takes it
+    /// and reports the failed start, once.
+    pub(super) pending_start: AtomicU8,
 }
+
+pub(super) const PENDING_NONE: u8 = 0;
+pub(super) const PENDING_BY_HAND: u8 = 1;
+pub(super) const PENDING_ON_DEMAND: u8 = 2;
 
 impl SharedBackend {
     pub fn status(&self) -> BackendStatus {

@@ -22,7 +22,7 @@ use ngx::core::Pool;
 
 use super::lock::{PoolLock, SharedRecord};
 use super::process;
-use super::records::{SharedBackend, SharedUpstream, ZoneRoot, SLOT_COUNT};
+use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE, SLOT_COUNT};
 use crate::core::backend_status::BackendStatus;
 use crate::core::reclaim::{record_reusable, record_unused};
 
@@ -313,6 +313,7 @@ unsafe fn find_or_create(
                 slot_in_flight,
                 command_owner: AtomicU64::new(0),
                 command_parked: AtomicBool::new(false),
+                pending_start: AtomicU8::new(PENDING_NONE),
             })
         };
     }

@@ -21,7 +21,7 @@ use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_IN
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
 use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
 use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
-use crate::core::start_watch::fault_means_exit;
+use crate::core::start_watch::{fault_means_exit, PendingStart};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -242,6 +242,14 @@ fn send(
     let params = [Param::Str(&program), Param::Bool(true)];
     let program_for_log = program.clone();
     let handshake = SharedHandshake::default();
+    upstream.lock().set_pending_start(
+        index,
+        (command == Command::Start).then_some(if on_demand {
+            PendingStart::OnDemand
+        } else {
+            PendingStart::ByHand
+        }),
+    );
     if command == Command::Start {
         readiness::start(upstream, index, handshake.clone(), on_demand);
     }
@@ -255,6 +263,12 @@ fn send(
                 if park_unreachable(upstream, index, command, caller_waits, error) {
                     return;
                 }
+            }
+            let exits = command == Command::Start
+                && matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_exit(fault));
+            if command == Command::Start && !exits {
+                // The program did not exit at start-up: its start is no longer pending.
+                upstream.lock().take_pending_start(index);
             }
             if command == Command::Start {
                 let mut state = handshake.get();
@@ -270,8 +284,6 @@ fn send(
                     return;
                 }
             }
-            let exits = command == Command::Start
-                && matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_exit(fault));
             if exits {
                 // The program exits at start-up: supervisord's reason goes into the one line
                 // of this step; the start is settled with it.
@@ -390,7 +402,9 @@ fn settle_exit(
     let conf = upstream.conf;
     let lock = upstream.lock();
     let before = lock.status(index);
-    if !matches!(before, BackendStatus::StartingUp | BackendStatus::Up) {
+    // Not pending any more: its watch or reconciliation saw the exit first and reported it.
+    let pending = lock.take_pending_start(index);
+    if pending.is_none() || !matches!(before, BackendStatus::StartingUp | BackendStatus::Up) {
         drop(lock);
         ngx::ngx_log_debug!(
             cycle_log(),
@@ -407,21 +421,9 @@ fn settle_exit(
     let backoff = on_demand.then(|| lock.record_start_backoff(index, now_ms()));
     drop(lock);
     upstream.wake_held_now();
-    let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
-    ngx::ngx_log_error!(
-        NGX_LOG_ERR,
-        cycle_log(),
-        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed: {}; status back to down{}",
-        conf.name,
-        index,
-        conf.backends[index].name,
-        program_name(conf.program_prefix(), index),
-        detail
-            .map(|detail| detail.reason())
-            .unwrap_or_else(|| "nothing more".into()),
-        error,
-        readiness::next_start_note(backoff)
-    );
+    let error = outcome.err().map(|e| e.to_string());
+    let reason = detail.map_or_else(|| "nothing more".into(), |detail| detail.reason());
+    readiness::log_start_exit(upstream, index, &reason, error.as_deref(), backoff);
 }
 
 /// A command whose call could not reach supervisord waits for it in its transitional status

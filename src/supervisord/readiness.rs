@@ -467,6 +467,7 @@ fn fail_start(start: &StartRef, detail: &ProcessDetail) {
     if !start.still_starting() {
         return;
     }
+    lock.take_pending_start(start.index);
     lock.set_status(start.index, BackendStatus::Down);
     lock.record_failed_start();
     let backoff = start
@@ -474,16 +475,29 @@ fn fail_start(start: &StartRef, detail: &ProcessDetail) {
         .then(|| lock.record_start_backoff(start.index, now_ms()));
     drop(lock);
     upstream.wake_held_now();
+    log_start_exit(upstream, start.index, &detail.reason(), None, backoff);
+}
+
+/// The one line of a start that failed because the program exits at start-up: supervisord's
+/// `reason`, the start call's `error` when it had one, when the next on-demand start may come.
+pub fn log_start_exit(
+    upstream: &UpstreamRuntime,
+    index: usize,
+    reason: &str,
+    error: Option<&str>,
+    backoff: Option<StartBackoff>,
+) {
     let conf = upstream.conf;
     ngx::ngx_log_error!(
         nginx_sys::NGX_LOG_ERR,
         cycle_log(),
-        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed; status back to down{}",
+        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed{}; status back to down{}",
         conf.name,
-        start.index,
-        conf.backends[start.index].name,
-        program_name(conf.program_prefix(), start.index),
-        detail.reason(),
+        index,
+        conf.backends[index].name,
+        program_name(conf.program_prefix(), index),
+        reason,
+        error.map(|error| format!(": {error}")).unwrap_or_default(),
         next_start_note(backoff)
     );
 }

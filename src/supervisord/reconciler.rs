@@ -15,9 +15,12 @@ use nginx_sys::{
 use super::{client, readiness};
 use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
-use crate::core::process_state::{names_like, parse_all_process_info, program_name, restarted};
+use crate::core::process_state::{
+    find_process_detail, names_like, parse_all_process_info, program_name, restarted,
+};
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
+use crate::core::start_watch::{sync_fails_start, PendingStart};
 use crate::core::xmlrpc::Value;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
@@ -100,8 +103,9 @@ fn apply(
         }
     }
     let processes = match result
+        .as_ref()
         .map_err(|e| e.to_string())
-        .and_then(|v| parse_all_process_info(&v))
+        .and_then(parse_all_process_info)
     {
         Ok(processes) => processes,
         Err(error) => {
@@ -153,6 +157,7 @@ fn apply(
         })
         .collect();
     let plan = reconcile_plan(&backends);
+    let mut failed_starts = Vec::new();
     for change in &plan {
         match change.to {
             // Moves supervisord reported, not commands of nginx: no worker owns them.
@@ -160,6 +165,16 @@ fn apply(
                 lock.begin_observed_transition(change.index, change.to)
             }
             _ => lock.set_status(change.index, change.to),
+        }
+        if change.to == BackendStatus::Down {
+            if let Some(pending) = lock.take_pending_start(change.index) {
+                if sync_fails_start(change.to, observed[change.index]) {
+                    lock.record_failed_start();
+                    let backoff = (pending == PendingStart::OnDemand)
+                        .then(|| lock.record_start_backoff(change.index, now));
+                    failed_starts.push((change.index, backoff));
+                }
+            }
         }
     }
     let newly_missing: Vec<usize> = observed
@@ -197,7 +212,23 @@ fn apply(
         plan.len(),
         backends.len()
     );
+    if !failed_starts.is_empty() {
+        upstream.wake_held_now();
+    }
     for change in plan {
+        if let Some((_, backoff)) = failed_starts
+            .iter()
+            .find(|(index, _)| *index == change.index)
+        {
+            let program = program_name(conf.program_prefix(), change.index);
+            let reason = result
+                .as_ref()
+                .ok()
+                .and_then(|value| find_process_detail(value, &program))
+                .map_or_else(|| "nothing more".into(), |detail| detail.reason());
+            readiness::log_start_exit(upstream, change.index, &reason, None, *backoff);
+            continue;
+        }
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             log,
