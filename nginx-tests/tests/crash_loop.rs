@@ -178,7 +178,11 @@ fn listen_then_exit(name: &str, sync_interval: &str) {
     std::thread::sleep(Duration::from_millis(1500));
     let log = nginx.error_log();
     assert_eq!(log.matches("program exits at start-up").count(), 1, "{log}");
-    assert_eq!(log.matches("next start on demand in 1 s").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("next start on demand in 1 s").count(),
+        1,
+        "{log}"
+    );
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
     nginx.assert_clean_log();
 }

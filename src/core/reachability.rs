@@ -51,7 +51,17 @@ pub enum ReachChange {
 }
 
 /// The change a call's verdict makes to the shared state (`was_unreachable`).
-pub fn reach_change(was_unreachable: bool, now: Option<Reach>) -> ReachChange {
+/// `flipped_since_sent`: the shared state changed after the call began, so its verdict is
+/// older news (a reply to a call sent before an outage, read after another worker saw the
+/// outage, must not announce supervisord back).
+pub fn reach_change(
+    was_unreachable: bool,
+    now: Option<Reach>,
+    flipped_since_sent: bool,
+) -> ReachChange {
+    if flipped_since_sent {
+        return ReachChange::Unchanged;
+    }
     match (was_unreachable, now) {
         (false, Some(Reach::Unreachable)) => ReachChange::BecameUnreachable,
         (true, Some(Reach::Reachable)) => ReachChange::BecameReachable,
@@ -117,14 +127,35 @@ mod tests {
     fn only_transitions_are_news() {
         use ReachChange::*;
         assert_eq!(
-            reach_change(false, Some(Reach::Unreachable)),
+            reach_change(false, Some(Reach::Unreachable), false),
             BecameUnreachable
         );
-        assert_eq!(reach_change(true, Some(Reach::Unreachable)), Unchanged);
-        assert_eq!(reach_change(true, Some(Reach::Reachable)), BecameReachable);
-        assert_eq!(reach_change(false, Some(Reach::Reachable)), Unchanged);
-        assert_eq!(reach_change(true, None), Unchanged);
-        assert_eq!(reach_change(false, None), Unchanged);
+        assert_eq!(
+            reach_change(true, Some(Reach::Unreachable), false),
+            Unchanged
+        );
+        assert_eq!(
+            reach_change(true, Some(Reach::Reachable), false),
+            BecameReachable
+        );
+        assert_eq!(
+            reach_change(false, Some(Reach::Reachable), false),
+            Unchanged
+        );
+        assert_eq!(reach_change(true, None, false), Unchanged);
+        assert_eq!(reach_change(false, None, false), Unchanged);
+    }
+
+    #[test]
+    fn a_verdict_older_than_the_last_flip_is_no_news() {
+        use ReachChange::*;
+        // Sent before another worker saw the outage, answered after: still unreachable.
+        assert_eq!(reach_change(true, Some(Reach::Reachable), true), Unchanged);
+        // Began during the outage, failed after another worker saw supervisord back.
+        assert_eq!(
+            reach_change(false, Some(Reach::Unreachable), true),
+            Unchanged
+        );
     }
 
     #[test]

@@ -85,11 +85,12 @@ impl ZoneLock<'_> {
         self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records whether supervisord could be reached; returns what was recorded before.
-    pub fn swap_supervisord_unreachable(&self, unreachable: bool) -> bool {
+    /// Records whether supervisord can be reached, a change of what was recorded.
+    pub fn flip_supervisord_unreachable(&self, unreachable: bool) {
         self.upstream
             .supervisord_unreachable
-            .swap(unreachable, Ordering::AcqRel)
+            .store(unreachable, Ordering::Release);
+        self.upstream.reach_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Moves a backend into a transitional status that supervisord reported (a hand action),

@@ -172,6 +172,9 @@ pub struct SharedUpstream {
     /// The last call to supervisord could not reach it; set and cleared under the lock, so
     /// that exactly one worker logs each change.
     pub(super) supervisord_unreachable: AtomicBool,
+    /// How many times `supervisord_unreachable` flipped: a call's verdict counts only when it
+    /// did not flip since the call began.
+    pub(super) reach_epoch: AtomicU64,
     pub(super) backend_count: usize,
     pub(super) backends: *mut SharedBackend,
     // Worker liveness and reloads (see `slots.rs`, `zone.rs`):
@@ -273,6 +276,10 @@ impl SharedUpstream {
 
     pub fn supervisord_unreachable(&self) -> bool {
         self.supervisord_unreachable.load(Ordering::Acquire)
+    }
+
+    pub fn reach_epoch(&self) -> u64 {
+        self.reach_epoch.load(Ordering::Acquire)
     }
 
     pub fn generation(&self) -> u64 {

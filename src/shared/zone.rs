@@ -328,6 +328,7 @@ unsafe fn find_or_create(
             held: AtomicI64::new(0),
             failed_starts: AtomicU64::new(0),
             supervisord_unreachable: AtomicBool::new(false),
+            reach_epoch: AtomicU64::new(0),
             backend_count: count,
             backends,
             slot_held,

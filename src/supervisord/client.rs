@@ -53,6 +53,8 @@ struct Exchange {
     done: Option<Completion>,
     /// The connection came from the idle slot (it may have been closed by supervisord).
     reused: bool,
+    /// The shared reachability's flip count when the call began.
+    reach_epoch: u64,
 }
 
 /// Calls `method` on the upstream's supervisord; `done` runs exactly once, later or at once.
@@ -88,6 +90,7 @@ pub fn call(
         deadline: unsafe { std::mem::zeroed() },
         done: Some(done),
         reused: false,
+        reach_epoch: upstream.shared().reach_epoch(),
     });
     let exchange = Box::into_raw(exchange);
     // SAFETY: the exchange is owned by the event loop from here until `finish` frees it.
@@ -371,7 +374,7 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
             Err(error) => format!("failed: {error}"),
         }
     );
-    let change = note_reachability(ex.upstream, ex.stage(), &result);
+    let change = note_reachability(ex.upstream, ex.stage(), ex.reach_epoch, &result);
     if let Some(done) = ex.done.take() {
         done(result);
     }
@@ -399,6 +402,7 @@ impl Exchange {
 fn note_reachability(
     upstream: &UpstreamRuntime,
     stage: CallStage,
+    reach_epoch_at_call: u64,
     result: &Result<Value, CallError>,
 ) -> ReachChange {
     let Some(reach) = reach_after_call(stage, result.is_ok()) else {
@@ -409,14 +413,23 @@ fn note_reachability(
     if upstream.shared().supervisord_unreachable() == unreachable {
         return ReachChange::Unchanged;
     }
-    let was_unreachable = upstream.lock().swap_supervisord_unreachable(unreachable);
+    let lock = upstream.lock();
+    let shared = upstream.shared();
+    let change = reach_change(
+        shared.supervisord_unreachable(),
+        Some(reach),
+        shared.reach_epoch() != reach_epoch_at_call,
+    );
+    if change != ReachChange::Unchanged {
+        lock.flip_supervisord_unreachable(unreachable);
+    }
+    drop(lock);
     let conf = upstream.conf;
     let address = conf
         .supervisord
         .as_ref()
         .map(|endpoint| endpoint.display.as_str())
         .unwrap_or("?");
-    let change = reach_change(was_unreachable, Some(reach));
     match change {
         ReachChange::BecameUnreachable => {
             let cause = match result {
