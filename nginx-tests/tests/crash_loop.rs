@@ -20,7 +20,7 @@ fn nginx_syncing(name: &str, ports: &[u16], supervisord: &Supervisord, interval:
         .servers(ports)
         .supervisord(supervisord.address())
         .directive("supervisord_hold_timeout 20s")
-        .directive(&format!("supervisord_sync_interval {interval}"));
+        .directive(format!("supervisord_sync_interval {interval}"));
     Nginx::start(
         name,
         &Config::new().workers(2).upstream(upstream).server(
