@@ -426,6 +426,33 @@ pub fn request(port: u16, method: &str, path: &str) -> Response {
     parse_response(&raw)
 }
 
+/// The requests a test backend started with `--record PATH` received so far
+/// (`METHOD PATH BODY-LENGTH` lines).
+pub fn recorded_requests(record: &Path) -> Vec<String> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// As [`request`], with a body of `body_len` bytes (`x`) and its `Content-Length`.
+pub fn request_with_body(port: u16, method: &str, path: &str, body_len: usize) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {body_len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; body_len]).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
+}
+
 fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text

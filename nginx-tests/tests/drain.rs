@@ -2,16 +2,17 @@
 //! leaves rotation in every worker at once, its requests in flight finish, and only then (or at
 //! `supervisord_drain_timeout`) does supervisord stop its program.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nginx_tests::config::line_of;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
-use nginx_tests::{eventually, free_port, Config, Nginx, Response, Server, Upstream};
+use nginx_tests::{
+    eventually, free_port, recorded_requests, request_with_body, Config, Nginx, Response, Server,
+    Upstream,
+};
 
 fn record_file(port: u16) -> PathBuf {
     let path = std::env::temp_dir().join(format!("ngx-supervisord-drain-record-{port}"));
@@ -19,51 +20,14 @@ fn record_file(port: u16) -> PathBuf {
     path
 }
 
-/// The requests a test backend received so far (`METHOD PATH BODY-LENGTH` lines).
-fn received(record: &Path) -> Vec<String> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// One request with a body of `body_len` bytes (POST) or none (GET), on a fresh connection.
-fn send(port: u16, method: &str, path: &str, body_len: usize) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Length: {body_len}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&vec![b'x'; body_len]).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text:?}"));
-    Response {
-        status,
-        headers: Vec::new(),
-        body: body.to_string(),
-    }
-}
-
 fn spawn_mixed(port: u16, count: usize, path: &'static str) -> Vec<JoinHandle<Response>> {
     (0..count)
         .map(|n| {
             std::thread::spawn(move || {
                 if n % 2 == 0 {
-                    send(port, "POST", path, 1000)
+                    request_with_body(port, "POST", path, 1000)
                 } else {
-                    send(port, "GET", path, 0)
+                    request_with_body(port, "GET", path, 0)
                 }
             })
         })
@@ -105,7 +69,7 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
     let nginx = nginx_with_controls("drain", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/_start/0").status, 200);
     assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
-    assert_eq!(received(&records[0]), Vec::<String>::new());
+    assert_eq!(recorded_requests(&records[0]), Vec::<String>::new());
 
     // 20 slow requests, half of them POSTs, all to backend 0 (the only one up).
     let slow_sent = Instant::now();
@@ -168,7 +132,7 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
     );
     assert!(eventually(5, || backend_status(&nginx, 0) == (Status::Down, 0)));
 
-    let mut on_backend0 = received(&records[0]);
+    let mut on_backend0 = recorded_requests(&records[0]);
     on_backend0.sort();
     let mut expected: Vec<String> = (0..10)
         .map(|_| "GET /slow/3000 0".to_string())
@@ -179,7 +143,7 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
         on_backend0, expected,
         "backend 0 received only the slow ones"
     );
-    assert_eq!(received(&records[1]).len(), 20);
+    assert_eq!(recorded_requests(&records[1]).len(), 20);
 
     let log = nginx.error_log();
     assert_eq!(count_lines(&log, "): drained; stopping it"), 1, "{log}");

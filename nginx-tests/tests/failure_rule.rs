@@ -263,21 +263,34 @@ fn a_running_program_that_refuses_connections_is_restarted() {
         "refusing",
         &[format!("127.0.0.1:{port}")],
         &supervisord,
-        &["supervisord_inherit_backend_status"],
+        &[
+            "supervisord_inherit_backend_status",
+            "supervisord_hold_timeout 2s",
+        ],
         "",
     );
-    assert_eq!(nginx.get("/").status, 502);
-    assert!(
-        eventually(5, || nginx.error_log().contains(
-            "its program runs but accepts no connection; restarting it"
-        )),
-        "{}",
-        nginx.error_log()
+    // Refused before anything of it was sent: held again while the check runs, through the
+    // restart, until its hold timeout (the restarted program never listens either).
+    let first = nginx.get("/");
+    assert_eq!(first.status, 503, "{first:?}");
+    assert_eq!(first.header("Retry-After"), Some("1"));
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("its program runs but accepts no connection; restarting it")
+            .count(),
+        1,
+        "{log}"
     );
     assert!(
         eventually(5, || supervisord.log().contains("stopped: backend0")),
         "{}",
         supervisord.log()
     );
-    assert!(eventually(5, || statuses(&nginx) == vec![Status::Down]));
+    // Stopped by the check, started again for the held request.
+    assert!(eventually(5, || supervisord
+        .log()
+        .matches("spawned: 'backend0'")
+        .count()
+        == 2));
+    assert_eq!(log.matches("connect() failed").count(), 1, "{log}");
 }

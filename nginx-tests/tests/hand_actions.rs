@@ -6,11 +6,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nginx_tests::raw::curl_h2;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Nginx};
+use nginx_tests::{
+    eventually, free_port, recorded_requests, request, request_with_body, Config, Nginx, Server,
+    Upstream,
+};
 
 fn status_of(nginx: &Nginx, index: usize) -> Status {
     nginx
@@ -90,77 +95,202 @@ fn a_hand_start_is_routed_within_a_second() {
     nginx.assert_clean_log();
 }
 
-/// A client loop sending GET / one after another (every 10 ms) until told to stop.
-fn client_loop(port: u16, stop: Arc<AtomicBool>, statuses: Arc<Mutex<Vec<u16>>>) {
-    while !stop.load(Ordering::Relaxed) {
-        let response = request(port, "GET", "/");
-        statuses.lock().unwrap().push(response.status);
-        std::thread::sleep(Duration::from_millis(10));
+/// What the clients of a restart under traffic got, by kind of request.
+#[derive(Default)]
+struct Answers {
+    gets: Vec<u16>,
+    posts: Vec<u16>,
+    h2_gets: Vec<u16>,
+}
+
+impl Answers {
+    fn total(&self) -> usize {
+        self.gets.len() + self.posts.len() + self.h2_gets.len()
+    }
+
+    fn failed(&self) -> Vec<u16> {
+        self.gets
+            .iter()
+            .chain(&self.posts)
+            .chain(&self.h2_gets)
+            .copied()
+            .filter(|status| *status != 200)
+            .collect()
     }
 }
 
-fn restart_under_traffic(name: &str, args: &str) -> (usize, usize) {
+/// Three clients, each sending one request after another (every 10 ms) until told to stop:
+/// GET over HTTP/1.1, POST with a 1000-byte body over HTTP/1.1, GET over HTTP/2 (curl).
+fn client_loops(
+    port: u16,
+    h2_port: u16,
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Answers>>,
+) -> Vec<JoinHandle<()>> {
+    type Send = fn(u16) -> u16;
+    type Pick = fn(&mut Answers) -> &mut Vec<u16>;
+    let kinds: [(Send, Pick); 3] = [
+        (|port| request(port, "GET", "/").status, |a| &mut a.gets),
+        (
+            |port| request_with_body(port, "POST", "/", 1000).status,
+            |a| &mut a.posts,
+        ),
+        (
+            |h2_port| curl_h2(&[&format!("http://127.0.0.1:{h2_port}/")]),
+            |a| &mut a.h2_gets,
+        ),
+    ];
+    kinds
+        .into_iter()
+        .zip([port, port, h2_port])
+        .map(|((send, pick), port)| {
+            let (stop, answers) = (stop.clone(), answers.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = send(port);
+                    pick(&mut answers.lock().unwrap()).push(status);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect()
+}
+
+/// `supervisorctl restart` of the only program while three clients send requests.
+fn restart_under_traffic(name: &str, args: &str) {
     let port = free_port();
+    let record = std::env::temp_dir().join(format!("{name}-{}.record", std::process::id()));
+    let _ = std::fs::remove_file(&record);
     let supervisord = Supervisord::start(
         name,
-        &[Program::backend_with("backend0", port, 1, args)],
+        &[Program::backend_with(
+            "backend0",
+            port,
+            1,
+            &format!("{args} --record {}", record.display()),
+        )],
         "",
     );
-    let nginx = nginx_with_controls(name, &[port], &supervisord, &[]);
+    let h2_port = free_port();
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address());
+    let nginx = Nginx::start(
+        name,
+        &Config::new()
+            .workers(2)
+            .upstream(upstream)
+            .server(
+                Server::new()
+                    .reuseport()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("= /_status", "supervisord_status;"),
+            )
+            .server(
+                Server::on(h2_port)
+                    .listen_options("http2")
+                    .location("/", "proxy_pass http://backend;"),
+            ),
+    );
     supervisord.ctl(&["start", "backend0"]);
     until_up(&nginx, 0);
     let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::new()));
-    let client = std::thread::spawn({
-        let (stop, statuses) = (stop.clone(), statuses.clone());
-        let port = nginx.port;
-        move || client_loop(port, stop, statuses)
-    });
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let clients = client_loops(nginx.port, h2_port, stop.clone(), answers.clone());
     // About 100 requests before the restart and 100 after it is done.
-    let sent = |statuses: &Arc<Mutex<Vec<u16>>>| statuses.lock().unwrap().len();
+    let sent = |answers: &Arc<Mutex<Answers>>| answers.lock().unwrap().total();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sent(&statuses) < 100 && Instant::now() < deadline {
+    while sent(&answers) < 100 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Not checked: until the failure rule leaves a STARTING program alone (issue 9, item 1),
-    // the request that meets the closed port may make nginx stop the program in the middle of
-    // the restart, and supervisorctl then reports "abnormal termination"; requests are held
-    // and the program started again either way.
-    supervisord.ctl(&["restart", "backend0"]);
-    let after_restart = sent(&statuses) + 100;
-    while sent(&statuses) < after_restart && Instant::now() < deadline {
+    let restart = supervisord.ctl(&["restart", "backend0"]);
+    let after_restart = sent(&answers) + 100;
+    while sent(&answers) < after_restart && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    let statuses = statuses.lock().unwrap().clone();
-    let failed = statuses.iter().filter(|status| **status != 200).count();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
     eprintln!(
-        "restart ({args:?}): {} requests, {failed} not 200: {:?}",
-        statuses.len(),
-        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+        "restart ({args:?}): {} GET, {} POST, {} HTTP/2 GET; not 200: {:?}",
+        answers.gets.len(),
+        answers.posts.len(),
+        answers.h2_gets.len(),
+        answers.failed()
     );
+    // One new process: started by supervisorctl, or by nginx for a held request when it came
+    // first (supervisorctl then says "already started").
+    assert!(restart.contains("backend0: stopped"), "{restart}");
+    assert!(eventually(3, || status_of(&nginx, 0) == Status::Up));
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    let received = recorded_requests(&record);
+    let _ = std::fs::remove_file(&record);
+    // Each refused request is nginx's own connect() line, at most one per client; nothing else.
+    let log = nginx.error_log();
+    assert_none_lost(&answers, &received, &log);
+    assert!(log.matches("connect() failed").count() <= 3, "{log}");
+    nginx.assert_clean_log();
+}
+
+/// Requests arriving while the program restarts are held (or held again, when the program
+/// going away failed them before anything knew) and answered once it is back, none lost
+/// (plain nginx: 68-88 x 502). The one exception is nginx's own rule for sending a request
+/// again: a POST the dying program had been sent and reset unanswered may have run, so it is
+/// not sent again (nginx would not send it to another server either, unless
+/// `proxy_next_upstream ... non_idempotent`); its 502 comes with nginx's reset line.
+fn assert_none_lost(answers: &Answers, received: &[String], log: &str) {
+    assert!(answers.total() >= 200, "{}", answers.total());
+    let failed_gets: Vec<&u16> = answers
+        .gets
+        .iter()
+        .chain(&answers.h2_gets)
+        .filter(|status| **status != 200)
+        .collect();
+    assert!(failed_gets.is_empty(), "{failed_gets:?}");
+    let posts_reset = log
+        .lines()
+        .filter(|line| {
+            line.contains("request: \"POST") && line.contains("(104: Connection reset by peer)")
+        })
+        .count();
+    let failed_posts = answers
+        .posts
+        .iter()
+        .filter(|status| **status != 200)
+        .count();
     assert!(
-        status_of(&nginx, 0) == Status::Up || eventually(3, || status_of(&nginx, 0) == Status::Up)
+        answers
+            .posts
+            .iter()
+            .all(|status| [200, 502].contains(status)),
+        "{:?}",
+        answers.posts
     );
-    (statuses.len(), failed)
+    assert_eq!(failed_posts, posts_reset, "{log}");
+    assert!(posts_reset <= 2, "{log}");
+    // Every POST answered 200 ran exactly once; a reset one may have been read before.
+    let posts_received = received
+        .iter()
+        .filter(|line| line.as_str() == "POST / 1000")
+        .count();
+    let posts_ok = answers.posts.len() - failed_posts;
+    assert!(
+        (posts_ok..=posts_ok + failed_posts).contains(&posts_received),
+        "{posts_received} received, {posts_ok} answered: {received:?}"
+    );
 }
 
 #[test]
 fn a_hand_restart_under_traffic() {
-    let (requests, failed) = restart_under_traffic("hand-restart", "");
-    assert!(requests >= 200, "{requests}");
-    // At most the one request sent to the closed port before anything could know (nginx
-    // answers it 502 itself); every later one is held and answered (plain nginx: 68-88).
-    assert!(failed <= 1, "{failed}");
+    restart_under_traffic("hand-restart", "");
 }
 
 #[test]
 fn a_hand_restart_of_a_slow_starting_program_under_traffic() {
-    let (requests, failed) = restart_under_traffic("hand-restart-slow", "--listen-after 500");
-    assert!(requests >= 200, "{requests}");
     // As above, with 500 ms without a listening socket during the restart.
-    assert!(failed <= 1, "{failed}");
+    restart_under_traffic("hand-restart-slow", "--listen-after 500");
 }
 
 #[test]

@@ -154,10 +154,10 @@ fn a_supervisord_restart_under_traffic() {
         during_outage.len(),
         outage_log.len()
     );
-    // The 502s are the requests in flight when the program went with supervisord (4 clients)
-    // and those each worker sent it before its failure check took the backend down (a few
-    // ms); every later one is held. Measured 1-11 on the project's 2-core machine.
-    assert!(bad_gateways <= 16, "{bad_gateways} x 502");
+    // The requests in flight when the program went with supervisord (4 clients), and those
+    // each worker sent it before its failure check took the backend down, are held again
+    // (GETs); every later one is held. (Before requests were held again: 1-11 x 502.)
+    assert_eq!(bad_gateways, 0, "{bad_gateways} x 502");
     assert!(
         during_outage.iter().all(|s| [200, 502, 503].contains(s)),
         "{during_outage:?}"
@@ -179,7 +179,8 @@ fn a_supervisord_restart_under_traffic() {
     );
     assert_eq!(lines_with(&log, "answers again").len(), 1, "{log}");
     // nginx's own connect() lines are only those of requests sent to the program as it went
-    // (the 502s), never one per call to supervisord.
+    // (a 502, or held again: at most once per request, so one per client), never one per call
+    // to supervisord.
     let connects = lines_with(&log, "connect()");
     assert!(
         connects
@@ -187,7 +188,7 @@ fn a_supervisord_restart_under_traffic() {
             .all(|line| line.contains("while connecting to upstream")),
         "{connects:#?}"
     );
-    assert!(connects.len() <= bad_gateways, "{connects:#?}");
+    assert!(connects.len() <= bad_gateways + 4, "{connects:#?}");
     // Noticed at the next once-a-second attempt (supervisord itself takes a moment to start),
     // read and settled at once.
     assert!(

@@ -16,6 +16,7 @@ pub mod process_state;
 pub mod reachability;
 pub mod reclaim;
 pub mod reconcile_plan;
+pub mod refused_attempt;
 pub mod server_addresses;
 pub mod socket_access;
 pub mod start_backoff;

@@ -10,14 +10,19 @@ use std::ffi::c_void;
 use std::ptr;
 
 use nginx_sys::{
-    ngx_close_connection, ngx_event_free_peer_pt, ngx_event_get_peer_pt, ngx_http_request_t,
-    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc,
-    ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DONE, NGX_ERROR, NGX_OK,
-    NGX_PEER_FAILED,
+    ngx_close_connection, ngx_current_msec, ngx_destroy_pool, ngx_event_free_peer_pt,
+    ngx_event_get_peer_pt, ngx_http_request_t, ngx_http_upstream_rr_peers_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_peer_connection_t,
+    ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_LOCK,
+    NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT,
+    NGX_OK, NGX_PEER_FAILED,
 };
 use ngx::http::HttpModuleServerConf;
 
+use super::hold_gate;
 use crate::conf::UpstreamConf;
+use crate::core::backend_status::BackendStatus;
+use crate::core::refused_attempt::{hold_again, FailedAttempt};
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
@@ -26,6 +31,7 @@ const NO_BACKEND: usize = usize::MAX;
 
 /// Per-request state: the inner balancer's hooks and the backend this request occupies.
 struct PeerContext {
+    request: *mut ngx_http_request_t,
     upstream: *const UpstreamRuntime,
     inner_data: *mut c_void,
     inner_get: ngx_event_get_peer_pt,
@@ -182,6 +188,7 @@ unsafe extern "C" fn init_peer(
             return NGX_ERROR as ngx_int_t;
         }
         context.write(PeerContext {
+            request: r,
             upstream,
             inner_data: peer.data,
             inner_get: peer.get,
@@ -286,22 +293,125 @@ unsafe extern "C" fn free_peer(
     data: *mut c_void,
     state: ngx_uint_t,
 ) {
-    // SAFETY: data is the context init_peer installed.
-    let context = unsafe { &mut *(data as *mut PeerContext) };
-    if context.current_backend != NO_BACKEND {
-        // SAFETY: the worker's runtime outlives any request.
-        let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
-        upstream
-            .shared()
-            .backend(context.current_backend)
-            .request_finished();
-        let failed = state & NGX_PEER_FAILED as ngx_uint_t != 0;
-        failure_check::request_finished(upstream, context.current_backend, failed);
+    // SAFETY: data is the context init_peer installed; pc is the request's peer connection.
+    let (context, pc) = unsafe { (&mut *(data as *mut PeerContext), &mut *pc) };
+    let backend = context.current_backend;
+    let failed = state & NGX_PEER_FAILED as ngx_uint_t != 0;
+    // SAFETY: the worker's runtime outlives any request.
+    let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
+    if backend != NO_BACKEND {
+        upstream.shared().backend(backend).request_finished();
+        failure_check::request_finished(upstream, backend, failed);
         context.current_backend = NO_BACKEND;
     }
     if let Some(inner_free) = context.inner_free {
         // SAFETY: forwarding to the wrapped balancer with its own data.
         unsafe { inner_free(pc, context.inner_data, state) };
+    }
+    if failed && backend != NO_BACKEND {
+        // SAFETY: nginx hands the peer back from within its upstream code, with the request
+        // live and its upstream attempt not yet finalized.
+        unsafe { hold_again_if_refused(context.request, pc, upstream, backend) };
+    }
+}
+
+/// A request its backend refused before anything was sent is held again rather than answered
+/// 502, when `core::refused_attempt` says so. nginx goes on from here to finalize the upstream
+/// attempt, which this has done already: it then only drops the reference taken here.
+///
+/// # Safety
+/// `r` must be the live request whose peer `pc` nginx is handing back after a failure (from
+/// `ngx_http_upstream_next`), the inner balancer having had it back.
+unsafe fn hold_again_if_refused(
+    r: *mut ngx_http_request_t,
+    pc: &mut ngx_peer_connection_t,
+    upstream: &'static UpstreamRuntime,
+    backend: usize,
+) {
+    // SAFETY: caller's contract: the request and its upstream are live.
+    let (request, u) = unsafe { (&mut *r, &mut *(*r).upstream) };
+    // SAFETY: the upstream's conf is set for as long as the upstream.
+    let next_upstream = unsafe { (*u.conf).next_upstream };
+    // SAFETY: a connection, when set, is the attempt's own.
+    let timed_out = unsafe { pc.connection.as_ref() }
+        // SAFETY: a live connection's events are live.
+        .is_some_and(|c| unsafe { (*c.write).timedout() != 0 || (*c.read).timedout() != 0 });
+    let non_idempotent = (NGX_HTTP_POST | NGX_HTTP_LOCK | NGX_HTTP_PATCH) as ngx_uint_t;
+    #[cfg(ngx_feature = "http_cache")]
+    let stale_cache_answer = u.cache_status() == nginx_sys::NGX_HTTP_CACHE_EXPIRED;
+    #[cfg(not(ngx_feature = "http_cache"))]
+    let stale_cache_answer = false;
+    let attempt = FailedAttempt {
+        nothing_sent: u.request_sent() == 0,
+        resend_allowed: request.method & non_idempotent == 0
+            || next_upstream & NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT as ngx_uint_t != 0,
+        nothing_received: u.buffer.start.is_null() || u.buffer.last == u.buffer.start,
+        timed_out,
+        nginx_gives_up: pc.tries == 0
+            || next_upstream & NGX_HTTP_UPSTREAM_FT_ERROR as ngx_uint_t == 0,
+        main_request: ptr::eq(request.main, r),
+        body_kept: request.request_body_no_buffering() == 0,
+        // SAFETY: the request's connection is live.
+        client_gone: unsafe { (*request.connection).error() } != 0,
+        cached_connection: pc.cached() != 0,
+        stale_cache_answer,
+        gate_covers: hold_gate::gate_covers(r, upstream),
+        held_again_before: hold_gate::held_again_before(r),
+        backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
+        check_pending: upstream.failure_checks.borrow()[backend],
+    };
+    if !hold_again(&attempt) {
+        return;
+    }
+    let awaiting_check = attempt.check_pending.then_some(backend);
+    // SAFETY: a main request the gate covers (checked above).
+    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check) })
+    else {
+        return;
+    };
+    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would, short of
+    // answering the client.
+    unsafe {
+        end_attempt(r, pc);
+        hold_gate::hold_again(r, upstream, place);
+    }
+}
+
+/// Ends the request's failed upstream attempt the way nginx's upstream finalization does, and
+/// takes a reference on the request for nginx to drop: nginx then finds the attempt finalized
+/// and only drops that reference. The content handler starts a new attempt when the request
+/// goes through its phases again.
+///
+/// # Safety
+/// As `hold_again_if_refused`.
+unsafe fn end_attempt(r: *mut ngx_http_request_t, pc: &mut ngx_peer_connection_t) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let u = &mut *(*r).upstream;
+        if !pc.connection.is_null() {
+            let c = pc.connection;
+            if !(*c).pool.is_null() {
+                ngx_destroy_pool((*c).pool);
+            }
+            ngx_close_connection(c);
+            pc.connection = ptr::null_mut();
+        }
+        if !u.cleanup.is_null() {
+            *u.cleanup = None;
+            u.cleanup = ptr::null_mut();
+        }
+        if let Some(state) = u.state.as_mut() {
+            if state.response_time == ngx_msec_t::MAX {
+                state.response_time = ngx_current_msec.wrapping_sub(u.start_time);
+            }
+        }
+        if let Some(finalize) = u.finalize_request {
+            finalize(r, NGX_DECLINED as ngx_int_t);
+        }
+        // No other peer: nginx goes straight to finalizing.
+        pc.tries = 0;
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
     }
 }
 

@@ -19,10 +19,12 @@ use nginx_sys::{
     ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_handle_write_event, ngx_http_core_run_phases,
     ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
     ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
-    NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request,
+};
 
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
 use crate::module_type::Module;
@@ -184,13 +186,23 @@ unsafe fn hold(
     };
     held.failures_seen = failures_seen;
     upstream.held.push(held);
-    arm_wake_timer(upstream);
     ngx::ngx_log_debug!(
         request.log(),
         "supervisord: upstream \"{}\": holding request, {} held in all workers",
         upstream.name(),
         upstream.shared().held()
     );
+    // SAFETY: r is live (caller's contract).
+    unsafe { start_hold(r, upstream) };
+    NGX_AGAIN as ngx_int_t
+}
+
+/// Sets the events of a request just queued as held: its deadline, its wake, its client.
+///
+/// # Safety
+/// `r` must be live and queued in `upstream.held`.
+unsafe fn start_hold(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) {
+    arm_wake_timer(upstream);
     // SAFETY: r is live; its connection's write event carries the hold deadline.
     unsafe {
         (*r).read_event_handler = Some(ngx_http_test_reading);
@@ -205,7 +217,116 @@ unsafe fn hold(
         // which takes it off the hold count); on an open connection the look costs nothing.
         ngx_post_event((*(*r).connection).read, addr_of_mut!(ngx_posted_events));
     }
-    NGX_AGAIN as ngx_int_t
+}
+
+// Holding again. A request whose backend refused its connection before anything was sent is,
+// when `core::refused_attempt` says so, held again instead of answered 502: the balancer
+// reserves a place (`reserve_hold_again`), ends the failed upstream attempt, then hands the
+// request back here (`hold_again`), its phases set back to the gate so that, once a backend is
+// UP, the gate lets it through and the content handler sends it again.
+
+/// A place reserved among the held requests for one request to be held again.
+pub struct HoldAgain {
+    held: *mut HeldRequest,
+    gate_phase: ngx_uint_t,
+    failures_seen: u64,
+}
+
+/// Whether the location of `r` holds requests for `upstream`.
+pub fn gate_covers(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime) -> bool {
+    // SAFETY: the balancer passes its live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    Module::location_conf(request)
+        .and_then(|location| location.held_upstream())
+        .is_some_and(|conf| std::ptr::eq(conf, upstream.conf))
+}
+
+/// Whether `r` was held again once already.
+pub fn held_again_before(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: the balancer passes its live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool.
+    unsafe { held_context(request).as_ref() }.is_some_and(|held| held.held_again)
+}
+
+/// Reserves a place for `r` among the held requests (within `supervisord_hold_limit`);
+/// `None` when there is none, or the gate's phase cannot be found.
+///
+/// # Safety
+/// `r` must be a live main request whose location the gate covers.
+pub unsafe fn reserve_hold_again(
+    r: *mut ngx_http_request_t,
+    upstream: &'static UpstreamRuntime,
+    awaiting_check: Option<usize>,
+) -> Option<HoldAgain> {
+    // SAFETY: caller's contract.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let gate_phase = gate_phase(r)?;
+    let held = held_request(request, upstream);
+    if held.is_null() || !upstream.shared().try_hold(upstream.conf.hold_limit()) {
+        return None;
+    }
+    // SAFETY: a non-null record lives in the request's pool.
+    unsafe {
+        (*held).held_again = true;
+        (*held).awaiting_check = awaiting_check;
+    }
+    Some(HoldAgain {
+        held,
+        gate_phase,
+        failures_seen: upstream.shared().failed_starts(),
+    })
+}
+
+/// Holds `r` again in the place reserved for it; its upstream attempt is over.
+///
+/// # Safety
+/// `r` must be the live request the place was reserved for.
+pub unsafe fn hold_again(
+    r: *mut ngx_http_request_t,
+    upstream: &'static UpstreamRuntime,
+    place: HoldAgain,
+) {
+    // SAFETY: caller's contract; the record lives in the request's pool.
+    unsafe {
+        (*r).phase_handler = place.gate_phase as _;
+        (*place.held).failures_seen = place.failures_seen;
+        upstream.held.push(&mut *place.held);
+        start_hold(r, upstream);
+    }
+    ngx::ngx_log_debug!(
+        // SAFETY: as above.
+        unsafe { Request::from_ngx_http_request(r) }.log(),
+        "supervisord: upstream \"{}\": backend refused the request before it was sent, holding it again, {} held in all workers",
+        upstream.name(),
+        upstream.shared().held()
+    );
+}
+
+/// The gate's index in nginx's phase engine, where a request held again resumes.
+fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
+    // SAFETY: a live request's main conf of the core module is set.
+    let core = NgxHttpCoreModule::main_conf(unsafe { &*r })?;
+    let handlers = core.phase_engine.handlers;
+    if handlers.is_null() {
+        return None;
+    }
+    let gate_fn: unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t = gate;
+    let mut index = 0;
+    // SAFETY: nginx ends the array with an entry without a checker.
+    unsafe {
+        while (*handlers.add(index)).checker.is_some() {
+            if (*handlers.add(index))
+                .handler
+                .map(|handler| handler as usize)
+                == Some(gate_fn as usize)
+            {
+                return Some(index as ngx_uint_t);
+            }
+            index += 1;
+        }
+    }
+    None
 }
 
 /// The request's held record: its module context, made (with a pool cleanup that takes it off
@@ -340,6 +461,11 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
         // SAFETY: a popped record belongs to a live request.
         let held = unsafe { &mut *held.as_ptr() };
         let r = held.request;
+        if awaiting_check(upstream, held) {
+            upstream.held.push(held);
+            waiting += 1;
+            continue;
+        }
         match verdict(upstream, held.failures_seen) {
             HoldVerdict::Wait { start } => {
                 if start {
@@ -379,6 +505,19 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
         failed,
         waiting
     );
+}
+
+/// Whether a request held again still waits for the failure check of its backend (see
+/// `core::refused_attempt`): until then its backend may show UP but fail it again.
+fn awaiting_check(upstream: &UpstreamRuntime, held: &mut HeldRequest) -> bool {
+    let Some(index) = held.awaiting_check else {
+        return false;
+    };
+    if upstream.failure_checks.borrow()[index] {
+        return true;
+    }
+    held.awaiting_check = None;
+    false
 }
 
 /// # Safety

@@ -24,6 +24,11 @@ pub struct HeldRequest {
     pub shared: SharedRecord,
     /// The upstream's failed-start count when the request began waiting.
     pub failures_seen: u64,
+    /// Held again after its backend failed it (`core::refused_attempt`); once per request.
+    pub held_again: bool,
+    /// Held again while a failure check of this backend runs: it waits for the check's
+    /// outcome even while the backend still shows UP.
+    pub awaiting_check: Option<usize>,
     /// In the queue (and counted as held in the shared zone).
     queued: bool,
 }
@@ -41,6 +46,8 @@ impl HeldRequest {
             upstream,
             shared,
             failures_seen: 0,
+            held_again: false,
+            awaiting_check: None,
             queued: false,
         }
     }

@@ -100,6 +100,14 @@ impl UpstreamRuntime {
         }
     }
 
+    /// As `wake_held_now`, even when no status changed (a failure check left its backend UP:
+    /// requests held again for it go on).
+    pub fn reevaluate_held_now(&self) {
+        // Generations start at 1: the next tick takes this for a change.
+        self.wake_seen_generation.set(0);
+        self.wake_held_now();
+    }
+
     pub fn shared(&self) -> &SharedUpstream {
         self.record.get()
     }

@@ -99,6 +99,8 @@ fn conclude(
     if action != FailureAction::Ignore {
         upstream.failure_counts.borrow_mut()[index].record_success();
     }
+    // Requests held again while the check ran (`core::refused_attempt`) learn its outcome now.
+    upstream.reevaluate_held_now();
     let seen = match program {
         ProgramSeen::Known(Some(state)) => {
             format!(

@@ -1,0 +1,161 @@
+//! Held again: a request its backend failed without an answer (a closed port, a connection
+//! reset or closed as the program died) is held again instead of answered 502, when nginx would
+//! send it again to another server (nothing of it sent, or an idempotent method, or
+//! `proxy_next_upstream ... non_idempotent`) and has none left. Once per request, within the
+//! hold bounds; a client that leaves meanwhile is let go.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nginx_tests::raw::RawConnection;
+use nginx_tests::status::SupervisordStatus;
+use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::{
+    eventually, free_port, recorded_requests, request_with_body, Config, Nginx, Response, Server,
+    Upstream,
+};
+
+fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, location_extra: &str) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address())
+        .directive("supervisord_inherit_backend_status")
+        .directive("supervisord_hold_timeout 3s");
+    Nginx::start(
+        name,
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location(
+                    "/",
+                    &format!("proxy_pass http://backend;\n{location_extra}"),
+                )
+                .location("= /_status", "supervisord_status;"),
+        ),
+    )
+}
+
+fn record_path(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}-{}.record", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn held_now(nginx: &Nginx) -> u64 {
+    SupervisordStatus::parse(&nginx.get("/_status").body)
+        .expect("status JSON")
+        .upstream("backend")
+        .held
+}
+
+/// A running backend (taken as up from the configuration), a slow request in flight to it,
+/// and its program killed meanwhile: what the client got, what the backend received.
+fn crash_with_request_in_flight(
+    name: &str,
+    method: &'static str,
+    location_extra: &str,
+) -> (Response, Vec<String>, Nginx, Supervisord) {
+    let port = free_port();
+    let record = record_path(name);
+    let supervisord = Supervisord::start(
+        name,
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            &format!("--record {}", record.display()),
+        )],
+        "",
+    );
+    supervisord.ctl(&["start", "backend0"]);
+    supervisord.wait_state("backend0", "RUNNING");
+    let nginx = nginx_for(name, port, &supervisord, location_extra);
+    let nginx_port = nginx.port;
+    let in_flight: JoinHandle<Response> =
+        std::thread::spawn(move || request_with_body(nginx_port, method, "/slow/1500", 100));
+    assert!(eventually(5, || recorded_requests(&record).len() == 1));
+    supervisord.crash("backend0");
+    let response = in_flight.join().unwrap();
+    let lines = recorded_requests(&record);
+    let _ = std::fs::remove_file(&record);
+    (response, lines, nginx, supervisord)
+}
+
+#[test]
+fn a_get_in_flight_when_its_program_crashes_is_sent_again_once_it_is_back() {
+    let (response, received, nginx, supervisord) =
+        crash_with_request_in_flight("again-get", "GET", "");
+    assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
+    // Received by the program that crashed, then by the one started again for it.
+    assert_eq!(received, vec!["GET /slow/1500 100", "GET /slow/1500 100"]);
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    let log = nginx.error_log();
+    assert!(
+        log.contains("its program is not running (supervisord says EXITED): up -> down"),
+        "{log}"
+    );
+    // nginx's own line for the broken attempt, and nothing at error level besides.
+    assert_eq!(log.matches("[error]").count(), 1, "{log}");
+    assert_eq!(held_now(&nginx), 0);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn a_post_in_flight_when_its_program_crashes_is_not_sent_again() {
+    // It may have done its work: nginx would not send it to another server either.
+    let (response, received, nginx, supervisord) =
+        crash_with_request_in_flight("again-post", "POST", "");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert_eq!(received, vec!["POST /slow/1500 100"]);
+    // Started again by the next request only, not for this one.
+    assert!(eventually(3, || supervisord
+        .log()
+        .contains("exited: backend0")));
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(held_now(&nginx), 0);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn a_post_in_flight_is_sent_again_where_the_operator_allows_it() {
+    let (response, received, nginx, supervisord) = crash_with_request_in_flight(
+        "again-post-allowed",
+        "POST",
+        "proxy_next_upstream error timeout non_idempotent;",
+    );
+    assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
+    assert_eq!(received, vec!["POST /slow/1500 100", "POST /slow/1500 100"]);
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn a_request_held_again_is_let_go_when_its_client_leaves() {
+    // supervisord calls it RUNNING at once, but it listens only after a minute: the check
+    // restarts it, and the request refused meanwhile waits for it, until its client leaves.
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "again-gone",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 60000",
+        )],
+        "",
+    );
+    supervisord.ctl(&["start", "backend0"]);
+    supervisord.wait_state("backend0", "RUNNING");
+    let nginx = nginx_for("again-gone", port, &supervisord, "");
+    let mut client = RawConnection::open(nginx.port);
+    client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(eventually(3, || held_now(&nginx) == 1));
+    client.close();
+    assert!(eventually(3, || held_now(&nginx) == 0));
+    // Once only: the one refused connect, no loop.
+    std::thread::sleep(Duration::from_millis(500));
+    let log = nginx.error_log();
+    assert_eq!(log.matches("connect() failed").count(), 1, "{log}");
+    nginx.assert_clean_log();
+}
