@@ -87,16 +87,25 @@ fn a_get_in_flight_when_its_program_crashes_is_sent_again_once_it_is_back() {
     let (response, received, nginx, supervisord) =
         crash_with_request_in_flight("again-get", "GET", "");
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
-    // Received by the program that crashed, then by the one started again for it.
-    assert_eq!(received, vec!["GET /slow/1500 100", "GET /slow/1500 100"]);
+    // Received by the program that crashed, then by the one started again for it (and, should
+    // the dying program still have accepted the second try, by it too).
+    assert!(received.len() >= 2, "{received:?}");
+    assert!(received.iter().all(|line| line == "GET /slow/1500 100"));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
     let log = nginx.error_log();
+    // The check found the program gone (or, in the instant before supervisord saw it go,
+    // running without accepting: restarted).
     assert!(
-        log.contains("its program is not running (supervisord says EXITED): up -> down"),
+        log.contains("its program is not running (supervisord says EXITED): up -> down")
+            || log.contains("accepts no connection; restarting it"),
         "{log}"
     );
-    // nginx's own line for the broken attempt, and nothing at error level besides.
-    assert_eq!(log.matches("[error]").count(), 1, "{log}");
+    // nginx's own line for each broken attempt, and nothing at error level besides.
+    assert!(log.matches("[error]").count() <= 2, "{log}");
+    assert!(log
+        .lines()
+        .filter(|line| line.contains("[error]"))
+        .all(|line| line.contains("from upstream")));
     assert_eq!(held_now(&nginx), 0);
     nginx.assert_clean_log();
 }
@@ -125,7 +134,8 @@ fn a_post_in_flight_is_sent_again_where_the_operator_allows_it() {
         "proxy_next_upstream error timeout non_idempotent;",
     );
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
-    assert_eq!(received, vec!["POST /slow/1500 100", "POST /slow/1500 100"]);
+    assert!(received.len() >= 2, "{received:?}");
+    assert!(received.iter().all(|line| line == "POST /slow/1500 100"));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
     nginx.assert_clean_log();
 }
@@ -153,7 +163,7 @@ fn a_request_held_again_is_let_go_when_its_client_leaves() {
     assert!(eventually(3, || held_now(&nginx) == 1));
     client.close();
     assert!(eventually(3, || held_now(&nginx) == 0));
-    // Once only: the one refused connect, no loop.
+    // No loop: the one refused connect (the restarted program never listens).
     std::thread::sleep(Duration::from_millis(500));
     let log = nginx.error_log();
     assert_eq!(log.matches("connect() failed").count(), 1, "{log}");

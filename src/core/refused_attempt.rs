@@ -9,10 +9,14 @@
 //! out (a slow backend is not a restarting one); the request may be sent again by nginx's own
 //! rule for another server (nothing of it was sent, or its method is idempotent, or
 //! `proxy_next_upstream non_idempotent`); nginx itself is giving up on it (no other peer to
-//! try); the location's hold gate would hold it; it was not held again before (one second
-//! chance per request, never a loop); and the backend's state is being found out (a failure
-//! check is under way, or it is no longer UP): a backend that stays UP without a check would
-//! only fail it again.
+//! try); the location's hold gate would hold it; it was not held again `HOLD_AGAIN_LIMIT` times
+//! already (never a loop: twice, because a program being killed may still accept the check's
+//! connection in the instant before its listening socket goes); and the backend's state is
+//! being found out (a failure check is under way, or it is no longer UP): a backend that stays
+//! UP without a check would only fail it again.
+
+/// How many times one request may be held again.
+pub const HOLD_AGAIN_LIMIT: u32 = 2;
 
 /// What the balancer knows of one failed attempt when nginx hands its peer back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,8 +44,8 @@ pub struct FailedAttempt {
     pub stale_cache_answer: bool,
     /// The location's hold gate holds requests for this upstream.
     pub gate_covers: bool,
-    /// This request was held again once already.
-    pub held_again_before: bool,
+    /// How many times this request was held again already.
+    pub times_held_again: u32,
     /// The backend is still UP.
     pub backend_up: bool,
     /// A failure check of the backend is under way in this worker.
@@ -60,7 +64,7 @@ pub fn hold_again(attempt: &FailedAttempt) -> bool {
         && !attempt.cached_connection
         && !attempt.stale_cache_answer
         && attempt.gate_covers
-        && !attempt.held_again_before
+        && attempt.times_held_again < HOLD_AGAIN_LIMIT
         && (attempt.check_pending || !attempt.backend_up)
 }
 
@@ -81,7 +85,7 @@ mod tests {
             cached_connection: false,
             stale_cache_answer: false,
             gate_covers: true,
-            held_again_before: false,
+            times_held_again: 0,
             backend_up: true,
             check_pending: true,
         }
@@ -90,6 +94,10 @@ mod tests {
     #[test]
     fn a_refused_connect_during_a_check_is_held_again() {
         assert!(hold_again(&restart_refusal()));
+        assert!(hold_again(&FailedAttempt {
+            times_held_again: HOLD_AGAIN_LIMIT - 1,
+            ..restart_refusal()
+        }));
         // Another worker took the backend down meanwhile: held like any request.
         assert!(hold_again(&FailedAttempt {
             backend_up: false,
@@ -157,7 +165,7 @@ mod tests {
                 ..restart_refusal()
             },
             FailedAttempt {
-                held_again_before: true,
+                times_held_again: HOLD_AGAIN_LIMIT,
                 ..restart_refusal()
             },
             // UP and nobody finding out why it refused: it would only refuse again.

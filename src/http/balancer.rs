@@ -356,7 +356,7 @@ unsafe fn hold_again_if_refused(
         cached_connection: pc.cached() != 0,
         stale_cache_answer,
         gate_covers: hold_gate::gate_covers(r, upstream),
-        held_again_before: hold_gate::held_again_before(r),
+        times_held_again: hold_gate::times_held_again(r),
         backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
         check_pending: upstream.failure_checks.borrow()[backend],
     };

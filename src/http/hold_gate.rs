@@ -241,12 +241,12 @@ pub fn gate_covers(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime) -> bo
         .is_some_and(|conf| std::ptr::eq(conf, upstream.conf))
 }
 
-/// Whether `r` was held again once already.
-pub fn held_again_before(r: *mut ngx_http_request_t) -> bool {
+/// How many times `r` was held again already.
+pub fn times_held_again(r: *mut ngx_http_request_t) -> u32 {
     // SAFETY: the balancer passes its live request.
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: the context, when set, is this request's record in its pool.
-    unsafe { held_context(request).as_ref() }.is_some_and(|held| held.held_again)
+    unsafe { held_context(request).as_ref() }.map_or(0, |held| held.times_held_again)
 }
 
 /// Reserves a place for `r` among the held requests (within `supervisord_hold_limit`);
@@ -268,7 +268,7 @@ pub unsafe fn reserve_hold_again(
     }
     // SAFETY: a non-null record lives in the request's pool.
     unsafe {
-        (*held).held_again = true;
+        (*held).times_held_again += 1;
         (*held).awaiting_check = awaiting_check;
     }
     Some(HoldAgain {

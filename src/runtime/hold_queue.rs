@@ -24,8 +24,8 @@ pub struct HeldRequest {
     pub shared: SharedRecord,
     /// The upstream's failed-start count when the request began waiting.
     pub failures_seen: u64,
-    /// Held again after its backend failed it (`core::refused_attempt`); once per request.
-    pub held_again: bool,
+    /// How many times it was held again after its backend failed it (`core::refused_attempt`).
+    pub times_held_again: u32,
     /// Held again while a failure check of this backend runs: it waits for the check's
     /// outcome even while the backend still shows UP.
     pub awaiting_check: Option<usize>,
@@ -46,7 +46,7 @@ impl HeldRequest {
             upstream,
             shared,
             failures_seen: 0,
-            held_again: false,
+            times_held_again: 0,
             awaiting_check: None,
             queued: false,
         }
