@@ -2,6 +2,7 @@
 //! can drive it. Every decision the module takes lives here; everything that touches nginx
 //! lives outside this tree and only carries these decisions out.
 
+pub mod backend_event;
 pub mod backend_status;
 pub mod call_outcome;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod reachability;
 pub mod reclaim;
 pub mod reconcile_plan;
 pub mod refused_attempt;
+pub mod scaling;
 pub mod server_addresses;
 pub mod socket_access;
 pub mod start_backoff;

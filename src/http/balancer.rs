@@ -26,6 +26,7 @@ use crate::core::refused_attempt::{hold_again, FailedAttempt};
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
+use crate::util::time::now_ms;
 
 const NO_BACKEND: usize = usize::MAX;
 
@@ -255,6 +256,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         // nothing in flight cannot miss a request that got past this check.
         backend.request_started();
         if backend.status().takes_requests() {
+            backend.request_sent();
             context.current_backend = index;
             return rc;
         }
@@ -300,7 +302,9 @@ unsafe extern "C" fn free_peer(
     // SAFETY: the worker's runtime outlives any request.
     let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
     if backend != NO_BACKEND {
-        upstream.shared().backend(backend).request_finished();
+        let shared_backend = upstream.shared().backend(backend);
+        shared_backend.request_finished();
+        shared_backend.note_request_end(now_ms());
         failure_check::request_finished(upstream, backend, failed);
         context.current_backend = NO_BACKEND;
     }

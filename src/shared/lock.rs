@@ -7,8 +7,11 @@ use std::sync::atomic::Ordering;
 
 use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
 
-use super::records::{own_token, SharedUpstream, PENDING_BY_HAND, PENDING_NONE, PENDING_ON_DEMAND};
+use super::records::{
+    own_token, SharedUpstream, LOAD_SAMPLES, PENDING_BY_HAND, PENDING_NONE, PENDING_ON_DEMAND,
+};
 use crate::core::backend_status::BackendStatus;
+use crate::core::scaling::Sample;
 use crate::core::start_backoff::StartBackoff;
 use crate::core::start_watch::PendingStart;
 use crate::util::time::now_ms;
@@ -142,6 +145,26 @@ impl ZoneLock<'_> {
             PENDING_ON_DEMAND => Some(PendingStart::OnDemand),
             _ => None,
         }
+    }
+
+    /// Keeps one load sample (the oldest goes once the ring is full).
+    pub fn push_load_sample(&self, sample: Sample) {
+        let taken = self.upstream.load_samples_taken.load(Ordering::Acquire) as usize;
+        let slot = &self.upstream.load_samples[taken % LOAD_SAMPLES];
+        slot.at_ms.store(sample.at_ms, Ordering::Relaxed);
+        slot.in_flight.store(sample.in_flight, Ordering::Relaxed);
+        slot.requests.store(sample.requests, Ordering::Relaxed);
+        slot.up.store(sample.up, Ordering::Relaxed);
+        self.upstream
+            .load_samples_taken
+            .store(taken as u64 + 1, Ordering::Release);
+    }
+
+    /// A load action (start or stop for load) is taken now.
+    pub fn note_scale_action(&self, now_ms: u64) {
+        self.upstream
+            .last_scale_action
+            .store(now_ms, Ordering::Release);
     }
 
     /// Records whether supervisord lacks the backend's program; returns what was recorded

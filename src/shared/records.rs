@@ -6,7 +6,9 @@ use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
+use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
+use crate::core::scaling::{Sample, SAMPLES_PER_WINDOW};
 use crate::core::start_backoff::StartBackoff;
 
 /// Worker slots in the zone: enough for the workers of several configurations at once (old
@@ -94,6 +96,16 @@ pub struct SharedBackend {
     /// sees the program exit first (the start's reply, its watch, reconciliation) takes it
     /// and reports the failed start, once.
     pub(super) pending_start: AtomicU8,
+    // Load and events (scaling, metrics):
+    /// Requests sent to it so far.
+    pub(super) requests: AtomicU64,
+    /// When its last request ended (nginx's monotonic msec; 0: none yet).
+    pub(super) last_request_end: AtomicU64,
+    /// Per `BackendEvent`, how many times it happened.
+    pub(super) events: [AtomicU64; BackendEvent::COUNT],
+    /// Starts that ended UP, and the time they took in total (from the start command).
+    pub(super) cold_starts: AtomicU64,
+    pub(super) cold_start_ms_sum: AtomicU64,
 }
 
 pub(super) const PENDING_NONE: u8 = 0;
@@ -136,9 +148,52 @@ impl SharedBackend {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A request the balancer handed it, and that it keeps (see `request_started`).
+    pub fn request_sent(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn request_finished(&self) {
         self.slot_share(own_slot()).fetch_sub(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request it served ended at `now_ms` (for the idle rule).
+    pub fn note_request_end(&self, now_ms: u64) {
+        self.last_request_end.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Since when it has had no request: its last one's end, or its coming UP if later.
+    pub fn idle_since(&self) -> u64 {
+        self.last_request_end
+            .load(Ordering::Relaxed)
+            .max(self.up_since.load(Ordering::Acquire))
+    }
+
+    pub fn count_event(&self, event: BackendEvent) {
+        self.events[event.slot()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn events(&self, event: BackendEvent) -> u64 {
+        self.events[event.slot()].load(Ordering::Relaxed)
+    }
+
+    /// A start that ended UP after `took_ms`.
+    pub fn note_cold_start(&self, took_ms: u64) {
+        self.cold_start_ms_sum.fetch_add(took_ms, Ordering::Relaxed);
+        self.cold_starts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts that ended UP, and the milliseconds they took in total.
+    pub fn cold_starts(&self) -> (u64, u64) {
+        (
+            self.cold_starts.load(Ordering::Relaxed),
+            self.cold_start_ms_sum.load(Ordering::Relaxed),
+        )
     }
 
     pub fn command_owner(&self) -> u64 {
@@ -184,6 +239,30 @@ pub struct SharedUpstream {
     pub(super) first_read_generation: AtomicU64,
     /// While supervisord is unreachable: when a worker last asked whether it is back.
     pub(super) last_reach_attempt: AtomicU64,
+    // Scaling (see `core::scaling`):
+    /// When the last scaling tick ran (one worker per tick wins it).
+    pub(super) last_scale_tick: AtomicU64,
+    /// When the last load action (start or stop for load) was taken.
+    pub(super) last_scale_action: AtomicU64,
+    /// The last `LOAD_SAMPLES` load samples, a ring written under the lock: `load_samples_taken`
+    /// counts them all, the newest is at `(taken - 1) % LOAD_SAMPLES`.
+    pub(super) load_samples: [LoadSampleSlot; LOAD_SAMPLES],
+    pub(super) load_samples_taken: AtomicU64,
+    /// Requests held so far, and the milliseconds they were held in total.
+    pub(super) holds: AtomicU64,
+    pub(super) hold_ms_sum: AtomicU64,
+}
+
+/// Room for two windows of samples.
+pub const LOAD_SAMPLES: usize = 2 * SAMPLES_PER_WINDOW as usize + 2;
+
+#[repr(C)]
+#[derive(Default)]
+pub struct LoadSampleSlot {
+    pub(super) at_ms: AtomicU64,
+    pub(super) in_flight: AtomicU64,
+    pub(super) requests: AtomicU64,
+    pub(super) up: AtomicU64,
 }
 
 impl SharedUpstream {
@@ -288,5 +367,51 @@ impl SharedUpstream {
 
     pub fn statuses(&self) -> Vec<BackendStatus> {
         self.backends().iter().map(SharedBackend::status).collect()
+    }
+
+    /// Whether this worker takes the scaling tick now: at most one worker per `tick_ms`.
+    pub fn take_scale_tick(&self, now_ms: u64, tick_ms: u64) -> bool {
+        let last = self.last_scale_tick.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) + tick_ms / 10 < tick_ms {
+            return false;
+        }
+        self.last_scale_tick
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn last_scale_action(&self) -> u64 {
+        self.last_scale_action.load(Ordering::Acquire)
+    }
+
+    /// The load samples kept, oldest first.
+    pub fn load_samples(&self) -> Vec<Sample> {
+        let taken = self.load_samples_taken.load(Ordering::Acquire) as usize;
+        let kept = taken.min(LOAD_SAMPLES);
+        (taken - kept..taken)
+            .map(|n| {
+                let slot = &self.load_samples[n % LOAD_SAMPLES];
+                Sample {
+                    at_ms: slot.at_ms.load(Ordering::Relaxed),
+                    in_flight: slot.in_flight.load(Ordering::Relaxed),
+                    requests: slot.requests.load(Ordering::Relaxed),
+                    up: slot.up.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// A request was held, then let go after `held_ms`.
+    pub fn note_hold(&self, held_ms: u64) {
+        self.hold_ms_sum.fetch_add(held_ms, Ordering::Relaxed);
+        self.holds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests held so far and the milliseconds they were held in total.
+    pub fn holds(&self) -> (u64, u64) {
+        (
+            self.holds.load(Ordering::Relaxed),
+            self.hold_ms_sum.load(Ordering::Relaxed),
+        )
     }
 }

@@ -314,6 +314,11 @@ unsafe fn find_or_create(
                 command_owner: AtomicU64::new(0),
                 command_parked: AtomicBool::new(false),
                 pending_start: AtomicU8::new(PENDING_NONE),
+                requests: AtomicU64::new(0),
+                last_request_end: AtomicU64::new(0),
+                events: Default::default(),
+                cold_starts: AtomicU64::new(0),
+                cold_start_ms_sum: AtomicU64::new(0),
             })
         };
     }
@@ -334,6 +339,12 @@ unsafe fn find_or_create(
             slot_held,
             first_read_generation: AtomicU64::new(0),
             last_reach_attempt: AtomicU64::new(0),
+            last_scale_tick: AtomicU64::new(0),
+            last_scale_action: AtomicU64::new(0),
+            load_samples: Default::default(),
+            load_samples_taken: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            hold_ms_sum: AtomicU64::new(0),
         })
     };
     root.first = record;
