@@ -23,7 +23,7 @@ use crate::module_type::{upstream_conf, Module};
 use crate::runtime::worker;
 use crate::shared::slots;
 use crate::shared::zone::{self, Claim};
-use crate::supervisord::{reconciler, watchdog};
+use crate::supervisord::{reconciler, scaler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
@@ -69,7 +69,7 @@ const fn upstream_directive(
     )
 }
 
-static mut COMMANDS: [ngx_command_t; 12] = [
+static mut COMMANDS: [ngx_command_t; 16] = [
     upstream_directive(
         ngx_string!("supervisord"),
         NGX_CONF_TAKE12,
@@ -109,6 +109,26 @@ static mut COMMANDS: [ngx_command_t; 12] = [
         ngx_string!("supervisord_drain_timeout"),
         NGX_CONF_TAKE1,
         upstream::set_drain_timeout,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_min_servers"),
+        NGX_CONF_TAKE1,
+        upstream::set_min_servers,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_max_servers"),
+        NGX_CONF_TAKE1,
+        upstream::set_max_servers,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_scale_up"),
+        NGX_CONF_TAKE12,
+        upstream::set_scale_up,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_idle_timeout"),
+        NGX_CONF_TAKE1,
+        upstream::set_idle_timeout,
     ),
     directive(
         ngx_string!("supervisord_start"),
@@ -340,6 +360,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     }
     for upstream in worker::upstreams() {
         reconciler::start(upstream);
+        scaler::start(upstream);
     }
     watchdog::start();
     NGX_OK as ngx_int_t

@@ -475,3 +475,73 @@ fn reads_times_as_every_nginx_directive_does() {
         );
     }
 }
+
+#[test]
+fn refuses_scaling_mistakes() {
+    let upstream = |directives: &[&str]| {
+        Upstream::new("backend")
+            .server("127.0.0.1:8001")
+            .server("127.0.0.1:8002")
+            .supervisord("unix:/nonexistent.sock")
+            .directives(directives)
+    };
+    let config = |directives: &[&str]| {
+        Config::new()
+            .upstream(upstream(directives))
+            .server(Server::on(8080).location("/", "proxy_pass http://backend;"))
+    };
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &["supervisord_min_servers 3"],
+            "upstream backend",
+            "supervisord_min_servers 3 is more than the 2 servers of upstream \"backend\"",
+        ),
+        (
+            &["supervisord_min_servers 2", "supervisord_max_servers 1"],
+            "upstream backend",
+            "supervisord_min_servers 2 is more than supervisord_max_servers 1",
+        ),
+        (
+            &["supervisord_scale_up window=5s"],
+            "supervisord_scale_up",
+            "supervisord_scale_up: in_flight= or rate= is required",
+        ),
+        (
+            &["supervisord_scale_up in_flight=0"],
+            "supervisord_scale_up",
+            "supervisord_scale_up: invalid in_flight \"0\"",
+        ),
+        (
+            &["supervisord_scale_up rate=5 window=10ms"],
+            "supervisord_scale_up",
+            "invalid window \"10ms\": expected a time of 100ms or more",
+        ),
+        (
+            &["supervisord_idle_timeout soon"],
+            "supervisord_idle_timeout",
+            "invalid supervisord_idle_timeout \"soon\"",
+        ),
+    ];
+    for (directives, line_with, reason) in cases {
+        assert_refused("scaling-mistake", &config(directives), line_with, reason);
+    }
+    // Every documented form is accepted.
+    let (ok, stderr, _, text) = check(
+        "scaling-forms",
+        &config(&[
+            "supervisord_min_servers 1",
+            "supervisord_max_servers 2",
+            "supervisord_scale_up rate=50 window=1m30s",
+            "supervisord_idle_timeout 10m",
+        ]),
+    );
+    assert!(ok, "{text}\n{stderr}");
+    let (ok, stderr, _, text) = check(
+        "scaling-off",
+        &config(&[
+            "supervisord_scale_up in_flight=4",
+            "supervisord_idle_timeout off",
+        ]),
+    );
+    assert!(ok, "{text}\n{stderr}");
+}

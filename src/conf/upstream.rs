@@ -13,12 +13,13 @@ use nginx_sys::{
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
 use crate::core::failure::FailureLimit;
+use crate::core::scaling::{parse_scale_up, ScalePolicy, ScaleUp};
 use crate::core::server_addresses::check_servers;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
 use crate::core::upstream_identity::IdentityHasher;
-use crate::util::conf_args::{conf_error, directive_args, parse_time_ms};
+use crate::util::conf_args::{conf_error, directive_args, parse_time_ms, parse_time_text};
 use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 /// One `server` line of a managed upstream.
@@ -66,6 +67,13 @@ pub struct UpstreamConf {
     pub hold_timeout: Option<u64>,
     /// `supervisord_drain_timeout`: how long a stop waits for requests in flight at most.
     pub drain_timeout: Option<u64>,
+    /// `supervisord_min_servers`, `supervisord_max_servers`: backends UP at least, at most.
+    pub min_servers: Option<u64>,
+    pub max_servers: Option<u64>,
+    /// `supervisord_scale_up`: when load starts one more backend.
+    pub scale_up: Option<ScaleUp>,
+    /// `supervisord_idle_timeout`: how long a backend may go without requests; 0 is off.
+    pub idle_timeout: Option<u64>,
 
     /// Filled in once the configuration is read (see `attach`).
     /// Position among the managed upstreams: the same in the shared zone and each worker.
@@ -90,6 +98,10 @@ impl Default for UpstreamConf {
             hold_limit: None,
             hold_timeout: None,
             drain_timeout: None,
+            min_servers: None,
+            max_servers: None,
+            scale_up: None,
+            idle_timeout: None,
             index: 0,
             program_prefix: None,
             inherit_backend_status: false,
@@ -122,6 +134,17 @@ impl UpstreamConf {
 
     pub fn sync_interval_ms(&self) -> u64 {
         self.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL_MS)
+    }
+
+    /// The scaling rules of the upstream (`core::scaling`).
+    pub fn scale_policy(&self) -> ScalePolicy {
+        let count = self.backends.len();
+        ScalePolicy {
+            min_servers: self.min_servers.map_or(0, |n| n as usize),
+            max_servers: self.max_servers.map_or(count, |n| n as usize),
+            scale_up: self.scale_up,
+            idle_timeout_ms: self.idle_timeout.filter(|ms| *ms > 0),
+        }
     }
 
     /// Program-name prefix: `supervisord_name`, or the upstream's name.
@@ -175,6 +198,14 @@ impl UpstreamConf {
             Some("supervisord_hold_timeout")
         } else if self.drain_timeout.is_some() {
             Some("supervisord_drain_timeout")
+        } else if self.min_servers.is_some() {
+            Some("supervisord_min_servers")
+        } else if self.max_servers.is_some() {
+            Some("supervisord_max_servers")
+        } else if self.scale_up.is_some() {
+            Some("supervisord_scale_up")
+        } else if self.idle_timeout.is_some() {
+            Some("supervisord_idle_timeout")
         } else {
             None
         }
@@ -248,7 +279,30 @@ impl UpstreamConf {
         check_servers(&addresses).map_err(|problem| {
             let names: Vec<String> = self.backends.iter().map(|b| b.name.clone()).collect();
             problem.message(&names, &self.name, &place)
-        })
+        })?;
+        let count = self.backends.len() as u64;
+        let servers = |n: u64| format!("{n} server{}", if n == 1 { "" } else { "s" });
+        for (directive, value) in [
+            ("supervisord_min_servers", self.min_servers),
+            ("supervisord_max_servers", self.max_servers),
+        ] {
+            if let Some(value) = value.filter(|value| *value > count) {
+                return Err(format!(
+                    "{directive} {value} is more than the {} of upstream \"{}\" in {place}",
+                    servers(count),
+                    self.name
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_servers, self.max_servers) {
+            if min > max {
+                return Err(format!(
+                    "supervisord_min_servers {min} is more than supervisord_max_servers {max} in upstream \"{}\" in {place}",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -534,5 +588,99 @@ pub unsafe extern "C" fn set_drain_timeout(
             parse_time_ms,
             "a time such as 30s or 500ms",
         )
+    }
+}
+
+fn server_count(text: &ngx_str_t) -> Option<u64> {
+    let text = str_bytes(text);
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// `supervisord_min_servers number`: backends kept UP at all times (default 0).
+pub unsafe extern "C" fn set_min_servers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.min_servers,
+            server_count,
+            "a number of servers",
+        )
+    }
+}
+
+/// `supervisord_max_servers number`: backends UP at most through scaling (default: all).
+pub unsafe extern "C" fn set_max_servers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.max_servers,
+            |text| server_count(text).filter(|n| *n > 0),
+            "a number of servers from 1",
+        )
+    }
+}
+
+/// `supervisord_idle_timeout time | off`: a backend without requests for this long is drained
+/// and stopped, never below the minimum (default off).
+pub unsafe extern "C" fn set_idle_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.idle_timeout,
+            |text| {
+                if str_bytes(text) == b"off" {
+                    Some(0)
+                } else {
+                    positive_time(text)
+                }
+            },
+            "a time such as 5m, or off",
+        )
+    }
+}
+
+/// `supervisord_scale_up in_flight=number | rate=number [window=time]`: when load starts one
+/// more backend (`core::scaling`).
+pub unsafe extern "C" fn set_scale_up(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
+    let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
+    if upstream.scale_up.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: called by nginx as a directive handler.
+    let args = unsafe { directive_args(cf) };
+    let words: Vec<String> = args[1..].iter().map(str_lossy).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match parse_scale_up(&words, parse_time_text) {
+        Ok(scale_up) => {
+            upstream.scale_up = Some(scale_up);
+            ptr::null_mut()
+        }
+        Err(problem) => conf_error(cf, &format!("supervisord_scale_up: {problem}")),
     }
 }

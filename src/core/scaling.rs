@@ -129,6 +129,50 @@ impl StopCause {
     }
 }
 
+/// Reads `supervisord_scale_up`'s arguments (`in_flight=N` or `rate=N`, then optionally
+/// `window=time`); `parse_time` reads a time in nginx's syntax into milliseconds.
+pub fn parse_scale_up(
+    args: &[&str],
+    parse_time: impl Fn(&str) -> Option<u64>,
+) -> Result<ScaleUp, String> {
+    let mut target = None;
+    let mut window_ms = None;
+    for arg in args {
+        let (name, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("invalid parameter \"{arg}\""))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| format!("invalid {name} \"{value}\": expected a number from 1"))
+        };
+        match name {
+            "in_flight" | "rate" if target.is_some() => {
+                return Err("only one of in_flight= and rate= may be given".into())
+            }
+            "in_flight" => target = Some(Target::InFlight(number()?)),
+            "rate" => target = Some(Target::Rate(number()?)),
+            "window" if window_ms.is_some() => return Err("duplicate window=".into()),
+            "window" => {
+                window_ms = Some(
+                    parse_time(value)
+                        .filter(|ms| *ms >= MIN_TICK_MS)
+                        .ok_or_else(|| {
+                            format!("invalid window \"{value}\": expected a time of 100ms or more")
+                        })?,
+                )
+            }
+            _ => return Err(format!("invalid parameter \"{arg}\"")),
+        }
+    }
+    Ok(ScaleUp {
+        target: target.ok_or("in_flight= or rate= is required")?,
+        window_ms: window_ms.unwrap_or(DEFAULT_WINDOW_MS),
+    })
+}
+
 /// The load over the window that `samples` (oldest first) cover, per UP backend: hundredths of
 /// requests in flight, or of requests per second. `None` until the samples cover a whole window,
 /// or when no backend was UP in it.
@@ -314,6 +358,41 @@ mod tests {
             })
             .collect();
         assert_eq!(decide(&policy, &[], &all_off, 10, 0), ScaleAction::Nothing);
+    }
+
+    #[test]
+    fn scale_up_arguments_are_read_as_documented() {
+        let time = |text: &str| {
+            text.strip_suffix('s')
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|s| s * 1000)
+        };
+        assert_eq!(
+            parse_scale_up(&["in_flight=4"], time),
+            Ok(ScaleUp {
+                target: Target::InFlight(4),
+                window_ms: DEFAULT_WINDOW_MS
+            })
+        );
+        assert_eq!(
+            parse_scale_up(&["rate=50", "window=30s"], time),
+            Ok(ScaleUp {
+                target: Target::Rate(50),
+                window_ms: 30_000
+            })
+        );
+        for bad in [
+            &["window=5s"][..],
+            &["in_flight=0"],
+            &["in_flight=x"],
+            &["in_flight=2", "rate=3"],
+            &["in_flight=2", "window=soon"],
+            &["in_flight=2", "window=5s", "window=6s"],
+            &["burst=2"],
+            &["in_flight"],
+        ] {
+            assert!(parse_scale_up(bad, time).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct UpstreamRuntime {
     pub wake_seen_generation: Cell<u64>,
     /// Reads supervisord's view every `supervisord_sync_interval`.
     pub sync_timer: UnsafeCell<ngx_event_t>,
+    /// Takes the scaling tick (`supervisord::scaler`).
+    pub scale_timer: UnsafeCell<ngx_event_t>,
     /// The last error reading supervisord's view, logged once until it changes.
     pub last_sync_error: RefCell<Option<String>>,
     /// The shared generation this worker's peer list last reflected.
@@ -75,6 +77,8 @@ impl UpstreamRuntime {
             wake_seen_generation: Cell::new(0),
             // SAFETY: as above.
             sync_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            // SAFETY: zeroed is a valid unset event.
+            scale_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             last_sync_error: RefCell::new(None),
             synced_generation: Cell::new(0),
             applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),

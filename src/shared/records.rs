@@ -380,6 +380,11 @@ impl SharedUpstream {
             .is_ok()
     }
 
+    /// When supervisord's view was last asked for (0: never).
+    pub fn last_sync(&self) -> u64 {
+        self.last_sync.load(Ordering::Acquire)
+    }
+
     pub fn last_scale_action(&self) -> u64 {
         self.last_scale_action.load(Ordering::Acquire)
     }

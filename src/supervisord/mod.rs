@@ -7,4 +7,5 @@ pub mod connect_check;
 pub mod failure_check;
 pub mod readiness;
 pub mod reconciler;
+pub mod scaler;
 pub mod watchdog;

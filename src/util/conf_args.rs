@@ -45,6 +45,14 @@ pub fn log_emerg(cf: *mut ngx_conf_t, message: &str) {
     ngx::ngx_log_error!(NGX_LOG_EMERG, log, "{}", message);
 }
 
+/// As `parse_time_ms`, for a part of a directive's argument (`window=30s`).
+pub fn parse_time_text(text: &str) -> Option<u64> {
+    parse_time_ms(&ngx_str_t {
+        len: text.len(),
+        data: text.as_ptr() as *mut u8,
+    })
+}
+
 /// A time in nginx's syntax (`500ms`, `30s`, `1m30s`, `1d`; a bare number is seconds), in
 /// milliseconds, as every nginx directive reads it.
 pub fn parse_time_ms(text: &ngx_str_t) -> Option<u64> {

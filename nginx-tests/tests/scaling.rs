@@ -1,0 +1,301 @@
+//! Scaling with load: the minimum is started without any request and kept up, a load step
+//! starts more backends up to the maximum, idle backends are drained and stopped back to the
+//! minimum with no failed request, steady load never flaps, on every built-in balancer and in a
+//! `zone` upstream.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nginx_tests::status::Status;
+use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
+
+/// An upstream of `ports.len()` programs under a real supervisord, with `directives` (the
+/// scaling ones, a balancer).
+fn scaled(name: &str, ports: &[u16], supervisord: &Supervisord, directives: &[&str]) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(supervisord.address())
+        .directives(directives);
+    Nginx::start(
+        name,
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    )
+}
+
+fn programs(ports: &[u16]) -> Vec<Program> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(index, port)| Program::backend(&format!("backend{index}"), *port, 0))
+        .collect()
+}
+
+fn statuses(nginx: &Nginx) -> Vec<Status> {
+    nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .backends
+        .iter()
+        .map(|backend| backend.status)
+        .collect()
+}
+
+fn up_count(nginx: &Nginx) -> usize {
+    statuses(nginx)
+        .iter()
+        .filter(|status| **status == Status::Up)
+        .count()
+}
+
+fn spawns(supervisord: &Supervisord, program: &str) -> usize {
+    supervisord
+        .log()
+        .matches(&format!("spawned: '{program}'"))
+        .count()
+}
+
+/// `clients` threads sending `path` one after another until stopped; every status they got.
+struct Load {
+    stop: Arc<AtomicBool>,
+    statuses: Arc<Mutex<Vec<u16>>>,
+    clients: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize, path: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, statuses) = (stop.clone(), statuses.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let status = request(port, "GET", path).status;
+                        statuses.lock().unwrap().push(status);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            statuses,
+            clients,
+        }
+    }
+
+    /// Stops the clients; every status they got.
+    fn finish(self) -> Vec<u16> {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.join().unwrap();
+        }
+        std::mem::take(&mut *self.statuses.lock().unwrap())
+    }
+}
+
+#[test]
+fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let supervisord = Supervisord::start("scale-min", &programs(&ports), "");
+    let nginx = scaled(
+        "scale-min",
+        &ports,
+        &supervisord,
+        &["supervisord_min_servers 2"],
+    );
+    assert!(
+        eventually(5, || statuses(&nginx)
+            == vec![Status::Up, Status::Up, Status::Down]),
+        "{:?}",
+        statuses(&nginx)
+    );
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(spawns(&supervisord, "backend1"), 1);
+    assert_eq!(spawns(&supervisord, "backend2"), 0);
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("fewer than supervisord_min_servers 2").count(),
+        2,
+        "{log}"
+    );
+    // A crash takes one away: it is started again (the first DOWN one), no request needed.
+    supervisord.crash("backend1");
+    assert!(eventually(5, || spawns(&supervisord, "backend1") == 2));
+    assert!(eventually(5, || up_count(&nginx) == 2));
+    assert_eq!(spawns(&supervisord, "backend2"), 0);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_request() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let supervisord = Supervisord::start("scale-step", &programs(&ports), "");
+    let nginx = scaled(
+        "scale-step",
+        &ports,
+        &supervisord,
+        &[
+            "supervisord_min_servers 1",
+            "supervisord_max_servers 3",
+            "supervisord_scale_up in_flight=2 window=1s",
+            "supervisord_idle_timeout 2s",
+            "supervisord_drain_timeout 5s",
+        ],
+    );
+    assert!(eventually(5, || up_count(&nginx) == 1));
+    // 8 clients, each request 200 ms at the backend: about 8 in flight for 1 backend.
+    let step = Instant::now();
+    let load = Load::start(nginx.port, 8, "/slow/200");
+    let mut ups = Vec::new();
+    let mut scaled_up_after = None;
+    while step.elapsed() < Duration::from_secs(8) {
+        let up = up_count(&nginx);
+        if up == 3 && scaled_up_after.is_none() {
+            scaled_up_after = Some(step.elapsed());
+        }
+        ups.push(up);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answers = load.finish();
+    eprintln!(
+        "load step: {} requests, up to 3 backends after {scaled_up_after:?}; up counts {ups:?}",
+        answers.len()
+    );
+    assert!(scaled_up_after.is_some(), "{ups:?}");
+    assert!(ups.iter().all(|up| *up <= 3), "{ups:?}");
+    assert_eq!(spawns(&supervisord, "backend3"), 0);
+    // Load gone: each idle backend is drained and stopped, down to the minimum.
+    let idle = Instant::now();
+    assert!(
+        eventually(10, || up_count(&nginx) == 1),
+        "{:?}",
+        statuses(&nginx)
+    );
+    eprintln!(
+        "back to the minimum {:?} after the load stopped",
+        idle.elapsed()
+    );
+    let failed: Vec<&u16> = answers.iter().filter(|status| **status != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let log = nginx.error_log();
+    let lines = |what: &str| log.lines().filter(|line| line.contains(what)).count();
+    assert_eq!(
+        lines("fewer than supervisord_min_servers 1; starting it"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        lines("requests in flight per backend over 1000 ms (target 2, 1 up); starting it")
+            + lines("requests in flight per backend over 1000 ms (target 2, 2 up); starting it"),
+        2,
+        "{log}"
+    );
+    assert_eq!(lines("; starting it"), 3, "{log}");
+    // Each stop (idle, or light load once the window shows it) drained first: 0 failed.
+    assert_eq!(lines("; stopping it"), 2, "{log}");
+    assert_eq!(spawns(&supervisord, "backend1"), 1);
+    assert_eq!(spawns(&supervisord, "backend2"), 1);
+    // Backend 0 stays; the others went highest first.
+    assert_eq!(statuses(&nginx)[0], Status::Up);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn steady_load_does_not_flap() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let supervisord = Supervisord::start("scale-steady", &programs(&ports), "");
+    let nginx = scaled(
+        "scale-steady",
+        &ports,
+        &supervisord,
+        &[
+            "supervisord_min_servers 1",
+            "supervisord_scale_up in_flight=4 window=500ms",
+        ],
+    );
+    assert!(eventually(5, || up_count(&nginx) == 1));
+    // About 3 in flight for one backend: under the target, above light load (40 %).
+    let load = Load::start(nginx.port, 3, "/slow/100");
+    std::thread::sleep(Duration::from_secs(5));
+    let answers = load.finish();
+    assert!(answers.iter().all(|status| *status == 200));
+    let log = nginx.error_log();
+    assert_eq!(log.matches("; stopping it").count(), 0, "{log}");
+    // Only the minimum's start: no load action in 5 s (10 windows).
+    assert_eq!(log.matches("; starting it").count(), 1, "{log}");
+    assert_eq!(spawns(&supervisord, "backend1"), 0);
+    nginx.assert_clean_log();
+}
+
+/// Under load, a second backend is started and gets requests, whatever the balancer.
+fn scales_with_balancer(name: &str, balancer: &[&str], spreads: bool) {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let supervisord = Supervisord::start(name, &programs(&ports), "");
+    let directives: Vec<&str> = balancer
+        .iter()
+        .copied()
+        .chain([
+            "supervisord_min_servers 1",
+            "supervisord_scale_up in_flight=2 window=500ms",
+        ])
+        .collect();
+    let nginx = scaled(name, &ports, &supervisord, &directives);
+    assert!(eventually(5, || up_count(&nginx) == 1));
+    let load = Load::start(nginx.port, 6, "/slow/100");
+    let scaled_up = eventually(6, || up_count(&nginx) == 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = load.finish();
+    assert!(scaled_up, "{name}: {:?}", statuses(&nginx));
+    assert!(answers.iter().all(|status| *status == 200), "{name}");
+    if spreads {
+        let served: Vec<String> = (0..20)
+            .map(|n| request(nginx.port, "GET", &format!("/{n}")).body)
+            .collect();
+        assert!(
+            served
+                .iter()
+                .any(|body| body.trim() == format!("backend {}", ports[1])),
+            "{name}: {served:?}"
+        );
+    }
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn scales_with_round_robin() {
+    scales_with_balancer("scale-rr", &[], true);
+}
+
+#[test]
+fn scales_with_least_conn() {
+    scales_with_balancer("scale-least-conn", &["least_conn"], true);
+}
+
+#[test]
+fn scales_with_ip_hash() {
+    // Every client is 127.0.0.1: one backend gets them all, but load still starts another.
+    scales_with_balancer("scale-ip-hash", &["ip_hash"], false);
+}
+
+#[test]
+fn scales_with_hash() {
+    scales_with_balancer("scale-hash", &["hash $request_uri consistent"], true);
+}
+
+#[test]
+fn scales_with_random() {
+    scales_with_balancer("scale-random", &["random two least_conn"], true);
+}
+
+#[test]
+fn scales_in_a_zone_upstream() {
+    scales_with_balancer("scale-zone", &["zone backend 64k"], true);
+}

@@ -1,0 +1,216 @@
+//! Scaling: every tick (`ScalePolicy::tick_ms`), one worker (whichever takes the tick's turn in
+//! the shared zone) samples the upstream's load into the shared ring and carries out the one
+//! action `core::scaling::decide` takes: start a backend (the minimum, or load), or drain and
+//! stop one (idle, light load). Starts count for the start backoff like on-demand starts, so a
+//! program that exits at start-up is not started again and again to reach the minimum.
+
+use std::ffi::c_void;
+
+use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
+
+use super::commander::{self, StopBegun};
+use crate::core::backend_event::BackendEvent;
+use crate::core::backend_status::{BackendStatus, Command};
+use crate::core::commands::{decide as command_decision, Decision};
+use crate::core::scaling::{
+    decide, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause,
+};
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
+
+/// Starts this worker's scaling tick for an upstream whose policy acts.
+pub fn start(upstream: &'static UpstreamRuntime) {
+    let policy = upstream.conf.scale_policy();
+    if !policy.acts() {
+        return;
+    }
+    let event = upstream.scale_timer.get();
+    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
+    unsafe {
+        (*event).handler = Some(on_tick);
+        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*event).log = cycle_log();
+        // Does not keep a gracefully exiting worker alive.
+        (*event).set_cancelable(1);
+        ngx_add_timer(event, policy.tick_ms() as _);
+    }
+}
+
+unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: plain reads of nginx's process flags.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    let policy = upstream.conf.scale_policy();
+    // SAFETY: re-arming our own event.
+    unsafe { ngx_add_timer(event, policy.tick_ms() as _) };
+    let shared = upstream.shared();
+    let now = now_ms();
+    if !shared.take_scale_tick(now, policy.tick_ms()) {
+        return;
+    }
+    // Nothing is decided before supervisord's view was asked for once (a program already
+    // RUNNING is then UP rather than started again), nor while supervisord cannot be reached
+    // (commands would only wait for it).
+    if upstream.conf.supervised() && (shared.last_sync() == 0 || shared.supervisord_unreachable()) {
+        return;
+    }
+    tick(upstream, &policy, now);
+}
+
+fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
+    let shared = upstream.shared();
+    let lock = upstream.lock();
+    let backends: Vec<BackendNow> = shared
+        .backends()
+        .iter()
+        .map(|backend| BackendNow {
+            status: backend.status(),
+            backoff_left_ms: backend.start_backoff().wait_left_ms(now),
+            idle_ms: now.saturating_sub(backend.idle_since()),
+            in_flight: backend.in_flight(),
+        })
+        .collect();
+    let up = backends
+        .iter()
+        .filter(|backend| backend.status == BackendStatus::Up)
+        .count() as u64;
+    lock.push_load_sample(Sample {
+        at_ms: now,
+        in_flight: shared
+            .backends()
+            .iter()
+            .map(|backend| backend.in_flight().max(0) as u64)
+            .sum(),
+        requests: shared
+            .backends()
+            .iter()
+            .map(|backend| backend.requests())
+            .sum(),
+        up,
+    });
+    let samples = shared.load_samples();
+    let action = decide(policy, &samples, &backends, now, shared.last_scale_action());
+    let load = policy
+        .scale_up
+        .and_then(|scale_up| window_load(scale_up, &samples, now));
+    let (index, command) = match action {
+        ScaleAction::Nothing => return,
+        ScaleAction::Start { index, .. } => (index, Command::Start),
+        ScaleAction::Stop { index, .. } => (index, Command::Stop),
+    };
+    let before = lock.status(index);
+    let ask_supervisord = match command_decision(command, before, upstream.conf.mode()) {
+        Decision::Apply {
+            status,
+            ask_supervisord: true,
+        } => {
+            lock.begin_command(index, status, now);
+            true
+        }
+        Decision::Apply { status, .. } => {
+            lock.set_status(index, status);
+            false
+        }
+        Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => return,
+    };
+    let event = match action {
+        ScaleAction::Start {
+            cause: StartCause::Minimum,
+            ..
+        } => BackendEvent::StartMinimum,
+        ScaleAction::Start { .. } => BackendEvent::StartLoad,
+        ScaleAction::Stop {
+            cause: StopCause::Idle,
+            ..
+        } => BackendEvent::StopIdle,
+        _ => BackendEvent::StopLightLoad,
+    };
+    shared.backend(index).count_event(event);
+    if event != BackendEvent::StartMinimum {
+        lock.note_scale_action(now);
+    }
+    drop(lock);
+    log_action(upstream, policy, action, load, up, before);
+    if !ask_supervisord {
+        return;
+    }
+    match command {
+        Command::Start => commander::start_on_demand(upstream, index),
+        Command::Stop => {
+            // A stop that failed at once was put back and logged by the commander.
+            let _: Result<StopBegun, String> = commander::stop_after_drain(upstream, index);
+        }
+    }
+}
+
+/// One line per scaling action, saying why.
+fn log_action(
+    upstream: &UpstreamRuntime,
+    policy: &ScalePolicy,
+    action: ScaleAction,
+    load: Option<u64>,
+    up: u64,
+    before: BackendStatus,
+) {
+    let conf = upstream.conf;
+    let load_text = || match (policy.scale_up, load) {
+        (Some(scale_up), Some(load)) => {
+            let (what, target) = match scale_up.target {
+                crate::core::scaling::Target::InFlight(n) => ("requests in flight", n),
+                crate::core::scaling::Target::Rate(n) => ("requests/s", n),
+            };
+            format!(
+                "{}.{:02} {what} per backend over {} ms (target {target}, {up} up)",
+                load / 100,
+                load % 100,
+                scale_up.window_ms
+            )
+        }
+        _ => String::new(),
+    };
+    let (index, why) = match action {
+        ScaleAction::Nothing => return,
+        ScaleAction::Start {
+            index,
+            cause: StartCause::Minimum,
+        } => (
+            index,
+            format!(
+                "{up} up, fewer than supervisord_min_servers {}",
+                policy.min_servers
+            ),
+        ),
+        ScaleAction::Start { index, .. } => (index, format!("load {}", load_text())),
+        ScaleAction::Stop {
+            index,
+            cause: StopCause::Idle,
+        } => (
+            index,
+            format!(
+                "no request for supervisord_idle_timeout {} ms",
+                policy.idle_timeout_ms.unwrap_or(0)
+            ),
+        ),
+        ScaleAction::Stop { index, .. } => (index, format!("light load {}", load_text())),
+    };
+    let verb = match action {
+        ScaleAction::Start { .. } => "starting",
+        _ => "stopping",
+    };
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        cycle_log(),
+        "supervisord: upstream \"{}\" backend {} ({}): {} -> {}: {}; {} it",
+        conf.name,
+        index,
+        conf.backends[index].name,
+        before,
+        upstream.shared().backend(index).status(),
+        why,
+        verb
+    );
+}
