@@ -299,3 +299,49 @@ fn scales_with_random() {
 fn scales_in_a_zone_upstream() {
     scales_with_balancer("scale-zone", &["zone backend 64k"], true);
 }
+
+#[test]
+fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let supervisord = Supervisord::start("scale-idle", &programs(&ports), "");
+    for index in 0..3 {
+        supervisord.ctl(&["start", &format!("backend{index}")]);
+    }
+    // Running before nginx starts, taken as up from the configuration.
+    let started = Instant::now();
+    let nginx = scaled(
+        "scale-idle",
+        &ports,
+        &supervisord,
+        &[
+            "supervisord_inherit_backend_status",
+            "supervisord_min_servers 1",
+            "supervisord_idle_timeout 2s",
+        ],
+    );
+    assert_eq!(up_count(&nginx), 3);
+    // A few requests: idle time counts from the last one each backend served.
+    for _ in 0..6 {
+        assert_eq!(request(nginx.port, "GET", "/").status, 200);
+    }
+    assert!(eventually(5, || statuses(&nginx)[2] == Status::Down));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(eventually(5, || statuses(&nginx)
+        == vec![Status::Up, Status::Down, Status::Down]));
+    // The minimum stays, however long it idles.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        statuses(&nginx),
+        vec![Status::Up, Status::Down, Status::Down]
+    );
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("no request for supervisord_idle_timeout 2000 ms; stopping it")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(supervisord.log().contains("stopped: backend2"));
+    assert!(supervisord.log().contains("stopped: backend1"));
+    nginx.assert_clean_log();
+}

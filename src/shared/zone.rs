@@ -25,6 +25,7 @@ use super::process;
 use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE, SLOT_COUNT};
 use crate::core::backend_status::BackendStatus;
 use crate::core::reclaim::{record_reusable, record_unused};
+use crate::util::time::now_ms;
 
 const ZONE_NAME: &[u8] = b"ngx_supervisord";
 
@@ -307,7 +308,12 @@ unsafe fn find_or_create(
                 changes: AtomicU64::new(0),
                 start_failures: AtomicU32::new(0),
                 last_start_failure: AtomicU64::new(0),
-                up_since: AtomicU64::new(0),
+                // A backend UP from the start (inherited status) is not idle since 0.
+                up_since: AtomicU64::new(if *status == BackendStatus::Up {
+                    now_ms()
+                } else {
+                    0
+                }),
                 program_missing: AtomicBool::new(false),
                 known_pid: AtomicI64::new(0),
                 slot_in_flight,
