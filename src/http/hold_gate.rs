@@ -26,6 +26,7 @@ use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request,
 };
 
+use crate::core::backend_event::BackendEvent;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
@@ -86,6 +87,10 @@ fn start_one(upstream: &'static UpstreamRuntime) {
     let Some(plan) = backend_to_start(&backends, upstream.conf.mode()) else {
         return;
     };
+    upstream
+        .shared()
+        .backend(plan.index)
+        .count_event(BackendEvent::StartOnDemand);
     if plan.ask_supervisord {
         lock.begin_command(plan.index, plan.status, now_ms());
     } else {
@@ -185,6 +190,7 @@ unsafe fn hold(
         return NGX_ERROR as ngx_int_t;
     };
     held.failures_seen = failures_seen;
+    held.hold_began_ms = now_ms();
     upstream.held.push(held);
     ngx::ngx_log_debug!(
         request.log(),
@@ -291,6 +297,7 @@ pub unsafe fn hold_again(
     unsafe {
         (*r).phase_handler = place.gate_phase as _;
         (*place.held).failures_seen = place.failures_seen;
+        (*place.held).hold_began_ms = now_ms();
         upstream.held.push(&mut *place.held);
         start_hold(r, upstream);
     }
@@ -371,7 +378,7 @@ const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
 /// Takes the request off its queue and the shared count, once.
 fn release(held: &mut HeldRequest) {
     if HoldQueue::remove(held) {
-        held.shared.get().release_hold();
+        held.let_go(now_ms());
     }
 }
 
@@ -475,19 +482,19 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 waiting += 1;
             }
             HoldVerdict::Proceed => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 resumed += 1;
                 // SAFETY: the request is held (suspended in its phase loop) and live.
                 unsafe { resume(r) };
             }
             HoldVerdict::StartFailed => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 failed += 1;
                 // SAFETY: as above; the commander logged why the start failed.
                 unsafe { end_with(r, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
             }
             HoldVerdict::BackingOff { retry_after_ms } => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 failed += 1;
                 // SAFETY: the request is held and live.
                 let request = unsafe { Request::from_ngx_http_request(r) };
