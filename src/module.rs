@@ -18,7 +18,7 @@ use ngx::ngx_string;
 
 use crate::conf::{self, location, upstream};
 use crate::core::backend_status::Command;
-use crate::http::{balancer, control, hold_gate, metrics, status};
+use crate::http::{balancer, control, hold_gate, metrics, status, variables};
 use crate::module_type::{upstream_conf, Module};
 use crate::runtime::worker;
 use crate::shared::slots;
@@ -27,7 +27,7 @@ use crate::supervisord::{reconciler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
+    preconfiguration: Some(preconfiguration),
     postconfiguration: Some(postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
@@ -242,6 +242,15 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     // SAFETY: forwarded from nginx's merge call.
     unsafe { location::note_held_upstream(cf, conf, upstream_conf) }
+}
+
+/// Runs before the http block is read: declares the module's variables.
+unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes the http block's configuration.
+    match unsafe { variables::add(cf) } {
+        Ok(()) => NGX_OK as ngx_int_t,
+        Err(()) => NGX_ERROR as ngx_int_t,
+    }
 }
 
 /// Runs after every module's http configuration is merged: the upstream balancers exist now,

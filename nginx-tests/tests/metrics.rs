@@ -303,3 +303,85 @@ fn the_metrics_location_keeps_access_rules_and_refuses_other_methods() {
     // Nothing was started by any of this.
     assert_eq!(supervisord.log().matches("spawned:").count(), 0);
 }
+
+#[test]
+fn log_variables_show_the_hold_time_and_the_backend() {
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "log-variables",
+        &[
+            Program::backend_with("backend0", ports[0], 1, "--listen-after 300"),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    let config = Config::new()
+        .workers(2)
+        .http_raw(
+            "log_format held '$request_uri held=$supervisord_hold_time \
+             backend=$supervisord_backend status=$status';",
+        )
+        .upstream(
+            Upstream::new("backend")
+                .servers(&ports)
+                .supervisord(supervisord.address())
+                .sync_interval("off"),
+        )
+        .server(
+            Server::new()
+                .reuseport()
+                .raw("access_log logs/held.log held;")
+                .location("/", "proxy_pass http://backend;")
+                .location("= /_status", "supervisord_status;"),
+        );
+    let nginx = Nginx::start("log-variables", &config);
+    // Held for the cold start, then straight through, then one that reaches no backend.
+    assert_eq!(nginx.get("/first").status, 200);
+    assert_eq!(nginx.get("/second").status, 200);
+    assert_eq!(nginx.get("/_status").status, 200);
+    let path = nginx.prefix.dir.join("logs/held.log");
+    let mut lines = Vec::new();
+    assert!(eventually(5, || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.len() == 3
+    }));
+    let line_of = |uri: &str| {
+        lines
+            .iter()
+            .find(|line| line.starts_with(&format!("{uri} ")))
+            .unwrap_or_else(|| panic!("no line for {uri}: {lines:?}"))
+            .clone()
+    };
+    let first = line_of("/first");
+    let fields: HashMap<&str, &str> = first
+        .split(' ')
+        .skip(1)
+        .filter_map(|field| field.split_once('='))
+        .collect();
+    assert_eq!(fields["backend"], "0", "{first}");
+    assert_eq!(fields["status"], "200", "{first}");
+    let held = fields["held"];
+    let (whole, millis) = held.split_once('.').unwrap_or_else(|| panic!("{first}"));
+    assert_eq!(millis.len(), 3, "millisecond resolution: {first}");
+    let held_s: f64 = held.parse().unwrap();
+    assert!(
+        whole.parse::<u64>().is_ok() && (0.25..10.0).contains(&held_s),
+        "held for the 300 ms cold start: {first}"
+    );
+    // The same time as the status's hold sum (one hold).
+    let holds = nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .holds;
+    assert_eq!(holds.count, 1);
+    assert_eq!(
+        format!("{}.{:03}", holds.sum_ms / 1000, holds.sum_ms % 1000),
+        held
+    );
+    assert_eq!(line_of("/second"), "/second held=- backend=0 status=200");
+    assert_eq!(line_of("/_status"), "/_status held=- backend=- status=200");
+}

@@ -342,7 +342,13 @@ fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
 fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *mut HeldRequest {
     let module = Module::module();
     let existing = held_context(request);
-    if !existing.is_null() {
+    // SAFETY: the context, when set, is this request's record in its pool.
+    if let Some(record) = unsafe { existing.as_mut() } {
+        if !record.is_held() && !std::ptr::eq(record.upstream, upstream.conf) {
+            // Made by the balancer of another upstream: it is held (counted) for this one.
+            record.upstream = upstream.conf;
+            record.shared = upstream.record();
+        }
         return existing;
     }
     let pool = request.pool();
@@ -363,6 +369,29 @@ fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *m
     }
     request.set_module_ctx(held as *mut c_void, module);
     held
+}
+
+/// Notes the backend the balancer picked for `r` (`$supervisord_backend`); nothing when out of
+/// memory.
+pub fn note_backend(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime, index: usize) {
+    // SAFETY: the balancer passes its live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
+    if let Some(record) = unsafe { held_request(request, upstream).as_mut() } {
+        record.backend = Some(index);
+    }
+}
+
+/// What the log variables show of `r`: how long it was held in all (`None`: never), and the
+/// backend the balancer last picked for it.
+pub fn log_figures(r: *mut ngx_http_request_t) -> (Option<u64>, Option<usize>) {
+    // SAFETY: nginx passes its live request to a variable's handler.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool.
+    match unsafe { held_context(request).as_ref() } {
+        Some(record) => (record.held_ms_by(now_ms()), record.backend),
+        None => (None, None),
+    }
 }
 
 /// The request's module context: its held record, or null before it was first held.

@@ -13,7 +13,8 @@ use nginx_sys::{
 use crate::conf::UpstreamConf;
 use crate::shared::SharedRecord;
 
-/// One held request; the request's module context, allocated in its pool.
+/// The request's module context, allocated in its pool: a request held (or one that may be),
+/// and what the log variables show of it (made by the balancer too, for `$supervisord_backend`).
 #[repr(C)]
 pub struct HeldRequest {
     /// First, so that a queue link is also a pointer to its record.
@@ -61,6 +62,23 @@ impl HeldRequest {
             held_ms: 0,
             backend: None,
         }
+    }
+
+    /// Whether it is held now (queued, counted as held).
+    pub fn is_held(&self) -> bool {
+        self.queued
+    }
+
+    /// How long it was held in all by `now_ms`, its current hold included; `None` if it never
+    /// was.
+    pub fn held_ms_by(&self, now_ms: u64) -> Option<u64> {
+        let current = self
+            .queued
+            .then(|| now_ms.saturating_sub(self.hold_began_ms));
+        if self.holds_ended == 0 && current.is_none() {
+            return None;
+        }
+        Some(self.held_ms + current.unwrap_or(0))
     }
 
     /// Its hold ends at `now_ms` (resumed, answered, or its client left): it is no longer
