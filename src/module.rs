@@ -18,7 +18,7 @@ use ngx::ngx_string;
 
 use crate::conf::{self, location, upstream};
 use crate::core::backend_status::Command;
-use crate::http::{balancer, control, hold_gate, status};
+use crate::http::{balancer, control, hold_gate, metrics, status, variables};
 use crate::module_type::{upstream_conf, Module};
 use crate::runtime::worker;
 use crate::shared::slots;
@@ -27,7 +27,7 @@ use crate::supervisord::{reconciler, scaler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
+    preconfiguration: Some(preconfiguration),
     postconfiguration: Some(postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
@@ -69,7 +69,7 @@ const fn upstream_directive(
     )
 }
 
-static mut COMMANDS: [ngx_command_t; 16] = [
+static mut COMMANDS: [ngx_command_t; 17] = [
     upstream_directive(
         ngx_string!("supervisord"),
         NGX_CONF_TAKE12,
@@ -148,6 +148,12 @@ static mut COMMANDS: [ngx_command_t; 16] = [
         set_supervisord_status,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
+    directive(
+        ngx_string!("supervisord_metrics"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_supervisord_metrics,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -215,6 +221,28 @@ unsafe extern "C" fn set_supervisord_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe { set_content_handler(cf, status::handle) }
+}
+
+/// `supervisord_metrics;`: the location answers the Prometheus page of every managed upstream.
+unsafe extern "C" fn set_supervisord_metrics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe { set_content_handler(cf, metrics::handle) }
+}
+
+/// Makes `handler` the location's content handler, unless it has one already.
+///
+/// # Safety
+/// `cf` must be what nginx passes to a location directive handler.
+unsafe fn set_content_handler(
+    cf: *mut ngx_conf_t,
+    handler: unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> ngx_int_t,
+) -> *mut c_char {
     // SAFETY: cf is valid during the directive call.
     let Some(core) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
         return conf_error(cf, "internal error: no core location configuration");
@@ -223,7 +251,7 @@ unsafe extern "C" fn set_supervisord_status(
     if core.handler.is_some() {
         return c"is duplicate or conflicts with another content handler".as_ptr() as *mut c_char;
     }
-    core.handler = Some(status::handle);
+    core.handler = Some(handler);
     ptr::null_mut()
 }
 
@@ -234,6 +262,15 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     // SAFETY: forwarded from nginx's merge call.
     unsafe { location::note_held_upstream(cf, conf, upstream_conf) }
+}
+
+/// Runs before the http block is read: declares the module's variables.
+unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes the http block's configuration.
+    match unsafe { variables::add(cf) } {
+        Ok(()) => NGX_OK as ngx_int_t,
+        Err(()) => NGX_ERROR as ngx_int_t,
+    }
 }
 
 /// Runs after every module's http configuration is merged: the upstream balancers exist now,

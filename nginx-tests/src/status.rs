@@ -15,7 +15,42 @@ pub struct UpstreamStatus {
     pub supervisord: String,
     /// Requests held until a backend of this upstream is up.
     pub held: u64,
+    /// Holds that ended so far, and how long they lasted in total.
+    pub holds: Holds,
     pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Holds {
+    pub count: u64,
+    pub sum_ms: u64,
+}
+
+/// Starts by cause.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Starts {
+    pub on_demand: u64,
+    pub by_hand: u64,
+    pub minimum: u64,
+    pub load: u64,
+}
+
+/// Stops by cause.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Stops {
+    pub by_hand: u64,
+    pub idle: u64,
+    pub light_load: u64,
+    pub failure: u64,
+}
+
+/// Starts that ended up, and how long they took in total.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ColdStarts {
+    pub count: u64,
+    pub sum: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -26,6 +61,25 @@ pub struct BackendStatus {
     pub program: Option<String>,
     pub status: Status,
     pub in_flight: i64,
+    /// Requests the balancer sent it.
+    pub requests: u64,
+    pub starts: Starts,
+    pub stops: Stops,
+    pub failed_starts: u64,
+    pub cold_start_ms: ColdStarts,
+}
+
+impl BackendStatus {
+    /// Its place and state, without the counters (which grow with every request).
+    pub fn state(&self) -> (usize, &str, Option<&str>, Status, i64) {
+        (
+            self.index,
+            &self.server,
+            self.program.as_deref(),
+            self.status,
+            self.in_flight,
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -68,18 +122,33 @@ mod tests {
     #[test]
     fn parses_what_the_module_renders() {
         // As src/core/status_json.rs renders it, plus an upstream without supervisord.
-        let body = "{\"upstreams\":[{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
-                    \"held\":3,\"backends\":[{\"index\":0,\"server\":\"127.0.0.1:8000\",\
-                    \"program\":\"backend0\",\"status\":\"starting up\",\"in_flight\":2},\
-                    {\"index\":1,\"server\":\"127.0.0.1:8001\",\"program\":\"backend1\",\
-                    \"status\":\"shutting down\",\"in_flight\":0}]},\
-                    {\"name\":\"plain \\\"q\\\"\",\"supervisord\":\"\",\"held\":0,\"backends\":[\
-                    {\"index\":0,\"server\":\"127.0.0.1:8002\",\"program\":null,\
-                    \"status\":\"up\",\"in_flight\":0}]}]}\n";
-        let status = SupervisordStatus::parse(body).unwrap();
+        let figures = "\"requests\":7,\
+                       \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
+                       \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
+                       \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420}";
+        let body = format!(
+            "{{\"upstreams\":[{{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
+             \"held\":3,\"holds\":{{\"count\":4,\"sum_ms\":1250}},\"backends\":[\
+             {{\"index\":0,\"server\":\"127.0.0.1:8000\",\
+             \"program\":\"backend0\",\"status\":\"starting up\",\"in_flight\":2,{figures}}},\
+             {{\"index\":1,\"server\":\"127.0.0.1:8001\",\"program\":\"backend1\",\
+             \"status\":\"shutting down\",\"in_flight\":0,{figures}}}]}},\
+             {{\"name\":\"plain \\\"q\\\"\",\"supervisord\":\"\",\"held\":0,\
+             \"holds\":{{\"count\":0,\"sum_ms\":0}},\"backends\":[\
+             {{\"index\":0,\"server\":\"127.0.0.1:8002\",\"program\":null,\
+             \"status\":\"up\",\"in_flight\":0,{figures}}}]}}]}}\n"
+        );
+        let status = SupervisordStatus::parse(&body).unwrap();
         let backend = status.upstream("backend");
         assert_eq!(backend.supervisord, "127.0.0.1:9001");
         assert_eq!(backend.held, 3);
+        assert_eq!(
+            backend.holds,
+            Holds {
+                count: 4,
+                sum_ms: 1250
+            }
+        );
         assert_eq!(
             backend.backends[0],
             BackendStatus {
@@ -88,6 +157,17 @@ mod tests {
                 program: Some("backend0".into()),
                 status: Status::StartingUp,
                 in_flight: 2,
+                requests: 7,
+                starts: Starts {
+                    on_demand: 1,
+                    ..Starts::default()
+                },
+                stops: Stops {
+                    by_hand: 2,
+                    ..Stops::default()
+                },
+                failed_starts: 3,
+                cold_start_ms: ColdStarts { count: 1, sum: 420 },
             }
         );
         assert!(backend.any(Status::ShuttingDown));
@@ -102,8 +182,12 @@ mod tests {
         assert!(SupervisordStatus::parse("<html>502</html>").is_err());
         assert!(SupervisordStatus::parse("{\"upstreams\":[{\"name\":\"x\"}]}").is_err());
         assert!(SupervisordStatus::parse(
-            "{\"upstreams\":[{\"name\":\"x\",\"supervisord\":\"\",\"held\":0,\"backends\":[\
-             {\"index\":0,\"server\":\"s\",\"program\":null,\"status\":\"sleeping\",\"in_flight\":0}]}]}"
+            "{\"upstreams\":[{\"name\":\"x\",\"supervisord\":\"\",\"held\":0,\
+             \"holds\":{\"count\":0,\"sum_ms\":0},\"backends\":[\
+             {\"index\":0,\"server\":\"s\",\"program\":null,\"status\":\"sleeping\",\"in_flight\":0,\
+             \"requests\":0,\"starts\":{\"on_demand\":0,\"by_hand\":0,\"minimum\":0,\"load\":0},\
+             \"stops\":{\"by_hand\":0,\"idle\":0,\"light_load\":0,\"failure\":0},\
+             \"failed_starts\":0,\"cold_start_ms\":{\"count\":0,\"sum\":0}}]}]}"
         )
         .is_err());
     }

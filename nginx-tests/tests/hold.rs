@@ -399,22 +399,60 @@ fn the_status_location_reports_every_backend() {
     let upstream = status.upstream("backend");
     assert_eq!(upstream.supervisord, supervisord.address());
     assert_eq!(upstream.held, 0);
-    let expected = |index: usize, state: Status| BackendStatus {
-        index,
-        server: format!("127.0.0.1:{}", ports[index]),
-        program: Some(format!("backend{index}")),
-        status: state,
-        in_flight: 0,
+    let servers = ports.map(|port| format!("127.0.0.1:{port}"));
+    let programs = ["backend0", "backend1"];
+    // Place and state (`BackendStatus::state`); the counters are checked below.
+    let expected = |index: usize, state: Status| {
+        (
+            index,
+            servers[index].as_str(),
+            Some(programs[index]),
+            state,
+            0,
+        )
+    };
+    let states = |backends: &[BackendStatus]| -> Vec<(usize, String, Option<String>, Status, i64)> {
+        backends
+            .iter()
+            .map(|backend| {
+                let (index, server, program, status, in_flight) = backend.state();
+                (
+                    index,
+                    server.into(),
+                    program.map(Into::into),
+                    status,
+                    in_flight,
+                )
+            })
+            .collect()
+    };
+    let owned = |states: [(usize, &str, Option<&str>, Status, i64); 2]| {
+        states.map(|(index, server, program, status, in_flight)| {
+            (
+                index,
+                server.to_string(),
+                program.map(str::to_string),
+                status,
+                in_flight,
+            )
+        })
     };
     assert_eq!(
-        upstream.backends,
-        [expected(0, Status::Down), expected(1, Status::Down)]
+        states(&upstream.backends),
+        owned([expected(0, Status::Down), expected(1, Status::Down)])
     );
     // A request starts the first backend and is held until it is up.
     assert_eq!(nginx.get("/").status, 200);
     let status = nginx.supervisord_status("/_status");
+    let backends = &status.upstream("backend").backends;
     assert_eq!(
-        status.upstream("backend").backends,
-        [expected(0, Status::Up), expected(1, Status::Down)]
+        states(backends),
+        owned([expected(0, Status::Up), expected(1, Status::Down)])
     );
+    // Its figures: one start on demand that came up, one request, one hold.
+    assert_eq!(backends[0].starts.on_demand, 1);
+    assert_eq!(backends[0].requests, 1);
+    assert_eq!(backends[0].cold_start_ms.count, 1);
+    assert_eq!(backends[1].requests, 0);
+    assert_eq!(status.upstream("backend").holds.count, 1);
 }

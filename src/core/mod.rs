@@ -12,6 +12,7 @@ pub mod failure;
 pub mod hold_verdict;
 pub mod http_exchange;
 pub mod liveness;
+pub mod metrics_text;
 pub mod probe_schedule;
 pub mod process_state;
 pub mod reachability;

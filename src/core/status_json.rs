@@ -1,5 +1,6 @@
 //! The JSON of `supervisord_status`. Credentials are never part of it: only the address.
 
+use super::backend_event::BackendEvent;
 use super::backend_status::BackendStatus;
 
 pub struct BackendView<'a> {
@@ -7,6 +8,22 @@ pub struct BackendView<'a> {
     pub program: Option<String>,
     pub status: BackendStatus,
     pub in_flight: i64,
+    pub requests: u64,
+    /// Per `BackendEvent` (indexed by its `slot()`), how many times it happened.
+    pub events: [u64; BackendEvent::COUNT],
+    /// Starts that ended UP, and the milliseconds they took in total.
+    pub cold_starts: u64,
+    pub cold_start_ms_sum: u64,
+}
+
+/// `{"cause":count,...}` of the events counted in `metric` (`starts`, `stops`).
+fn events_by_cause(events: &[u64; BackendEvent::COUNT], metric: &str) -> String {
+    let causes: Vec<String> = BackendEvent::ALL
+        .iter()
+        .filter(|event| event.metric().0 == metric)
+        .map(|event| format!("{}:{}", json_string(event.metric().1), events[event.slot()]))
+        .collect();
+    format!("{{{}}}", causes.join(","))
 }
 
 pub fn json_string(text: &str) -> String {
@@ -24,11 +41,13 @@ pub fn json_string(text: &str) -> String {
     out
 }
 
-/// One upstream; `supervisord` is already a JSON string.
+/// One upstream; `supervisord` is already a JSON string. `holds`: holds that ended, and the
+/// milliseconds they lasted in total.
 pub fn render_upstream(
     name: &str,
     supervisord: &str,
     held: i64,
+    holds: (u64, u64),
     backends: &[BackendView<'_>],
 ) -> String {
     let backends: Vec<String> =
@@ -37,17 +56,28 @@ pub fn render_upstream(
             .enumerate()
             .map(|(index, backend)| {
                 format!(
-                "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{}}}",
+                "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{},\
+                 \"requests\":{},\"starts\":{},\"stops\":{},\"failed_starts\":{},\
+                 \"cold_start_ms\":{{\"count\":{},\"sum\":{}}}}}",
                 json_string(backend.server),
                 backend.program.as_deref().map(json_string).unwrap_or_else(|| "null".into()),
                 json_string(backend.status.as_str()),
-                backend.in_flight
+                backend.in_flight,
+                backend.requests,
+                events_by_cause(&backend.events, "starts"),
+                events_by_cause(&backend.events, "stops"),
+                backend.events[BackendEvent::StartFailed.slot()],
+                backend.cold_starts,
+                backend.cold_start_ms_sum
             )
             })
             .collect();
     format!(
-        "{{\"name\":{},\"supervisord\":{supervisord},\"held\":{held},\"backends\":[{}]}}",
+        "{{\"name\":{},\"supervisord\":{supervisord},\"held\":{held},\
+         \"holds\":{{\"count\":{},\"sum_ms\":{}}},\"backends\":[{}]}}",
         json_string(name),
+        holds.0,
+        holds.1,
         backends.join(",")
     )
 }
@@ -63,18 +93,33 @@ mod tests {
             "backend",
             &json_string("127.0.0.1:9001"),
             3,
+            (4, 1250),
             &[BackendView {
                 server: "127.0.0.1:8000",
                 program: Some("backend0".into()),
                 status: BackendStatus::StartingUp,
                 in_flight: 2,
+                requests: 7,
+                events: {
+                    let mut events = [0; BackendEvent::COUNT];
+                    events[BackendEvent::StartOnDemand.slot()] = 1;
+                    events[BackendEvent::StopByHand.slot()] = 2;
+                    events[BackendEvent::StartFailed.slot()] = 3;
+                    events
+                },
+                cold_starts: 1,
+                cold_start_ms_sum: 420,
             }],
         );
         assert_eq!(
             rendered,
-            "{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\"held\":3,\"backends\":[\
+            "{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\"held\":3,\
+             \"holds\":{\"count\":4,\"sum_ms\":1250},\"backends\":[\
              {\"index\":0,\"server\":\"127.0.0.1:8000\",\"program\":\"backend0\",\
-             \"status\":\"starting up\",\"in_flight\":2}]}"
+             \"status\":\"starting up\",\"in_flight\":2,\"requests\":7,\
+             \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
+             \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
+             \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420}}]}"
         );
     }
 }

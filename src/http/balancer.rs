@@ -228,7 +228,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     // SAFETY: data is the context init_peer installed; pc is the request's peer connection.
     let (context, pc) = unsafe { (&mut *(data as *mut PeerContext), &mut *pc) };
     // SAFETY: the worker's runtime outlives any request.
-    let upstream = unsafe { &*context.upstream };
+    let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
     let conf = upstream.conf;
     let (Some(inner_get), Some(inner_free)) = (context.inner_get, context.inner_free) else {
         return NGX_ERROR as ngx_int_t;
@@ -258,6 +258,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         if backend.status().takes_requests() {
             backend.request_sent();
             context.current_backend = index;
+            hold_gate::note_backend(context.request, upstream, index);
             return rc;
         }
         backend.request_finished();

@@ -12,6 +12,7 @@ use nginx_sys::{
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
+use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::commands::{decide, select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
@@ -163,6 +164,11 @@ fn run(
         .map(|in_flight| format!(" (draining {in_flight} in flight)"))
         .unwrap_or_default();
     if after != before {
+        let event = match command {
+            Command::Start => BackendEvent::StartByHand,
+            Command::Stop => BackendEvent::StopByHand,
+        };
+        upstream.shared().backend(index).count_event(event);
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             request.log(),

@@ -26,6 +26,7 @@ use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request,
 };
 
+use crate::core::backend_event::BackendEvent;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
@@ -86,6 +87,10 @@ fn start_one(upstream: &'static UpstreamRuntime) {
     let Some(plan) = backend_to_start(&backends, upstream.conf.mode()) else {
         return;
     };
+    upstream
+        .shared()
+        .backend(plan.index)
+        .count_event(BackendEvent::StartOnDemand);
     if plan.ask_supervisord {
         lock.begin_command(plan.index, plan.status, now_ms());
     } else {
@@ -185,6 +190,7 @@ unsafe fn hold(
         return NGX_ERROR as ngx_int_t;
     };
     held.failures_seen = failures_seen;
+    held.hold_began_ms = now_ms();
     upstream.held.push(held);
     ngx::ngx_log_debug!(
         request.log(),
@@ -291,6 +297,7 @@ pub unsafe fn hold_again(
     unsafe {
         (*r).phase_handler = place.gate_phase as _;
         (*place.held).failures_seen = place.failures_seen;
+        (*place.held).hold_began_ms = now_ms();
         upstream.held.push(&mut *place.held);
         start_hold(r, upstream);
     }
@@ -335,7 +342,13 @@ fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
 fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *mut HeldRequest {
     let module = Module::module();
     let existing = held_context(request);
-    if !existing.is_null() {
+    // SAFETY: the context, when set, is this request's record in its pool.
+    if let Some(record) = unsafe { existing.as_mut() } {
+        if !record.is_held() && !std::ptr::eq(record.upstream, upstream.conf) {
+            // Made by the balancer of another upstream: it is held (counted) for this one.
+            record.upstream = upstream.conf;
+            record.shared = upstream.record();
+        }
         return existing;
     }
     let pool = request.pool();
@@ -358,6 +371,29 @@ fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *m
     held
 }
 
+/// Notes the backend the balancer picked for `r` (`$supervisord_backend`); nothing when out of
+/// memory.
+pub fn note_backend(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime, index: usize) {
+    // SAFETY: the balancer passes its live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
+    if let Some(record) = unsafe { held_request(request, upstream).as_mut() } {
+        record.backend = Some(index);
+    }
+}
+
+/// What the log variables show of `r`: how long it was held in all (`None`: never), and the
+/// backend the balancer last picked for it.
+pub fn log_figures(r: *mut ngx_http_request_t) -> (Option<u64>, Option<usize>) {
+    // SAFETY: nginx passes its live request to a variable's handler.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool.
+    match unsafe { held_context(request).as_ref() } {
+        Some(record) => (record.held_ms_by(now_ms()), record.backend),
+        None => (None, None),
+    }
+}
+
 /// The request's module context: its held record, or null before it was first held.
 fn held_context(request: &Request) -> *mut HeldRequest {
     let raw: &ngx_http_request_t = request.as_ref();
@@ -371,7 +407,7 @@ const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
 /// Takes the request off its queue and the shared count, once.
 fn release(held: &mut HeldRequest) {
     if HoldQueue::remove(held) {
-        held.shared.get().release_hold();
+        held.let_go(now_ms());
     }
 }
 
@@ -475,19 +511,19 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 waiting += 1;
             }
             HoldVerdict::Proceed => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 resumed += 1;
                 // SAFETY: the request is held (suspended in its phase loop) and live.
                 unsafe { resume(r) };
             }
             HoldVerdict::StartFailed => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 failed += 1;
                 // SAFETY: as above; the commander logged why the start failed.
                 unsafe { end_with(r, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
             }
             HoldVerdict::BackingOff { retry_after_ms } => {
-                upstream.shared().release_hold();
+                held.let_go(now_ms());
                 failed += 1;
                 // SAFETY: the request is held and live.
                 let request = unsafe { Request::from_ngx_http_request(r) };

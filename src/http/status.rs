@@ -7,6 +7,7 @@ use nginx_sys::{
 };
 use ngx::http::Request;
 
+use crate::core::backend_event::BackendEvent;
 use crate::core::process_state::program_name;
 use crate::core::status_json::{json_string, render_upstream, BackendView};
 use crate::runtime::{worker, UpstreamRuntime};
@@ -44,6 +45,10 @@ fn render(upstream: &UpstreamRuntime) -> String {
                 .then(|| program_name(conf.program_prefix(), index)),
             status: shared.backend(index).status(),
             in_flight: shared.backend(index).in_flight(),
+            requests: shared.backend(index).requests(),
+            events: BackendEvent::ALL.map(|event| shared.backend(index).events(event)),
+            cold_starts: shared.backend(index).cold_starts().0,
+            cold_start_ms_sum: shared.backend(index).cold_starts().1,
         })
         .collect();
     render_upstream(
@@ -56,6 +61,7 @@ fn render(upstream: &UpstreamRuntime) -> String {
                 .unwrap_or_default(),
         ),
         shared.held(),
+        shared.holds(),
         &backends,
     )
 }

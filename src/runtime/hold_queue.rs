@@ -13,7 +13,8 @@ use nginx_sys::{
 use crate::conf::UpstreamConf;
 use crate::shared::SharedRecord;
 
-/// One held request; the request's module context, allocated in its pool.
+/// The request's module context, allocated in its pool: a request held (or one that may be),
+/// and what the log variables show of it (made by the balancer too, for `$supervisord_backend`).
 #[repr(C)]
 pub struct HeldRequest {
     /// First, so that a queue link is also a pointer to its record.
@@ -31,6 +32,13 @@ pub struct HeldRequest {
     pub awaiting_check: Option<usize>,
     /// In the queue (and counted as held in the shared zone).
     queued: bool,
+    /// When its current hold began (nginx's monotonic msec).
+    pub hold_began_ms: u64,
+    /// Holds that ended, and the milliseconds they lasted in total (`$supervisord_hold_time`).
+    pub holds_ended: u32,
+    pub held_ms: u64,
+    /// The backend the balancer last picked for it (`$supervisord_backend`).
+    pub backend: Option<usize>,
 }
 
 impl HeldRequest {
@@ -49,7 +57,41 @@ impl HeldRequest {
             times_held_again: 0,
             awaiting_check: None,
             queued: false,
+            hold_began_ms: 0,
+            holds_ended: 0,
+            held_ms: 0,
+            backend: None,
         }
+    }
+
+    /// Whether it is held now (queued, counted as held).
+    pub fn is_held(&self) -> bool {
+        self.queued
+    }
+
+    /// How long it was held in all by `now_ms`, its current hold included; `None` if it never
+    /// was.
+    pub fn held_ms_by(&self, now_ms: u64) -> Option<u64> {
+        let current = self
+            .queued
+            .then(|| now_ms.saturating_sub(self.hold_began_ms));
+        if self.holds_ended == 0 && current.is_none() {
+            return None;
+        }
+        Some(self.held_ms + current.unwrap_or(0))
+    }
+
+    /// Its hold ends at `now_ms` (resumed, answered, or its client left): it is no longer
+    /// counted as held, and the time it was held counts in the upstream's hold figures. Call it
+    /// once per hold, with the request out of its queue.
+    pub fn let_go(&mut self, now_ms: u64) {
+        debug_assert!(!self.queued);
+        let held_for = now_ms.saturating_sub(self.hold_began_ms);
+        self.holds_ended += 1;
+        self.held_ms += held_for;
+        let shared = self.shared.get();
+        shared.release_hold();
+        shared.note_hold(held_for);
     }
 }
 

@@ -10,6 +10,7 @@ use nginx_sys::{ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_pool_t};
 use super::records::{
     own_token, SharedUpstream, LOAD_SAMPLES, PENDING_BY_HAND, PENDING_NONE, PENDING_ON_DEMAND,
 };
+use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
 use crate::core::scaling::Sample;
 use crate::core::start_backoff::StartBackoff;
@@ -83,8 +84,12 @@ impl ZoneLock<'_> {
             .store(true, Ordering::Release);
     }
 
-    /// Records a failed start; held requests waiting for it give up on the next generation.
-    pub fn record_failed_start(&self) {
+    /// Records a failed start of `index`; held requests waiting for it give up on the next
+    /// generation.
+    pub fn record_failed_start(&self, index: usize) {
+        self.upstream
+            .backend(index)
+            .count_event(BackendEvent::StartFailed);
         self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -242,6 +242,7 @@ fn send(
     let params = [Param::Str(&program), Param::Bool(true)];
     let program_for_log = program.clone();
     let handshake = SharedHandshake::default();
+    let sent_ms = now_ms();
     upstream.lock().set_pending_start(
         index,
         (command == Command::Start).then_some(if on_demand {
@@ -304,9 +305,16 @@ fn send(
             let settlement = settle_reply(command, before, outcome.is_ok());
             if settlement.owned {
                 if settlement.failed_start {
-                    lock.record_failed_start();
+                    lock.record_failed_start(index);
                 }
                 lock.set_status(index, settlement.status);
+                if command == Command::Start && settlement.status == BackendStatus::Up {
+                    // Settled by supervisord's answer (no probe did): its cold-start time.
+                    upstream
+                        .shared()
+                        .backend(index)
+                        .note_cold_start(now_ms().saturating_sub(sent_ms));
+                }
             }
             drop(lock);
             let backend = &conf.backends[index];
@@ -417,7 +425,7 @@ fn settle_exit(
         return;
     }
     lock.set_status(index, BackendStatus::Down);
-    lock.record_failed_start();
+    lock.record_failed_start(index);
     let backoff = on_demand.then(|| lock.record_start_backoff(index, now_ms()));
     drop(lock);
     upstream.wake_held_now();

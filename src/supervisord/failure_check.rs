@@ -6,6 +6,7 @@
 use nginx_sys::{NGX_LOG_NOTICE, NGX_LOG_WARN};
 
 use super::{client, commander, connect_check};
+use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::Command;
 use crate::core::failure::{failure_action, worth_checking, FailureAction, ProgramSeen};
 use crate::core::process_state::parse_all_process_info;
@@ -94,6 +95,12 @@ fn conclude(
             lock.begin_command(index, Command::Stop.transitional_status(), now_ms())
         }
         FailureAction::LeaveUp | FailureAction::Ignore => {}
+    }
+    if matches!(action, FailureAction::MarkDown | FailureAction::Restart) {
+        upstream
+            .shared()
+            .backend(index)
+            .count_event(BackendEvent::StopFailure);
     }
     drop(lock);
     if action != FailureAction::Ignore {

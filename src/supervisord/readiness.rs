@@ -58,6 +58,8 @@ struct StartRef {
     on_demand: bool,
     /// The backend's change count when the start began: a later change settled it.
     changes_at_start: u64,
+    /// When the start began (nginx's monotonic msec), for the cold-start time.
+    began_ms: u64,
     last_state: LastState,
     /// supervisord has yet to answer nginx's `startProcess` for this start: its answer (a
     /// fault when the program dies within `startsecs`) settles a failure, with its reason.
@@ -120,6 +122,7 @@ fn begin(
         index,
         on_demand,
         changes_at_start: upstream.shared().backend(index).changes(),
+        began_ms: now_ms(),
         last_state: LastState::default(),
         reply_pending: reply_due.then(|| handshake.clone()),
     };
@@ -355,6 +358,13 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
         lock.set_status(p.index, status);
     }
     drop(lock);
+    if settled == Some(BackendStatus::Up) && p.start.reply_pending.is_some() {
+        // A start nginx sent (not one made outside it): its cold-start time.
+        p.upstream
+            .shared()
+            .backend(p.index)
+            .note_cold_start(now_ms().saturating_sub(p.start.began_ms));
+    }
     let conf = p.upstream.conf;
     if settled.is_some() {
         // This worker's held requests need not wait for their next wake tick.
@@ -469,7 +479,7 @@ fn fail_start(start: &StartRef, detail: &ProcessDetail) {
     }
     lock.take_pending_start(start.index);
     lock.set_status(start.index, BackendStatus::Down);
-    lock.record_failed_start();
+    lock.record_failed_start(start.index);
     let backoff = start
         .on_demand
         .then(|| lock.record_start_backoff(start.index, now_ms()));

@@ -13,6 +13,7 @@ use nginx_sys::{
 };
 
 use super::{client, readiness};
+use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
 use crate::core::process_state::{
@@ -166,10 +167,19 @@ fn apply(
             }
             _ => lock.set_status(change.index, change.to),
         }
+        if change.from == BackendStatus::Down
+            && matches!(change.to, BackendStatus::StartingUp | BackendStatus::Up)
+        {
+            // Started outside nginx (supervisorctl, or supervisord's own autorestart).
+            upstream
+                .shared()
+                .backend(change.index)
+                .count_event(BackendEvent::StartByHand);
+        }
         if change.to == BackendStatus::Down {
             if let Some(pending) = lock.take_pending_start(change.index) {
                 if sync_fails_start(change.to, observed[change.index]) {
-                    lock.record_failed_start();
+                    lock.record_failed_start(change.index);
                     let backoff = (pending == PendingStart::OnDemand)
                         .then(|| lock.record_start_backoff(change.index, now));
                     failed_starts.push((change.index, backoff));

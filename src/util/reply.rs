@@ -16,14 +16,29 @@ pub unsafe fn send_text(
     body: &str,
     headers: &[(&str, &str)],
 ) -> ngx_int_t {
+    // SAFETY: forwarded (caller's contract).
+    unsafe { send_typed(r, status, "text/plain", body, headers) }
+}
+
+/// As `send_text`, with the `Content-Type` given (a static string: nginx keeps pointing at it).
+///
+/// # Safety
+/// As `send_text`.
+pub unsafe fn send_typed(
+    r: *mut ngx_http_request_t,
+    status: u32,
+    content_type: &'static str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> ngx_int_t {
     // SAFETY: r is a live request (caller's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     request.set_status(HTTPStatus(status as usize));
     request.set_content_length_n(body.len());
     let raw: &mut ngx_http_request_t = request.as_mut();
     raw.headers_out.content_type = ngx_str_t {
-        len: b"text/plain".len(),
-        data: b"text/plain".as_ptr() as *mut u8,
+        len: content_type.len(),
+        data: content_type.as_ptr() as *mut u8,
     };
     raw.headers_out.content_type_len = raw.headers_out.content_type.len;
     for (name, value) in headers {

@@ -1,0 +1,62 @@
+//! `supervisord_metrics;`: the Prometheus page of every managed upstream and backend, the same
+//! from every worker (it reads the shared zone). The text is `core::metrics_text`'s.
+
+use nginx_sys::{
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    NGX_OK,
+};
+use ngx::http::Request;
+
+use crate::core::backend_event::BackendEvent;
+use crate::core::metrics_text::{render, BackendFigures, UpstreamFigures, CONTENT_TYPE};
+use crate::runtime::{worker, UpstreamRuntime};
+use crate::util::reply::{error_status, send_typed};
+
+pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls a content handler with a live request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let method = AsRef::<ngx_http_request_t>::as_ref(request).method;
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+        // nginx answers and reads the body away, so that it never reads as the next request.
+        return error_status(request, NGX_HTTP_NOT_ALLOWED, &[("Allow", "GET, HEAD")]);
+    }
+    let rc = request.discard_request_body().0;
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let upstreams: Vec<UpstreamFigures<'_>> = worker::upstreams().iter().map(figures).collect();
+    let body = render(&upstreams);
+    // SAFETY: r is live.
+    unsafe { send_typed(r, NGX_HTTP_OK, CONTENT_TYPE, &body, &[]) }
+}
+
+fn figures(upstream: &UpstreamRuntime) -> UpstreamFigures<'_> {
+    let conf = upstream.conf;
+    let shared = upstream.shared();
+    let (holds, hold_ms_sum) = shared.holds();
+    UpstreamFigures {
+        name: &conf.name,
+        held: shared.held(),
+        holds,
+        hold_ms_sum,
+        supervisord_reachable: conf.supervised().then(|| !shared.supervisord_unreachable()),
+        backends: conf
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, backend)| {
+                let record = shared.backend(index);
+                let (cold_starts, cold_start_ms_sum) = record.cold_starts();
+                BackendFigures {
+                    server: &backend.name,
+                    status: record.status(),
+                    in_flight: record.in_flight(),
+                    requests: record.requests(),
+                    events: BackendEvent::ALL.map(|event| record.events(event)),
+                    cold_starts,
+                    cold_start_ms_sum,
+                }
+            })
+            .collect(),
+    }
+}
