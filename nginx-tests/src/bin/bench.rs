@@ -13,11 +13,21 @@
 //! throughput: wrk (keep-alive) through the same nginx, to the same backend, once through an
 //!   upstream the module manages (UP, so nothing is held) and once through a plain upstream,
 //!   alternating; reported: the ratio. Target: >= 98 %.
+//! scaling: 4 programs answering `/slow/100` (100 ms per request), `supervisord_min_servers 1`,
+//!   `supervisord_max_servers 4`, `supervisord_idle_timeout 3s`, and a load step: 2 clients for
+//!   4 s, 32 for 12 s, 2 for 8 s, then none until back to the minimum (at most 20 s). Once with
+//!   `supervisord_scale_up in_flight=4 window=2s`, once with `rate=80 window=2s` (32 clients
+//!   send about 320 req/s). Reported: the time from the step to the first new backend UP (and to
+//!   its first answer), to the maximum, the backends over time, the non-200 count (target 0),
+//!   the requests per phase, the time back to the minimum after the step down and after the
+//!   load stopped, and the scaling actions the error log gives.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{eventually, free_port, Config, Nginx, Server, SupervisordStatus, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +40,19 @@ const SINGLE_ROUNDS: usize = 20;
 const CAPACITY_CLIENTS: usize = 10_000;
 const THROUGHPUT_ROUNDS: usize = 6;
 
+const SCALE_BACKENDS: usize = 4;
+const SCALE_MIN: usize = 1;
+const SCALE_PATH: &str = "/slow/100";
+const SCALE_SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// The load step: (clients, how long); an idle phase (no client) follows.
+const SCALE_PHASES: [(usize, Duration); 3] = [
+    (2, Duration::from_secs(4)),
+    (32, Duration::from_secs(12)),
+    (2, Duration::from_secs(8)),
+];
+/// The longest the idle phase waits for the minimum.
+const SCALE_IDLE_LIMIT: Duration = Duration::from_secs(20);
+
 fn epoch_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -37,24 +60,33 @@ fn epoch_ns() -> u128 {
         .as_nanos()
 }
 
-/// One GET on its own connection; (status, completion time in ns since the epoch).
-async fn get(port: u16) -> (u16, u128) {
+/// One GET of `path` on its own connection: (status, body), or None without a whole answer
+/// within `timeout`.
+async fn fetch(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await
             .ok()?;
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await.ok()?;
         let status = std::str::from_utf8(reply.get(9..12)?).ok()?.parse().ok()?;
-        Some(status)
+        let text = String::from_utf8_lossy(&reply);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        Some((status, body.to_string()))
     };
-    let status = tokio::time::timeout(Duration::from_secs(60), attempt)
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+}
+
+/// One GET on its own connection; (status, completion time in ns since the epoch).
+async fn get(port: u16) -> (u16, u128) {
+    let status = fetch(port, "/", Duration::from_secs(60))
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+        .map_or(0, |(status, _)| status);
     (status, epoch_ns())
 }
 
@@ -300,6 +332,368 @@ fn throughput() {
     );
 }
 
+/// One answer a load client got.
+struct Answer {
+    /// The phase of the load step its request started in.
+    phase: usize,
+    /// 0: no whole answer.
+    status: u16,
+    /// The backend that served it (test-backend answers `backend <port>`).
+    backend_port: Option<u16>,
+    /// Since the start of the load.
+    done: Duration,
+    latency: Duration,
+}
+
+/// The upstream as the status location showed it at one moment.
+struct Sample {
+    /// Since the start of the load.
+    at: Duration,
+    clients: usize,
+    statuses: Vec<Status>,
+    in_flight: i64,
+    held: u64,
+}
+
+impl Sample {
+    fn count(&self, status: Status) -> usize {
+        self.statuses.iter().filter(|s| **s == status).count()
+    }
+
+    /// Exactly the minimum UP, nothing starting or shutting down.
+    fn at_minimum(&self) -> bool {
+        self.count(Status::Up) == SCALE_MIN
+            && self.count(Status::Up) + self.count(Status::Down) == self.statuses.len()
+    }
+
+    /// One letter per backend: U up, s starting up, x shutting down, . down.
+    fn letters(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|status| match status {
+                Status::Up => 'U',
+                Status::StartingUp => 's',
+                Status::ShuttingDown => 'x',
+                Status::Down => '.',
+            })
+            .collect()
+    }
+}
+
+async fn sample_status(port: u16) -> Option<(Vec<Status>, i64, u64)> {
+    let (status, body) = fetch(port, "/_status", Duration::from_secs(5)).await?;
+    if status != 200 {
+        return None;
+    }
+    let status = SupervisordStatus::parse(&body).ok()?;
+    let upstream = status.upstream("backend");
+    Some((
+        upstream.backends.iter().map(|b| b.status).collect(),
+        upstream.backends.iter().map(|b| b.in_flight).sum(),
+        upstream.held,
+    ))
+}
+
+/// `clients` load clients, each sending `SCALE_PATH` one after another while its index is
+/// under `active`, until `stop`.
+fn spawn_load_clients(
+    port: u16,
+    clients: usize,
+    begin: Instant,
+    active: &Arc<AtomicUsize>,
+    phase: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+    answers: &Arc<Mutex<Vec<Answer>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|index| {
+            let (active, phase, stop, answers) =
+                (active.clone(), phase.clone(), stop.clone(), answers.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if index >= active.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let in_phase = phase.load(Ordering::Relaxed);
+                    let reply = fetch(port, SCALE_PATH, Duration::from_secs(20)).await;
+                    let backend_port = reply
+                        .as_ref()
+                        .and_then(|(_, body)| body.trim().strip_prefix("backend ")?.parse().ok());
+                    answers.lock().unwrap().push(Answer {
+                        phase: in_phase,
+                        status: reply.map_or(0, |(status, _)| status),
+                        backend_port,
+                        done: begin.elapsed(),
+                        latency: started.elapsed(),
+                    });
+                }
+            })
+        })
+        .collect()
+}
+
+/// When each phase of the load step ends, since the load began; the idle phase follows.
+fn phase_ends() -> Vec<Duration> {
+    SCALE_PHASES
+        .iter()
+        .scan(Duration::ZERO, |end, (_, length)| {
+            *end += *length;
+            Some(*end)
+        })
+        .collect()
+}
+
+/// Runs the load step against nginx on `port` (its minimum UP); every status sample and every
+/// answer, timed from the start of the load.
+async fn run_load_step(port: u16) -> (Vec<Sample>, Vec<Answer>) {
+    let most_clients = SCALE_PHASES
+        .iter()
+        .map(|(clients, _)| *clients)
+        .max()
+        .unwrap();
+    let active = Arc::new(AtomicUsize::new(0));
+    let phase = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let begin = Instant::now();
+    let clients = spawn_load_clients(port, most_clients, begin, &active, &phase, &stop, &answers);
+    let phase_ends = phase_ends();
+    let idle_phase = SCALE_PHASES.len();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut ticks = tokio::time::interval(SCALE_SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = begin.elapsed();
+        let current = phase_ends
+            .iter()
+            .position(|end| now < *end)
+            .unwrap_or(idle_phase);
+        let clients_now = SCALE_PHASES.get(current).map_or(0, |(clients, _)| *clients);
+        phase.store(current, Ordering::Relaxed);
+        active.store(clients_now, Ordering::Relaxed);
+        if let Some((statuses, in_flight, held)) = sample_status(port).await {
+            samples.push(Sample {
+                at: now,
+                clients: clients_now,
+                statuses,
+                in_flight,
+                held,
+            });
+        }
+        if current == idle_phase {
+            let back_at_minimum = samples
+                .last()
+                .is_some_and(|sample| sample.at_minimum() && sample.in_flight == 0);
+            if back_at_minimum || now - phase_ends[idle_phase - 1] > SCALE_IDLE_LIMIT {
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    (samples, answers)
+}
+
+/// The load step against 4 programs scaled by `scale_up`; prints its figures.
+async fn scaling(label: &str, scale_up: &str) {
+    let ports: Vec<u16> = (0..SCALE_BACKENDS).map(|_| free_port()).collect();
+    let programs: Vec<Program> = ports
+        .iter()
+        .enumerate()
+        .map(|(index, port)| Program::backend(&format!("backend{index}"), *port, 0))
+        .collect();
+    let name = format!("bench-scale-{label}");
+    let supervisord = Supervisord::start(&name, &programs, "");
+    let nginx = Nginx::start(
+        &name,
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&ports)
+                    .supervisord(supervisord.address())
+                    .directives(&[
+                        &format!("supervisord_min_servers {SCALE_MIN}"),
+                        &format!("supervisord_max_servers {SCALE_BACKENDS}"),
+                        scale_up,
+                        "supervisord_idle_timeout 3s",
+                    ]),
+            )
+            .server(
+                Server::new()
+                    .reuseport()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("= /_status", "supervisord_status;"),
+            ),
+    );
+    // The minimum is started without any request; the step begins from it.
+    let waiting = Instant::now();
+    while !matches!(sample_status(nginx.port).await, Some((statuses, _, _))
+        if statuses.iter().filter(|s| **s == Status::Up).count() == SCALE_MIN)
+    {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "{label}: the minimum never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (samples, answers) = run_load_step(nginx.port).await;
+    let log = nginx.error_log();
+    // Stopped (and its error log checked) before the next run.
+    drop(nginx);
+    drop(supervisord);
+    report_scaling(label, scale_up, &ports, &samples, &answers, &log);
+}
+
+fn report_scaling(
+    label: &str,
+    scale_up: &str,
+    ports: &[u16],
+    samples: &[Sample],
+    answers: &[Answer],
+    log: &str,
+) {
+    let phase_ends = phase_ends();
+    let (step, step_down) = (phase_ends[0], phase_ends[1]);
+    let load_stop = phase_ends[SCALE_PHASES.len() - 1];
+    let secs = |at: Duration| at.as_secs_f64() - step.as_secs_f64();
+    let up = |sample: &Sample| sample.count(Status::Up);
+    let first_sample = |from: Duration, check: &dyn Fn(&Sample) -> bool| {
+        samples
+            .iter()
+            .find(|sample| sample.at >= from && check(sample))
+            .map(|sample| sample.at - from)
+    };
+    let show = |after: Option<Duration>| {
+        after.map_or("never".to_string(), |after| {
+            format!("{:.1} s", after.as_secs_f64())
+        })
+    };
+
+    println!("scaling {label} ({scale_up}): backends over time (t: seconds after the step; U up, s starting up, x shutting down, . down)");
+    let mut next_second = 0;
+    for sample in samples {
+        if sample.at.as_secs() < next_second {
+            continue;
+        }
+        next_second = sample.at.as_secs() + 1;
+        let from = sample.at.saturating_sub(Duration::from_secs(1));
+        let answered = answers
+            .iter()
+            .filter(|answer| answer.done > from && answer.done <= sample.at)
+            .count();
+        println!(
+            "  t={:>5.1}s clients={:>2} [{}] up={} in_flight={:>2} held={:>2} answered in the last 1 s={}",
+            secs(sample.at),
+            sample.clients,
+            sample.letters(),
+            up(sample),
+            sample.in_flight,
+            sample.held,
+            answered
+        );
+    }
+    let phase_names = ["before the step", "the step", "after the step"];
+    for (index, (clients, length)) in SCALE_PHASES.iter().enumerate() {
+        let in_phase: Vec<&Answer> = answers.iter().filter(|a| a.phase == index).collect();
+        let failed = in_phase.iter().filter(|a| a.status != 200).count();
+        let mut latencies: Vec<f64> = in_phase
+            .iter()
+            .map(|a| a.latency.as_secs_f64() * 1e3)
+            .collect();
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (p50, p99) = if latencies.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (percentile(&latencies, 50.0), percentile(&latencies, 99.0))
+        };
+        let by_backend: Vec<usize> = ports
+            .iter()
+            .map(|port| {
+                in_phase
+                    .iter()
+                    .filter(|a| a.backend_port == Some(*port))
+                    .count()
+            })
+            .collect();
+        println!(
+            "scaling {label}: {} ({clients} clients, {:.0} s): {} requests ({:.0} req/s), {failed} non-200, latency p50 {p50:.0} ms p99 {p99:.0} ms; by backend {by_backend:?}",
+            phase_names[index],
+            length.as_secs_f64(),
+            in_phase.len(),
+            in_phase.len() as f64 / length.as_secs_f64(),
+        );
+    }
+    let actions: Vec<&str> = log
+        .lines()
+        .filter(|line| line.ends_with("; starting it") || line.ends_with("; stopping it"))
+        .collect();
+    println!("scaling {label}: actions (error log):");
+    for line in &actions {
+        let time = line.get(11..19).unwrap_or("");
+        let what = line
+            .split_once("upstream \"backend\" ")
+            .map_or(*line, |(_, what)| what);
+        println!("  {time} {what}");
+    }
+
+    // Which backends served before the step: any other one is new.
+    let before_step: Vec<u16> = answers
+        .iter()
+        .filter(|a| a.phase == 0)
+        .filter_map(|a| a.backend_port)
+        .collect();
+    let first_new_answer = answers
+        .iter()
+        .filter(|a| a.done >= step)
+        .filter(|a| {
+            a.backend_port
+                .is_some_and(|port| !before_step.contains(&port))
+        })
+        .map(|a| a.done - step)
+        .min();
+    let first_new_up = first_sample(step, &|sample| up(sample) > SCALE_MIN);
+    let at_maximum = first_sample(step, &|sample| up(sample) == SCALE_BACKENDS);
+    let most_up = samples.iter().map(up).max().unwrap_or(0);
+    let minimum_after_step_down = first_sample(step_down, &|sample| sample.at_minimum());
+    let minimum_after_load_stop = first_sample(load_stop, &|sample| sample.at_minimum());
+    let back_after_load_stop = match minimum_after_step_down {
+        Some(after) if step_down + after <= load_stop => {
+            "already there when the load stopped".to_string()
+        }
+        _ => format!("{} after the load stopped", show(minimum_after_load_stop)),
+    };
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    let count = |what: &str| actions.iter().filter(|line| line.contains(what)).count();
+    // The drain's own notice ("drained", "drain timed out") follows a stop decision that found
+    // requests in flight.
+    let load_starts = count("starting up: load");
+    let (light_load_stops, idle_stops) = (
+        count("shutting down: light load"),
+        count("shutting down: no request"),
+    );
+    let timed_out = count("drain timed out");
+    println!(
+        "SCALING {label} ({scale_up}): step {} -> {} clients: a new backend UP after {} (its first answer after {}), all {SCALE_BACKENDS} UP after {} (most UP at once: {most_up}); \
+         back to the minimum ({SCALE_MIN}) {} after the step down to {} clients, {back_after_load_stop}; \
+         {failed} non-200 of {} requests (target 0); error log: {load_starts} starts for load, {light_load_stops} stops for light load, {idle_stops} for idleness, {timed_out} drains timed out",
+        SCALE_PHASES[0].0,
+        SCALE_PHASES[1].0,
+        show(first_new_up),
+        show(first_new_answer),
+        show(at_maximum),
+        show(minimum_after_step_down),
+        SCALE_PHASES[2].0,
+        answers.len(),
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -318,6 +712,10 @@ fn main() {
         }
         if which == "all" || which == "throughput" {
             throughput();
+        }
+        if which == "all" || which == "scaling" {
+            scaling("in_flight", "supervisord_scale_up in_flight=4 window=2s").await;
+            scaling("rate", "supervisord_scale_up rate=80 window=2s").await;
         }
     });
 }
