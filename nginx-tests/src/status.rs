@@ -67,6 +67,12 @@ pub struct BackendStatus {
     pub stops: Stops,
     pub failed_starts: u64,
     pub cold_start_ms: ColdStarts,
+    /// Shutting down, waiting for its requests in flight.
+    pub draining: bool,
+    /// Left of its start backoff, if it waits one out.
+    pub backoff_left_ms: Option<u64>,
+    /// Since its last request (UP backends only).
+    pub idle_ms: Option<u64>,
 }
 
 impl BackendStatus {

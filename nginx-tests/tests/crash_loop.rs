@@ -170,10 +170,17 @@ fn listen_then_exit(name: &str, sync_interval: &str) {
     while !nginx.error_log().contains("program exits at start-up") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The next request finds it waiting out its backoff.
+    // The next request finds it waiting out its backoff; so does the status.
     let next = nginx.get("/");
     assert_eq!(next.status, 503, "{next:?}");
     assert_eq!(next.header("Retry-After"), Some("1"));
+    let status = nginx.supervisord_status("/_status");
+    let backend = &status.upstream("backend").backends[0];
+    assert!(
+        backend.backoff_left_ms.is_some_and(|left| left <= 1000),
+        "{backend:?}"
+    );
+    assert_eq!(backend.idle_ms, None);
     // Whoever saw the exit first reported it; the others, later, stay quiet.
     std::thread::sleep(Duration::from_millis(1500));
     let log = nginx.error_log();

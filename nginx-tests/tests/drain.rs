@@ -105,6 +105,13 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
     }
     // The program keeps running while its requests are in flight.
     assert_eq!(backend_status(&nginx, 0), (Status::ShuttingDown, 20));
+    assert!(
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .backends[0]
+            .draining
+    );
     assert_eq!(supervisord.state("backend0"), "RUNNING");
     // (Until shortly before they end: the drain ends when the backend has answered, which is
     // a moment before the clients have read the answers.)

@@ -14,6 +14,10 @@ pub struct BackendView<'a> {
     /// Starts that ended UP, and the milliseconds they took in total.
     pub cold_starts: u64,
     pub cold_start_ms_sum: u64,
+    /// Left of its start backoff, if it waits one out.
+    pub backoff_left_ms: Option<u64>,
+    /// Since its last request ended (or since it came up, if later); `None` while not UP.
+    pub idle_ms: Option<u64>,
 }
 
 /// `{"cause":count,...}` of the events counted in `metric` (`starts`, `stops`).
@@ -24,6 +28,10 @@ fn events_by_cause(events: &[u64; BackendEvent::COUNT], metric: &str) -> String 
         .map(|event| format!("{}:{}", json_string(event.metric().1), events[event.slot()]))
         .collect();
     format!("{{{}}}", causes.join(","))
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or_else(|| "null".into(), |value| value.to_string())
 }
 
 pub fn json_string(text: &str) -> String {
@@ -58,7 +66,8 @@ pub fn render_upstream(
                 format!(
                 "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{},\
                  \"requests\":{},\"starts\":{},\"stops\":{},\"failed_starts\":{},\
-                 \"cold_start_ms\":{{\"count\":{},\"sum\":{}}}}}",
+                 \"cold_start_ms\":{{\"count\":{},\"sum\":{}}},\"draining\":{},\
+                 \"backoff_left_ms\":{},\"idle_ms\":{}}}",
                 json_string(backend.server),
                 backend.program.as_deref().map(json_string).unwrap_or_else(|| "null".into()),
                 json_string(backend.status.as_str()),
@@ -68,7 +77,11 @@ pub fn render_upstream(
                 events_by_cause(&backend.events, "stops"),
                 backend.events[BackendEvent::StartFailed.slot()],
                 backend.cold_starts,
-                backend.cold_start_ms_sum
+                backend.cold_start_ms_sum,
+                // A stop waits for the requests in flight before supervisord is asked.
+                backend.status == BackendStatus::ShuttingDown && backend.in_flight > 0,
+                optional(backend.backoff_left_ms),
+                optional(backend.idle_ms)
             )
             })
             .collect();
@@ -109,6 +122,8 @@ mod tests {
                 },
                 cold_starts: 1,
                 cold_start_ms_sum: 420,
+                backoff_left_ms: Some(1500),
+                idle_ms: None,
             }],
         );
         assert_eq!(
@@ -119,7 +134,8 @@ mod tests {
              \"status\":\"starting up\",\"in_flight\":2,\"requests\":7,\
              \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
              \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
-             \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420}}]}"
+             \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
+             \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null}]}"
         );
     }
 }

@@ -8,10 +8,12 @@ use nginx_sys::{
 use ngx::http::Request;
 
 use crate::core::backend_event::BackendEvent;
+use crate::core::backend_status::BackendStatus;
 use crate::core::process_state::program_name;
 use crate::core::status_json::{json_string, render_upstream, BackendView};
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::reply::{error_status, send_text};
+use crate::util::time::now_ms;
 
 pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request.
@@ -34,6 +36,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn render(upstream: &UpstreamRuntime) -> String {
     let conf = upstream.conf;
     let shared = upstream.shared();
+    let now = now_ms();
     let backends: Vec<BackendView> = conf
         .backends
         .iter()
@@ -49,6 +52,9 @@ fn render(upstream: &UpstreamRuntime) -> String {
             events: BackendEvent::ALL.map(|event| shared.backend(index).events(event)),
             cold_starts: shared.backend(index).cold_starts().0,
             cold_start_ms_sum: shared.backend(index).cold_starts().1,
+            backoff_left_ms: shared.backend(index).start_backoff().wait_left_ms(now),
+            idle_ms: (shared.backend(index).status() == BackendStatus::Up)
+                .then(|| now.saturating_sub(shared.backend(index).idle_since())),
         })
         .collect();
     render_upstream(
