@@ -131,7 +131,8 @@ mod tests {
         let figures = "\"requests\":7,\
                        \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
                        \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
-                       \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420}";
+                       \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
+                       \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null";
         let body = format!(
             "{{\"upstreams\":[{{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
              \"held\":3,\"holds\":{{\"count\":4,\"sum_ms\":1250}},\"backends\":[\
@@ -174,6 +175,9 @@ mod tests {
                 },
                 failed_starts: 3,
                 cold_start_ms: ColdStarts { count: 1, sum: 420 },
+                draining: false,
+                backoff_left_ms: Some(1500),
+                idle_ms: None,
             }
         );
         assert!(backend.any(Status::ShuttingDown));
