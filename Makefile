@@ -4,7 +4,7 @@
 #   make test   every unit and integration test, on nginx 1.28, Debian's nginx and an ASan build
 #               (installs missing Debian packages first)
 #   make demo   the main job live: a real supervisord starts a backend for the first request
-#   make bench  cold-start and capacity figures
+#   make bench  cold-start, capacity, throughput and scaling figures
 
 CARGO ?= cargo
 SHELL := /bin/bash
