@@ -358,3 +358,56 @@ fn a_stop_during_an_on_demand_start_is_a_stop() {
     assert!(log.contains("shutting down -> down"), "{log}");
     nginx.assert_clean_log();
 }
+
+#[test]
+fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
+    // On TERM the program closes its port at once, but only exits a second later: supervisord
+    // says STOPPING meanwhile, and refuses to start it.
+    let port = free_port();
+    let command = format!(
+        "sh -c '{} {port} & pid=$!; trap \"kill -9 $pid; sleep 1; exit 0\" TERM; wait'",
+        nginx_tests::backend_binary().display()
+    );
+    let supervisord = Supervisord::start(
+        "slow-stop",
+        &[Program::command("backend0", &command, 1)],
+        "",
+    );
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address());
+    let nginx = Nginx::start(
+        "slow-stop",
+        &Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;")
+                .location("= /_status", "supervisord_status;"),
+        ),
+    );
+    supervisord.ctl(&["start", "backend0"]);
+    until_up(&nginx, 0);
+    // The stop by hand, then a request to the closed port while the program is STOPPING.
+    let response = std::thread::scope(|scope| {
+        let stop = scope.spawn(|| supervisord.ctl(&["stop", "backend0"]));
+        std::thread::sleep(Duration::from_millis(200));
+        let response = request(nginx.port, "GET", "/");
+        stop.join().unwrap();
+        response
+    });
+    // Held while supervisord stops it, then started again for it once STOPPED.
+    assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
+    assert_eq!(response.body.trim(), format!("backend {port}"));
+    let log = nginx.error_log();
+    assert!(
+        log.contains(
+            "its program is being stopped outside nginx (supervisord says STOPPING): up -> shutting down"
+        ) || log.contains("down -> shutting down (supervisord says STOPPING)")
+            || log.contains("up -> shutting down (supervisord says STOPPING)"),
+        "{log}"
+    );
+    assert!(!log.contains("exits at start-up"), "{log}");
+    assert!(!log.contains("start failed"), "{log}");
+    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    nginx.assert_clean_log();
+}

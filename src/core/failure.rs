@@ -78,6 +78,11 @@ pub enum FailureAction {
     MarkDown,
     /// Its program runs but refuses connections: stop it (the next request starts it again).
     Restart,
+    /// Its program is being stopped or started outside nginx (`supervisorctl restart`,
+    /// supervisord restarting it after a crash): follow it as reconciliation would, SHUTTING_DOWN
+    /// or STARTING_UP, so that requests wait for it rather than start it meanwhile (a start
+    /// sent while supervisord stops the program fails as if the program exited).
+    Follow(BackendStatus),
 }
 
 /// Whether to look at the program at all: only an UP backend of a real supervisord.
@@ -102,10 +107,15 @@ pub fn failure_action(
     }
     match program {
         ProgramSeen::Known(Some(ProcessState::Running)) => FailureAction::Restart,
-        // Gone, exited, stopping, being restarted (by supervisord after a crash, or by hand),
-        // no such program, or supervisord unreachable while nothing answers on the backend's
-        // addresses: it cannot serve now. DOWN: the next request starts it (or finds it
-        // starting) and is held until it accepts connections.
+        ProgramSeen::Known(Some(ProcessState::Stopping)) => {
+            FailureAction::Follow(BackendStatus::ShuttingDown)
+        }
+        ProgramSeen::Known(Some(ProcessState::Starting)) => {
+            FailureAction::Follow(BackendStatus::StartingUp)
+        }
+        // Gone, exited, in backoff, no such program, or supervisord unreachable while nothing
+        // answers on the backend's addresses: it cannot serve now. DOWN: the next request
+        // starts it and is held until it accepts connections.
         ProgramSeen::Known(_) | ProgramSeen::Unknown => FailureAction::MarkDown,
     }
 }
@@ -178,7 +188,6 @@ mod tests {
     #[test]
     fn a_program_that_is_not_running_goes_down_without_a_stop() {
         for state in [
-            Some(ProcessState::Starting),
             Some(ProcessState::Exited),
             Some(ProcessState::Fatal),
             Some(ProcessState::Stopped),
@@ -193,6 +202,19 @@ mod tests {
         assert_eq!(
             failure_action(Mode::Supervised, Up, false, ProgramSeen::Unknown),
             FailureAction::MarkDown
+        );
+    }
+
+    #[test]
+    fn a_program_stopped_or_started_outside_nginx_is_followed() {
+        let seen = |state| ProgramSeen::Known(Some(state));
+        assert_eq!(
+            failure_action(Mode::Supervised, Up, false, seen(ProcessState::Stopping)),
+            FailureAction::Follow(ShuttingDown)
+        );
+        assert_eq!(
+            failure_action(Mode::Supervised, Up, false, seen(ProcessState::Starting)),
+            FailureAction::Follow(StartingUp)
         );
     }
 

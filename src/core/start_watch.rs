@@ -49,6 +49,21 @@ pub fn sync_fails_start(to: BackendStatus, observed: Option<ProcessState>) -> bo
     to == BackendStatus::Down && observed.is_some_and(exited_at_start_up)
 }
 
+/// A start supervisord refused as if the program exited (ABNORMAL_TERMINATION), read against
+/// the program's state just after: when supervisord was stopping it (a hand stop or restart
+/// under way: it refuses to spawn a program it has not finished stopping), the start failed
+/// because of that, not because the program exits at start-up. The status to follow then
+/// (no failure counted, no backoff): still stopping, stopped (the next request starts it), or
+/// started again by whoever restarts it. `None`: the program did exit (EXITED, BACKOFF, FATAL).
+pub fn start_refused_by_a_stop(state: ProcessState) -> Option<BackendStatus> {
+    match state {
+        ProcessState::Stopping => Some(BackendStatus::ShuttingDown),
+        ProcessState::Stopped => Some(BackendStatus::Down),
+        ProcessState::Starting | ProcessState::Running => Some(BackendStatus::StartingUp),
+        _ => None,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AtDeadline {
     /// supervisord confirmed the start and the program is RUNNING (or its state could not be
@@ -97,6 +112,32 @@ mod tests {
         }
         for state in [Starting, Running, Stopped, Stopping, Unknown] {
             assert!(!exited_at_start_up(state));
+        }
+    }
+
+    #[test]
+    fn a_start_refused_during_a_hand_restart_is_no_failure() {
+        use BackendStatus::*;
+        assert_eq!(
+            start_refused_by_a_stop(ProcessState::Stopping),
+            Some(ShuttingDown)
+        );
+        assert_eq!(start_refused_by_a_stop(ProcessState::Stopped), Some(Down));
+        assert_eq!(
+            start_refused_by_a_stop(ProcessState::Starting),
+            Some(StartingUp)
+        );
+        assert_eq!(
+            start_refused_by_a_stop(ProcessState::Running),
+            Some(StartingUp)
+        );
+        for state in [
+            ProcessState::Exited,
+            ProcessState::Backoff,
+            ProcessState::Fatal,
+            ProcessState::Unknown,
+        ] {
+            assert_eq!(start_refused_by_a_stop(state), None);
         }
     }
 

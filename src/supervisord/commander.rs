@@ -21,7 +21,7 @@ use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_IN
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
 use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
 use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
-use crate::core::start_watch::{fault_means_exit, PendingStart};
+use crate::core::start_watch::{fault_means_exit, start_refused_by_a_stop, PendingStart};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -422,6 +422,31 @@ fn settle_exit(
             outcome,
             before
         );
+        return;
+    }
+    let state = detail.as_ref().and_then(|detail| detail.state);
+    if let Some(follow) = state.and_then(start_refused_by_a_stop) {
+        match follow {
+            BackendStatus::Down => lock.set_status(index, follow),
+            _ => lock.begin_observed_transition(index, follow),
+        }
+        drop(lock);
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): start refused while supervisord stops the program (supervisord says {}): {} -> {}",
+            conf.name,
+            index,
+            conf.backends[index].name,
+            program_name(conf.program_prefix(), index),
+            state.map_or("?", |state| state.name()),
+            before,
+            follow
+        );
+        if follow == BackendStatus::StartingUp {
+            readiness::watch_hand_start(upstream, index);
+        }
+        upstream.wake_held_now();
         return;
     }
     lock.set_status(index, BackendStatus::Down);

@@ -5,9 +5,9 @@
 
 use nginx_sys::{NGX_LOG_NOTICE, NGX_LOG_WARN};
 
-use super::{client, commander, connect_check};
+use super::{client, commander, connect_check, readiness};
 use crate::core::backend_event::BackendEvent;
-use crate::core::backend_status::Command;
+use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::failure::{failure_action, worth_checking, FailureAction, ProgramSeen};
 use crate::core::process_state::parse_all_process_info;
 use crate::core::reconcile_plan::observed_states;
@@ -94,6 +94,7 @@ fn conclude(
         FailureAction::Restart => {
             lock.begin_command(index, Command::Stop.transitional_status(), now_ms())
         }
+        FailureAction::Follow(status) => lock.begin_observed_transition(index, status),
         FailureAction::LeaveUp | FailureAction::Ignore => {}
     }
     if matches!(action, FailureAction::MarkDown | FailureAction::Restart) {
@@ -105,6 +106,9 @@ fn conclude(
     drop(lock);
     if action != FailureAction::Ignore {
         upstream.failure_counts.borrow_mut()[index].record_success();
+    }
+    if action == FailureAction::Follow(BackendStatus::StartingUp) {
+        readiness::watch_hand_start(upstream, index);
     }
     // Requests held again while the check ran (`core::refused_attempt`) learn its outcome now.
     upstream.reevaluate_held_now();
@@ -140,6 +144,27 @@ fn conclude(
                 backend.name,
                 failures,
                 seen
+            );
+        }
+        FailureAction::Follow(status) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}): {} failed request(s): {} outside nginx (supervisord says {}): up -> {}",
+                conf.name,
+                index,
+                backend.name,
+                failures,
+                if status == BackendStatus::StartingUp {
+                    "its program is being started"
+                } else {
+                    "its program is being stopped"
+                },
+                match program {
+                    ProgramSeen::Known(Some(state)) => state.name(),
+                    _ => "?",
+                },
+                status
             );
         }
         FailureAction::Restart => {
