@@ -174,7 +174,8 @@ fn never_prints_the_password_of_a_refused_supervisord_line() {
             "invalid supervisord address: a URL or \"user:pass@\" is not an address",
         ),
         (
-            "no-colon",
+            // Not "no-colon": that test runs at the same time, and a prefix is named after it.
+            "colon-missing",
             "127.0.0.1:9001 S3cretPw",
             "invalid supervisord credentials must be given as user:pass",
         ),
