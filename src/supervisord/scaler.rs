@@ -14,6 +14,7 @@ use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::commands::{decide as command_decision, Decision};
 use crate::core::scaling::{
     decide, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause,
+    Target,
 };
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -160,8 +161,8 @@ fn log_action(
     let load_text = || match (policy.scale_up, load) {
         (Some(scale_up), Some(load)) => {
             let (what, target) = match scale_up.target {
-                crate::core::scaling::Target::InFlight(n) => ("requests in flight", n),
-                crate::core::scaling::Target::Rate(n) => ("requests/s", n),
+                Target::InFlight(n) => ("requests in flight", n),
+                Target::Rate(n) => ("requests/s", n),
             };
             format!(
                 "{}.{:02} {what} per backend over {} ms (target {target}, {up} up)",
