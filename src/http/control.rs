@@ -6,9 +6,8 @@
 //! is stopped once they are done (see `commander::stop_after_drain`).
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_CONFLICT, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND,
-    NGX_HTTP_OK, NGX_LOG_NOTICE, NGX_OK,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_CONFLICT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_NOTICE,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
@@ -19,7 +18,7 @@ use crate::core::control_uri::parse_selector;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::supervisord::commander::{self, StopBegun};
-use crate::util::reply::{error_status, send_text};
+use crate::util::reply::{refuse_unless_get_or_head, send_text};
 use crate::util::text::str_bytes;
 use crate::util::time::now_ms;
 
@@ -46,17 +45,8 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(upstream) = worker::upstream(location.upstream().index) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let (method, uri) = {
-        let raw: &ngx_http_request_t = request.as_ref();
-        (raw.method, raw.uri)
-    };
-    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
-        // nginx answers and reads the body away, so that it never reads as the next request.
-        return error_status(request, NGX_HTTP_NOT_ALLOWED, &[("Allow", "GET, HEAD")]);
-    }
-    // A body, if any, is read and dropped.
-    let rc = request.discard_request_body().0;
-    if rc != NGX_OK as ngx_int_t {
+    let uri = AsRef::<ngx_http_request_t>::as_ref(request).uri;
+    if let Some(rc) = refuse_unless_get_or_head(request) {
         return rc;
     }
     let reply = run(command, upstream, str_bytes(&uri), request);

@@ -1,27 +1,18 @@
 //! `supervisord_metrics;`: the Prometheus page of every managed upstream and backend, the same
 //! from every worker (it reads the shared zone). The text is `core::metrics_text`'s.
 
-use nginx_sys::{
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
-    NGX_OK,
-};
+use nginx_sys::{ngx_http_request_t, ngx_int_t, NGX_HTTP_OK};
 use ngx::http::Request;
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::metrics_text::{render, BackendFigures, UpstreamFigures, CONTENT_TYPE};
 use crate::runtime::{worker, UpstreamRuntime};
-use crate::util::reply::{error_status, send_typed};
+use crate::util::reply::{refuse_unless_get_or_head, send_typed};
 
 pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    let method = AsRef::<ngx_http_request_t>::as_ref(request).method;
-    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
-        // nginx answers and reads the body away, so that it never reads as the next request.
-        return error_status(request, NGX_HTTP_NOT_ALLOWED, &[("Allow", "GET, HEAD")]);
-    }
-    let rc = request.discard_request_body().0;
-    if rc != NGX_OK as ngx_int_t {
+    if let Some(rc) = refuse_unless_get_or_head(request) {
         return rc;
     }
     let upstreams: Vec<UpstreamFigures<'_>> = worker::upstreams().iter().map(figures).collect();

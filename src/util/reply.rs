@@ -1,7 +1,10 @@
 //! Answers the module makes itself: short `text/plain` bodies (control endpoints, status), and
 //! error statuses handed to nginx's own error path (refused methods, requests it could not hold).
 
-use nginx_sys::{ngx_chain_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_OK};
+use nginx_sys::{
+    ngx_chain_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_NOT_ALLOWED, NGX_OK,
+};
 use ngx::core::Buffer;
 use ngx::http::{HTTPStatus, Request};
 
@@ -60,6 +63,23 @@ pub unsafe fn send_typed(
         next: std::ptr::null_mut(),
     };
     request.output_filter(&mut chain).0
+}
+
+/// The start of a handler that answers GET and HEAD only: `Some(rc)` to return at once (405 for
+/// another method, through nginx's own error path, which reads the body away so that it never
+/// reads as the next request; or the result of dropping a body that could not be read), `None`
+/// to go on with the body, if any, read and dropped.
+pub fn refuse_unless_get_or_head(request: &mut Request) -> Option<ngx_int_t> {
+    let method = AsRef::<ngx_http_request_t>::as_ref(request).method;
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
+        return Some(error_status(
+            request,
+            NGX_HTTP_NOT_ALLOWED,
+            &[("Allow", "GET, HEAD")],
+        ));
+    }
+    let rc = request.discard_request_body().0;
+    (rc != NGX_OK as ngx_int_t).then_some(rc)
 }
 
 /// Prepares an error answer that nginx itself makes: adds `headers` to the response and returns
