@@ -81,10 +81,9 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         .count() as u64;
     lock.push_load_sample(Sample {
         at_ms: now,
-        in_flight: shared
-            .backends()
+        in_flight: backends
             .iter()
-            .map(|backend| backend.in_flight().max(0) as u64)
+            .map(|backend| backend.in_flight.max(0) as u64)
             .sum(),
         requests: shared
             .backends()
