@@ -319,6 +319,17 @@ impl Nginx {
             .unwrap_or_else(|error| panic!("{path}: {error}: {}", response.body))
     }
 
+    /// The status of each backend of upstream `backend`, as the `supervisord_status` location
+    /// at `/_status` shows it (the names every test uses).
+    pub fn backend_statuses(&self) -> Vec<status::Status> {
+        self.supervisord_status("/_status")
+            .upstream("backend")
+            .backends
+            .iter()
+            .map(|backend| backend.status)
+            .collect()
+    }
+
     /// Lets error-log lines containing `substring` pass the check on drop, although they are
     /// `[crit]`, `[alert]`, `[emerg]` or "exited on signal" lines: the test provokes them on
     /// purpose, for the reason `why`.

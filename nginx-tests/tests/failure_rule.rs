@@ -72,16 +72,6 @@ fn start_all(nginx: &Nginx, supervisord: &Supervisord, count: usize) {
         .all(|backend| backend.status == Status::Up)));
 }
 
-fn statuses(nginx: &Nginx) -> Vec<Status> {
-    nginx
-        .supervisord_status("/_status")
-        .upstream("backend")
-        .backends
-        .iter()
-        .map(|backend| backend.status)
-        .collect()
-}
-
 /// A supervisord with two backend programs, and their `server` lines (`fail_timeout=1s`).
 fn two_backends(name: &str) -> (Supervisord, Vec<String>) {
     let ports = [free_port(), free_port()];
@@ -142,7 +132,7 @@ fn a_slow_request_takes_no_backend_and_no_other_request_down() {
         "{}",
         nginx.error_log()
     );
-    assert_eq!(statuses(&nginx), vec![Status::Up, Status::Up]);
+    assert_eq!(nginx.backend_statuses(), vec![Status::Up, Status::Up]);
     assert_eq!(stops(&supervisord), 0, "{}", supervisord.log());
     // nginx's own fail_timeout over, both serve again.
     // nginx counts fail_timeout in whole seconds.
@@ -175,7 +165,7 @@ fn an_application_error_passed_on_does_not_stop_the_backend() {
         "{}",
         nginx.error_log()
     );
-    assert_eq!(statuses(&nginx), vec![Status::Up, Status::Up]);
+    assert_eq!(nginx.backend_statuses(), vec![Status::Up, Status::Up]);
     assert_eq!(stops(&supervisord), 0, "{}", supervisord.log());
     // nginx counts fail_timeout in whole seconds.
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -201,7 +191,7 @@ fn max_fails_counts_failures_and_zero_never_acts_on_traffic() {
     }
     // Traffic alone never acts: no check, the backend stays as it is (reconciliation is off).
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(statuses(&nginx), vec![Status::Up]);
+    assert_eq!(nginx.backend_statuses(), vec![Status::Up]);
     assert!(
         !nginx.error_log().contains("up -> down"),
         "{}",

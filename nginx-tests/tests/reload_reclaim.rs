@@ -63,16 +63,6 @@ fn pair(ports: &[u16], supervisord: &Supervisord) -> Config {
         )
 }
 
-fn statuses(nginx: &Nginx) -> Vec<Status> {
-    nginx
-        .supervisord_status("/_status")
-        .upstream("backend")
-        .backends
-        .iter()
-        .map(|backend| backend.status)
-        .collect()
-}
-
 #[test]
 fn a_reload_starts_from_supervisord_s_view() {
     let ports = [free_port(), free_port()];
@@ -86,7 +76,7 @@ fn a_reload_starts_from_supervisord_s_view() {
     );
     let nginx = Nginx::start("reload-view", &pair(&ports[..1], &supervisord));
     assert_eq!(nginx.get("/").status, 200);
-    assert_eq!(statuses(&nginx), [Status::Up]);
+    assert_eq!(nginx.backend_statuses(), [Status::Up]);
 
     // backend1 is started by hand, then a reload adds its server: routed at once.
     supervisord.ctl(&["start", "backend1"]);
@@ -94,9 +84,9 @@ fn a_reload_starts_from_supervisord_s_view() {
     let reloaded = Instant::now();
     nginx.reload(&pair(&ports, &supervisord));
     assert!(
-        eventually(2, || statuses(&nginx) == [Status::Up, Status::Up]),
+        eventually(2, || nginx.backend_statuses() == [Status::Up, Status::Up]),
         "{:?}",
-        statuses(&nginx)
+        nginx.backend_statuses()
     );
     let took = reloaded.elapsed();
     eprintln!("statuses matched supervisord's {took:?} after the reload began");

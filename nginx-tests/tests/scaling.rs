@@ -9,26 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
-
-/// An upstream of `ports.len()` programs under a real supervisord, with `directives` (the
-/// scaling ones, a balancer).
-fn scaled(name: &str, ports: &[u16], supervisord: &Supervisord, directives: &[&str]) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(supervisord.address())
-        .directives(directives);
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
-}
+use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, Nginx};
 
 fn programs(ports: &[u16]) -> Vec<Program> {
     ports
@@ -38,18 +20,9 @@ fn programs(ports: &[u16]) -> Vec<Program> {
         .collect()
 }
 
-fn statuses(nginx: &Nginx) -> Vec<Status> {
-    nginx
-        .supervisord_status("/_status")
-        .upstream("backend")
-        .backends
-        .iter()
-        .map(|backend| backend.status)
-        .collect()
-}
-
 fn up_count(nginx: &Nginx) -> usize {
-    statuses(nginx)
+    nginx
+        .backend_statuses()
         .iter()
         .filter(|status| **status == Status::Up)
         .count()
@@ -105,17 +78,17 @@ impl Load {
 fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let supervisord = Supervisord::start("scale-min", &programs(&ports), "");
-    let nginx = scaled(
+    let nginx = nginx_with_controls(
         "scale-min",
         &ports,
         &supervisord,
         &["supervisord_min_servers 2"],
     );
     assert!(
-        eventually(5, || statuses(&nginx)
+        eventually(5, || nginx.backend_statuses()
             == vec![Status::Up, Status::Up, Status::Down]),
         "{:?}",
-        statuses(&nginx)
+        nginx.backend_statuses()
     );
     assert_eq!(spawns(&supervisord, "backend0"), 1);
     assert_eq!(spawns(&supervisord, "backend1"), 1);
@@ -138,7 +111,7 @@ fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
 fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_request() {
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let supervisord = Supervisord::start("scale-step", &programs(&ports), "");
-    let nginx = scaled(
+    let nginx = nginx_with_controls(
         "scale-step",
         &ports,
         &supervisord,
@@ -177,7 +150,7 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
     assert!(
         eventually(10, || up_count(&nginx) == 1),
         "{:?}",
-        statuses(&nginx)
+        nginx.backend_statuses()
     );
     eprintln!(
         "back to the minimum {:?} after the load stopped",
@@ -204,7 +177,7 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
     assert_eq!(spawns(&supervisord, "backend1"), 1);
     assert_eq!(spawns(&supervisord, "backend2"), 1);
     // Backend 0 stays; the others went highest first.
-    assert_eq!(statuses(&nginx)[0], Status::Up);
+    assert_eq!(nginx.backend_statuses()[0], Status::Up);
     nginx.assert_clean_log();
 }
 
@@ -212,7 +185,7 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
 fn steady_load_does_not_flap() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let supervisord = Supervisord::start("scale-steady", &programs(&ports), "");
-    let nginx = scaled(
+    let nginx = nginx_with_controls(
         "scale-steady",
         &ports,
         &supervisord,
@@ -247,13 +220,13 @@ fn scales_with_balancer(name: &str, balancer: &[&str], spreads: bool) {
             "supervisord_scale_up in_flight=2 window=500ms",
         ])
         .collect();
-    let nginx = scaled(name, &ports, &supervisord, &directives);
+    let nginx = nginx_with_controls(name, &ports, &supervisord, &directives);
     assert!(eventually(5, || up_count(&nginx) == 1));
     let load = Load::start(nginx.port, 6, "/slow/100");
     let scaled_up = eventually(6, || up_count(&nginx) == 2);
     std::thread::sleep(Duration::from_millis(500));
     let answers = load.finish();
-    assert!(scaled_up, "{name}: {:?}", statuses(&nginx));
+    assert!(scaled_up, "{name}: {:?}", nginx.backend_statuses());
     assert!(answers.iter().all(|status| *status == 200), "{name}");
     if spreads {
         let served: Vec<String> = (0..20)
@@ -309,7 +282,7 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     }
     // Running before nginx starts, taken as up from the configuration.
     let started = Instant::now();
-    let nginx = scaled(
+    let nginx = nginx_with_controls(
         "scale-idle",
         &ports,
         &supervisord,
@@ -324,14 +297,14 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     for _ in 0..6 {
         assert_eq!(request(nginx.port, "GET", "/").status, 200);
     }
-    assert!(eventually(5, || statuses(&nginx)[2] == Status::Down));
+    assert!(eventually(5, || nginx.backend_statuses()[2] == Status::Down));
     assert!(started.elapsed() >= Duration::from_secs(2));
-    assert!(eventually(5, || statuses(&nginx)
+    assert!(eventually(5, || nginx.backend_statuses()
         == vec![Status::Up, Status::Down, Status::Down]));
     // The minimum stays, however long it idles.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        statuses(&nginx),
+        nginx.backend_statuses(),
         vec![Status::Up, Status::Down, Status::Down]
     );
     let log = nginx.error_log();
