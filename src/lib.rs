@@ -4,12 +4,14 @@
 //! Dependencies point one way, each layer using only those before it:
 //! `core` (pure decisions) <- `util` (nginx helpers) <- `conf` (settings) <- `module_type`
 //! <- `shared` (the shared zone) <- `runtime` (per-worker state) <- `supervisord` (client,
-//! commander, readiness, reconciler) <- `http` (balancer, hold gate, handlers) <- `module`
-//! (the composition root). The edge is left out of `cargo test` builds, whose test binary
+//! commander, readiness, reconciler) <- `http` (balancer, hold gate, handlers) <- `api` (the
+//! C API for balancer modules) <- `module` (the composition root). The edge is left out of `cargo test` builds, whose test binary
 //! could not link nginx's symbols.
 
 pub mod core;
 
+#[cfg(not(test))]
+mod api;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]

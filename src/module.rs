@@ -16,11 +16,12 @@ use nginx_sys::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
+use crate::api::load_monitor;
 use crate::conf::{self, location, upstream};
 use crate::core::backend_status::Command;
 use crate::http::{balancer, control, hold_gate, metrics, status, variables};
 use crate::module_type::{upstream_conf, Module};
-use crate::runtime::worker;
+use crate::runtime::{backend_monitor, worker};
 use crate::shared::slots;
 use crate::shared::zone::{self, Claim};
 use crate::supervisord::{reconciler, scaler, watchdog};
@@ -69,7 +70,7 @@ const fn upstream_directive(
     )
 }
 
-static mut COMMANDS: [ngx_command_t; 17] = [
+static mut COMMANDS: [ngx_command_t; 18] = [
     upstream_directive(
         ngx_string!("supervisord"),
         NGX_CONF_TAKE12,
@@ -129,6 +130,11 @@ static mut COMMANDS: [ngx_command_t; 17] = [
         ngx_string!("supervisord_idle_timeout"),
         NGX_CONF_TAKE1,
         upstream::set_idle_timeout,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_load_interval"),
+        NGX_CONF_TAKE1,
+        upstream::set_load_interval,
     ),
     directive(
         ngx_string!("supervisord_start"),
@@ -398,6 +404,8 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     for upstream in worker::upstreams() {
         reconciler::start(upstream);
         scaler::start(upstream);
+        backend_monitor::start(upstream);
+        load_monitor::start(upstream);
     }
     watchdog::start();
     NGX_OK as ngx_int_t

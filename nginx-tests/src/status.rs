@@ -34,6 +34,8 @@ pub struct Starts {
     pub by_hand: u64,
     pub minimum: u64,
     pub load: u64,
+    /// Asked for by a C balancer (`ngx_supervisord_execute`).
+    pub balancer: u64,
 }
 
 /// Stops by cause.
@@ -44,6 +46,8 @@ pub struct Stops {
     pub idle: u64,
     pub light_load: u64,
     pub failure: u64,
+    /// Asked for by a C balancer.
+    pub balancer: u64,
 }
 
 /// Starts that ended up, and how long they took in total.
@@ -129,8 +133,8 @@ mod tests {
     fn parses_what_the_module_renders() {
         // As src/core/status_json.rs renders it, plus an upstream without supervisord.
         let figures = "\"requests\":7,\
-                       \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
-                       \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
+                       \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
+                       \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
                        \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
                        \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null";
         let body = format!(
@@ -195,8 +199,8 @@ mod tests {
             "{\"upstreams\":[{\"name\":\"x\",\"supervisord\":\"\",\"held\":0,\
              \"holds\":{\"count\":0,\"sum_ms\":0},\"backends\":[\
              {\"index\":0,\"server\":\"s\",\"program\":null,\"status\":\"sleeping\",\"in_flight\":0,\
-             \"requests\":0,\"starts\":{\"on_demand\":0,\"by_hand\":0,\"minimum\":0,\"load\":0},\
-             \"stops\":{\"by_hand\":0,\"idle\":0,\"light_load\":0,\"failure\":0},\
+             \"requests\":0,\"starts\":{\"on_demand\":0,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
+             \"stops\":{\"by_hand\":0,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
              \"failed_starts\":0,\"cold_start_ms\":{\"count\":0,\"sum\":0}}]}]}"
         )
         .is_err());

@@ -168,11 +168,11 @@ fn the_metrics_page_parses_and_counts_what_happened() {
     let starts = "ngx_supervisord_backend_starts_total";
     let stops = "ngx_supervisord_backend_stops_total";
     assert_eq!(backend0(starts, &[("cause", "on_demand")]), 1.0);
-    for cause in ["by_hand", "minimum", "load"] {
+    for cause in ["by_hand", "minimum", "load", "balancer"] {
         assert_eq!(backend0(starts, &[("cause", cause)]), 0.0, "{cause}");
     }
     assert_eq!(backend0(stops, &[("cause", "by_hand")]), 1.0);
-    for cause in ["idle", "light_load", "failure"] {
+    for cause in ["idle", "light_load", "failure", "balancer"] {
         assert_eq!(backend0(stops, &[("cause", cause)]), 0.0, "{cause}");
     }
     assert_eq!(

@@ -3,6 +3,7 @@
 //! locations, directives without `supervisord`). Nothing here changes once nginx runs; the
 //! module object that finds these configurations is passed in by the composition root.
 
+pub mod balancer_hooks;
 pub mod location;
 pub mod socket_access;
 pub mod upstream;

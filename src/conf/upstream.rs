@@ -10,6 +10,7 @@ use nginx_sys::{
     ngx_http_upstream_srv_conf_t, ngx_parse_url, ngx_str_t, ngx_url_t, sockaddr, socklen_t, NGX_OK,
 };
 
+use super::balancer_hooks::BalancerHooks;
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
 use crate::core::failure::FailureLimit;
@@ -49,6 +50,8 @@ pub const DEFAULT_HOLD_LIMIT: u64 = 1000;
 pub const DEFAULT_HOLD_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// ngx_supervisord 1.4 told load monitors every 60 s.
+pub const DEFAULT_LOAD_INTERVAL_MS: u64 = 60_000;
 
 /// The module's configuration of one `upstream {}` block.
 pub struct UpstreamConf {
@@ -74,6 +77,10 @@ pub struct UpstreamConf {
     pub scale_up: Option<ScaleUp>,
     /// `supervisord_idle_timeout`: how long a backend may go without requests; 0 is off.
     pub idle_timeout: Option<u64>,
+    /// `supervisord_load_interval`: how often a C balancer's load monitor is told the load.
+    pub load_interval: Option<u64>,
+    /// What a C balancer registered through the C API.
+    pub hooks: BalancerHooks,
 
     /// Filled in once the configuration is read (see `attach`).
     /// Position among the managed upstreams: the same in the shared zone and each worker.
@@ -102,6 +109,8 @@ impl Default for UpstreamConf {
             max_servers: None,
             scale_up: None,
             idle_timeout: None,
+            load_interval: None,
+            hooks: BalancerHooks::default(),
             index: 0,
             program_prefix: None,
             inherit_backend_status: false,
@@ -130,6 +139,10 @@ impl UpstreamConf {
 
     pub fn drain_timeout_ms(&self) -> u64 {
         self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
+    }
+
+    pub fn load_interval_ms(&self) -> u64 {
+        self.load_interval.unwrap_or(DEFAULT_LOAD_INTERVAL_MS)
     }
 
     pub fn sync_interval_ms(&self) -> u64 {
@@ -206,6 +219,8 @@ impl UpstreamConf {
             Some("supervisord_scale_up")
         } else if self.idle_timeout.is_some() {
             Some("supervisord_idle_timeout")
+        } else if self.load_interval.is_some() {
+            Some("supervisord_load_interval")
         } else {
             None
         }
@@ -656,6 +671,25 @@ pub unsafe extern "C" fn set_idle_timeout(
                 }
             },
             "a time such as 5m, or off",
+        )
+    }
+}
+
+/// `supervisord_load_interval time`: how often a C balancer's load monitor (C API) is told the
+/// load of the interval just ended (default 60s).
+pub unsafe extern "C" fn set_load_interval(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.load_interval,
+            positive_time,
+            "a time such as 10s",
         )
     }
 }

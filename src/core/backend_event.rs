@@ -22,10 +22,14 @@ pub enum BackendEvent {
     StopLightLoad,
     /// Taken down or restarted by the failure rule.
     StopFailure,
+    /// Started at the request of a C balancer (`ngx_supervisord_execute`).
+    StartByBalancer,
+    /// Stopped at the request of a C balancer.
+    StopByBalancer,
 }
 
 impl BackendEvent {
-    pub const ALL: [BackendEvent; 9] = [
+    pub const ALL: [BackendEvent; 11] = [
         Self::StartOnDemand,
         Self::StartByHand,
         Self::StartMinimum,
@@ -35,6 +39,8 @@ impl BackendEvent {
         Self::StopIdle,
         Self::StopLightLoad,
         Self::StopFailure,
+        Self::StartByBalancer,
+        Self::StopByBalancer,
     ];
 
     pub const COUNT: usize = Self::ALL.len();
@@ -56,6 +62,8 @@ impl BackendEvent {
             Self::StopIdle => ("stops", "idle"),
             Self::StopLightLoad => ("stops", "light_load"),
             Self::StopFailure => ("stops", "failure"),
+            Self::StartByBalancer => ("starts", "balancer"),
+            Self::StopByBalancer => ("stops", "balancer"),
         }
     }
 }

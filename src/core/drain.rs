@@ -21,17 +21,19 @@ pub enum DrainStep {
 }
 
 /// What to do with a drain begun at `started_ms` for a backend now in `status` with
-/// `in_flight` requests over all workers.
+/// `in_flight` requests over all workers; `balancer_allows`: a C balancer's checker (C API)
+/// lets the stop go, or there is none. The drain timeout bounds the checker's wait too.
 pub fn drain_step(
     status: BackendStatus,
     in_flight: i64,
+    balancer_allows: bool,
     started_ms: u64,
     now_ms: u64,
     timeout_ms: u64,
 ) -> DrainStep {
     if status != BackendStatus::ShuttingDown {
         DrainStep::Abandoned
-    } else if in_flight <= 0 {
+    } else if in_flight <= 0 && balancer_allows {
         DrainStep::StopDrained
     } else if now_ms.saturating_sub(started_ms) >= timeout_ms {
         DrainStep::StopTimedOut { in_flight }
@@ -56,12 +58,12 @@ mod tests {
     #[test]
     fn an_idle_backend_is_stopped_at_once() {
         assert_eq!(
-            drain_step(ShuttingDown, 0, 100, 100, 30_000),
+            drain_step(ShuttingDown, 0, true, 100, 100, 30_000),
             DrainStep::StopDrained
         );
         // A count that went below zero (a worker died mid-request) does not block the stop.
         assert_eq!(
-            drain_step(ShuttingDown, -1, 100, 100, 30_000),
+            drain_step(ShuttingDown, -1, true, 100, 100, 30_000),
             DrainStep::StopDrained
         );
     }
@@ -69,23 +71,43 @@ mod tests {
     #[test]
     fn a_busy_backend_waits_until_drained_or_timed_out() {
         assert_eq!(
-            drain_step(ShuttingDown, 3, 100, 29_000, 30_000),
+            drain_step(ShuttingDown, 3, true, 100, 29_000, 30_000),
             DrainStep::Wait
         );
         assert_eq!(
-            drain_step(ShuttingDown, 3, 100, 30_100, 30_000),
+            drain_step(ShuttingDown, 3, true, 100, 30_100, 30_000),
             DrainStep::StopTimedOut { in_flight: 3 }
         );
         assert_eq!(
-            drain_step(ShuttingDown, 0, 100, 30_100, 30_000),
+            drain_step(ShuttingDown, 0, true, 100, 30_100, 30_000),
             DrainStep::StopDrained
+        );
+    }
+
+    #[test]
+    fn a_balancer_checker_holds_the_stop_within_the_drain_timeout() {
+        assert_eq!(
+            drain_step(ShuttingDown, 0, false, 100, 29_000, 30_000),
+            DrainStep::Wait
+        );
+        assert_eq!(
+            drain_step(ShuttingDown, 0, false, 100, 30_100, 30_000),
+            DrainStep::StopTimedOut { in_flight: 0 }
+        );
+        assert_eq!(
+            drain_step(ShuttingDown, 2, false, 100, 200, 30_000),
+            DrainStep::Wait
+        );
+        assert_eq!(
+            drain_step(Up, 0, false, 100, 200, 30_000),
+            DrainStep::Abandoned
         );
     }
 
     #[test]
     fn a_zero_timeout_stops_at_once_whatever_is_in_flight() {
         assert_eq!(
-            drain_step(ShuttingDown, 2, 100, 100, 0),
+            drain_step(ShuttingDown, 2, true, 100, 100, 0),
             DrainStep::StopTimedOut { in_flight: 2 }
         );
     }
@@ -94,11 +116,11 @@ mod tests {
     fn a_backend_settled_meanwhile_is_not_stopped() {
         for status in [Up, Down, StartingUp] {
             assert_eq!(
-                drain_step(status, 3, 100, 200, 30_000),
+                drain_step(status, 3, true, 100, 200, 30_000),
                 DrainStep::Abandoned
             );
             assert_eq!(
-                drain_step(status, 0, 100, 200, 30_000),
+                drain_step(status, 0, true, 100, 200, 30_000),
                 DrainStep::Abandoned
             );
         }

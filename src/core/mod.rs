@@ -4,6 +4,7 @@
 
 pub mod backend_event;
 pub mod backend_status;
+pub mod balancer_api;
 pub mod call_outcome;
 pub mod commands;
 pub mod control_uri;

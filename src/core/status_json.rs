@@ -132,8 +132,8 @@ mod tests {
              \"holds\":{\"count\":4,\"sum_ms\":1250},\"backends\":[\
              {\"index\":0,\"server\":\"127.0.0.1:8000\",\"program\":\"backend0\",\
              \"status\":\"starting up\",\"in_flight\":2,\"requests\":7,\
-             \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0},\
-             \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0},\
+             \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
+             \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
              \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
              \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null}]}"
         );

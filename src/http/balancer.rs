@@ -19,12 +19,12 @@ use nginx_sys::{
 };
 use ngx::http::HttpModuleServerConf;
 
-use super::hold_gate;
+use super::{hold_gate, peer_init_hold};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
 use crate::core::refused_attempt::{hold_again, FailedAttempt};
 use crate::module_type::Module;
-use crate::runtime::{worker, UpstreamRuntime};
+use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
 use crate::util::time::now_ms;
 
@@ -175,9 +175,12 @@ unsafe extern "C" fn init_peer(
         sync_peer_list(upstream, unsafe { &mut *uscf });
         upstream.synced_generation.set(generation);
     }
+    backend_monitor::tell_changes(upstream);
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
     let rc = unsafe { inner_init(r, uscf) };
-    if rc != NGX_OK as ngx_int_t {
+    // A balancer of the C API may have held the request itself (NGX_BUSY): it goes on later
+    // through this wrapper all the same.
+    if rc != NGX_OK as ngx_int_t && rc != NGX_BUSY as ngx_int_t {
         return rc;
     }
     // SAFETY: r is a live request; the context lives in its pool, as long as the request.
@@ -213,7 +216,11 @@ unsafe extern "C" fn init_peer(
             }
         }
     }
-    NGX_OK as ngx_int_t
+    if rc == NGX_OK as ngx_int_t {
+        // SAFETY: r is the live request whose peer.init this is.
+        return unsafe { peer_init_hold::check(r, upstream) };
+    }
+    rc
 }
 
 fn peer_sockaddr(pc: &ngx_peer_connection_t) -> &[u8] {

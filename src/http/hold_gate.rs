@@ -30,7 +30,7 @@ use crate::core::backend_event::BackendEvent;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
-use crate::runtime::{worker, HeldRequest, HoldQueue, UpstreamRuntime};
+use crate::runtime::{init_busy, worker, HeldRequest, HoldQueue, UpstreamRuntime};
 use crate::shared::records::SharedBackend;
 use crate::supervisord::commander;
 use crate::util::log::cycle_log;
@@ -43,7 +43,7 @@ fn view(backend: &SharedBackend, now: u64) -> BackendView {
     BackendView::new(backend.status(), backend.start_backoff().wait_left_ms(now))
 }
 
-fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
+pub(super) fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
     let shared = upstream.shared();
     let now = now_ms();
     hold_verdict(
@@ -54,7 +54,7 @@ fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
 }
 
 /// The 503 for a request that finds every DOWN backend waiting out its start backoff.
-fn backing_off(
+pub(super) fn backing_off(
     request: &mut Request,
     upstream: &UpstreamRuntime,
     retry_after_ms: u64,
@@ -75,7 +75,7 @@ fn backing_off(
 
 /// Starts the first DOWN backend not waiting out a start backoff, unless another worker got
 /// there first.
-fn start_one(upstream: &'static UpstreamRuntime) {
+pub(super) fn start_one(upstream: &'static UpstreamRuntime) {
     let lock = upstream.lock();
     let now = now_ms();
     let backends: Vec<BackendView> = upstream
@@ -148,6 +148,11 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
                 start_one(upstream);
             }
         }
+    }
+    if !request.is_main() && init_busy::available() {
+        // Held by the balancer's peer.init instead (`peer_init_hold`), without touching the
+        // connection's events, which it shares with the main request.
+        return NGX_DECLINED as ngx_int_t;
     }
     if !request.is_main() {
         // A subrequest shares its connection, its events and its pool with the main request,
@@ -339,7 +344,10 @@ fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
 /// The request's held record: its module context, made (with a pool cleanup that takes it off
 /// the queue should the request be freed while held) the first time the request is held.
 /// Null when out of memory.
-fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *mut HeldRequest {
+pub(super) fn held_request(
+    request: &mut Request,
+    upstream: &'static UpstreamRuntime,
+) -> *mut HeldRequest {
     let module = Module::module();
     let existing = held_context(request);
     // SAFETY: the context, when set, is this request's record in its pool.
@@ -402,10 +410,14 @@ fn held_context(request: &Request) -> *mut HeldRequest {
 }
 
 /// The `Retry-After` of every 503 the gate answers.
-const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
+pub(super) const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
 
 /// Takes the request off its queue and the shared count, once.
-fn release(held: &mut HeldRequest) {
+pub(super) fn release(held: &mut HeldRequest) {
+    if held.deadline.timer_set() != 0 {
+        // SAFETY: the event lives in the record, only this worker's thread touches it.
+        unsafe { ngx_del_timer(&mut held.deadline) };
+    }
     if HoldQueue::remove(held) {
         held.let_go(now_ms());
     }
@@ -454,7 +466,7 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
     unsafe { end_with(r, rc) };
 }
 
-fn arm_wake_timer(upstream: &'static UpstreamRuntime) {
+pub(super) fn arm_wake_timer(upstream: &'static UpstreamRuntime) {
     let event = upstream.wake_timer.get();
     // SAFETY: the event lives in the worker's runtime; only this worker's thread touches it.
     unsafe {
@@ -513,14 +525,15 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
             HoldVerdict::Proceed => {
                 held.let_go(now_ms());
                 resumed += 1;
-                // SAFETY: the request is held (suspended in its phase loop) and live.
-                unsafe { resume(r) };
+                // SAFETY: the request is held (suspended in its phase loop or its peer.init)
+                // and live.
+                unsafe { go_on(held) };
             }
             HoldVerdict::StartFailed => {
                 held.let_go(now_ms());
                 failed += 1;
                 // SAFETY: as above; the commander logged why the start failed.
-                unsafe { end_with(r, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
+                unsafe { answer(held, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
             }
             HoldVerdict::BackingOff { retry_after_ms } => {
                 held.let_go(now_ms());
@@ -529,7 +542,7 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 let request = unsafe { Request::from_ngx_http_request(r) };
                 let rc = backing_off(request, upstream, retry_after_ms);
                 // SAFETY: as above.
-                unsafe { end_with(r, rc) };
+                unsafe { answer(held, rc) };
             }
         }
     }
@@ -566,6 +579,36 @@ unsafe fn stop_hold_timer(r: *mut ngx_http_request_t) {
             ngx_del_timer(wev);
         }
         (*wev).set_delayed(0);
+    }
+}
+
+/// Sends a request whose hold just ended on to its upstream, where it was paused.
+///
+/// # Safety
+/// `held` must be the record of a live request whose hold just ended.
+unsafe fn go_on(held: &mut HeldRequest) {
+    if held.paused_in_peer_init {
+        held.paused_in_peer_init = false;
+        // SAFETY: caller's contract: paused by peer.init, which only happens with the patch.
+        unsafe { init_busy::resume(held.request, NGX_OK as ngx_int_t) };
+    } else {
+        // SAFETY: caller's contract.
+        unsafe { resume(held.request) };
+    }
+}
+
+/// Answers a request whose hold just ended with `rc`.
+///
+/// # Safety
+/// As `go_on`.
+pub(super) unsafe fn answer(held: &mut HeldRequest, rc: ngx_int_t) {
+    if held.paused_in_peer_init {
+        held.paused_in_peer_init = false;
+        // SAFETY: as in go_on; the patch's resume finalizes the upstream request with rc.
+        unsafe { init_busy::resume(held.request, rc) };
+    } else {
+        // SAFETY: caller's contract.
+        unsafe { end_with(held.request, rc) };
     }
 }
 

@@ -4,5 +4,6 @@ pub mod balancer;
 pub mod control;
 pub mod hold_gate;
 pub mod metrics;
+pub mod peer_init_hold;
 pub mod status;
 pub mod variables;

@@ -6,8 +6,8 @@ use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_queue_add, ngx_queue_empty, ngx_queue_init, ngx_queue_insert_before,
-    ngx_queue_remove, ngx_queue_t,
+    ngx_event_t, ngx_http_request_t, ngx_queue_add, ngx_queue_empty, ngx_queue_init,
+    ngx_queue_insert_before, ngx_queue_remove, ngx_queue_t,
 };
 
 use crate::conf::UpstreamConf;
@@ -39,6 +39,12 @@ pub struct HeldRequest {
     pub held_ms: u64,
     /// The backend the balancer last picked for it (`$supervisord_backend`).
     pub backend: Option<usize>,
+    /// Held by its balancer's peer.init (nginx patched with init_busy), not by the gate: it
+    /// goes on, or is answered, through the patch's resume.
+    pub paused_in_peer_init: bool,
+    /// The hold deadline of a request paused in peer.init (a request held by the gate uses its
+    /// connection's write event; a subrequest, which shares its connection, cannot).
+    pub deadline: ngx_event_t,
 }
 
 impl HeldRequest {
@@ -61,6 +67,9 @@ impl HeldRequest {
             holds_ended: 0,
             held_ms: 0,
             backend: None,
+            paused_in_peer_init: false,
+            // SAFETY: zeroed is a valid unset event.
+            deadline: unsafe { std::mem::zeroed() },
         }
     }
 

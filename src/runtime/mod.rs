@@ -1,7 +1,9 @@
 //! Per-worker runtime state: built in `init_process` for each managed upstream, owned by the
 //! worker's cycle (freed with its pool), reached from any handler through `worker::upstream`.
 
+pub mod backend_monitor;
 pub mod hold_queue;
+pub mod init_busy;
 pub mod worker;
 
 pub use hold_queue::{HeldRequest, HoldQueue};

@@ -13,7 +13,9 @@ use nginx_sys::{
     ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
+use super::backend_monitor::BackendMonitorState;
 use super::hold_queue::HoldQueue;
+use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
 use crate::shared::records::SharedUpstream;
@@ -46,6 +48,12 @@ pub struct UpstreamRuntime {
     /// Per backend, the drain this worker watches before stopping it (see
     /// `commander::stop_after_drain`).
     pub drains: Box<[DrainTimer]>,
+    /// Per backend, the C balancer's checker a stop this worker drains waits for too.
+    pub stop_checkers: RefCell<Vec<Option<Checker>>>,
+    /// The C balancer's backend monitor: what it was last told (`runtime::backend_monitor`).
+    pub monitor: BackendMonitorState,
+    /// Takes the turn to tell the C balancer's load monitor (`api::load_monitor`).
+    pub load_timer: UnsafeCell<ngx_event_t>,
 }
 
 /// One backend's drain as watched by the worker that took its stop: a timer that looks at the
@@ -85,6 +93,10 @@ impl UpstreamRuntime {
             failure_counts: RefCell::new(vec![FailureCount::default(); conf.backends.len()]),
             failure_checks: RefCell::new(vec![false; conf.backends.len()]),
             drains: conf.backends.iter().map(|_| DrainTimer::new()).collect(),
+            stop_checkers: RefCell::new(vec![None; conf.backends.len()]),
+            monitor: BackendMonitorState::new(conf.backends.len()),
+            // SAFETY: zeroed is a valid unset event.
+            load_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
         }
     }
 

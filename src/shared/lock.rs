@@ -165,6 +165,13 @@ impl ZoneLock<'_> {
             .store(taken as u64 + 1, Ordering::Release);
     }
 
+    /// A balancer's "any" command goes ahead now.
+    pub fn note_balancer_any_command(&self, now_ms: u64) {
+        self.upstream
+            .last_balancer_any_command
+            .store(now_ms, Ordering::Release);
+    }
+
     /// A load action (start or stop for load) is taken now.
     pub fn note_scale_action(&self, now_ms: u64) {
         self.upstream

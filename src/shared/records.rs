@@ -251,6 +251,13 @@ pub struct SharedUpstream {
     /// Requests held so far, and the milliseconds they were held in total.
     pub(super) holds: AtomicU64,
     pub(super) hold_ms_sum: AtomicU64,
+    // The C API (see `core::balancer_api`):
+    /// When a balancer's last "any" command went ahead.
+    pub(super) last_balancer_any_command: AtomicU64,
+    /// When the load monitor was last told (one worker per interval wins it; 0: never), and
+    /// the upstream's request count then.
+    pub(super) last_load_report: AtomicU64,
+    pub(super) load_report_requests: AtomicU64,
 }
 
 /// Room for two windows of samples.
@@ -383,6 +390,31 @@ impl SharedUpstream {
     /// When supervisord's view was last asked for (0: never).
     pub fn last_sync(&self) -> u64 {
         self.last_sync.load(Ordering::Acquire)
+    }
+
+    /// Whether this worker tells the load monitor now: at most one worker per `interval_ms`.
+    /// Returns when it was last told (0: never) and the request count of then, and records
+    /// `now_ms` and `requests` for the next report.
+    pub fn take_load_report(
+        &self,
+        now_ms: u64,
+        interval_ms: u64,
+        requests: u64,
+    ) -> Option<(u64, u64)> {
+        let last = self.last_load_report.load(Ordering::Acquire);
+        if last != 0 && now_ms.saturating_sub(last) + interval_ms / 10 < interval_ms {
+            return None;
+        }
+        self.last_load_report
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let requests_then = self.load_report_requests.swap(requests, Ordering::AcqRel);
+        Some((last, requests_then))
+    }
+
+    /// When a balancer's last "any" command went ahead (0: never).
+    pub fn last_balancer_any_command(&self) -> u64 {
+        self.last_balancer_any_command.load(Ordering::Acquire)
     }
 
     pub fn last_scale_action(&self) -> u64 {

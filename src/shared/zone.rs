@@ -351,6 +351,9 @@ unsafe fn find_or_create(
             load_samples_taken: AtomicU64::new(0),
             holds: AtomicU64::new(0),
             hold_ms_sum: AtomicU64::new(0),
+            last_balancer_any_command: AtomicU64::new(0),
+            last_load_report: AtomicU64::new(0),
+            load_report_requests: AtomicU64::new(0),
         })
     };
     root.first = record;

@@ -96,10 +96,14 @@ pub fn stop_after_drain(
     let step = drain_step(
         backend.status(),
         backend.in_flight(),
+        balancer_allows_stop(upstream, index),
         now,
         now,
         conf.drain_timeout_ms(),
     );
+    if step != DrainStep::Wait {
+        upstream.stop_checkers.borrow_mut()[index] = None;
+    }
     ngx::ngx_log_debug!(
         cycle_log(),
         "supervisord: upstream \"{}\" backend {}: stop, {} in flight: {:?}",
@@ -129,7 +133,7 @@ pub fn stop_after_drain(
             })
         }
         DrainStep::StopTimedOut { in_flight } => {
-            log_stop(upstream, index, in_flight);
+            log_stop(upstream, index, in_flight, true);
             try_execute(upstream, index, Command::Stop).map(|()| StopBegun::Sent)
         }
         DrainStep::StopDrained => {
@@ -137,6 +141,18 @@ pub fn stop_after_drain(
         }
         DrainStep::Abandoned => Ok(StopBegun::Settled),
     }
+}
+
+/// Whether the C balancer that asked for this stop (`ngx_supervisord_execute` with a checker)
+/// lets it go now; true when no checker waits.
+fn balancer_allows_stop(upstream: &UpstreamRuntime, index: usize) -> bool {
+    let Some(checker) = upstream.stop_checkers.borrow()[index] else {
+        return true;
+    };
+    // SAFETY: the balancer gave this checker for this upstream's srv conf, which lives as long
+    // as the configuration; its contract is ngx_supervisord.h's.
+    let rc = unsafe { checker(upstream.conf.upstream, index as nginx_sys::ngx_uint_t) };
+    rc == nginx_sys::NGX_OK as nginx_sys::ngx_int_t
 }
 
 fn watch(upstream: &'static UpstreamRuntime, index: usize, now: u64) {
@@ -172,10 +188,14 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     let step = drain_step(
         backend.status(),
         in_flight,
+        in_flight > 0 || balancer_allows_stop(upstream, index),
         upstream.drains[index].started_ms.get(),
         now_ms(),
         conf.drain_timeout_ms(),
     );
+    if step != DrainStep::Wait {
+        upstream.stop_checkers.borrow_mut()[index] = None;
+    }
     ngx::ngx_log_debug!(
         cycle_log(),
         "supervisord: upstream \"{}\" backend {}: draining, {} in flight: {:?}",
@@ -188,11 +208,11 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
         // SAFETY: re-arming our own event.
         DrainStep::Wait => unsafe { ngx_add_timer(event, DRAIN_CHECK_INTERVAL_MS as _) },
         DrainStep::StopDrained => {
-            log_stop(upstream, index, 0);
+            log_stop(upstream, index, 0, false);
             execute(upstream, index, Command::Stop);
         }
         DrainStep::StopTimedOut { in_flight } => {
-            log_stop(upstream, index, in_flight);
+            log_stop(upstream, index, in_flight, true);
             execute(upstream, index, Command::Stop);
         }
         // Whoever settled it logged why.
@@ -201,11 +221,16 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
 }
 
 /// The one notice of a drain: when the stop is sent, and with how much still in flight.
-fn log_stop(upstream: &UpstreamRuntime, index: usize, in_flight: i64) {
+fn log_stop(upstream: &UpstreamRuntime, index: usize, in_flight: i64, timed_out: bool) {
     let conf = upstream.conf;
     let how = if in_flight > 0 {
         format!(
             "drain timed out after {} ms with {in_flight} in flight",
+            conf.drain_timeout_ms()
+        )
+    } else if timed_out {
+        format!(
+            "drain timed out after {} ms, the balancer's checker still refusing",
             conf.drain_timeout_ms()
         )
     } else {

@@ -1,0 +1,95 @@
+//! Telling a C balancer's load monitor the load: every `supervisord_load_interval`, in one
+//! worker (whichever takes the interval's turn in the shared zone), with the figures of the
+//! interval just ended over all workers (`core::balancer_api::load_figures`).
+//!
+//! ngx_supervisord 1.4 told the monitor in every worker, each with the global count of its
+//! own window, so a balancer acting on the figures acted once per worker; here it acts once.
+
+use std::ffi::c_void;
+
+use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_msec_t, ngx_quit, ngx_terminate};
+
+use crate::conf::balancer_hooks::LoadReport;
+use crate::core::backend_status::BackendStatus;
+use crate::core::balancer_api::load_figures;
+use crate::runtime::UpstreamRuntime;
+use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
+
+/// How often a worker looks whether the interval's turn is due.
+fn tick_ms(interval_ms: u64) -> u64 {
+    (interval_ms / 10).clamp(50, 1_000)
+}
+
+/// Starts this worker's timer for an upstream whose balancer registered a load monitor.
+pub fn start(upstream: &'static UpstreamRuntime) {
+    if upstream.conf.hooks.load_monitor.is_none() {
+        return;
+    }
+    let event = upstream.load_timer.get();
+    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
+    unsafe {
+        (*event).handler = Some(on_tick);
+        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*event).log = cycle_log();
+        // Does not keep a gracefully exiting worker alive.
+        (*event).set_cancelable(1);
+        ngx_add_timer(event, tick_ms(upstream.conf.load_interval_ms()) as _);
+    }
+}
+
+unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: plain reads of nginx's process flags.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    let interval = upstream.conf.load_interval_ms();
+    // SAFETY: re-arming our own event.
+    unsafe { ngx_add_timer(event, tick_ms(interval) as _) };
+    report(upstream, interval);
+}
+
+fn report(upstream: &'static UpstreamRuntime, interval_ms: u64) {
+    let Some(monitor) = upstream.conf.hooks.load_monitor else {
+        return;
+    };
+    let shared = upstream.shared();
+    let now = now_ms();
+    let requests: u64 = shared.backends().iter().map(|b| b.requests()).sum();
+    let Some((last, requests_then)) = shared.take_load_report(now, interval_ms, requests) else {
+        return;
+    };
+    if last == 0 {
+        // The first turn only starts the first interval.
+        return;
+    }
+    let up = shared
+        .backends()
+        .iter()
+        .filter(|backend| backend.status() == BackendStatus::Up)
+        .count() as u64;
+    let figures = load_figures(
+        requests.saturating_sub(requests_then),
+        now.saturating_sub(last),
+        up,
+        shared.backends().len() as u64,
+    );
+    ngx::ngx_log_debug!(
+        cycle_log(),
+        "supervisord: upstream \"{}\": telling the balancer the load: {:?}",
+        upstream.name(),
+        figures
+    );
+    let report = LoadReport {
+        load: figures.load as _,
+        reqs: figures.requests as _,
+        interval: figures.interval_ms as ngx_msec_t,
+        aservers: figures.up as _,
+        nservers: figures.backends as _,
+    };
+    // SAFETY: the balancer registered this callback for this upstream's srv conf, which lives
+    // as long as the configuration; its contract is ngx_supervisord.h's.
+    unsafe { monitor(upstream.conf.upstream, report) };
+}

@@ -1,0 +1,39 @@
+//! What a C balancer module registers through the C API (`include/ngx_supervisord.h`): the
+//! callback types with their C layout. Registered at configuration time, kept in the
+//! upstream's configuration, called by the per-worker runtime.
+
+use nginx_sys::{ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_uint_t};
+
+/// `ngx_supervisord_backend_pt`: told each backend's new status.
+pub type BackendMonitor = unsafe extern "C" fn(
+    uscf: *mut ngx_http_upstream_srv_conf_t,
+    backend: ngx_uint_t,
+    status: ngx_uint_t,
+);
+
+/// `ngx_supervisord_load_pt`: told the load of the interval just ended (by value).
+pub type LoadMonitor =
+    unsafe extern "C" fn(uscf: *mut ngx_http_upstream_srv_conf_t, load: LoadReport);
+
+/// `ngx_supervisord_checker_pt`: NGX_OK when a command for `backend` may be sent now.
+pub type Checker =
+    unsafe extern "C" fn(uscf: *mut ngx_http_upstream_srv_conf_t, backend: ngx_uint_t) -> ngx_int_t;
+
+/// `ngx_supervisord_load_t`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadReport {
+    pub load: ngx_uint_t,
+    pub reqs: ngx_uint_t,
+    pub interval: ngx_msec_t,
+    pub aservers: ngx_uint_t,
+    pub nservers: ngx_uint_t,
+}
+
+/// The hooks one upstream's balancer registered; one of each, a later registration replaces
+/// an earlier one (as in ngx_supervisord 1.4).
+#[derive(Clone, Copy, Default)]
+pub struct BalancerHooks {
+    pub backend_monitor: Option<BackendMonitor>,
+    pub load_monitor: Option<LoadMonitor>,
+}

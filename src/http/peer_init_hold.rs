@@ -1,0 +1,105 @@
+//! Holding in peer.init (nginx patched with init_busy; `ngx_supervisord_check_servers` of the
+//! C API): a request that reaches its balancer while no backend is UP, which the hold gate
+//! could not hold (a subrequest, a `proxy_pass` whose upstream name comes from a variable, a
+//! request sent back by "no live upstreams"), is held there: peer.init answers NGX_BUSY and the
+//! request waits in the same queue as the gate's, with the same bounds, and goes on through the
+//! patch's resume once a backend is UP.
+
+use std::ffi::c_void;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_BUSY, NGX_ERROR,
+    NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::http::Request;
+
+use super::hold_gate::{
+    answer, arm_wake_timer, backing_off, held_request, release, start_one, verdict, RETRY_AFTER,
+};
+use crate::core::hold_verdict::HoldVerdict;
+use crate::runtime::{backend_monitor, init_busy, HeldRequest, UpstreamRuntime};
+use crate::util::log::cycle_log;
+use crate::util::reply::error_status;
+use crate::util::time::now_ms;
+
+/// What peer.init answers for `r`: NGX_OK when a backend is UP (or nothing can hold: stock
+/// nginx), NGX_BUSY when the request is held, or the HTTP status to answer it with at once.
+///
+/// # Safety
+/// `r` must be the live request whose balancer's peer.init is running.
+pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) -> ngx_int_t {
+    backend_monitor::tell_changes(upstream);
+    // SAFETY: caller's contract.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let failures_seen = upstream.shared().failed_starts();
+    match verdict(upstream, failures_seen) {
+        HoldVerdict::Proceed => return NGX_OK as ngx_int_t,
+        _ if !init_busy::available() => return NGX_OK as ngx_int_t,
+        HoldVerdict::StartFailed => return NGX_HTTP_BAD_GATEWAY as ngx_int_t,
+        HoldVerdict::BackingOff { retry_after_ms } => {
+            return backing_off(request, upstream, retry_after_ms)
+        }
+        HoldVerdict::Wait { start } => {
+            if start {
+                start_one(upstream);
+            }
+        }
+    }
+    if !upstream.shared().try_hold(upstream.conf.hold_limit()) {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            request.log(),
+            "supervisord: upstream \"{}\": {} requests held already, refusing one more",
+            upstream.name(),
+            upstream.conf.hold_limit()
+        );
+        return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+    }
+    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
+    let Some(held) = (unsafe { held_request(request, upstream).as_mut() }) else {
+        upstream.shared().release_hold();
+        return NGX_ERROR as ngx_int_t;
+    };
+    held.failures_seen = failures_seen;
+    held.hold_began_ms = now_ms();
+    held.paused_in_peer_init = true;
+    upstream.held.push(held);
+    let deadline: *mut ngx_event_t = &mut held.deadline;
+    // SAFETY: the event lives in the record, in the request's pool; the record's pool cleanup
+    // deletes its timer should the request be freed while held.
+    unsafe {
+        (*deadline).handler = Some(on_deadline);
+        (*deadline).data = held as *mut HeldRequest as *mut c_void;
+        (*deadline).log = (*(*r).connection).log;
+        ngx_add_timer(deadline, upstream.conf.hold_timeout_ms() as _);
+    }
+    arm_wake_timer(upstream);
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\": holding request in peer.init, {} held in all workers",
+        upstream.name(),
+        upstream.shared().held()
+    );
+    NGX_BUSY as ngx_int_t
+}
+
+/// The hold timeout of a request paused in peer.init: 503, as for one the gate holds.
+unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its record, alive while its timer is set.
+    let held = unsafe { &mut *((*event).data as *mut HeldRequest) };
+    let upstream = held.upstream;
+    release(held);
+    // SAFETY: the request is live (its pool, holding the record, is).
+    let request = unsafe { Request::from_ngx_http_request(held.request) };
+    ngx::ngx_log_error!(
+        NGX_LOG_WARN,
+        request.log(),
+        "supervisord: upstream \"{}\": no backend up within {} ms, request not held longer",
+        upstream.name,
+        upstream.hold_timeout_ms()
+    );
+    let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+    ngx::ngx_log_debug!(cycle_log(), "supervisord: peer.init hold timed out");
+    // SAFETY: held, live, paused in peer.init.
+    unsafe { answer(held, rc) };
+}

@@ -1,0 +1,110 @@
+//! Telling a C balancer's backend monitor (C API) about status changes, in every worker: each
+//! backend's status once when the worker starts, then each change, seen through the upstream's
+//! shared generation when a request goes to the upstream and on a short timer (so that a
+//! worker without traffic keeps its balancer's peers in step too).
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::ffi::c_void;
+
+use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_uint_t};
+
+use super::worker::UpstreamRuntime;
+use crate::core::backend_status::BackendStatus;
+use crate::util::log::cycle_log;
+
+/// How often an idle worker looks for changes to tell.
+const LOOK_INTERVAL_MS: u64 = 100;
+
+/// What this worker last told the monitor.
+pub struct BackendMonitorState {
+    /// The shared generation last looked at (`u64::MAX`: never).
+    generation: Cell<u64>,
+    told: RefCell<Vec<Option<BackendStatus>>>,
+    timer: UnsafeCell<ngx_event_t>,
+}
+
+impl BackendMonitorState {
+    pub fn new(backends: usize) -> Self {
+        Self {
+            generation: Cell::new(u64::MAX),
+            told: RefCell::new(vec![None; backends]),
+            // SAFETY: zeroed is a valid unset event.
+            timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+/// Tells the upstream's backend monitor, if a balancer registered one, every backend whose
+/// status differs from what this worker last told it.
+pub fn tell_changes(upstream: &UpstreamRuntime) {
+    let Some(monitor) = upstream.conf.hooks.backend_monitor else {
+        return;
+    };
+    let shared = upstream.shared();
+    let generation = shared.generation();
+    let state = &upstream.monitor;
+    if state.generation.get() == generation {
+        return;
+    }
+    state.generation.set(generation);
+    let changes: Vec<(usize, BackendStatus)> = {
+        let mut told = state.told.borrow_mut();
+        shared
+            .backends()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, backend)| {
+                let status = backend.status();
+                (told[index] != Some(status)).then(|| {
+                    told[index] = Some(status);
+                    (index, status)
+                })
+            })
+            .collect()
+    };
+    // Called with nothing borrowed: a monitor may well call back into the C API.
+    for (index, status) in changes {
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\": telling the balancer backend {} is {}",
+            upstream.name(),
+            index,
+            status
+        );
+        // SAFETY: the balancer registered this callback for this upstream's srv conf, which
+        // lives as long as the configuration; its contract is ngx_supervisord.h's.
+        unsafe {
+            monitor(
+                upstream.conf.upstream,
+                index as ngx_uint_t,
+                status as ngx_uint_t,
+            )
+        };
+    }
+}
+
+/// Tells the monitor the statuses as this worker starts, then looks for changes on a timer.
+pub fn start(upstream: &'static UpstreamRuntime) {
+    if upstream.conf.hooks.backend_monitor.is_none() {
+        return;
+    }
+    tell_changes(upstream);
+    let event = upstream.monitor.timer.get();
+    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
+    unsafe {
+        (*event).handler = Some(on_timer);
+        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*event).log = cycle_log();
+        // Does not keep a gracefully exiting worker alive.
+        (*event).set_cancelable(1);
+        ngx_add_timer(event, LOOK_INTERVAL_MS as _);
+    }
+}
+
+unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
+    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    tell_changes(upstream);
+    // SAFETY: re-arming our own event.
+    unsafe { ngx_add_timer(event, LOOK_INTERVAL_MS as _) };
+}
