@@ -44,7 +44,10 @@
 
 /*
  * To be returned from a balancer's peer.init in place of NGX_OK:
- *   NGX_OK       a backend is up (or the upstream has no `supervisord`): go on;
+ *   NGX_OK       go on: a backend is up, or the upstream has no `supervisord`, or the
+ *                module holds the request itself right after this peer.init (it wraps the
+ *                balancer of every upstream it manages, outside any balancer stacked on it
+ *                such as keepalive, which would take NGX_BUSY for an error);
  *   NGX_BUSY     no backend is up: the request is held (one is being started) and resumed
  *                or answered later by ngx_supervisord; needs nginx patched with init_busy
  *                (without it the request is never held and NGX_OK is returned);

@@ -58,15 +58,26 @@ pub struct Supervisord {
 impl Supervisord {
     /// Starts supervisord with `programs`; `groups` are extra `[group:x]` sections.
     pub fn start(name: &str, programs: &[Program], groups: &str) -> Self {
+        Self::start_on(name, programs, groups, free_port(), (USER, PASSWORD))
+    }
+
+    /// As [`Self::start`], its TCP port and Basic-auth credentials given (e.g. those of a
+    /// documented example).
+    pub fn start_on(
+        name: &str,
+        programs: &[Program],
+        groups: &str,
+        port: u16,
+        (user, password): (&str, &str),
+    ) -> Self {
         let dir =
             std::env::temp_dir().join(format!("ngx-supervisord-sv-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let mut conf = format!(
             "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
              childlogdir={d}\nloglevel=info\n\
-             [inet_http_server]\nport=127.0.0.1:{port}\nusername={USER}\npassword={PASSWORD}\n\
+             [inet_http_server]\nport=127.0.0.1:{port}\nusername={user}\npassword={password}\n\
              [unix_http_server]\nfile={d}/supervisor.sock\nchmod=0777\n\
              [rpcinterface:supervisor]\n\
              supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\

@@ -50,6 +50,11 @@ unsafe fn managed(uscf: *mut ngx_http_upstream_srv_conf_t) -> Option<&'static Up
 /// nginx's contract for peer.init: `r` is the live request whose balancer's peer.init runs.
 #[no_mangle]
 pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if peer_init_hold::inside_wrapped_init() {
+        // The module's balancer wrapper around this balancer holds, if need be, once every
+        // balancer it wraps said NGX_OK.
+        return NGX_OK as ngx_int_t;
+    }
     // SAFETY: caller's contract; the upstream is set before peer.init runs.
     let upstream = unsafe { r.as_ref().and_then(|r| r.upstream.as_ref()) };
     let Some(u) = upstream else {

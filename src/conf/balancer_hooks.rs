@@ -37,3 +37,10 @@ pub struct BalancerHooks {
     pub backend_monitor: Option<BackendMonitor>,
     pub load_monitor: Option<LoadMonitor>,
 }
+
+impl BalancerHooks {
+    /// The upstream's balancer is one of the C API (it registered a monitor).
+    pub fn in_use(&self) -> bool {
+        self.backend_monitor.is_some() || self.load_monitor.is_some()
+    }
+}

@@ -24,7 +24,7 @@ use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
 use crate::core::refused_attempt::{hold_again, FailedAttempt};
 use crate::module_type::Module;
-use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
+use crate::runtime::{backend_monitor, init_busy, worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
 use crate::util::time::now_ms;
 
@@ -177,10 +177,8 @@ unsafe extern "C" fn init_peer(
     }
     backend_monitor::tell_changes(upstream);
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
-    let rc = unsafe { inner_init(r, uscf) };
-    // A balancer of the C API may have held the request itself (NGX_BUSY): it goes on later
-    // through this wrapper all the same.
-    if rc != NGX_OK as ngx_int_t && rc != NGX_BUSY as ngx_int_t {
+    let rc = peer_init_hold::wrapped(|| unsafe { inner_init(r, uscf) });
+    if rc != NGX_OK as ngx_int_t {
         return rc;
     }
     // SAFETY: r is a live request; the context lives in its pool, as long as the request.
@@ -216,11 +214,11 @@ unsafe extern "C" fn init_peer(
             }
         }
     }
-    if rc == NGX_OK as ngx_int_t {
-        // SAFETY: r is the live request whose peer.init this is.
-        return unsafe { peer_init_hold::check(r, upstream) };
+    if !init_busy::available() {
+        return NGX_OK as ngx_int_t;
     }
-    rc
+    // SAFETY: r is the live request whose peer.init this is.
+    unsafe { peer_init_hold::check(r, upstream) }
 }
 
 fn peer_sockaddr(pc: &ngx_peer_connection_t) -> &[u8] {

@@ -135,6 +135,11 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(upstream) = worker::upstream(conf.index) else {
         return NGX_DECLINED as ngx_int_t;
     };
+    if conf.hooks.in_use() && init_busy::available() {
+        // A balancer of the C API holds in its peer.init (`ngx_supervisord_check_servers`), as
+        // with ngx_supervisord 1.4.
+        return NGX_DECLINED as ngx_int_t;
+    }
     let failures_seen = upstream.shared().failed_starts();
     match verdict(upstream, failures_seen) {
         HoldVerdict::Proceed => return NGX_DECLINED as ngx_int_t,

@@ -5,6 +5,7 @@
 //! request waits in the same queue as the gate's, with the same bounds, and goes on through the
 //! patch's resume once a backend is UP.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 
 use nginx_sys::{
@@ -21,6 +22,28 @@ use crate::runtime::{backend_monitor, init_busy, HeldRequest, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::reply::error_status;
 use crate::util::time::now_ms;
+
+thread_local! {
+    /// Set while the balancer wrapper runs the peer.init it wraps.
+    static IN_WRAPPED_INIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs the wrapped balancer's peer.init. A C balancer's `ngx_supervisord_check_servers` in
+/// there does not hold: balancers stacked on it (`keepalive` on a patched round-robin) take
+/// anything but NGX_OK for an error; the wrapper, outermost, holds once they all said OK.
+pub fn wrapped(init: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
+    IN_WRAPPED_INIT.with(|flag| {
+        let outer = flag.replace(true);
+        let rc = init();
+        flag.set(outer);
+        rc
+    })
+}
+
+/// Whether a peer.init the balancer wrapper runs is running: the wrapper decides afterwards.
+pub fn inside_wrapped_init() -> bool {
+    IN_WRAPPED_INIT.with(Cell::get)
+}
 
 /// What peer.init answers for `r`: NGX_OK when a backend is UP (or nothing can hold: stock
 /// nginx), NGX_BUSY when the request is held, or the HTTP status to answer it with at once.

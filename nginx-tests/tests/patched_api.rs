@@ -1,0 +1,466 @@
+//! The C API and the patches (`make patched`): nginx 1.28 with the init_busy and round-robin
+//! patches, upstream-fair patched and built as a dynamic module, and the module built for that
+//! nginx. Run by `make patched-test` (which sets `NGX_SUPERVISORD_PATCHED=1` and points the
+//! harness at `build/patched/`); skipped, saying so, by the stock suites.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nginx_tests::status::Status;
+use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::{
+    eventually, free_port, module_path, request, Backend, Config, Nginx, Server, Upstream,
+};
+
+fn patched() -> bool {
+    let patched = std::env::var_os("NGX_SUPERVISORD_PATCHED").is_some_and(|value| value == "1");
+    if !patched {
+        eprintln!("skipped: needs the patched nginx (make patched-test)");
+    }
+    patched
+}
+
+/// upstream-fair, built next to the module under test.
+fn load_fair() -> String {
+    let fair: PathBuf = module_path()
+        .parent()
+        .unwrap()
+        .join("ngx_http_upstream_fair_module.so");
+    assert!(
+        fair.exists(),
+        "{} is missing (make patched)",
+        fair.display()
+    );
+    format!("load_module {};", fair.display())
+}
+
+fn spawns(supervisord: &Supervisord, program: &str) -> usize {
+    supervisord
+        .log()
+        .matches(&format!("spawned: '{program}'"))
+        .count()
+}
+
+/// The worker pids that wrote a debug line containing `needle`.
+fn pids_logging(log: &str, needle: &str) -> HashSet<u32> {
+    log.lines()
+        .filter(|line| line.contains("[debug]") && line.contains(needle))
+        .filter_map(|line| {
+            let after = line.split("[debug] ").nth(1)?;
+            after.split('#').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Example #1 of ngx_supervisord 1.4's README, as it was written (the module and upstream-fair
+/// loaded first; its server listens on port 80, nginx's default for root).
+const EXAMPLE_1: &str = "\
+upstream backend {
+    server 127.0.0.1:8000;
+    server 127.0.0.1:8001;
+    supervisord 127.0.0.1:9001 admin:super;
+    fair;
+}
+
+server {
+    location / {
+        proxy_pass http://backend;
+    }
+}";
+
+#[test]
+fn example_1_of_the_2010_readme_runs_verbatim() {
+    if !patched() {
+        return;
+    }
+    for port in [80, 8000, 8001, 9001] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "example #1 needs port {port} free"
+        );
+    }
+    let supervisord = Supervisord::start_on(
+        "example1",
+        &[
+            Program::backend("backend0", 8000, 1),
+            Program::backend("backend1", 8001, 1),
+        ],
+        "",
+        9001,
+        ("admin", "super"),
+    );
+    let config = Config::new()
+        .workers(2)
+        .error_log_level("debug")
+        .main_raw(load_fair())
+        .http_raw(EXAMPLE_1)
+        .server(Server::new().location("= /_status", "supervisord_status;"));
+    let nginx = Nginx::start("example1", &config);
+    let began = Instant::now();
+    let response = request(80, "GET", "/");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, "backend 8000");
+    // Held while backend0 started (startsecs=1: the module answers once it listens).
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(spawns(&supervisord, "backend1"), 0);
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("holding request in peer.init").count(),
+        1,
+        "the first request is held by fair's peer.init"
+    );
+    assert!(!log.contains("admin:super"), "credentials logged");
+    // Later requests go straight through.
+    for _ in 0..10 {
+        assert_eq!(request(80, "GET", "/").status, 200);
+    }
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+}
+
+#[test]
+fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_the_minimum() {
+    if !patched() {
+        return;
+    }
+    let ports = [free_port(), free_port()];
+    let supervisord = Supervisord::start(
+        "fair-load",
+        &[
+            Program::backend("backend0", ports[0], 0),
+            Program::backend("backend1", ports[1], 0),
+        ],
+        "",
+    );
+    let upstream = Upstream::new("backend")
+        .servers(&ports)
+        .supervisord(supervisord.address())
+        .directives(&[
+            "fair",
+            // 2 requests per second per backend.
+            "fair_load_threshold 2",
+            "fair_min_servers 1",
+            "supervisord_load_interval 1s",
+        ]);
+    let nginx = Nginx::start(
+        "fair-load",
+        &Config::new()
+            .workers(2)
+            .main_raw(load_fair())
+            .upstream(upstream)
+            .server(
+                Server::new()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("= /_status", "supervisord_status;"),
+            ),
+    );
+    let port = nginx.port;
+    // About 20 requests per second for 4 s on one backend: load 2000 > 200.
+    let load_until = Instant::now() + Duration::from_secs(4);
+    let mut failed = 0;
+    let mut sent = 0;
+    while Instant::now() < load_until {
+        sent += 1;
+        if request(port, "GET", "/").status != 200 {
+            failed += 1;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(failed, 0, "{failed} of {sent} failed");
+    assert!(
+        eventually(5, || nginx.backend_statuses()[1] == Status::Up),
+        "backend1 not started for load: {:?}",
+        nginx.backend_statuses()
+    );
+    assert_eq!(spawns(&supervisord, "backend1"), 1);
+    // No requests: fair stops one backend per interval, never below fair_min_servers.
+    assert!(
+        eventually(6, || nginx.backend_statuses()
+            == vec![Status::Up, Status::Down]),
+        "backend1 not stopped when idle: {:?}",
+        nginx.backend_statuses()
+    );
+    supervisord.wait_state("backend1", "STOPPED");
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        nginx.backend_statuses(),
+        vec![Status::Up, Status::Down],
+        "stopped below fair_min_servers"
+    );
+    assert_eq!(supervisord.state("backend0"), "RUNNING");
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("by the balancer's start any").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("by the balancer's stop any").count(),
+        1,
+        "{log}"
+    );
+    let status = nginx.supervisord_status("/_status");
+    let backends = &status.upstream("backend").backends;
+    assert_eq!(backends[1].starts.balancer, 1);
+    assert_eq!(backends[1].stops.balancer, 1);
+}
+
+#[test]
+fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
+    if !patched() {
+        return;
+    }
+    let fair_ports = [free_port(), free_port()];
+    let rr_ports = [free_port(), free_port()];
+    let _backends: Vec<Backend> = fair_ports
+        .iter()
+        .chain(&rr_ports)
+        .map(|&port| Backend::start(port))
+        .collect();
+    let upstream = |name: &str, ports: &[u16], balancer: &[&str]| {
+        Upstream::new(name)
+            .servers(ports)
+            .supervisord("none")
+            .inherit_backend_status()
+            .directives(balancer)
+    };
+    let nginx = Nginx::start(
+        "flip-peers",
+        &Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .main_raw(load_fair())
+            .upstream(upstream("fairup", &fair_ports, &["fair"]))
+            .upstream(upstream("rrup", &rr_ports, &[]))
+            .server(
+                Server::new()
+                    .location("/fair", "proxy_pass http://fairup;")
+                    .location("/rr", "proxy_pass http://rrup;")
+                    .location("/fair_start/", "supervisord_start fairup;")
+                    .location("/fair_stop/", "supervisord_stop fairup;")
+                    .location("/rr_start/", "supervisord_start rrup;")
+                    .location("/rr_stop/", "supervisord_stop rrup;"),
+            ),
+    );
+    let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
+    assert_eq!(workers.len(), 2);
+    // Whether every worker logged `line` after the first `since` bytes of the error log.
+    let flipped = |since: usize, line: &str| {
+        eventually(5, || {
+            let log = nginx.error_log();
+            workers.is_subset(&pids_logging(&log[since.min(log.len())..], line))
+        })
+    };
+    // Each worker tells its balancers every status as it starts.
+    assert!(flipped(
+        0,
+        "upstream-fair: upstream \"fairup\" backend 1 down=0"
+    ));
+    assert!(flipped(
+        0,
+        "round robin: upstream \"rrup\" backend 1 down=0"
+    ));
+    for (stop, up_port, line) in [
+        (
+            "/fair_stop/1",
+            fair_ports[0],
+            "upstream-fair: upstream \"fairup\" backend 1 down=1",
+        ),
+        (
+            "/rr_stop/1",
+            rr_ports[0],
+            "round robin: upstream \"rrup\" backend 1 down=1",
+        ),
+    ] {
+        let since = nginx.error_log().len();
+        assert_eq!(request(nginx.port, "GET", stop).status, 200);
+        assert!(flipped(since, line), "not every worker logged {line}");
+        let path = if stop.starts_with("/fair") {
+            "/fair"
+        } else {
+            "/rr"
+        };
+        for _ in 0..20 {
+            let response = request(nginx.port, "GET", path);
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, format!("backend {up_port}"));
+        }
+    }
+    let since = nginx.error_log().len();
+    assert_eq!(request(nginx.port, "GET", "/fair_start/1").status, 200);
+    assert_eq!(request(nginx.port, "GET", "/rr_start/1").status, 200);
+    assert!(flipped(
+        since,
+        "upstream-fair: upstream \"fairup\" backend 1 down=0"
+    ));
+    assert!(flipped(
+        since,
+        "round robin: upstream \"rrup\" backend 1 down=0"
+    ));
+    let reached: HashSet<String> = (0..20)
+        .map(|_| request(nginx.port, "GET", "/rr").body)
+        .collect();
+    assert_eq!(reached.len(), 2, "round robin uses both again: {reached:?}");
+}
+
+/// nginx (2 workers, debug log) whose `/` passes to upstream `backend` through a variable, so
+/// that the hold gate cannot see the upstream: only peer.init can hold.
+fn nginx_with_variable_pass(
+    name: &str,
+    ports: &[u16],
+    supervisord: &Supervisord,
+    extra: &[&str],
+) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(supervisord.address())
+        .directives(extra);
+    Nginx::start(
+        name,
+        &Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .upstream(upstream)
+            .server(
+                Server::new()
+                    .location("/", "set $pool backend;\nproxy_pass http://$pool;")
+                    .location("= /_status", "supervisord_status;"),
+            ),
+    )
+}
+
+#[test]
+fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "variable-pass",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 500",
+        )],
+        "",
+    );
+    let nginx = nginx_with_variable_pass("variable-pass", &[port], &supervisord, &[]);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let port = nginx.port;
+            thread::spawn(move || request(port, "GET", "/"))
+        })
+        .collect();
+    for client in clients {
+        let response = client.join().unwrap();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.body, format!("backend {port}"));
+    }
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    let log = nginx.error_log();
+    assert!(
+        log.matches("holding request in peer.init").count() >= 1,
+        "not held in peer.init"
+    );
+    assert_eq!(
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held,
+        0
+    );
+}
+
+#[test]
+fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-timeout",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 3000",
+        )],
+        "",
+    );
+    let nginx = nginx_with_variable_pass(
+        "peer-init-timeout",
+        &[port],
+        &supervisord,
+        &["supervisord_hold_timeout 500ms"],
+    );
+    let began = Instant::now();
+    let response = request(nginx.port, "GET", "/");
+    let waited = began.elapsed();
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.header("Retry-After"), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("no backend up within 500 ms").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held,
+        0
+    );
+    // Once it listens, the next request goes through.
+    assert!(eventually(10, || request(nginx.port, "GET", "/").status == 200));
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+}
+
+#[test]
+fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-leave",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 3000",
+        )],
+        "",
+    );
+    let nginx = nginx_with_variable_pass("peer-init-leave", &[port], &supervisord, &[]);
+    let held = || {
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held
+    };
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        clients.push(stream);
+    }
+    assert!(eventually(5, || held() == 3), "held: {}", held());
+    drop(clients);
+    assert!(eventually(5, || held() == 0), "still held: {}", held());
+    assert!(eventually(10, || request(nginx.port, "GET", "/").status == 200));
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(held(), 0);
+}
