@@ -1,15 +1,18 @@
 # ngx_supervisord: the two commands are `make demo` and `make test`.
 #
 #   make build  nginx 1.28 at build/sbin/nginx, the module at build/modules/ngx_supervisord_module.so
-#   make test   every unit and integration test, on nginx 1.28, Debian's nginx and an ASan build
+#   make test   every unit and integration test, on nginx 1.28, Debian's nginx, an ASan build
+#               and nginx 1.28 with the core patches; Debian's nginx patched, as a build check
 #               (installs missing Debian packages first)
+#   make patched      nginx 1.28 with patches/ (init_busy, round-robin) in build/patched/
 #   make demo   the main job live: a real supervisord starts a backend for the first request
 #   make bench  cold-start, capacity, throughput and scaling figures
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build lint unit integration distro-build distro-test asan test demo bench clean
+.PHONY: all deps build lint unit integration distro-build distro-test asan patched \
+        patched-1.22 patched-test test demo bench clean
 
 all: build
 
@@ -67,10 +70,34 @@ asan: deps
 	    echo "AddressSanitizer reports:"; cat build/asan-logs/asan.*; exit 1; \
 	fi
 
+# nginx 1.28 with the core patches of patches/ (and upstream-fair as a dynamic module once
+# .ci/fetch-fair exists): build/patched/sbin/nginx, and the module built against that tree in
+# build/patched/modules/.
+patched: deps
+	bash .ci/build-patched 1.28
+
+# A build check: Debian's nginx 1.22.1 source with the 1.22 patches, configured with Debian's
+# flags, compiled (binary and modules) in build/patched-1.22-src.
+patched-1.22: deps
+	bash .ci/build-patched 1.22
+
+# The integration tests written for the patched build, nginx-tests/tests/patched_*.rs (none:
+# nothing to run).
+PATCHED_TESTS = $(patsubst nginx-tests/tests/%.rs,%,$(wildcard nginx-tests/tests/patched_*.rs))
+patched-test: patched
+	@if [ -z "$(PATCHED_TESTS)" ]; then echo "no nginx-tests/tests/patched_*.rs"; exit 0; fi; \
+	set -x; \
+	NGX_SUPERVISORD_PATCHED=1 \
+	NGX_SUPERVISORD_NGINX=$(CURDIR)/build/patched/sbin/nginx \
+	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/patched/modules/ngx_supervisord_module.so \
+	    $(CARGO) test --release --locked -p nginx-tests $(addprefix --test ,$(PATCHED_TESTS)) \
+	    -- --test-threads=2
+
 # Runs every suite, then sums up the test counts of all of them on the last line.
 test:
 	@mkdir -p build
-	@set -o pipefail; $(MAKE) --no-print-directory lint unit integration distro-test asan 2>&1 | tee build/test.log; \
+	@set -o pipefail; $(MAKE) --no-print-directory lint unit integration distro-test asan \
+	    patched-1.22 patched-test 2>&1 | tee build/test.log; \
 	status=$$?; \
 	awk '/^test result:/ { passed += $$4; failed += $$6 } \
 	     END { printf "%d passed, %d failed\n", passed, failed }' build/test.log; \

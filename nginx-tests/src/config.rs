@@ -29,6 +29,7 @@ use crate::module_path;
 /// A whole `nginx.conf`: the module, the main context, `events {}` and `http {}`.
 #[derive(Clone, Debug)]
 pub struct Config {
+    load_module: bool,
     workers: usize,
     worker_connections: usize,
     error_log_level: String,
@@ -48,6 +49,7 @@ impl Config {
     /// Two workers, 1024 connections each, `error_log ... notice`, no upstream, no server.
     pub fn new() -> Self {
         Self {
+            load_module: true,
             workers: 2,
             worker_connections: 1024,
             error_log_level: "notice".into(),
@@ -56,6 +58,13 @@ impl Config {
             upstreams: Vec::new(),
             servers: Vec::new(),
         }
+    }
+
+    /// No `load_module` line: stock (or patched) nginx on its own, e.g. to check that a
+    /// core patch keeps nginx's behaviour when the module is absent.
+    pub fn without_module(mut self) -> Self {
+        self.load_module = false;
+        self
     }
 
     pub fn workers(mut self, workers: usize) -> Self {
@@ -111,7 +120,9 @@ impl Config {
             out.push_str(text);
             out.push('\n');
         };
-        line(&format!("load_module {};", module_path().display()));
+        if self.load_module {
+            line(&format!("load_module {};", module_path().display()));
+        }
         line(&format!("worker_processes {};", self.workers));
         line(&format!(
             "worker_rlimit_nofile {};",

@@ -93,8 +93,14 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(port: u16) -> Self {
+        Self::start_with_args(port, &[])
+    }
+
+    /// As [`Backend::start`], with more `test-backend` options (e.g. `--record PATH`).
+    pub fn start_with_args(port: u16, args: &[&str]) -> Self {
         let child = Command::new(backend_binary())
             .arg(port.to_string())
+            .args(args)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn test-backend");
