@@ -103,7 +103,7 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
     let began = Instant::now();
     let response = request(80, "GET", "/");
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.body, "backend 8000");
+    assert_eq!(response.body.trim(), "backend 8000");
     // Held while backend0 started (startsecs=1: the module answers once it listens).
     assert!(began.elapsed() < Duration::from_secs(10));
     assert_eq!(spawns(&supervisord, "backend0"), 1);
@@ -288,7 +288,7 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
         for _ in 0..20 {
             let response = request(nginx.port, "GET", path);
             assert_eq!(response.status, 200);
-            assert_eq!(response.body, format!("backend {up_port}"));
+            assert_eq!(response.body.trim(), format!("backend {up_port}"));
         }
     }
     let since = nginx.error_log().len();
@@ -360,7 +360,7 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
     for client in clients {
         let response = client.join().unwrap();
         assert_eq!(response.status, 200, "{response:?}");
-        assert_eq!(response.body, format!("backend {port}"));
+        assert_eq!(response.body.trim(), format!("backend {port}"));
     }
     assert_eq!(spawns(&supervisord, "backend0"), 1);
     let log = nginx.error_log();
