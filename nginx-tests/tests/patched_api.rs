@@ -464,3 +464,108 @@ fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
     assert_eq!(spawns(&supervisord, "backend0"), 1);
     assert_eq!(held(), 0);
 }
+
+#[test]
+fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-fails",
+        &[Program::backend_with("backend0", port, 1, "--exit-after 0")],
+        "",
+    );
+    let nginx = nginx_with_variable_pass("peer-init-fails", &[port], &supervisord, &[]);
+    let began = Instant::now();
+    let response = request(nginx.port, "GET", "/");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held,
+        0
+    );
+    let log = nginx.error_log();
+    assert!(
+        log.contains("holding request in peer.init"),
+        "not held in peer.init"
+    );
+}
+
+#[test]
+fn a_subrequest_is_held_in_peer_init() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-subrequest",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 500",
+        )],
+        "",
+    );
+    let pages = std::env::temp_dir().join(format!("ngx-supervisord-ssi-{}", std::process::id()));
+    std::fs::create_dir_all(&pages).unwrap();
+    std::fs::write(
+        pages.join("page.html"),
+        "before <!--# include virtual=\"/app/\" --> after\n",
+    )
+    .unwrap();
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address());
+    let nginx = Nginx::start(
+        "peer-init-subrequest",
+        &Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .upstream(upstream)
+            .server(
+                Server::new()
+                    .location("/app/", "proxy_pass http://backend;")
+                    .location(
+                        "= /page.html",
+                        &format!("ssi on;\nroot {};", pages.display()),
+                    )
+                    .location("= /_status", "supervisord_status;"),
+            ),
+    );
+    let response = request(nginx.port, "GET", "/page.html");
+    assert_eq!(response.status, 200, "{response:?}");
+    // Chunked: the page's text, then the subrequest's answer, then the rest.
+    let body = &response.body;
+    let (before, answer, after) = (
+        body.find("before ").expect("page start"),
+        body.find(&format!("backend {port}"))
+            .expect("subrequest answer"),
+        body.find(" after").expect("page end"),
+    );
+    assert!(before < answer && answer < after, "{response:?}");
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    let log = nginx.error_log();
+    assert!(
+        log.contains("holding request in peer.init"),
+        "not held in peer.init"
+    );
+    assert!(!log.contains("subrequest not held"));
+    assert_eq!(
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held,
+        0
+    );
+    let _ = std::fs::remove_dir_all(&pages);
+}
