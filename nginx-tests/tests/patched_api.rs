@@ -569,3 +569,117 @@ fn a_subrequest_is_held_in_peer_init() {
     );
     let _ = std::fs::remove_dir_all(&pages);
 }
+
+/// Over HTTP/2, with the patched round robin (a balancer of the C API, so peer.init holds):
+/// held streams are answered once the backend listens; a stream the client resets while held
+/// gives its place back and leaves the other streams of its connection alone.
+#[test]
+fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-h2",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 1500",
+        )],
+        "",
+    );
+    let h2_port = free_port();
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address());
+    let nginx = Nginx::start(
+        "peer-init-h2",
+        &Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .upstream(upstream)
+            .server(Server::new().location("= /_status", "supervisord_status;"))
+            .server(
+                Server::on(h2_port)
+                    .listen_options("http2")
+                    .location("/", "proxy_pass http://backend;"),
+            ),
+    );
+    let held = || {
+        nginx
+            .supervisord_status("/_status")
+            .upstream("backend")
+            .held
+    };
+    let mut connection = nginx_tests::raw::H2Connection::open(h2_port);
+    for stream in [1, 3, 5] {
+        connection.get(stream, "/");
+    }
+    assert!(eventually(5, || held() == 3), "held: {}", held());
+    connection.reset(3);
+    assert!(eventually(5, || held() == 2), "held: {}", held());
+    let mut answered = connection.statuses(2, Duration::from_secs(15));
+    answered.sort();
+    assert_eq!(answered, vec![(1, 200), (5, 200)]);
+    connection.close();
+    assert_eq!(held(), 0);
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("holding request in peer.init").count(),
+        3,
+        "{log}"
+    );
+}
+
+/// `keepalive` wraps the patched round robin and takes anything but NGX_OK from it for an
+/// error: the request is held all the same (by the module's wrapper, outside keepalive), not
+/// answered 500, and its connection is kept alive afterwards.
+#[test]
+fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
+    if !patched() {
+        return;
+    }
+    let port = free_port();
+    let supervisord = Supervisord::start(
+        "peer-init-keepalive",
+        &[Program::backend_with(
+            "backend0",
+            port,
+            0,
+            "--listen-after 300",
+        )],
+        "",
+    );
+    let upstream = Upstream::new("backend")
+        .servers(&[port])
+        .supervisord(supervisord.address())
+        .directive("keepalive 4");
+    let nginx = Nginx::start(
+        "peer-init-keepalive",
+        &Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .upstream(upstream)
+            .server(Server::new().location(
+                "/",
+                "proxy_pass http://backend;\nproxy_http_version 1.1;\nproxy_set_header Connection \"\";",
+            )),
+    );
+    for _ in 0..5 {
+        let response = request(nginx.port, "GET", "/");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.body.trim(), format!("backend {port}"));
+    }
+    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    let log = nginx.error_log();
+    assert!(
+        log.contains("holding request in peer.init"),
+        "not held in peer.init"
+    );
+    assert!(
+        log.contains("get keepalive peer: using connection"),
+        "no connection reused"
+    );
+}
