@@ -3,7 +3,6 @@
 //! shared generation when a request goes to the upstream and on a short timer (so that a
 //! worker without traffic keeps its balancer's peers in step too).
 
-use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::c_void;
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_uint_t};
@@ -14,25 +13,6 @@ use crate::util::log::cycle_log;
 
 /// How often an idle worker looks for changes to tell.
 const LOOK_INTERVAL_MS: u64 = 100;
-
-/// What this worker last told the monitor.
-pub struct BackendMonitorState {
-    /// The shared generation last looked at (`u64::MAX`: never).
-    generation: Cell<u64>,
-    told: RefCell<Vec<Option<BackendStatus>>>,
-    timer: UnsafeCell<ngx_event_t>,
-}
-
-impl BackendMonitorState {
-    pub fn new(backends: usize) -> Self {
-        Self {
-            generation: Cell::new(u64::MAX),
-            told: RefCell::new(vec![None; backends]),
-            // SAFETY: zeroed is a valid unset event.
-            timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-        }
-    }
-}
 
 /// Tells the upstream's backend monitor, if a balancer registered one, every backend whose
 /// status differs from what this worker last told it.

@@ -4,6 +4,7 @@
 pub mod backend_monitor;
 pub mod hold_queue;
 pub mod init_busy;
+pub mod monitor_state;
 pub mod worker;
 
 pub use hold_queue::{HeldRequest, HoldQueue};

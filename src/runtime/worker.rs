@@ -13,7 +13,7 @@ use nginx_sys::{
     ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
-use super::backend_monitor::BackendMonitorState;
+use super::monitor_state::BackendMonitorState;
 use super::hold_queue::HoldQueue;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
