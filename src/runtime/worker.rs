@@ -13,8 +13,8 @@ use nginx_sys::{
     ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
-use super::monitor_state::BackendMonitorState;
 use super::hold_queue::HoldQueue;
+use super::monitor_state::BackendMonitorState;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
