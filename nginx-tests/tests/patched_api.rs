@@ -683,3 +683,75 @@ fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
         "no connection reused"
     );
 }
+
+/// After `nginx -s reload`, the new workers' balancers are told the statuses the old ones knew
+/// (the shared state survives the reload), and later changes too; a configuration that drops
+/// `fair` leaves the module working with nginx's own round robin.
+#[test]
+fn a_reload_keeps_the_balancers_in_step() {
+    if !patched() {
+        return;
+    }
+    let ports = [free_port(), free_port()];
+    let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
+    let config = |balancer: &[&str]| {
+        Config::new()
+            .workers(2)
+            .error_log_level("debug")
+            .main_raw(load_fair())
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&ports)
+                    .supervisord("none")
+                    .inherit_backend_status()
+                    .directives(balancer),
+            )
+            .server(
+                Server::new()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("/_start/", "supervisord_start backend;")
+                    .location("/_stop/", "supervisord_stop backend;"),
+            )
+    };
+    let nginx = Nginx::start("reload-balancers", &config(&["fair"]));
+    assert_eq!(request(nginx.port, "GET", "/_stop/1").status, 200);
+    let since = nginx.error_log().len();
+    nginx.reload(&config(&["fair"]));
+    let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
+    let told = |since: usize, line: &str| {
+        eventually(5, || {
+            let log = nginx.error_log();
+            workers.is_subset(&pids_logging(&log[since.min(log.len())..], line))
+        })
+    };
+    // The new workers start with backend 1 down, as the old ones left it.
+    assert!(told(
+        since,
+        "upstream-fair: upstream \"backend\" backend 1 down=1"
+    ));
+    for _ in 0..10 {
+        let response = request(nginx.port, "GET", "/");
+        assert_eq!(response.body.trim(), format!("backend {}", ports[0]));
+    }
+    let since = nginx.error_log().len();
+    assert_eq!(request(nginx.port, "GET", "/_start/1").status, 200);
+    assert!(told(
+        since,
+        "upstream-fair: upstream \"backend\" backend 1 down=0"
+    ));
+    // Round robin again, after a reload without fair.
+    let since = nginx.error_log().len();
+    nginx.reload(&config(&[]));
+    let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
+    assert!(eventually(5, || {
+        let log = nginx.error_log();
+        workers.is_subset(&pids_logging(
+            &log[since.min(log.len())..],
+            "round robin: upstream \"backend\" backend 1 down=0",
+        ))
+    }));
+    let reached: HashSet<String> = (0..20)
+        .map(|_| request(nginx.port, "GET", "/").body)
+        .collect();
+    assert_eq!(reached.len(), 2, "{reached:?}");
+}

@@ -9,7 +9,7 @@ use crate::conf::balancer_hooks::Checker;
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::Command;
 use crate::core::balancer_api::{any_command_spacing_ms, pick_any, AnySkipped, BackendNow};
-use crate::core::commands::{decide, Decision};
+use crate::core::commands::decide;
 use crate::runtime::UpstreamRuntime;
 use crate::supervisord::commander::{self, StopBegun};
 use crate::util::log::cycle_log;
@@ -55,31 +55,19 @@ pub fn send(
         }
     };
     let before = lock.status(index);
-    let ask_supervisord = match decide(command, before, conf.mode()) {
-        Decision::Apply {
-            status,
-            ask_supervisord: true,
-        } => {
-            lock.begin_command(index, status, now);
-            true
-        }
-        Decision::Apply { status, .. } => {
-            lock.set_status(index, status);
-            false
-        }
-        decision => {
-            drop(lock);
-            ngx::ngx_log_debug!(
-                cycle_log(),
-                "supervisord: upstream \"{}\" backend {}: balancer's {} while {}: {:?}",
-                conf.name,
-                index,
-                command,
-                before,
-                decision
-            );
-            return;
-        }
+    let decision = decide(command, before, conf.mode());
+    let Some(ask_supervisord) = lock.apply(index, decision, now) else {
+        drop(lock);
+        ngx::ngx_log_debug!(
+            cycle_log(),
+            "supervisord: upstream \"{}\" backend {}: balancer's {} while {}: {:?}",
+            conf.name,
+            index,
+            command,
+            before,
+            decision
+        );
+        return;
     };
     let event = match command {
         Command::Start => BackendEvent::StartByBalancer,

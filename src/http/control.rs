@@ -93,29 +93,18 @@ fn run(
         }
     };
     let before = lock.status(index);
-    let (after, ask_supervisord) = match decide(command, before, mode) {
-        Decision::Apply {
-            status,
-            ask_supervisord: true,
-        } => {
-            lock.begin_command(index, status, now_ms());
-            (status, true)
-        }
-        Decision::Apply { status, .. } => {
-            lock.set_status(index, status);
-            (status, false)
-        }
-        Decision::AlreadyDone | Decision::InProgress => (before, false),
-        Decision::Conflict => {
-            return Reply::new(
-                NGX_HTTP_CONFLICT,
-                format!(
-                    "{command}: upstream \"{}\" backend {index} is {before}; try again once it is settled\n",
-                    conf.name
-                ),
-            )
-        }
-    };
+    let decision = decide(command, before, mode);
+    if decision == Decision::Conflict {
+        return Reply::new(
+            NGX_HTTP_CONFLICT,
+            format!(
+                "{command}: upstream \"{}\" backend {index} is {before}; try again once it is settled\n",
+                conf.name
+            ),
+        );
+    }
+    let ask_supervisord = lock.apply(index, decision, now_ms()).unwrap_or(false);
+    let after = lock.status(index);
     drop(lock);
     let backend = &conf.backends[index];
     let mut draining = None;

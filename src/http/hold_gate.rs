@@ -457,8 +457,19 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         return;
     };
+    // SAFETY: the request is live and held.
+    unsafe { time_out(held) };
+}
+
+/// Answers a request its hold timeout caught: 503 with `Retry-After`.
+///
+/// # Safety
+/// `held` must be the record of a live, held request that has sent nothing.
+pub(super) unsafe fn time_out(held: &mut HeldRequest) {
     let upstream = held.upstream;
     release(held);
+    // SAFETY: caller's contract.
+    let request = unsafe { Request::from_ngx_http_request(held.request) };
     ngx::ngx_log_error!(
         NGX_LOG_WARN,
         request.log(),
@@ -467,8 +478,8 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
         upstream.hold_timeout_ms()
     );
     let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
-    // SAFETY: the request is live, held, and has sent nothing.
-    unsafe { end_with(r, rc) };
+    // SAFETY: caller's contract; its hold just ended.
+    unsafe { answer(held, rc) };
 }
 
 pub(super) fn arm_wake_timer(upstream: &'static UpstreamRuntime) {

@@ -15,11 +15,10 @@ use nginx_sys::{
 use ngx::http::Request;
 
 use super::hold_gate::{
-    answer, arm_wake_timer, backing_off, held_request, release, start_one, verdict, RETRY_AFTER,
+    arm_wake_timer, backing_off, held_request, start_one, time_out, verdict, RETRY_AFTER,
 };
 use crate::core::hold_verdict::HoldVerdict;
 use crate::runtime::{backend_monitor, init_busy, HeldRequest, UpstreamRuntime};
-use crate::util::log::cycle_log;
 use crate::util::reply::error_status;
 use crate::util::time::now_ms;
 
@@ -108,21 +107,7 @@ pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRunti
 
 /// The hold timeout of a request paused in peer.init: 503, as for one the gate holds.
 unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its record, alive while its timer is set.
-    let held = unsafe { &mut *((*event).data as *mut HeldRequest) };
-    let upstream = held.upstream;
-    release(held);
-    // SAFETY: the request is live (its pool, holding the record, is).
-    let request = unsafe { Request::from_ngx_http_request(held.request) };
-    ngx::ngx_log_error!(
-        NGX_LOG_WARN,
-        request.log(),
-        "supervisord: upstream \"{}\": no backend up within {} ms, request not held longer",
-        upstream.name,
-        upstream.hold_timeout_ms()
-    );
-    let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
-    ngx::ngx_log_debug!(cycle_log(), "supervisord: peer.init hold timed out");
-    // SAFETY: held, live, paused in peer.init.
-    unsafe { answer(held, rc) };
+    // SAFETY: the event's data is its record, alive while its timer is set; its request is
+    // live, held, paused in peer.init.
+    unsafe { time_out(&mut *((*event).data as *mut HeldRequest)) };
 }

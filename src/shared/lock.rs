@@ -12,6 +12,7 @@ use super::records::{
 };
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
+use crate::core::commands::Decision;
 use crate::core::scaling::Sample;
 use crate::core::start_backoff::StartBackoff;
 use crate::core::start_watch::PendingStart;
@@ -54,6 +55,27 @@ impl ZoneLock<'_> {
 
     pub fn status(&self, index: usize) -> BackendStatus {
         self.upstream.backend(index).status()
+    }
+
+    /// Carries out a command's `decision` for backend `index`: into the command's transitional
+    /// status when supervisord is asked (`Some(true)`: the caller sends the call), straight to
+    /// its target without supervisord (`Some(false)`); `None` when the decision leaves the
+    /// backend as it is.
+    pub fn apply(&self, index: usize, decision: Decision, now_ms: u64) -> Option<bool> {
+        match decision {
+            Decision::Apply {
+                status,
+                ask_supervisord: true,
+            } => {
+                self.begin_command(index, status, now_ms);
+                Some(true)
+            }
+            Decision::Apply { status, .. } => {
+                self.set_status(index, status);
+                Some(false)
+            }
+            Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => None,
+        }
     }
 
     /// Moves a backend into a transitional status on behalf of a command sent now.

@@ -11,7 +11,7 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate
 use super::commander::{self, StopBegun};
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::commands::{decide as command_decision, Decision};
+use crate::core::commands::decide as command_decision;
 use crate::core::scaling::{
     decide, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause,
     Target,
@@ -103,19 +103,9 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         ScaleAction::Stop { index, .. } => (index, Command::Stop),
     };
     let before = lock.status(index);
-    let ask_supervisord = match command_decision(command, before, upstream.conf.mode()) {
-        Decision::Apply {
-            status,
-            ask_supervisord: true,
-        } => {
-            lock.begin_command(index, status, now);
-            true
-        }
-        Decision::Apply { status, .. } => {
-            lock.set_status(index, status);
-            false
-        }
-        Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => return,
+    let decision = command_decision(command, before, upstream.conf.mode());
+    let Some(ask_supervisord) = lock.apply(index, decision, now) else {
+        return;
     };
     let event = match action {
         ScaleAction::Start {
