@@ -393,8 +393,8 @@ impl SharedUpstream {
     }
 
     /// Whether this worker tells the load monitor now: at most one worker per `interval_ms`.
-    /// Returns when it was last told (0: never) and the request count of then, and records
-    /// `now_ms` and `requests` for the next report.
+    /// Returns when it was last told (0: never, nothing to tell yet) and the request count of
+    /// then, and records `now_ms` and `requests` for the next report.
     pub fn take_load_report(
         &self,
         now_ms: u64,
@@ -408,6 +408,11 @@ impl SharedUpstream {
         self.last_load_report
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
+        if last == 0 {
+            // The first turn starts the first interval; the requests so far (from 0, when the
+            // record was made) count in it.
+            return Some((0, 0));
+        }
         let requests_then = self.load_report_requests.swap(requests, Ordering::AcqRel);
         Some((last, requests_then))
     }
