@@ -14,7 +14,7 @@ use crate::conf::UpstreamConf;
 use crate::core::backend_status::Command;
 use crate::http::peer_init_hold;
 use crate::module_type::upstream_conf;
-use crate::runtime::{worker, UpstreamRuntime};
+use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
 
 /// The module's configuration of `uscf`, when it is an `upstream {}` block (implicit
@@ -72,8 +72,12 @@ pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_
     }
     // SAFETY: null or the request's live upstream.
     match unsafe { managed(uscf) } {
-        // SAFETY: caller's contract.
-        Some(upstream) => unsafe { peer_init_hold::check(r, upstream) },
+        Some(upstream) => {
+            // As in 1.4, the balancer's view is brought up to date first.
+            backend_monitor::tell_changes(upstream);
+            // SAFETY: caller's contract.
+            unsafe { peer_init_hold::check(r, upstream) }
+        }
         None => NGX_OK as ngx_int_t,
     }
 }

@@ -5,9 +5,7 @@
 //! ngx_supervisord 1.4 told the monitor in every worker, each with the global count of its
 //! own window, so a balancer acting on the figures acted once per worker; here it acts once.
 
-use std::ffi::c_void;
-
-use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_msec_t, ngx_quit, ngx_terminate};
+use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate};
 
 use crate::conf::balancer_hooks::LoadReport;
 use crate::core::backend_status::BackendStatus;
@@ -26,21 +24,13 @@ pub fn start(upstream: &'static UpstreamRuntime) {
     if upstream.conf.hooks.load_monitor.is_none() {
         return;
     }
-    let event = upstream.load_timer.get();
-    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
-    unsafe {
-        (*event).handler = Some(on_tick);
-        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-        (*event).log = cycle_log();
-        // Does not keep a gracefully exiting worker alive.
-        (*event).set_cancelable(1);
-        ngx_add_timer(event, tick_ms(upstream.conf.load_interval_ms()) as _);
-    }
+    let tick = tick_ms(upstream.conf.load_interval_ms());
+    upstream.arm_timer(upstream.load_timer.get(), on_tick, tick, true);
 }
 
 unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: armed by `start`.
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     // SAFETY: plain reads of nginx's process flags.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;
@@ -82,14 +72,7 @@ fn report(upstream: &'static UpstreamRuntime, interval_ms: u64) {
         upstream.name(),
         figures
     );
-    let report = LoadReport {
-        load: figures.load as _,
-        reqs: figures.requests as _,
-        interval: figures.interval_ms as ngx_msec_t,
-        aservers: figures.up as _,
-        nservers: figures.backends as _,
-    };
     // SAFETY: the balancer registered this callback for this upstream's srv conf, which lives
     // as long as the configuration; its contract is ngx_supervisord.h's.
-    unsafe { monitor(upstream.conf.upstream, report) };
+    unsafe { monitor(upstream.conf.upstream, LoadReport::from(figures)) };
 }

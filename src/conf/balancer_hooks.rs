@@ -4,6 +4,8 @@
 
 use nginx_sys::{ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_uint_t};
 
+use crate::core::balancer_api::LoadFigures;
+
 /// `ngx_supervisord_backend_pt`: told each backend's new status.
 pub type BackendMonitor = unsafe extern "C" fn(
     uscf: *mut ngx_http_upstream_srv_conf_t,
@@ -28,6 +30,18 @@ pub struct LoadReport {
     pub interval: ngx_msec_t,
     pub aservers: ngx_uint_t,
     pub nservers: ngx_uint_t,
+}
+
+impl From<LoadFigures> for LoadReport {
+    fn from(figures: LoadFigures) -> Self {
+        Self {
+            load: figures.load as ngx_uint_t,
+            reqs: figures.requests as ngx_uint_t,
+            interval: figures.interval_ms as ngx_msec_t,
+            aservers: figures.up as ngx_uint_t,
+            nservers: figures.backends as ngx_uint_t,
+        }
+    }
 }
 
 /// The hooks one upstream's balancer registered; one of each, a later registration replaces

@@ -500,6 +500,15 @@ fn positive_time(text: &ngx_str_t) -> Option<u64> {
     parse_time_ms(text).filter(|ms| *ms > 0)
 }
 
+/// A positive time, or `off` (0).
+fn time_or_off(text: &ngx_str_t) -> Option<u64> {
+    if str_bytes(text) == b"off" {
+        Some(0)
+    } else {
+        positive_time(text)
+    }
+}
+
 /// `supervisord_timeout time`: deadline of one call to supervisord (default 30s).
 pub unsafe extern "C" fn set_timeout(
     cf: *mut ngx_conf_t,
@@ -531,13 +540,7 @@ pub unsafe extern "C" fn set_sync_interval(
             cf,
             conf,
             |upstream| &mut upstream.sync_interval,
-            |text| {
-                if str_bytes(text) == b"off" {
-                    Some(0)
-                } else {
-                    positive_time(text)
-                }
-            },
+            time_or_off,
             "a time such as 5s, or off",
         )
     }
@@ -663,13 +666,7 @@ pub unsafe extern "C" fn set_idle_timeout(
             cf,
             conf,
             |upstream| &mut upstream.idle_timeout,
-            |text| {
-                if str_bytes(text) == b"off" {
-                    Some(0)
-                } else {
-                    positive_time(text)
-                }
-            },
+            time_or_off,
             "a time such as 5m, or off",
         )
     }

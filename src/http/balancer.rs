@@ -24,7 +24,7 @@ use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
 use crate::core::refused_attempt::{hold_again, FailedAttempt};
 use crate::module_type::Module;
-use crate::runtime::{backend_monitor, init_busy, worker, UpstreamRuntime};
+use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
 use crate::util::time::now_ms;
 
@@ -174,8 +174,8 @@ unsafe extern "C" fn init_peer(
         // SAFETY: the upstream's srv conf is valid for the cycle.
         sync_peer_list(upstream, unsafe { &mut *uscf });
         upstream.synced_generation.set(generation);
+        backend_monitor::tell_changes(upstream);
     }
-    backend_monitor::tell_changes(upstream);
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
     let rc = peer_init_hold::wrapped(|| unsafe { inner_init(r, uscf) });
     if rc != NGX_OK as ngx_int_t {
@@ -213,9 +213,6 @@ unsafe extern "C" fn init_peer(
                 peer.save_session = Some(save_session);
             }
         }
-    }
-    if !init_busy::available() {
-        return NGX_OK as ngx_int_t;
     }
     // SAFETY: r is the live request whose peer.init this is.
     unsafe { peer_init_hold::check(r, upstream) }

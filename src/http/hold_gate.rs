@@ -43,7 +43,7 @@ fn view(backend: &SharedBackend, now: u64) -> BackendView {
     BackendView::new(backend.status(), backend.start_backoff().wait_left_ms(now))
 }
 
-pub(super) fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
+fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
     let shared = upstream.shared();
     let now = now_ms();
     hold_verdict(
@@ -54,7 +54,7 @@ pub(super) fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVer
 }
 
 /// The 503 for a request that finds every DOWN backend waiting out its start backoff.
-pub(super) fn backing_off(
+fn backing_off(
     request: &mut Request,
     upstream: &UpstreamRuntime,
     retry_after_ms: u64,
@@ -75,7 +75,7 @@ pub(super) fn backing_off(
 
 /// Starts the first DOWN backend not waiting out a start backoff, unless another worker got
 /// there first.
-pub(super) fn start_one(upstream: &'static UpstreamRuntime) {
+fn start_one(upstream: &'static UpstreamRuntime) {
     let lock = upstream.lock();
     let now = now_ms();
     let backends: Vec<BackendView> = upstream
@@ -141,18 +141,10 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_DECLINED as ngx_int_t;
     }
     let failures_seen = upstream.shared().failed_starts();
-    match verdict(upstream, failures_seen) {
-        HoldVerdict::Proceed => return NGX_DECLINED as ngx_int_t,
-        // Only reachable if a start failed between the two loads above; answer as a waiter would.
-        HoldVerdict::StartFailed => return NGX_HTTP_BAD_GATEWAY as ngx_int_t,
-        HoldVerdict::BackingOff { retry_after_ms } => {
-            return backing_off(request, upstream, retry_after_ms)
-        }
-        HoldVerdict::Wait { start } => {
-            if start {
-                start_one(upstream);
-            }
-        }
+    match hold_step(request, upstream, failures_seen) {
+        HoldStep::Proceed => return NGX_DECLINED as ngx_int_t,
+        HoldStep::Answer(rc) => return rc,
+        HoldStep::Hold => {}
     }
     if !request.is_main() && init_busy::available() {
         // Held by the balancer's peer.init instead (`peer_init_hold`), without touching the
@@ -171,46 +163,89 @@ pub unsafe extern "C" fn gate(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
     }
-    if !upstream.shared().try_hold(conf.hold_limit()) {
+    if let Err(rc) = enqueue(request, upstream, failures_seen, "") {
+        return rc;
+    }
+    // SAFETY: r is live and now queued.
+    unsafe { start_hold(r, upstream) };
+    NGX_AGAIN as ngx_int_t
+}
+
+/// What a request that finds its upstream in the gate (or in peer.init) does now.
+pub(super) enum HoldStep {
+    /// A backend is UP: on to it.
+    Proceed,
+    /// Answered at once with this status (a failed start, every backend backing off).
+    Answer(ngx_int_t),
+    /// To be held (a start is under way, set off here if need be).
+    Hold,
+}
+
+/// Decides what a request for `upstream` does (`core::hold_verdict`), and starts a backend
+/// when the verdict says so.
+pub(super) fn hold_step(
+    request: &mut Request,
+    upstream: &'static UpstreamRuntime,
+    failures_seen: u64,
+) -> HoldStep {
+    match verdict(upstream, failures_seen) {
+        HoldVerdict::Proceed => HoldStep::Proceed,
+        // Only reachable if a start failed between the two loads of the caller and here;
+        // answer as a waiter would.
+        HoldVerdict::StartFailed => HoldStep::Answer(NGX_HTTP_BAD_GATEWAY as ngx_int_t),
+        HoldVerdict::BackingOff { retry_after_ms } => {
+            HoldStep::Answer(backing_off(request, upstream, retry_after_ms))
+        }
+        HoldVerdict::Wait { start } => {
+            if start {
+                start_one(upstream);
+            }
+            HoldStep::Hold
+        }
+    }
+}
+
+/// Counts `request` as held (within `supervisord_hold_limit`) and queues its record; `Err`
+/// with the status to answer when there is no room (503) or no memory. `place` completes the
+/// debug line (`" in peer.init"`).
+pub(super) fn enqueue<'r>(
+    request: &'r mut Request,
+    upstream: &'static UpstreamRuntime,
+    failures_seen: u64,
+    place: &str,
+) -> Result<&'r mut HeldRequest, ngx_int_t> {
+    let limit = upstream.conf.hold_limit();
+    if !upstream.shared().try_hold(limit) {
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
             request.log(),
             "supervisord: upstream \"{}\": {} requests held already, refusing one more",
-            conf.name,
-            conf.hold_limit()
+            upstream.name(),
+            limit
         );
-        return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+        return Err(error_status(
+            request,
+            NGX_HTTP_SERVICE_UNAVAILABLE,
+            RETRY_AFTER,
+        ));
     }
-    // SAFETY: r is live.
-    unsafe { hold(r, upstream, failures_seen) }
-}
-
-/// # Safety
-/// `r` must be the live main request, counted as held already.
-unsafe fn hold(
-    r: *mut ngx_http_request_t,
-    upstream: &'static UpstreamRuntime,
-    failures_seen: u64,
-) -> ngx_int_t {
-    // SAFETY: r is live (caller's contract).
-    let request = unsafe { Request::from_ngx_http_request(r) };
-    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
+    // SAFETY: a non-null record lives in the request's pool, as long as the request; only this
+    // thread touches it.
     let Some(held) = (unsafe { held_request(request, upstream).as_mut() }) else {
         upstream.shared().release_hold();
-        return NGX_ERROR as ngx_int_t;
+        return Err(NGX_ERROR as ngx_int_t);
     };
     held.failures_seen = failures_seen;
     held.hold_began_ms = now_ms();
     upstream.held.push(held);
     ngx::ngx_log_debug!(
         request.log(),
-        "supervisord: upstream \"{}\": holding request, {} held in all workers",
+        "supervisord: upstream \"{}\": holding request{}, {} held in all workers",
         upstream.name(),
+        place,
         upstream.shared().held()
     );
-    // SAFETY: r is live (caller's contract).
-    unsafe { start_hold(r, upstream) };
-    NGX_AGAIN as ngx_int_t
+    Ok(held)
 }
 
 /// Sets the events of a request just queued as held: its deadline, its wake, its client.
@@ -349,10 +384,7 @@ fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
 /// The request's held record: its module context, made (with a pool cleanup that takes it off
 /// the queue should the request be freed while held) the first time the request is held.
 /// Null when out of memory.
-pub(super) fn held_request(
-    request: &mut Request,
-    upstream: &'static UpstreamRuntime,
-) -> *mut HeldRequest {
+fn held_request(request: &mut Request, upstream: &'static UpstreamRuntime) -> *mut HeldRequest {
     let module = Module::module();
     let existing = held_context(request);
     // SAFETY: the context, when set, is this request's record in its pool.
@@ -415,7 +447,7 @@ fn held_context(request: &Request) -> *mut HeldRequest {
 }
 
 /// The `Retry-After` of every 503 the gate answers.
-pub(super) const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
+const RETRY_AFTER: &[(&str, &str)] = &[("Retry-After", "1")];
 
 /// Takes the request off its queue and the shared count, once.
 pub(super) fn release(held: &mut HeldRequest) {
@@ -485,23 +517,20 @@ pub(super) unsafe fn time_out(held: &mut HeldRequest) {
 pub(super) fn arm_wake_timer(upstream: &'static UpstreamRuntime) {
     let event = upstream.wake_timer.get();
     // SAFETY: the event lives in the worker's runtime; only this worker's thread touches it.
-    unsafe {
-        if (*event).timer_set() != 0 {
-            return;
-        }
-        if (*event).handler.is_none() {
-            (*event).handler = Some(on_wake_tick);
-            (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-            (*event).log = cycle_log();
-            upstream.wake_seen_generation.set(0);
-        }
-        ngx_add_timer(event, WAKE_TICK_MS);
+    let (armed, first) = unsafe { ((*event).timer_set() != 0, (*event).handler.is_none()) };
+    if armed {
+        return;
     }
+    if first {
+        upstream.wake_seen_generation.set(0);
+    }
+    // Not cancelable: held requests keep a gracefully exiting worker alive anyway.
+    upstream.arm_timer(event, on_wake_tick, WAKE_TICK_MS as u64, false);
 }
 
 unsafe extern "C" fn on_wake_tick(event: *mut ngx_event_t) {
-    // SAFETY: the timer's data is its upstream's runtime.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: armed by `arm_wake_timer`.
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     let generation = upstream.shared().generation();
     if generation != upstream.wake_seen_generation.get() {
         upstream.wake_seen_generation.set(generation);

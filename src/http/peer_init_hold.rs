@@ -8,19 +8,11 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 
-use nginx_sys::{
-    ngx_add_timer, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_BUSY, NGX_ERROR,
-    NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_WARN, NGX_OK,
-};
+use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_BUSY, NGX_OK};
 use ngx::http::Request;
 
-use super::hold_gate::{
-    arm_wake_timer, backing_off, held_request, start_one, time_out, verdict, RETRY_AFTER,
-};
-use crate::core::hold_verdict::HoldVerdict;
-use crate::runtime::{backend_monitor, init_busy, HeldRequest, UpstreamRuntime};
-use crate::util::reply::error_status;
-use crate::util::time::now_ms;
+use super::hold_gate::{arm_wake_timer, enqueue, hold_step, time_out, HoldStep};
+use crate::runtime::{init_busy, HeldRequest, UpstreamRuntime};
 
 thread_local! {
     /// Set while the balancer wrapper runs the peer.init it wraps.
@@ -50,42 +42,22 @@ pub fn inside_wrapped_init() -> bool {
 /// # Safety
 /// `r` must be the live request whose balancer's peer.init is running.
 pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) -> ngx_int_t {
-    backend_monitor::tell_changes(upstream);
+    if !init_busy::available() {
+        return NGX_OK as ngx_int_t;
+    }
     // SAFETY: caller's contract.
     let request = unsafe { Request::from_ngx_http_request(r) };
     let failures_seen = upstream.shared().failed_starts();
-    match verdict(upstream, failures_seen) {
-        HoldVerdict::Proceed => return NGX_OK as ngx_int_t,
-        _ if !init_busy::available() => return NGX_OK as ngx_int_t,
-        HoldVerdict::StartFailed => return NGX_HTTP_BAD_GATEWAY as ngx_int_t,
-        HoldVerdict::BackingOff { retry_after_ms } => {
-            return backing_off(request, upstream, retry_after_ms)
-        }
-        HoldVerdict::Wait { start } => {
-            if start {
-                start_one(upstream);
-            }
-        }
+    match hold_step(request, upstream, failures_seen) {
+        HoldStep::Proceed => return NGX_OK as ngx_int_t,
+        HoldStep::Answer(rc) => return rc,
+        HoldStep::Hold => {}
     }
-    if !upstream.shared().try_hold(upstream.conf.hold_limit()) {
-        ngx::ngx_log_error!(
-            NGX_LOG_WARN,
-            request.log(),
-            "supervisord: upstream \"{}\": {} requests held already, refusing one more",
-            upstream.name(),
-            upstream.conf.hold_limit()
-        );
-        return error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
-    }
-    // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
-    let Some(held) = (unsafe { held_request(request, upstream).as_mut() }) else {
-        upstream.shared().release_hold();
-        return NGX_ERROR as ngx_int_t;
+    let held = match enqueue(request, upstream, failures_seen, " in peer.init") {
+        Ok(held) => held,
+        Err(rc) => return rc,
     };
-    held.failures_seen = failures_seen;
-    held.hold_began_ms = now_ms();
     held.paused_in_peer_init = true;
-    upstream.held.push(held);
     let deadline: *mut ngx_event_t = &mut held.deadline;
     // SAFETY: the event lives in the record, in the request's pool; the record's pool cleanup
     // deletes its timer should the request be freed while held.
@@ -96,12 +68,6 @@ pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRunti
         ngx_add_timer(deadline, upstream.conf.hold_timeout_ms() as _);
     }
     arm_wake_timer(upstream);
-    ngx::ngx_log_debug!(
-        request.log(),
-        "supervisord: upstream \"{}\": holding request in peer.init, {} held in all workers",
-        upstream.name(),
-        upstream.shared().held()
-    );
     NGX_BUSY as ngx_int_t
 }
 

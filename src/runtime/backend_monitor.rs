@@ -3,8 +3,6 @@
 //! shared generation when a request goes to the upstream and on a short timer (so that a
 //! worker without traffic keeps its balancer's peers in step too).
 
-use std::ffi::c_void;
-
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_uint_t};
 
 use super::worker::UpstreamRuntime;
@@ -69,21 +67,17 @@ pub fn start(upstream: &'static UpstreamRuntime) {
         return;
     }
     tell_changes(upstream);
-    let event = upstream.monitor.timer.get();
-    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
-    unsafe {
-        (*event).handler = Some(on_timer);
-        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-        (*event).log = cycle_log();
-        // Does not keep a gracefully exiting worker alive.
-        (*event).set_cancelable(1);
-        ngx_add_timer(event, LOOK_INTERVAL_MS as _);
-    }
+    upstream.arm_timer(
+        upstream.monitor.timer.get(),
+        on_timer,
+        LOOK_INTERVAL_MS,
+        true,
+    );
 }
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: armed by `start`.
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     tell_changes(upstream);
     // SAFETY: re-arming our own event.
     unsafe { ngx_add_timer(event, LOOK_INTERVAL_MS as _) };

@@ -9,8 +9,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use nginx_sys::{
-    ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_log_t, ngx_pool_cleanup_add,
-    ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
+    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_log_t,
+    ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
 use super::hold_queue::HoldQueue;
@@ -20,6 +20,7 @@ use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
+use crate::util::log::cycle_log;
 
 pub struct UpstreamRuntime {
     pub conf: &'static UpstreamConf,
@@ -122,6 +123,36 @@ impl UpstreamRuntime {
         // Generations start at 1: the next tick takes this for a change.
         self.wake_seen_generation.set(0);
         self.wake_held_now();
+    }
+
+    /// Arms `event`, one of this runtime's timers, to call `handler` after `after_ms`;
+    /// `handler` finds the runtime again with `UpstreamRuntime::of_timer`. A cancelable timer
+    /// does not keep a gracefully exiting worker alive. Arming a set timer moves it.
+    pub fn arm_timer(
+        &'static self,
+        event: *mut ngx_event_t,
+        handler: unsafe extern "C" fn(*mut ngx_event_t),
+        after_ms: u64,
+        cancelable: bool,
+    ) {
+        // SAFETY: the event lives in this runtime, which outlives its timers; only this
+        // worker's thread touches it.
+        unsafe {
+            (*event).handler = Some(handler);
+            (*event).data = self as *const UpstreamRuntime as *mut c_void;
+            (*event).log = cycle_log();
+            (*event).set_cancelable(cancelable.into());
+            ngx_add_timer(event, after_ms as _);
+        }
+    }
+
+    /// The runtime whose timer `event` is (see `arm_timer`).
+    ///
+    /// # Safety
+    /// `event` must be a timer armed with `arm_timer`.
+    pub unsafe fn of_timer(event: *mut ngx_event_t) -> &'static UpstreamRuntime {
+        // SAFETY: caller's contract: the event's data is its runtime, which outlives it.
+        unsafe { &*((*event).data as *const UpstreamRuntime) }
     }
 
     pub fn shared(&self) -> &SharedUpstream {

@@ -8,7 +8,6 @@
 //! (see `core::start_handshake`).
 
 use std::cell::{Cell, RefCell};
-use std::ffi::c_void;
 use std::rc::Rc;
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
@@ -158,23 +157,14 @@ fn balancer_allows_stop(upstream: &UpstreamRuntime, index: usize) -> bool {
 fn watch(upstream: &'static UpstreamRuntime, index: usize, now: u64) {
     let drain = &upstream.drains[index];
     drain.started_ms.set(now);
-    let event = drain.event.get();
-    // SAFETY: the event lives in the worker's runtime, which outlives its timers; only this
-    // worker's thread touches it. Adding a timer that is already set moves it.
-    unsafe {
-        (*event).handler = Some(on_timer);
-        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-        (*event).log = cycle_log();
-        // Not cancelable: a worker that exits gracefully (reload) finishes its drains first,
-        // bounded by the drain timeout, as it finishes its requests in flight.
-        (*event).set_cancelable(0);
-        ngx_add_timer(event, DRAIN_CHECK_INTERVAL_MS as _);
-    }
+    // Not cancelable: a worker that exits gracefully (reload) finishes its drains first,
+    // bounded by the drain timeout, as it finishes its requests in flight.
+    upstream.arm_timer(drain.event.get(), on_timer, DRAIN_CHECK_INTERVAL_MS, false);
 }
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: armed by `watch`.
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     let Some(index) = upstream
         .drains
         .iter()

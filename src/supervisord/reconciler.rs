@@ -6,8 +6,6 @@
 //! and resume the moment it listens; one stopping outside nginx holds requests meanwhile.
 //! A backend whose program supervisord does not have is reported at the first read, once.
 
-use std::ffi::c_void;
-
 use nginx_sys::{
     ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
@@ -35,21 +33,12 @@ pub fn start(upstream: &'static UpstreamRuntime) {
     if !upstream.conf.supervised() {
         return;
     }
-    let event = upstream.sync_timer.get();
-    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
-    unsafe {
-        (*event).handler = Some(on_timer);
-        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-        (*event).log = cycle_log();
-        // Does not keep a gracefully exiting worker alive.
-        (*event).set_cancelable(1);
-        ngx_add_timer(event, 1);
-    }
+    upstream.arm_timer(upstream.sync_timer.get(), on_timer, 1, true);
 }
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     // SAFETY: plain reads of nginx's process flags.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;

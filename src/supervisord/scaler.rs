@@ -4,8 +4,6 @@
 //! stop one (idle, light load). Starts count for the start backoff like on-demand starts, so a
 //! program that exits at start-up is not started again and again to reach the minimum.
 
-use std::ffi::c_void;
-
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
 
 use super::commander::{self, StopBegun};
@@ -26,21 +24,12 @@ pub fn start(upstream: &'static UpstreamRuntime) {
     if !policy.acts() {
         return;
     }
-    let event = upstream.scale_timer.get();
-    // SAFETY: the event lives in the worker's runtime; only this thread touches it.
-    unsafe {
-        (*event).handler = Some(on_tick);
-        (*event).data = upstream as *const UpstreamRuntime as *mut c_void;
-        (*event).log = cycle_log();
-        // Does not keep a gracefully exiting worker alive.
-        (*event).set_cancelable(1);
-        ngx_add_timer(event, policy.tick_ms() as _);
-    }
+    upstream.arm_timer(upstream.scale_timer.get(), on_tick, policy.tick_ms(), true);
 }
 
 unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream: &'static UpstreamRuntime = unsafe { &*((*event).data as *const UpstreamRuntime) };
+    // SAFETY: armed by `start`.
+    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     // SAFETY: plain reads of nginx's process flags.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;
