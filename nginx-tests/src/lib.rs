@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error_log;
+pub mod patched;
 pub mod raw;
 pub mod status;
 pub mod supervisord;

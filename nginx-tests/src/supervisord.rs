@@ -191,6 +191,11 @@ impl Supervisord {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
     }
+
+    /// How many times supervisord spawned `program` so far, by its log.
+    pub fn spawns(&self, program: &str) -> usize {
+        self.log().matches(&format!("spawned: '{program}'")).count()
+    }
 }
 
 impl Drop for Supervisord {

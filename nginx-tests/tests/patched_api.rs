@@ -6,55 +6,13 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nginx_tests::patched;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{
-    eventually, free_port, module_path, request, Backend, Config, Nginx, Server, Upstream,
-};
-
-fn patched() -> bool {
-    let patched = std::env::var_os("NGX_SUPERVISORD_PATCHED").is_some_and(|value| value == "1");
-    if !patched {
-        eprintln!("skipped: needs the patched nginx (make patched-test)");
-    }
-    patched
-}
-
-/// upstream-fair, built next to the module under test.
-fn load_fair() -> String {
-    let fair: PathBuf = module_path()
-        .parent()
-        .unwrap()
-        .join("ngx_http_upstream_fair_module.so");
-    assert!(
-        fair.exists(),
-        "{} is missing (make patched)",
-        fair.display()
-    );
-    format!("load_module {};", fair.display())
-}
-
-fn spawns(supervisord: &Supervisord, program: &str) -> usize {
-    supervisord
-        .log()
-        .matches(&format!("spawned: '{program}'"))
-        .count()
-}
-
-/// The worker pids that wrote a debug line containing `needle`.
-fn pids_logging(log: &str, needle: &str) -> HashSet<u32> {
-    log.lines()
-        .filter(|line| line.contains("[debug]") && line.contains(needle))
-        .filter_map(|line| {
-            let after = line.split("[debug] ").nth(1)?;
-            after.split('#').next()?.parse().ok()
-        })
-        .collect()
-}
+use nginx_tests::{eventually, free_port, request, Backend, Config, Nginx, Server, Upstream};
 
 /// Example #1 of ngx_supervisord 1.4's README, as it was written (the module and upstream-fair
 /// loaded first; its server listens on port 80, nginx's default for root).
@@ -74,7 +32,7 @@ server {
 
 #[test]
 fn example_1_of_the_2010_readme_runs_verbatim() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     for port in [80, 8000, 8001, 9001] {
@@ -96,7 +54,9 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
     let config = Config::new()
         .workers(2)
         .error_log_level("debug")
-        .main_raw(load_fair())
+        .main_raw(patched::load_module_beside(
+            "ngx_http_upstream_fair_module.so",
+        ))
         .http_raw(EXAMPLE_1)
         .server(Server::new().location("= /_status", "supervisord_status;"));
     let nginx = Nginx::start("example1", &config);
@@ -106,8 +66,8 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
     assert_eq!(response.body.trim(), "backend 8000");
     // Held while backend0 started (startsecs=1: the module answers once it listens).
     assert!(began.elapsed() < Duration::from_secs(10));
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
-    assert_eq!(spawns(&supervisord, "backend1"), 0);
+    assert_eq!(supervisord.spawns("backend0"), 1);
+    assert_eq!(supervisord.spawns("backend1"), 0);
     let log = nginx.error_log();
     assert_eq!(
         log.matches("holding request in peer.init").count(),
@@ -119,12 +79,12 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
     for _ in 0..10 {
         assert_eq!(request(80, "GET", "/").status, 200);
     }
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
 }
 
 #[test]
 fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_the_minimum() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port()];
@@ -150,7 +110,9 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
         "fair-load",
         &Config::new()
             .workers(2)
-            .main_raw(load_fair())
+            .main_raw(patched::load_module_beside(
+                "ngx_http_upstream_fair_module.so",
+            ))
             .upstream(upstream)
             .server(
                 Server::new()
@@ -176,7 +138,7 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
         "backend1 not started for load: {:?}",
         nginx.backend_statuses()
     );
-    assert_eq!(spawns(&supervisord, "backend1"), 1);
+    assert_eq!(supervisord.spawns("backend1"), 1);
     // No requests: fair stops one backend per interval, never below fair_min_servers.
     assert!(
         eventually(6, || nginx.backend_statuses()
@@ -192,7 +154,7 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
         "stopped below fair_min_servers"
     );
     assert_eq!(supervisord.state("backend0"), "RUNNING");
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert_eq!(
         log.matches("by the balancer's start any").count(),
@@ -212,7 +174,7 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
 
 #[test]
 fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let fair_ports = [free_port(), free_port()];
@@ -234,7 +196,9 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
         &Config::new()
             .workers(2)
             .error_log_level("debug")
-            .main_raw(load_fair())
+            .main_raw(patched::load_module_beside(
+                "ngx_http_upstream_fair_module.so",
+            ))
             .upstream(upstream("fairup", &fair_ports, &["fair"]))
             .upstream(upstream("rrup", &rr_ports, &[]))
             .server(
@@ -253,7 +217,11 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
     let flipped = |since: usize, line: &str| {
         eventually(5, || {
             let log = nginx.error_log();
-            workers.is_subset(&pids_logging(&log[since.min(log.len())..], line))
+            workers.is_subset(&patched::pids_logging(
+                &log[since.min(log.len())..],
+                "debug",
+                line,
+            ))
         })
     };
     // Each worker tells its balancers every status as it starts.
@@ -336,7 +304,7 @@ fn nginx_with_variable_pass(
 
 #[test]
 fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -362,7 +330,7 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.body.trim(), format!("backend {port}"));
     }
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert!(
         log.matches("holding request in peer.init").count() >= 1,
@@ -379,7 +347,7 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
 
 #[test]
 fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -423,12 +391,12 @@ fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
     );
     // Once it listens, the next request goes through.
     assert!(eventually(10, || request(nginx.port, "GET", "/").status == 200));
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
 }
 
 #[test]
 fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -461,13 +429,13 @@ fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
     drop(clients);
     assert!(eventually(5, || held() == 0), "still held: {}", held());
     assert!(eventually(10, || request(nginx.port, "GET", "/").status == 200));
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     assert_eq!(held(), 0);
 }
 
 #[test]
 fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -485,7 +453,7 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
         "{:?}",
         began.elapsed()
     );
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     assert_eq!(
         nginx
             .supervisord_status("/_status")
@@ -502,7 +470,7 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
 
 #[test]
 fn a_subrequest_is_held_in_peer_init() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -553,7 +521,7 @@ fn a_subrequest_is_held_in_peer_init() {
         body.find(" after").expect("page end"),
     );
     assert!(before < answer && answer < after, "{response:?}");
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert!(
         log.contains("holding request in peer.init"),
@@ -575,7 +543,7 @@ fn a_subrequest_is_held_in_peer_init() {
 /// gives its place back and leaves the other streams of its connection alone.
 #[test]
 fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -624,7 +592,7 @@ fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
     assert_eq!(answered, vec![(1, 200), (5, 200)]);
     connection.close();
     assert_eq!(held(), 0);
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert_eq!(
         log.matches("holding request in peer.init").count(),
@@ -638,7 +606,7 @@ fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
 /// answered 500, and its connection is kept alive afterwards.
 #[test]
 fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let port = free_port();
@@ -672,7 +640,7 @@ fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.body.trim(), format!("backend {port}"));
     }
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert!(
         log.contains("holding request in peer.init"),
@@ -689,7 +657,7 @@ fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
 /// `fair` leaves the module working with nginx's own round robin.
 #[test]
 fn a_reload_keeps_the_balancers_in_step() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port()];
@@ -698,7 +666,9 @@ fn a_reload_keeps_the_balancers_in_step() {
         Config::new()
             .workers(2)
             .error_log_level("debug")
-            .main_raw(load_fair())
+            .main_raw(patched::load_module_beside(
+                "ngx_http_upstream_fair_module.so",
+            ))
             .upstream(
                 Upstream::new("backend")
                     .servers(&ports)
@@ -721,7 +691,11 @@ fn a_reload_keeps_the_balancers_in_step() {
     let told = |since: usize, line: &str| {
         eventually(5, || {
             let log = nginx.error_log();
-            workers.is_subset(&pids_logging(&log[since.min(log.len())..], line))
+            workers.is_subset(&patched::pids_logging(
+                &log[since.min(log.len())..],
+                "debug",
+                line,
+            ))
         })
     };
     // The new workers start with backend 1 down, as the old ones left it.
@@ -745,8 +719,9 @@ fn a_reload_keeps_the_balancers_in_step() {
     let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
     assert!(eventually(5, || {
         let log = nginx.error_log();
-        workers.is_subset(&pids_logging(
+        workers.is_subset(&patched::pids_logging(
             &log[since.min(log.len())..],
+            "debug",
             "round robin: upstream \"backend\" backend 1 down=0",
         ))
     }));

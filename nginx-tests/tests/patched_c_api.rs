@@ -4,39 +4,16 @@
 //! `ngx_supervisord_execute` with its query's arguments). Run by `make patched-test`.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nginx_tests::patched;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{
-    eventually, free_port, module_path, request, Backend, Config, Nginx, Server, Upstream,
-};
+use nginx_tests::{eventually, free_port, request, Backend, Config, Nginx, Server, Upstream};
 
 const NGX_OK: i64 = 0;
 const NGX_DECLINED: i64 = -5;
-
-fn patched() -> bool {
-    let patched = std::env::var_os("NGX_SUPERVISORD_PATCHED").is_some_and(|value| value == "1");
-    if !patched {
-        eprintln!("skipped: needs the patched nginx (make patched-test)");
-    }
-    patched
-}
-
-fn load_test_balancer() -> String {
-    let module: PathBuf = module_path()
-        .parent()
-        .unwrap()
-        .join("ngx_http_supervisord_api_test_module.so");
-    assert!(
-        module.exists(),
-        "{} is missing (make patched)",
-        module.display()
-    );
-    format!("load_module {};", module.display())
-}
 
 /// `ngx_supervisord_execute`'s return code, through the test balancer's handler.
 fn execute(nginx: &Nginx, query: &str) -> i64 {
@@ -50,28 +27,16 @@ fn execute(nginx: &Nginx, query: &str) -> i64 {
         .unwrap_or_else(|| panic!("{response:?}"))
 }
 
-/// The pids that logged a notice containing `needle`.
-fn pids_noticing(log: &str, needle: &str) -> HashSet<u32> {
-    log.lines()
-        .filter(|line| line.contains("[notice]") && line.contains(needle))
-        .filter_map(|line| {
-            line.split("[notice] ")
-                .nth(1)?
-                .split('#')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// nginx (2 workers) with `upstreams` (`backend`, and `plain` when given), `/` passing to
 /// `backend`, `/plain` to `plain`, and the test balancer's `/execute`.
 fn config(upstreams: Vec<Upstream>, with_plain: bool) -> Config {
-    let mut config = Config::new()
-        .workers(2)
-        .error_log_level("notice")
-        .main_raw(load_test_balancer());
+    let mut config =
+        Config::new()
+            .workers(2)
+            .error_log_level("notice")
+            .main_raw(patched::load_module_beside(
+                "ngx_http_supervisord_api_test_module.so",
+            ));
     for upstream in upstreams {
         config = config.upstream(upstream);
     }
@@ -88,7 +53,7 @@ fn config(upstreams: Vec<Upstream>, with_plain: bool) -> Config {
 
 #[test]
 fn execute_checks_its_arguments_and_monitors_are_told_in_every_worker() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port(), free_port()];
@@ -114,7 +79,11 @@ fn execute_checks_its_arguments_and_monitors_are_told_in_every_worker() {
     let told_everywhere = |since: usize, needle: &str| {
         eventually(5, || {
             let log = nginx.error_log();
-            workers.is_subset(&pids_noticing(&log[since.min(log.len())..], needle))
+            workers.is_subset(&patched::pids_logging(
+                &log[since.min(log.len())..],
+                "notice",
+                needle,
+            ))
         })
     };
     // Each worker tells the monitor every status as it starts.
@@ -166,7 +135,7 @@ fn execute_checks_its_arguments_and_monitors_are_told_in_every_worker() {
 
 #[test]
 fn a_stop_waits_for_the_balancers_checker_within_the_drain_timeout() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port()];
@@ -254,7 +223,7 @@ fn a_stop_waits_for_the_balancers_checker_within_the_drain_timeout() {
 
 #[test]
 fn the_load_monitor_is_told_each_intervals_requests_once() {
-    if !patched() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port()];

@@ -11,19 +11,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nginx_tests::patched;
 use nginx_tests::{
     free_port, recorded_requests, request, Backend, Config, Nginx, Server, Upstream,
 };
-
-fn patched_build() -> bool {
-    if std::env::var("NGX_SUPERVISORD_PATCHED").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!(
-        "skipped: needs the patched nginx (make patched-test sets NGX_SUPERVISORD_PATCHED=1)"
-    );
-    false
-}
 
 /// A test-backend recording what it receives, and where.
 fn recording_backend(name: &str) -> (Backend, PathBuf) {
@@ -59,7 +50,7 @@ fn count(log: &str, needle: &str) -> usize {
 
 #[test]
 fn round_robin_reaches_both_backends() {
-    if !patched_build() {
+    if !patched::enabled() {
         return;
     }
     let (first, first_record) = recording_backend("rr0");
@@ -90,7 +81,7 @@ fn round_robin_reaches_both_backends() {
 
 #[test]
 fn down_server_gets_nothing() {
-    if !patched_build() {
+    if !patched::enabled() {
         return;
     }
     let (up, up_record) = recording_backend("up");
@@ -115,7 +106,7 @@ fn down_server_gets_nothing() {
 /// recursion guard lets fall through to nginx's 502).
 #[test]
 fn all_peers_down_is_502_without_a_loop() {
-    if !patched_build() {
+    if !patched::enabled() {
         return;
     }
     let (first, first_record) = recording_backend("alldown0");
@@ -158,7 +149,7 @@ fn all_peers_down_is_502_without_a_loop() {
 /// upstream; every request gets its 502 at once either way.
 #[test]
 fn all_peers_failed_is_502_without_a_loop() {
-    if !patched_build() {
+    if !patched::enabled() {
         return;
     }
     let ports = [free_port(), free_port()];

@@ -28,13 +28,6 @@ fn up_count(nginx: &Nginx) -> usize {
         .count()
 }
 
-fn spawns(supervisord: &Supervisord, program: &str) -> usize {
-    supervisord
-        .log()
-        .matches(&format!("spawned: '{program}'"))
-        .count()
-}
-
 /// `clients` threads sending `path` one after another until stopped; every status they got.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -90,9 +83,9 @@ fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
         "{:?}",
         nginx.backend_statuses()
     );
-    assert_eq!(spawns(&supervisord, "backend0"), 1);
-    assert_eq!(spawns(&supervisord, "backend1"), 1);
-    assert_eq!(spawns(&supervisord, "backend2"), 0);
+    assert_eq!(supervisord.spawns("backend0"), 1);
+    assert_eq!(supervisord.spawns("backend1"), 1);
+    assert_eq!(supervisord.spawns("backend2"), 0);
     let log = nginx.error_log();
     assert_eq!(
         log.matches("fewer than supervisord_min_servers 2").count(),
@@ -101,9 +94,9 @@ fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
     );
     // A crash takes one away: it is started again (the first DOWN one), no request needed.
     supervisord.crash("backend1");
-    assert!(eventually(5, || spawns(&supervisord, "backend1") == 2));
+    assert!(eventually(5, || supervisord.spawns("backend1") == 2));
     assert!(eventually(5, || up_count(&nginx) == 2));
-    assert_eq!(spawns(&supervisord, "backend2"), 0);
+    assert_eq!(supervisord.spawns("backend2"), 0);
     nginx.assert_clean_log();
 }
 
@@ -144,7 +137,7 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
     );
     assert!(scaled_up_after.is_some(), "{ups:?}");
     assert!(ups.iter().all(|up| *up <= 3), "{ups:?}");
-    assert_eq!(spawns(&supervisord, "backend3"), 0);
+    assert_eq!(supervisord.spawns("backend3"), 0);
     // Load gone: each idle backend is drained and stopped, down to the minimum.
     let idle = Instant::now();
     assert!(
@@ -174,8 +167,8 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
     assert_eq!(lines("; starting it"), 3, "{log}");
     // Each stop (idle, or light load once the window shows it) drained first: 0 failed.
     assert_eq!(lines("; stopping it"), 2, "{log}");
-    assert_eq!(spawns(&supervisord, "backend1"), 1);
-    assert_eq!(spawns(&supervisord, "backend2"), 1);
+    assert_eq!(supervisord.spawns("backend1"), 1);
+    assert_eq!(supervisord.spawns("backend2"), 1);
     // Backend 0 stays; the others went highest first.
     assert_eq!(nginx.backend_statuses()[0], Status::Up);
     nginx.assert_clean_log();
@@ -204,7 +197,7 @@ fn steady_load_does_not_flap() {
     assert_eq!(log.matches("; stopping it").count(), 0, "{log}");
     // Only the minimum's start: no load action in 5 s (10 windows).
     assert_eq!(log.matches("; starting it").count(), 1, "{log}");
-    assert_eq!(spawns(&supervisord, "backend1"), 0);
+    assert_eq!(supervisord.spawns("backend1"), 0);
     nginx.assert_clean_log();
 }
 

@@ -66,10 +66,6 @@ fn assert_root() {
     );
 }
 
-fn spawns(supervisord: &Supervisord) -> usize {
-    supervisord.log().matches("spawned: 'backend0'").count()
-}
-
 #[test]
 fn a_socket_closed_to_the_workers_is_warned_about_and_really_unreachable() {
     assert_root();
@@ -103,7 +99,7 @@ fn a_socket_closed_to_the_workers_is_warned_about_and_really_unreachable() {
         "{}",
         nginx.error_log()
     );
-    assert_eq!(spawns(&supervisord), 0, "{}", supervisord.log());
+    assert_eq!(supervisord.spawns("backend0"), 0, "{}", supervisord.log());
     // Starting nginx warned too (its terminal is the test's; the log file is at notice).
     assert!(
         nginx
@@ -133,7 +129,7 @@ fn the_recommended_socket_gets_no_warning_and_works() {
     assert_eq!(reply.body.trim(), format!("backend {port}"));
     // supervisord may log the spawn after its program already answered (a busy machine).
     assert!(
-        eventually(2, || spawns(&supervisord) == 1),
+        eventually(2, || supervisord.spawns("backend0") == 1),
         "{}",
         supervisord.log()
     );

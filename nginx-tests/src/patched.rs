@@ -1,0 +1,58 @@
+//! The patched build (`make patched`): whether the suite runs against it, the dynamic modules
+//! built beside the module under test, and which workers logged a line.
+
+use std::collections::HashSet;
+
+/// Whether the patched suite runs (`make patched-test` sets `NGX_SUPERVISORD_PATCHED=1` and
+/// points the harness at `build/patched/`); says so when it is skipped.
+pub fn enabled() -> bool {
+    if std::env::var("NGX_SUPERVISORD_PATCHED").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!(
+        "skipped: needs the patched nginx (make patched-test sets NGX_SUPERVISORD_PATCHED=1)"
+    );
+    false
+}
+
+/// The `load_module` line of `file`, a module `make patched` built next to the module under
+/// test (e.g. `ngx_http_upstream_fair_module.so`).
+pub fn load_module_beside(file: &str) -> String {
+    let module = crate::module_path().parent().unwrap().join(file);
+    assert!(
+        module.exists(),
+        "{} is missing (make patched)",
+        module.display()
+    );
+    format!("load_module {};", module.display())
+}
+
+/// The pids of the processes that logged, at `level` (`debug`, `notice`...), a line of `log`
+/// containing `needle`.
+pub fn pids_logging(log: &str, level: &str, needle: &str) -> HashSet<u32> {
+    let marker = format!("[{level}] ");
+    log.lines()
+        .filter(|line| line.contains(&marker) && line.contains(needle))
+        .filter_map(|line| line.split(&marker).nth(1)?.split('#').next()?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_read_from_lines_of_the_level() {
+        let log = "2026/12/05 04:49:12 [debug] 11#11: x backend 1 down=1\n\
+                   2026/12/05 04:49:12 [notice] 12#12: x backend 1 down=1\n\
+                   2026/12/05 04:49:12 [debug] 13#13: x backend 0 down=1\n";
+        assert_eq!(
+            pids_logging(log, "debug", "backend 1 down=1"),
+            HashSet::from([11])
+        );
+        assert_eq!(
+            pids_logging(log, "notice", "backend 1 down=1"),
+            HashSet::from([12])
+        );
+    }
+}
