@@ -2,7 +2,7 @@
 #
 #   make build  nginx 1.28 at build/sbin/nginx, the module at build/modules/ngx_supervisord_module.so
 #   make test   every unit and integration test, on nginx 1.28, Debian's nginx, an ASan build
-#               and nginx 1.28 with the core patches; Debian's nginx patched, as a build check
+#               and nginx 1.28 and Debian's 1.22 with the core patches (compared with stock)
 #               (installs missing Debian packages first)
 #   make patched      nginx 1.28 with patches/ (init_busy, round-robin) in build/patched/
 #   make demo   the main job live: a real supervisord starts a backend for the first request
@@ -12,7 +12,7 @@ CARGO ?= cargo
 SHELL := /bin/bash
 
 .PHONY: all deps build lint unit integration distro-build distro-test asan patched \
-        patched-1.22 patched-test test demo bench clean
+        patched-1.22 patched-1.22-test patched-test test demo bench clean
 
 all: build
 
@@ -76,28 +76,40 @@ asan: deps
 patched: deps
 	bash .ci/build-patched 1.28
 
-# A build check: Debian's nginx 1.22.1 source with the 1.22 patches, configured with Debian's
-# flags, compiled (binary and modules) in build/patched-1.22-src.
+# Debian's nginx 1.22.1 source with the 1.22 patches, configured with Debian's flags, compiled
+# (binary and modules) in build/patched-1.22-src; the binary in build/patched-1.22/sbin.
 patched-1.22: deps
 	bash .ci/build-patched 1.22
 
-# The integration tests written for the patched build, nginx-tests/tests/patched_*.rs (none:
-# nothing to run).
+# The patched 1.22 build against Debian's own nginx (configured alike): the patched nginx must
+# behave as stock nginx, alone and with the module built for Debian's nginx loaded.
+patched-1.22-test: patched-1.22 distro-build
+	NGX_SUPERVISORD_PATCHED=1 \
+	NGX_SUPERVISORD_NGINX=$(CURDIR)/build/patched-1.22/sbin/nginx \
+	NGX_SUPERVISORD_STOCK_NGINX=/usr/sbin/nginx \
+	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/distro/ngx_supervisord_module.so \
+	    $(CARGO) test --release --locked -p nginx-tests --test patched_stock \
+	    -- --include-ignored --test-threads=2
+
+# The integration tests written for the patched build, nginx-tests/tests/patched_*.rs; other
+# suites report them ignored. patched_stock compares the patched nginx with stock nginx 1.28
+# configured alike (build/sbin/nginx).
 PATCHED_TESTS = $(patsubst nginx-tests/tests/%.rs,%,$(wildcard nginx-tests/tests/patched_*.rs))
-patched-test: patched
+patched-test: patched build
 	@if [ -z "$(PATCHED_TESTS)" ]; then echo "no nginx-tests/tests/patched_*.rs"; exit 0; fi; \
 	set -x; \
 	NGX_SUPERVISORD_PATCHED=1 \
 	NGX_SUPERVISORD_NGINX=$(CURDIR)/build/patched/sbin/nginx \
+	NGX_SUPERVISORD_STOCK_NGINX=$(CURDIR)/build/sbin/nginx \
 	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/patched/modules/ngx_supervisord_module.so \
 	    $(CARGO) test --release --locked -p nginx-tests $(addprefix --test ,$(PATCHED_TESTS)) \
-	    -- --test-threads=2
+	    -- --include-ignored --test-threads=2
 
 # Runs every suite, then sums up the test counts of all of them on the last line.
 test:
 	@mkdir -p build
 	@set -o pipefail; $(MAKE) --no-print-directory lint unit integration distro-test asan \
-	    patched-1.22 patched-test 2>&1 | tee build/test.log; \
+	    patched-1.22-test patched-test 2>&1 | tee build/test.log; \
 	status=$$?; \
 	awk '/^test result:/ { passed += $$4; failed += $$6 } \
 	     END { printf "%d passed, %d failed\n", passed, failed }' build/test.log; \

@@ -22,7 +22,7 @@
 //! `directive("x")` writes `x;`; `raw("...")` writes its text unchanged (comments, odd forms).
 
 use std::fmt::{Display, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::module_path;
 
@@ -30,6 +30,8 @@ use crate::module_path;
 #[derive(Clone, Debug)]
 pub struct Config {
     load_module: bool,
+    /// The module's file when not [`module_path`] (another nginx build's).
+    module: Option<PathBuf>,
     workers: usize,
     worker_connections: usize,
     error_log_level: String,
@@ -50,6 +52,7 @@ impl Config {
     pub fn new() -> Self {
         Self {
             load_module: true,
+            module: None,
             workers: 2,
             worker_connections: 1024,
             error_log_level: "notice".into(),
@@ -64,6 +67,13 @@ impl Config {
     /// core patch keeps nginx's behaviour when the module is absent.
     pub fn without_module(mut self) -> Self {
         self.load_module = false;
+        self
+    }
+
+    /// Loads the module from `path` (built for another nginx than the one under test).
+    pub fn module_at(mut self, path: impl Into<PathBuf>) -> Self {
+        self.load_module = true;
+        self.module = Some(path.into());
         self
     }
 
@@ -121,7 +131,8 @@ impl Config {
             out.push('\n');
         };
         if self.load_module {
-            line(&format!("load_module {};", module_path().display()));
+            let module = self.module.clone().unwrap_or_else(module_path);
+            line(&format!("load_module {};", module.display()));
         }
         line(&format!("worker_processes {};", self.workers));
         line(&format!(

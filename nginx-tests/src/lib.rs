@@ -183,6 +183,8 @@ pub struct Nginx {
     allowed: Mutex<Vec<AllowedLine>>,
     /// Set by [`Nginx::start_with_hosts`]: the file bound over `/etc/hosts` for nginx.
     hosts: Option<PathBuf>,
+    /// The nginx executable: [`nginx_binary`], or another build ([`Nginx::start_binary`]).
+    binary: PathBuf,
 }
 
 /// `nginx` (or any `program`), run in a private mount namespace where `hosts` is bound over
@@ -203,7 +205,13 @@ pub fn command_with_hosts(program: &Path, hosts: Option<&Path>) -> Command {
 impl Nginx {
     /// Starts nginx with `config`; its [`Server::new`] servers listen on `self.port`.
     pub fn start(name: &str, config: &Config) -> Self {
-        Self::start_inner(name, config, None)
+        Self::start_inner(&nginx_binary(), name, config, None)
+    }
+
+    /// As [`Nginx::start`], with another nginx executable than the one under test (e.g. stock
+    /// nginx beside the patched one, to compare them in one test).
+    pub fn start_binary(binary: &Path, name: &str, config: &Config) -> Self {
+        Self::start_inner(binary, name, config, None)
     }
 
     /// As [`Nginx::start`], with `hosts` as nginx's `/etc/hosts` (a private mount namespace,
@@ -216,14 +224,14 @@ impl Nginx {
             std::process::id()
         ));
         fs::write(&path, hosts).unwrap();
-        Self::start_inner(name, config, Some(path))
+        Self::start_inner(&nginx_binary(), name, config, Some(path))
     }
 
-    fn start_inner(name: &str, config: &Config, hosts: Option<PathBuf>) -> Self {
+    fn start_inner(binary: &Path, name: &str, config: &Config, hosts: Option<PathBuf>) -> Self {
         let port = free_port();
         let prefix = Prefix::new(name);
         prefix.write_config(config, Some(port));
-        let master = command_with_hosts(&nginx_binary(), hosts.as_deref())
+        let master = command_with_hosts(binary, hosts.as_deref())
             .arg("-p")
             .arg(&prefix.dir)
             .arg("-c")
@@ -239,6 +247,7 @@ impl Nginx {
             master,
             allowed: Mutex::new(Vec::new()),
             hosts,
+            binary: binary.to_path_buf(),
         };
         wait_for_port(port, "nginx");
         nginx.wait_for_workers(config.worker_count());
@@ -281,7 +290,7 @@ impl Nginx {
 
     /// Signals the master (`reload`, `quit`...) through `nginx -s`.
     pub fn signal(&self, signal: &str) -> Output {
-        command_with_hosts(&nginx_binary(), self.hosts.as_deref())
+        command_with_hosts(&self.binary, self.hosts.as_deref())
             .arg("-p")
             .arg(&self.prefix.dir)
             .arg("-c")

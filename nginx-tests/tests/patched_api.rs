@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use nginx_tests::patched;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Backend, Config, Nginx, Server, Upstream};
+use nginx_tests::{
+    eventually, free_port, request, spawn_requests, Backend, Config, Nginx, Server, Upstream,
+};
 
 /// Example #1 of ngx_supervisord 1.4's README, as it was written (the module and upstream-fair
 /// loaded first; its server listens on port 80, nginx's default for root).
@@ -278,6 +280,62 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
 
 /// nginx (2 workers, debug log) whose `/` passes to upstream `backend` through a variable, so
 /// that the hold gate cannot see the upstream: only peer.init can hold.
+/// A cold start held in a C balancer's peer.init (upstream-fair, the patched round robin) and
+/// then answered logs nothing at `warn` or above: the request resumes into a balancer that
+/// already sees the started backend up, instead of meeting "no live upstreams" first.
+#[test]
+fn a_cold_start_held_in_peer_init_logs_no_error() {
+    if !patched::enabled() {
+        return;
+    }
+    for (name, balancer) in [
+        ("quiet-cold-start-fair", "fair;"),
+        ("quiet-cold-start-rr", ""),
+    ] {
+        let ports = [free_port(), free_port()];
+        let supervisord = Supervisord::start(
+            name,
+            &[
+                Program::backend_with("backend0", ports[0], 0, "--listen-after 300"),
+                Program::backend("backend1", ports[1], 0),
+            ],
+            "",
+        );
+        let mut upstream = Upstream::new("backend")
+            .servers(&ports)
+            .supervisord(supervisord.address());
+        if !balancer.is_empty() {
+            upstream = upstream.raw(balancer);
+        }
+        let mut config = Config::new().workers(2).upstream(upstream).server(
+            Server::new()
+                .reuseport()
+                .location("/", "proxy_pass http://backend;"),
+        );
+        if !balancer.is_empty() {
+            config = config.main_raw(patched::load_module_beside(
+                "ngx_http_upstream_fair_module.so",
+            ));
+        }
+        let nginx = Nginx::start(name, &config);
+        for response in spawn_requests(nginx.port, 4, "/")
+            .into_iter()
+            .map(|client| client.join().unwrap())
+        {
+            assert_eq!(response.status, 200, "{balancer:?}: {response:?}");
+            assert_eq!(response.body.trim(), format!("backend {}", ports[0]));
+        }
+        assert_eq!(supervisord.spawns("backend0"), 1);
+        let log = nginx.error_log();
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("[error]") || line.contains("[warn]"))
+            .collect();
+        assert!(loud.is_empty(), "{balancer:?}: {loud:#?}");
+        drop(nginx);
+    }
+}
+
 fn nginx_with_variable_pass(
     name: &str,
     ports: &[u16],

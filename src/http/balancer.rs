@@ -156,6 +156,21 @@ impl Drop for PeersWriteLock {
     }
 }
 
+/// Brings this worker's view of the upstream's peers (nginx's peer list, a C balancer's own
+/// through its backend monitor) up to the shared statuses, when they moved since it last did.
+/// Runs before the inner balancer picks a peer: in peer.init, and again in peer.get, since a
+/// request held in peer.init resumes straight into peer.get, where a balancer that still saw
+/// every peer down would answer "no live upstreams".
+fn catch_up(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_conf_t) {
+    let generation = upstream.shared().generation();
+    if upstream.synced_generation.get() == generation {
+        return;
+    }
+    sync_peer_list(upstream, uscf);
+    upstream.synced_generation.set(generation);
+    backend_monitor::tell_changes(upstream);
+}
+
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     uscf: *mut ngx_http_upstream_srv_conf_t,
@@ -169,13 +184,8 @@ unsafe extern "C" fn init_peer(
     else {
         return NGX_ERROR as ngx_int_t;
     };
-    let generation = upstream.shared().generation();
-    if upstream.synced_generation.get() != generation {
-        // SAFETY: the upstream's srv conf is valid for the cycle.
-        sync_peer_list(upstream, unsafe { &mut *uscf });
-        upstream.synced_generation.set(generation);
-        backend_monitor::tell_changes(upstream);
-    }
+    // SAFETY: the upstream's srv conf is valid for the cycle.
+    catch_up(upstream, unsafe { &mut *uscf });
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
     let rc = peer_init_hold::wrapped(|| unsafe { inner_init(r, uscf) });
     if rc != NGX_OK as ngx_int_t {
@@ -235,6 +245,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     let (Some(inner_get), Some(inner_free)) = (context.inner_get, context.inner_free) else {
         return NGX_ERROR as ngx_int_t;
     };
+    // SAFETY: the upstream's srv conf is valid for the cycle; no peer list lock is held here.
+    catch_up(upstream, unsafe { &mut *conf.upstream });
     let shared = upstream.shared();
     // Each refusal makes the inner balancer mark that peer tried; one more round than there
     // are addresses covers balancers that hand the same single peer back.

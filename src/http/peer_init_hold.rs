@@ -1,9 +1,11 @@
 //! Holding in peer.init (nginx patched with init_busy; `ngx_supervisord_check_servers` of the
 //! C API): a request that reaches its balancer while no backend is UP, which the hold gate
-//! could not hold (a subrequest, a `proxy_pass` whose upstream name comes from a variable, a
-//! request sent back by "no live upstreams"), is held there: peer.init answers NGX_BUSY and the
-//! request waits in the same queue as the gate's, with the same bounds, and goes on through the
-//! patch's resume once a backend is UP.
+//! could not hold (a subrequest, a `proxy_pass` whose upstream name comes from a variable), is
+//! held there: peer.init answers NGX_BUSY and the request waits in the same queue as the
+//! gate's, with the same bounds, and goes on through the patch's resume once a backend is UP.
+//! The resume goes straight to peer.get, so the balancer wrapper brings the balancer's peers up
+//! to date there too (`balancer::catch_up`): a balancer still seeing every peer down would
+//! answer "no live upstreams", which the patch answers 502 as stock nginx does.
 
 use std::cell::Cell;
 use std::ffi::c_void;
