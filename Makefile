@@ -32,6 +32,7 @@ lint: deps
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 unit: deps
+	$(CARGO) test --release --locked -p ngx_supervisord_core
 	$(CARGO) test --release --locked -p ngx_supervisord
 
 integration: build

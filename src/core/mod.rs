@@ -1,6 +1,12 @@
 //! The pure core: plain Rust with no nginx symbols, so that `cargo test` links it and fuzzers
 //! can drive it. Every decision the module takes lives here; everything that touches nginx
 //! lives outside this tree and only carries these decisions out.
+//!
+//! Its own crate (`ngx_supervisord_core`, re-exported by the module as `crate::core`) with no
+//! `ngx` or `nginx-sys` dependency: a binary that links the module's cdylib needs nginx's
+//! symbols, one that links this crate does not.
+
+#![forbid(unsafe_code)]
 
 pub mod backend_event;
 pub mod backend_status;
