@@ -14,7 +14,7 @@ use super::process_state::{
     find_process_detail, names_like, parse_all_process_info, parse_process_info,
 };
 use super::reconcile_plan::{observed_pids, observed_states};
-use super::scaling::{parse_scale_up, ScalePolicy, Target, MAX_TICK_MS, MIN_TICK_MS};
+use super::scaling::{parse_scale_up, ScalePolicy, Target, MIN_TICK_MS};
 use super::start_watch::fault_means_exit;
 use super::supervisord_address::{parse_credentials, parse_endpoint, Credentials};
 use super::xmlrpc::{parse_method_response, MethodResponse, Value, MAX_DEPTH};
@@ -202,7 +202,8 @@ pub fn supervisord_address(data: &[u8]) {
 /// with nginx's units reads `window=`.
 ///
 /// Invariants: no panic; an accepted rule has a target from 1 to 1,000,000 and a window of at
-/// least the shortest tick, and the tick it implies stays within its bounds.
+/// least the shortest tick, and the tick it implies is no shorter than the shortest
+/// and no longer than the window.
 pub fn scale_up_args(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let words: Vec<&str> = if text.is_empty() {
@@ -222,7 +223,7 @@ pub fn scale_up_args(data: &[u8]) {
         scale_up: Some(scale_up),
         idle_timeout_ms: None,
     };
-    assert!((MIN_TICK_MS..=MAX_TICK_MS).contains(&policy.tick_ms()));
+    assert!(policy.tick_ms() >= MIN_TICK_MS && policy.tick_ms() <= scale_up.window_ms);
 }
 
 /// A time as nginx reads one (`500ms`, `30s`, `1h30m`; a bare number is seconds), in
