@@ -149,6 +149,8 @@ mod properties {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
+
         /// A drain stops the program only while the backend is still shutting down; it stops
         /// it as drained only when nothing is in flight and the balancer lets it go; it never
         /// waits past the drain timeout; and once it has decided to stop, a later look (same

@@ -319,6 +319,8 @@ mod properties {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
+
         /// A request goes on exactly when a backend is UP; it waits without starting another
         /// exactly when none is UP and one is starting; a failed start is reported only when
         /// none is UP or starting; a request is answered at once for a backoff only when every

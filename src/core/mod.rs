@@ -40,3 +40,14 @@ pub mod xmlrpc;
 
 #[cfg(test)]
 mod captures;
+
+/// The settings of every property test of the core.
+#[cfg(test)]
+fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        // A failure found is kept as a unit test of its own, with its story, not as a seed
+        // file that proptest would write outside the crate (`proptest-regressions/`).
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -829,6 +829,8 @@ mod properties {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
+
         /// However long the window, the samples the upstream keeps, one a tick (a tick may
         /// come up to a tenth early, when another worker's timer takes it), cover a whole
         /// window: load never goes unmeasured for want of samples.
@@ -860,6 +862,8 @@ mod properties {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
+
         /// Whatever the figures: a start never takes the backends UP or starting above the
         /// maximum (nor above the servers there are), and only starts a DOWN backend not
         /// backing off; a stop never takes the backends UP below the minimum (nor below one

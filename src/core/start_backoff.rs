@@ -121,6 +121,8 @@ mod properties {
     const TIME: std::ops::Range<u64> = 0..1 << 50;
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
+
         /// The wait doubles with each consecutive failure, from the first delay up to the
         /// cap, and never shrinks while failures add up; no failure, no wait.
         #[test]
