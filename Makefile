@@ -128,3 +128,4 @@ fuzz-smoke:
 clean:
 	rm -rf build
 	$(CARGO) clean
+	rm -rf fuzz/target
