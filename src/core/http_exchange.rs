@@ -228,8 +228,9 @@ mod tests {
         );
     }
 
-    /// Found by fuzzing: a head longer than the cap was refused when it arrived in pieces but
-    /// accepted when it arrived in one read.
+    /// Found by the invariant of the http_exchange fuzz target (`core::fuzzing`), with a long
+    /// head written by hand: a head longer than the cap was refused when it arrived in pieces
+    /// but accepted when it arrived in one read.
     #[test]
     fn refuses_a_long_head_however_it_arrives() {
         let mut raw = b"HTTP/1.1 200 OK\r\nX-Padding: ".to_vec();
