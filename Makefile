@@ -7,12 +7,15 @@
 #   make patched      nginx 1.28 with patches/ (init_busy, round-robin) in build/patched/
 #   make demo   the main job live: a real supervisord starts a backend for the first request
 #   make bench  cold-start, capacity, throughput and scaling figures
+#   make fuzz   every fuzz target of fuzz/ (the core's parsers of outside input) to 10 million
+#               executions, with cargo-fuzz and nightly Rust; per target and total runs and
+#               executions per second. make fuzz-smoke: 20 s each (skipped without nightly)
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
 .PHONY: all deps build lint unit integration distro-build distro-test asan patched \
-        patched-1.22 patched-1.22-test patched-test test demo bench clean
+        patched-1.22 patched-1.22-test patched-test test demo bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -32,6 +35,7 @@ lint: deps
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 unit: deps
+	$(CARGO) test --release --locked -p ngx_supervisord_core
 	$(CARGO) test --release --locked -p ngx_supervisord
 
 integration: build
@@ -124,6 +128,16 @@ bench: build
 	@bash .ci/install-deps wrk
 	target/release/bench
 
+# libFuzzer through cargo-fuzz (installed when missing) on nightly Rust; see .ci/fuzz. The
+# seeds of each target (fuzz/seeds/) are also replayed by the core's stable unit tests.
+FUZZ_RUNS ?= 10000000
+fuzz:
+	bash .ci/fuzz runs $(FUZZ_RUNS)
+
+fuzz-smoke:
+	bash .ci/fuzz seconds 20
+
 clean:
 	rm -rf build
 	$(CARGO) clean
+	rm -rf fuzz/target

@@ -8,7 +8,8 @@
 //! C API for balancer modules) <- `module` (the composition root). The edge is left out of `cargo test` builds, whose test binary
 //! could not link nginx's symbols.
 
-pub mod core;
+/// The pure core, its own crate (`src/core/`) so that test and fuzz binaries can link it.
+pub use ngx_supervisord_core as core;
 
 #[cfg(not(test))]
 mod api;

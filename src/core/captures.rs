@@ -8,7 +8,7 @@ use super::xmlrpc::Value;
 
 /// The RESPONSE blocks of a capture file.
 fn responses(file: &str) -> Vec<Vec<u8>> {
-    let path = format!("{}/src/core/captures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/captures/{file}", env!("CARGO_MANIFEST_DIR"));
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut blocks = Vec::new();
     let mut rest = &raw[..];

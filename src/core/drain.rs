@@ -138,3 +138,59 @@ mod tests {
         assert_eq!(stop_call_due_ms(u64::MAX - 1, 10), u64::MAX);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_status() -> impl Strategy<Value = BackendStatus> {
+        (0u8..4).prop_map(|raw| BackendStatus::from_raw(raw).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// A drain stops the program only while the backend is still shutting down; it stops
+        /// it as drained only when nothing is in flight and the balancer lets it go; it never
+        /// waits past the drain timeout; and once it has decided to stop, a later look (same
+        /// figures, more time passed) decides the same.
+        #[test]
+        fn a_drain_stops_only_when_drained_or_timed_out(
+            status in any_status(),
+            in_flight in -3i64..50,
+            balancer_allows: bool,
+            started in 0u64..1 << 50,
+            elapsed in 0u64..120_000,
+            more in 0u64..120_000,
+            timeout in 0u64..60_000,
+        ) {
+            let now = started + elapsed;
+            let step = drain_step(status, in_flight, balancer_allows, started, now, timeout);
+            prop_assert_eq!(step == DrainStep::Abandoned, status != BackendStatus::ShuttingDown);
+            match step {
+                DrainStep::StopDrained => prop_assert!(in_flight <= 0 && balancer_allows),
+                DrainStep::StopTimedOut { in_flight: left } => {
+                    prop_assert!(elapsed >= timeout);
+                    prop_assert_eq!(left, in_flight);
+                }
+                DrainStep::Wait => prop_assert!(elapsed < timeout),
+                DrainStep::Abandoned => {}
+            }
+            let later =
+                drain_step(status, in_flight, balancer_allows, started, now + more, timeout);
+            if matches!(step, DrainStep::StopDrained | DrainStep::StopTimedOut { .. }) {
+                prop_assert_eq!(later, step);
+            }
+        }
+
+        /// The stop call of a drain that begins now is due no earlier than the drain timeout
+        /// from now (saturating, never wrapping round).
+        #[test]
+        fn the_stop_call_is_due_after_the_drain_timeout(now: u64, timeout: u64) {
+            let due = stop_call_due_ms(now, timeout);
+            prop_assert!(due >= now);
+            prop_assert!(due == u64::MAX || due == now + timeout);
+        }
+    }
+}

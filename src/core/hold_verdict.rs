@@ -301,3 +301,101 @@ mod tests {
         assert_eq!(backend_to_start(&[], Mode::Supervised), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use BackendStatus::*;
+
+    fn any_view() -> impl Strategy<Value = BackendView> {
+        (0u8..4, proptest::option::of(1u64..120_000)).prop_map(|(raw, backoff_left_ms)| {
+            BackendView::new(BackendStatus::from_raw(raw).unwrap(), backoff_left_ms)
+        })
+    }
+
+    fn verdict(backends: &[BackendView], failed: u64, seen: u64) -> HoldVerdict {
+        hold_verdict(backends.iter().copied(), failed, seen)
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// A request goes on exactly when a backend is UP; it waits without starting another
+        /// exactly when none is UP and one is starting; a failed start is reported only when
+        /// none is UP or starting; a request is answered at once for a backoff only when every
+        /// backend is DOWN and backing off, with the shortest wait left; and the verdict does
+        /// not depend on the order of the servers.
+        #[test]
+        fn the_verdict_follows_the_backends(
+            backends in proptest::collection::vec(any_view(), 1..8),
+            failed in 0u64..4,
+            seen in 0u64..4,
+            rotation in 0usize..8,
+        ) {
+            let any = |status| backends.iter().any(|backend| backend.status == status);
+            let verdict_now = verdict(&backends, failed, seen);
+            prop_assert_eq!(verdict_now == HoldVerdict::Proceed, any(Up));
+            prop_assert_eq!(
+                verdict_now == HoldVerdict::Wait { start: false },
+                !any(Up) && any(StartingUp)
+            );
+            match verdict_now {
+                HoldVerdict::StartFailed => {
+                    prop_assert!(!any(Up) && !any(StartingUp) && failed != seen)
+                }
+                HoldVerdict::BackingOff { retry_after_ms } => {
+                    prop_assert!(backends
+                        .iter()
+                        .all(|b| b.status == Down && b.backoff_left_ms.is_some()));
+                    let shortest = backends.iter().filter_map(|b| b.backoff_left_ms).min();
+                    prop_assert_eq!(Some(retry_after_ms), shortest);
+                }
+                _ => {}
+            }
+            let mut reordered = backends.clone();
+            reordered.rotate_left(rotation % backends.len());
+            prop_assert_eq!(verdict(&reordered, failed, seen), verdict_now);
+            reordered.reverse();
+            prop_assert_eq!(verdict(&reordered, failed, seen), verdict_now);
+        }
+
+        /// A request told to wait and start one finds a backend to start (unless one is
+        /// shutting down, worth waiting for instead): the first DOWN one not backing off, the
+        /// DOWN ones before it all backing off. No start is planned while one is UP or
+        /// starting, and never of a backend that backs off or is not DOWN.
+        #[test]
+        fn a_start_goes_to_the_first_startable_backend(
+            backends in proptest::collection::vec(any_view(), 1..8),
+            immediate: bool,
+        ) {
+            let mode = if immediate { Mode::Immediate } else { Mode::Supervised };
+            let plan = backend_to_start(&backends, mode);
+            let up_or_starting = backends.iter().any(|b| matches!(b.status, Up | StartingUp));
+            if verdict(&backends, 0, 0) == (HoldVerdict::Wait { start: true })
+                && !backends.iter().any(|b| b.status == ShuttingDown)
+            {
+                prop_assert!(plan.is_some());
+            }
+            if let Some(plan) = plan {
+                prop_assert!(!up_or_starting);
+                let chosen = backends[plan.index];
+                prop_assert!(chosen.status == Down && chosen.backoff_left_ms.is_none());
+                let before = &backends[..plan.index];
+                prop_assert!(before
+                    .iter()
+                    .all(|b| b.status != Down || b.backoff_left_ms.is_some()));
+                prop_assert_eq!(
+                    plan.skipped_backing_off,
+                    before.iter().filter(|b| b.status == Down).count()
+                );
+                let (status, ask) = if immediate { (Up, false) } else { (StartingUp, true) };
+                prop_assert_eq!((plan.status, plan.ask_supervisord), (status, ask));
+            } else if !up_or_starting {
+                prop_assert!(!backends
+                    .iter()
+                    .any(|b| b.status == Down && b.backoff_left_ms.is_none()));
+            }
+        }
+    }
+}

@@ -60,12 +60,18 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// Parses what has arrived so far. `received` holds every byte read on this exchange.
 pub fn parse_response(received: &[u8], max_size: usize) -> Result<Progress, HttpError> {
+    // The head, its blank line included, fits the cap; checked the same way whether it
+    // arrives at once or in pieces (a head that has not ended at the cap will not fit it).
+    let head_cap = MAX_HEAD.min(max_size);
     let Some(head_end) = find(received, b"\r\n\r\n") else {
-        if received.len() > MAX_HEAD.min(max_size) {
-            return Err(HttpError::TooLarge(MAX_HEAD.min(max_size)));
+        if received.len() >= head_cap {
+            return Err(HttpError::TooLarge(head_cap));
         }
         return Ok(Progress::Incomplete);
     };
+    if head_end + 4 > head_cap {
+        return Err(HttpError::TooLarge(head_cap));
+    }
     let head = std::str::from_utf8(&received[..head_end])
         .map_err(|_| HttpError::Malformed("non-UTF-8 header"))?;
     let mut lines = head.split("\r\n");
@@ -220,5 +226,29 @@ mod tests {
             parse_response(&vec![b'a'; 10_000], 4096),
             Err(HttpError::TooLarge(4096))
         );
+    }
+
+    /// Found by the invariant of the http_exchange fuzz target (`core::fuzzing`), with a long
+    /// head written by hand: a head longer than the cap was refused when it arrived in pieces
+    /// but accepted when it arrived in one read.
+    #[test]
+    fn refuses_a_long_head_however_it_arrives() {
+        let mut raw = b"HTTP/1.1 200 OK\r\nX-Padding: ".to_vec();
+        raw.resize(MAX_HEAD + 100, b'a');
+        raw.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        for cut in [MAX_HEAD, MAX_HEAD + 1, raw.len() - 1, raw.len()] {
+            assert_eq!(
+                parse_response(&raw[..cut], 1 << 20),
+                Err(HttpError::TooLarge(MAX_HEAD)),
+                "{cut} bytes"
+            );
+        }
+        let mut fits = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: ".to_vec();
+        fits.resize(MAX_HEAD - 4, b'a');
+        fits.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse_response(&fits, 1 << 20),
+            Ok(Progress::Complete(_))
+        ));
     }
 }

@@ -104,7 +104,7 @@ pub fn supervisord_away(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::xmlrpc::Fault;
+    use crate::xmlrpc::Fault;
 
     #[test]
     fn only_a_call_that_could_not_send_means_unreachable() {

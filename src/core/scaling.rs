@@ -14,7 +14,8 @@
 //!
 //! Against flapping: a load action (up or down) waits until the window after the previous
 //! action is over (the cool-down equals the window), no action is taken while a backend is
-//! starting or stopping, and the light-load threshold is low enough that the remaining
+//! starting or stopping, a window counts only if as many backends were UP throughout, and the
+//! light-load threshold is low enough that the remaining
 //! backends stay under the scale-up threshold once one is gone (40 % of N over k backends is at
 //! most 80 % of N over k - 1, for k >= 2).
 
@@ -29,9 +30,13 @@ pub const DEFAULT_WINDOW_MS: u64 = 10_000;
 /// How many load samples a window holds (the tick is the window over this).
 pub const SAMPLES_PER_WINDOW: u64 = 10;
 
-/// The bounds of the tick, whatever the window.
+/// How many load samples the upstream keeps (a ring in the shared zone): two windows' worth,
+/// and the one before each window's start.
+pub const SAMPLES_KEPT: usize = 2 * SAMPLES_PER_WINDOW as usize + 2;
+
+/// The shortest tick, whatever the window. There is no longest: the samples kept
+/// (`SAMPLES_KEPT`) must cover a whole window, which `SAMPLES_PER_WINDOW` ticks do.
 pub const MIN_TICK_MS: u64 = 100;
-pub const MAX_TICK_MS: u64 = 1_000;
 
 /// What load means for `supervisord_scale_up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +70,7 @@ impl ScalePolicy {
     /// How often the upstream's load is sampled and the decision taken.
     pub fn tick_ms(&self) -> u64 {
         let window = self.scale_up.map_or(DEFAULT_WINDOW_MS, |s| s.window_ms);
-        (window / SAMPLES_PER_WINDOW).clamp(MIN_TICK_MS, MAX_TICK_MS)
+        (window / SAMPLES_PER_WINDOW).max(MIN_TICK_MS)
     }
 }
 
@@ -175,7 +180,7 @@ pub fn parse_scale_up(
 
 /// The load over the window that `samples` (oldest first) cover, per UP backend: hundredths of
 /// requests in flight, or of requests per second. `None` until the samples cover a whole window,
-/// or when no backend was UP in it.
+/// when no backend was UP in it, or when the number of UP backends changed in it.
 pub fn window_load(scale_up: ScaleUp, samples: &[Sample], now_ms: u64) -> Option<u64> {
     let newest = samples.last()?;
     let start = now_ms.checked_sub(scale_up.window_ms)?;
@@ -185,7 +190,13 @@ pub fn window_load(scale_up: ScaleUp, samples: &[Sample], now_ms: u64) -> Option
         return None;
     }
     let in_window = &samples[first..];
-    if in_window.iter().any(|sample| sample.up == 0) {
+    // The load per backend of a window counts only if as many backends were UP throughout:
+    // samples from before a start or stop came into effect would count the load of the old
+    // backends as that of the new ones (and start or stop one more).
+    if in_window
+        .iter()
+        .any(|sample| sample.up == 0 || sample.up != newest.up)
+    {
         return None;
     }
     match scale_up.target {
@@ -570,6 +581,77 @@ mod tests {
         assert_eq!(*ups.iter().max().unwrap(), 2);
     }
 
+    /// Found by `properties::the_samples_kept_cover_a_window`: with the tick capped at 1 s,
+    /// the samples kept covered 21 s at most, and a longer window (`window=30s`) was never
+    /// measured: no load start and no light-load stop, ever.
+    #[test]
+    fn a_long_window_is_measured() {
+        let scale_up = ScaleUp {
+            target: Target::InFlight(4),
+            window_ms: 30_000,
+        };
+        let policy = ScalePolicy {
+            scale_up: Some(scale_up),
+            ..policy(1, 2, Target::InFlight(4))
+        };
+        assert_eq!(policy.tick_ms(), 3_000);
+        let samples: Vec<Sample> = (0..SAMPLES_KEPT as u64)
+            .map(|tick| Sample {
+                at_ms: 100_000 + tick * policy.tick_ms(),
+                in_flight: 10,
+                requests: 0,
+                up: 1,
+            })
+            .collect();
+        let now = samples.last().unwrap().at_ms;
+        assert_eq!(window_load(scale_up, &samples, now), Some(1_000));
+        let backends = [backend(Up), backend(Down)];
+        assert_eq!(
+            decide(&policy, &samples, &backends, now, 0),
+            ScaleAction::Start {
+                index: 1,
+                cause: StartCause::Load
+            }
+        );
+    }
+
+    /// Found by `properties::a_constant_load_never_flaps`: a window still holding samples
+    /// from before two minimum starts came into effect counted 81 requests in flight as if
+    /// one backend had carried them, started a fourth backend, then stopped it for light load.
+    #[test]
+    fn a_window_counts_only_once_the_backends_are_settled() {
+        let policy = ScalePolicy {
+            scale_up: Some(ScaleUp {
+                target: Target::InFlight(57),
+                window_ms: 300,
+            }),
+            ..policy(3, 4, Target::InFlight(57))
+        };
+        let sample = |tick: u64, up| Sample {
+            at_ms: tick * 100,
+            in_flight: 81,
+            requests: 0,
+            up,
+        };
+        let mut samples = vec![sample(1, 1), sample(2, 1), sample(3, 2), sample(4, 3)];
+        let backends = [backend(Up), backend(Up), backend(Up), backend(Down)];
+        assert_eq!(window_load(policy.scale_up.unwrap(), &samples, 400), None);
+        assert_eq!(
+            decide(&policy, &samples, &backends, 400, 0),
+            ScaleAction::Nothing
+        );
+        // A whole window with the three UP: 27 in flight each, under the target.
+        samples.extend([sample(5, 3), sample(6, 3), sample(7, 3)]);
+        assert_eq!(
+            window_load(policy.scale_up.unwrap(), &samples, 700),
+            Some(2_700)
+        );
+        assert_eq!(
+            decide(&policy, &samples, &backends, 700, 0),
+            ScaleAction::Nothing
+        );
+    }
+
     #[test]
     fn the_tick_follows_the_window_within_bounds() {
         let mut policy = policy(0, 2, Target::InFlight(1));
@@ -588,5 +670,292 @@ mod tests {
             idle_timeout_ms: None
         }
         .acts());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use BackendStatus::*;
+
+    fn any_target() -> impl Strategy<Value = Target> {
+        prop_oneof![
+            (1u64..100).prop_map(Target::InFlight),
+            (1u64..1_000).prop_map(Target::Rate)
+        ]
+    }
+
+    fn any_policy() -> impl Strategy<Value = ScalePolicy> {
+        (
+            0usize..7,
+            1usize..7,
+            proptest::option::of((any_target(), 100u64..30_000)),
+            proptest::option::of(1u64..60_000),
+        )
+            .prop_map(|(min_servers, max_servers, scale_up, idle_timeout_ms)| {
+                ScalePolicy {
+                    min_servers,
+                    max_servers,
+                    scale_up: scale_up.map(|(target, window_ms)| ScaleUp { target, window_ms }),
+                    idle_timeout_ms,
+                }
+            })
+    }
+
+    fn any_backend() -> impl Strategy<Value = BackendNow> {
+        (
+            0u8..4,
+            proptest::option::of(1u64..60_000),
+            0u64..120_000,
+            -2i64..40,
+        )
+            .prop_map(|(raw, backoff_left_ms, idle_ms, in_flight)| BackendNow {
+                status: BackendStatus::from_raw(raw).unwrap(),
+                backoff_left_ms,
+                idle_ms,
+                in_flight,
+            })
+    }
+
+    /// Samples oldest first, from steps of (time, in flight, new requests, UP backends).
+    fn any_samples() -> impl Strategy<Value = Vec<Sample>> {
+        proptest::collection::vec((1u64..3_000, 0u64..500, 0u64..5_000, 0u64..7), 0..40).prop_map(
+            |steps| {
+                let (mut at_ms, mut requests) = (1_000, 0);
+                steps
+                    .into_iter()
+                    .map(|(step_ms, in_flight, new_requests, up)| {
+                        at_ms += step_ms;
+                        requests += new_requests;
+                        Sample {
+                            at_ms,
+                            in_flight,
+                            requests,
+                            up,
+                        }
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    /// Runs `policy` for `ticks` ticks under a constant load: `load_per_tick` requests in
+    /// flight over the UP backends (for `in_flight=`) or new requests each tick (for `rate=`),
+    /// as the scaler samples them, a started backend taking `latency.0` ticks to come UP and a
+    /// stopped one `latency.1` ticks to go DOWN. Returns the actions taken, in order.
+    fn run_constant_load(
+        policy: &ScalePolicy,
+        count: usize,
+        initially_up: usize,
+        load_per_tick: u64,
+        latency: (u64, u64),
+        ticks: u64,
+    ) -> Vec<ScaleAction> {
+        let tick_ms = policy.tick_ms();
+        let mut backends: Vec<(BackendNow, u64)> = (0..count)
+            .map(|index| {
+                let status = if index < initially_up { Up } else { Down };
+                (
+                    BackendNow {
+                        status,
+                        backoff_left_ms: None,
+                        idle_ms: 0,
+                        in_flight: 0,
+                    },
+                    0,
+                )
+            })
+            .collect();
+        let (mut samples, mut actions) = (Vec::new(), Vec::new());
+        let (mut requests, mut last_action) = (0, 0);
+        for tick in 1..=ticks {
+            let now = 10_000 + tick * tick_ms;
+            for (backend, settles_at) in &mut backends {
+                if tick >= *settles_at {
+                    backend.status = match backend.status {
+                        StartingUp => Up,
+                        ShuttingDown => Down,
+                        settled => settled,
+                    };
+                }
+            }
+            let up = backends.iter().filter(|(b, _)| b.status == Up).count() as u64;
+            // With no backend UP requests wait in the hold gate: none in flight, none sent.
+            let in_flight = if up > 0 { load_per_tick } else { 0 };
+            if up > 0 {
+                requests += load_per_tick;
+            }
+            samples.push(Sample {
+                at_ms: now,
+                in_flight,
+                requests,
+                up,
+            });
+            if samples.len() > SAMPLES_KEPT {
+                samples.remove(0);
+            }
+            let views: Vec<BackendNow> = backends.iter().map(|(b, _)| *b).collect();
+            let action = decide(policy, &samples, &views, now, last_action);
+            match action {
+                ScaleAction::Nothing => continue,
+                ScaleAction::Start { index, cause } => {
+                    backends[index] = (
+                        BackendNow {
+                            status: StartingUp,
+                            ..views[index]
+                        },
+                        tick + latency.0,
+                    );
+                    if cause == StartCause::Load {
+                        last_action = now;
+                    }
+                }
+                ScaleAction::Stop { index, .. } => {
+                    backends[index] = (
+                        BackendNow {
+                            status: ShuttingDown,
+                            ..views[index]
+                        },
+                        tick + latency.1,
+                    );
+                    last_action = now;
+                }
+            }
+            // A start or stop that takes no time is done by the next tick's sample.
+            actions.push(action);
+        }
+        actions
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// However long the window, the samples the upstream keeps, one a tick (a tick may
+        /// come up to a tenth early, when another worker's timer takes it), cover a whole
+        /// window: load never goes unmeasured for want of samples.
+        #[test]
+        fn the_samples_kept_cover_a_window(
+            target in any_target(),
+            window_ms in MIN_TICK_MS..3_600_000,
+            now in 10_000_000u64..1 << 40,
+        ) {
+            let scale_up = ScaleUp { target, window_ms };
+            let policy = ScalePolicy {
+                min_servers: 0,
+                max_servers: 1,
+                scale_up: Some(scale_up),
+                idle_timeout_ms: None,
+            };
+            let earliest_tick = policy.tick_ms() - policy.tick_ms() / 10;
+            let samples: Vec<Sample> = (0..SAMPLES_KEPT as u64)
+                .rev()
+                .map(|ticks_ago| Sample {
+                    at_ms: now - ticks_ago * earliest_tick,
+                    in_flight: 1,
+                    requests: 0,
+                    up: 1,
+                })
+                .collect();
+            prop_assert!(window_load(scale_up, &samples, now).is_some());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// Whatever the figures: a start never takes the backends UP or starting above the
+        /// maximum (nor above the servers there are), and only starts a DOWN backend not
+        /// backing off; a stop never takes the backends UP below the minimum (nor below one
+        /// for light load), only stops an UP backend, and for idleness only one without
+        /// requests for the idle timeout; while a backend starts or stops, only the minimum
+        /// acts.
+        #[test]
+        fn never_above_the_maximum_nor_below_the_minimum(
+            policy in any_policy(),
+            backends in proptest::collection::vec(any_backend(), 1..7),
+            samples in any_samples(),
+            after_last_sample in 0u64..5_000,
+            last_action_ago in proptest::option::of(0u64..60_000),
+        ) {
+            let now = samples.last().map_or(1_000, |sample| sample.at_ms) + after_last_sample;
+            let last_action = last_action_ago.map_or(0, |ago| now.saturating_sub(ago).max(1));
+            let count = |status| backends.iter().filter(|b| b.status == status).count();
+            let (up, starting) = (count(Up), count(StartingUp));
+            let busy = starting + count(ShuttingDown) > 0;
+            let max = policy.max_servers.min(backends.len());
+            let min = policy.min_servers.min(max);
+            match decide(&policy, &samples, &backends, now, last_action) {
+                ScaleAction::Nothing => {}
+                ScaleAction::Start { index, cause } => {
+                    prop_assert!(up + starting < max);
+                    prop_assert_eq!(backends[index].status, Down);
+                    prop_assert_eq!(backends[index].backoff_left_ms, None);
+                    prop_assert!(cause == StartCause::Minimum || !busy);
+                    if cause == StartCause::Minimum {
+                        prop_assert!(up + starting < min);
+                    }
+                }
+                ScaleAction::Stop { index, cause } => {
+                    prop_assert!(!busy);
+                    prop_assert_eq!(backends[index].status, Up);
+                    prop_assert!(up > min);
+                    match cause {
+                        StopCause::Idle => {
+                            let idle_timeout = policy.idle_timeout_ms.unwrap();
+                            prop_assert!(backends[index].in_flight == 0);
+                            prop_assert!(backends[index].idle_ms >= idle_timeout);
+                        }
+                        StopCause::LightLoad => prop_assert!(up > 1),
+                    }
+                }
+            }
+        }
+
+        /// A constant load never flaps: with the same requests in flight, or the same number
+        /// of new requests, at every tick, whatever the backends' start and stop times, the
+        /// policy moves one way only: once it has started a backend for load it never stops
+        /// one, and once it has stopped one it never starts one for load.
+        #[test]
+        fn a_constant_load_never_flaps(
+            min_servers in 0usize..4,
+            max_servers in 1usize..7,
+            count in 1usize..7,
+            initially_up in 1usize..7,
+            target in any_target(),
+            window_ms in 100u64..20_000,
+            load_per_tick in 0u64..400,
+            start_ticks in 0u64..40,
+            stop_ticks in 0u64..20,
+        ) {
+            let policy = ScalePolicy {
+                min_servers,
+                max_servers,
+                scale_up: Some(ScaleUp { target, window_ms }),
+                idle_timeout_ms: None,
+            };
+            let actions = run_constant_load(
+                &policy,
+                count,
+                initially_up.min(count),
+                load_per_tick,
+                (start_ticks, stop_ticks),
+                30 * SAMPLES_PER_WINDOW,
+            );
+            let load_actions: Vec<&ScaleAction> = actions
+                .iter()
+                .filter(|action| {
+                    !matches!(action, ScaleAction::Start { cause: StartCause::Minimum, .. })
+                })
+                .collect();
+            let turns = load_actions
+                .windows(2)
+                .filter(|pair| {
+                    matches!(pair[0], ScaleAction::Start { .. })
+                        != matches!(pair[1], ScaleAction::Start { .. })
+                })
+                .count();
+            prop_assert_eq!(turns, 0, "{:?}", actions);
+        }
     }
 }

@@ -111,3 +111,77 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Times well below `u64::MAX`, as nginx's monotonic msec are.
+    const TIME: std::ops::Range<u64> = 0..1 << 50;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// The wait doubles with each consecutive failure, from the first delay up to the
+        /// cap, and never shrinks while failures add up; no failure, no wait.
+        #[test]
+        fn the_delay_doubles_up_to_the_cap(failures in 0u32..=u32::MAX, last in TIME) {
+            let backoff = StartBackoff { failures, last_failure_ms: last };
+            let delay = backoff.delay_ms();
+            if failures == 0 {
+                prop_assert_eq!(delay, 0);
+            } else {
+                prop_assert!((FIRST_DELAY_MS..=MAX_DELAY_MS).contains(&delay));
+            }
+            let next = backoff.after_failure(last).delay_ms();
+            prop_assert!(next >= delay);
+            if failures > 0 && failures < u32::MAX {
+                prop_assert_eq!(next, (2 * delay).min(MAX_DELAY_MS));
+            }
+        }
+
+        /// After a failure at `failed_at`, no start is let through before the delay has
+        /// passed, and one is let through from then on; the wait left never exceeds the
+        /// delay and runs down with the clock.
+        #[test]
+        fn no_start_before_the_delay_is_over(
+            failures in 0u32..64,
+            failed_at in TIME,
+            elapsed in 0u64..2 * MAX_DELAY_MS,
+            later in 0u64..MAX_DELAY_MS,
+        ) {
+            let backoff = StartBackoff { failures, last_failure_ms: 0 }.after_failure(failed_at);
+            let delay = backoff.delay_ms();
+            let now = failed_at + elapsed;
+            match backoff.wait_left_ms(now) {
+                None => prop_assert!(elapsed >= delay),
+                Some(left) => {
+                    prop_assert!(elapsed < delay);
+                    prop_assert_eq!(left, delay - elapsed);
+                    let then = backoff.wait_left_ms(now + later);
+                    prop_assert!(then.is_none_or(|left_then| left_then < left || later == 0));
+                }
+            }
+        }
+
+        /// The record is forgotten exactly when the backend has stayed up long enough, and
+        /// kept as it was otherwise.
+        #[test]
+        fn staying_up_long_enough_and_only_that_forgets(
+            failures in 0u32..64,
+            last in TIME,
+            up_since in TIME,
+            up_for in 0u64..3 * STABLE_AFTER_MS,
+        ) {
+            let backoff = StartBackoff { failures, last_failure_ms: last };
+            let after = backoff.after_up(up_since, up_since + up_for);
+            if up_for >= STABLE_AFTER_MS {
+                prop_assert_eq!(after, StartBackoff::default());
+                prop_assert_eq!(after.wait_left_ms(up_since + up_for), None);
+            } else {
+                prop_assert_eq!(after, backoff);
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-const MAX_DEPTH: usize = 16;
+pub const MAX_DEPTH: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

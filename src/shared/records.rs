@@ -8,7 +8,7 @@ use std::sync::atomic::{
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
-use crate::core::scaling::{Sample, SAMPLES_PER_WINDOW};
+use crate::core::scaling::{Sample, SAMPLES_KEPT};
 use crate::core::start_backoff::StartBackoff;
 
 /// Worker slots in the zone: enough for the workers of several configurations at once (old
@@ -260,8 +260,8 @@ pub struct SharedUpstream {
     pub(super) load_report_requests: AtomicU64,
 }
 
-/// Room for two windows of samples.
-pub const LOAD_SAMPLES: usize = 2 * SAMPLES_PER_WINDOW as usize + 2;
+/// Room for two windows of samples (`core::scaling::SAMPLES_KEPT`).
+pub const LOAD_SAMPLES: usize = SAMPLES_KEPT;
 
 #[repr(C)]
 #[derive(Default)]
