@@ -15,6 +15,19 @@ pub fn enabled() -> bool {
     false
 }
 
+/// Fails the test unless the suite runs against the patched build: the patched suite's tests
+/// are `#[ignore = "needs the patched nginx (make patched-test)"]` (reported as skipped
+/// elsewhere), and `make patched-test` runs them with `--include-ignored`, setting
+/// `NGX_SUPERVISORD_PATCHED=1` and pointing the harness at `build/patched/`.
+#[track_caller]
+pub fn require() {
+    assert_eq!(
+        std::env::var("NGX_SUPERVISORD_PATCHED").as_deref(),
+        Ok("1"),
+        "this test needs the patched nginx: run it with make patched-test"
+    );
+}
+
 /// The `load_module` line of `file`, a module `make patched` built next to the module under
 /// test (e.g. `ngx_http_upstream_fair_module.so`).
 pub fn load_module_beside(file: &str) -> String {
