@@ -108,7 +108,7 @@ patched-test: patched
 # build/test.log; names the failures, then ends with `N passed, M failed, K skipped` (libtest's
 # counts summed over all suites; "ignored" tests are the skipped ones) and fails if any failed.
 test:
-	@bash .ci/test-all lint unit integration distro-test asan patched-1.22 patched-test
+	@MAKE="$(MAKE)" bash .ci/test-all lint unit integration distro-test asan patched-1.22 patched-test
 
 demo: build
 	bash examples/demo.sh
