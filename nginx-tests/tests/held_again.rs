@@ -170,8 +170,15 @@ fn a_request_held_again_is_let_go_when_its_client_leaves() {
     client.close();
     assert!(eventually(3, || held_now(&nginx) == 0));
     // No loop: the one refused connect (the restarted program never listens), also once the
-    // restart is done and nginx has read supervisord twice since.
-    assert!(eventually(5, || supervisord.spawns("backend0") == 2));
+    // check's verdict is out, supervisord has answered what nginx asked and nginx has read it
+    // twice since.
+    assert!(
+        eventually(5, || nginx
+            .error_log()
+            .contains("accepts no connection; restarting it")),
+        "{}",
+        nginx.error_log()
+    );
     supervisord.wait_for_answers();
     supervisord.wait_for_reads(2);
     let log = nginx.error_log();
