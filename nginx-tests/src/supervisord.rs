@@ -178,13 +178,22 @@ impl Supervisord {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The state supervisorctl shows for `program` (RUNNING, STOPPED, ...).
+    /// The state supervisord gives for `program` (RUNNING, STOPPED, ...; `group:name` for a
+    /// member of a group), by `getProcessInfo`; empty if it has no such program or does not
+    /// answer.
     pub fn state(&self, program: &str) -> String {
-        self.ctl(&["status", program])
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_string()
+        let answer = self
+            .rpc(
+                "supervisor.getProcessInfo",
+                &format!("<param><value><string>{program}</string></value></param>"),
+            )
+            .unwrap_or_default();
+        answer
+            .split_once("<name>statename</name>")
+            .and_then(|(_, rest)| rest.split_once("<string>"))
+            .and_then(|(_, rest)| rest.split_once("</string>"))
+            .map(|(state, _)| state.to_string())
+            .unwrap_or_default()
     }
 
     pub fn wait_state(&self, program: &str, state: &str) {
@@ -217,12 +226,21 @@ impl Supervisord {
         fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
     }
 
-    /// One XML-RPC call (`supervisor.getPID`) over TCP, its answer read whole; nothing if
-    /// supervisord does not answer.
+    /// One XML-RPC call (`supervisor.getPID`) over TCP, answered; nothing if supervisord
+    /// does not answer.
     fn settle(&self) {
+        let _ = self.rpc("supervisor.getPID", "");
+    }
+
+    /// The body of supervisord's answer to `method` with `params` (XML `<param>` elements),
+    /// called over TCP with the harness's credentials (milliseconds, where supervisorctl
+    /// takes a Python start-up); `None` if supervisord does not answer.
+    fn rpc(&self, method: &str, params: &str) -> Option<String> {
         use std::io::{Read, Write};
-        let body = "<?xml version=\"1.0\"?><methodCall><methodName>supervisor.getPID\
-                    </methodName><params/></methodCall>";
+        let body = format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName>\
+             <params>{params}</params></methodCall>"
+        );
         let credentials = format!("{}:{}", self.credentials.0, self.credentials.1);
         let request = format!(
             "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\n\
@@ -230,14 +248,17 @@ impl Supervisord {
             base64(credentials.as_bytes()),
             body.len()
         );
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(scaled(Duration::from_secs(10))));
-        if stream.write_all(request.as_bytes()).is_ok() {
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-        }
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(scaled(Duration::from_secs(10))))
+            .ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).ok()?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
     }
 
     /// How many `method` calls (e.g. `supervisor.getAllProcessInfo`) supervisord answered so

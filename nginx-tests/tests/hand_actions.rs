@@ -431,7 +431,6 @@ fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
         assert!(stopped.contains("backend0: stopped"), "{stopped}");
         request.join().unwrap()
     });
-    let _ = std::fs::remove_file(&exit_gate);
     // Held while supervisord stops it, then started again for it once STOPPED.
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
     assert_eq!(response.body.trim(), format!("backend {port}"));
@@ -440,4 +439,7 @@ fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
     assert!(!log.contains("start failed"), "{log}");
     assert_eq!(supervisord.spawns("backend0"), 2);
     nginx.assert_clean_log();
+    // The program started again exits at once when stopped: the gate is still open.
+    drop(supervisord);
+    let _ = std::fs::remove_file(&exit_gate);
 }
