@@ -5,6 +5,8 @@
 #               and nginx 1.28 and Debian's 1.22 with the core patches (compared with stock)
 #               (installs missing Debian packages first)
 #   make patched      nginx 1.28 with patches/ (init_busy, round-robin) in build/patched/
+#   make test-under-load  the integration suite on nginx 1.28 while two CPU hogs keep both
+#               cores busy (a quick stress check of the suite's waits)
 #   make demo   the main job live: a real supervisord starts a backend for the first request
 #   make bench  cold-start, capacity, throughput and scaling figures
 #   make fuzz   every fuzz target of fuzz/ (the core's parsers of outside input) to 10 million
@@ -15,7 +17,8 @@ CARGO ?= cargo
 SHELL := /bin/bash
 
 .PHONY: all deps build lint unit integration distro-build distro-test asan patched \
-        patched-1.22 patched-1.22-test patched-test test demo bench fuzz fuzz-smoke clean
+        patched-1.22 patched-1.22-test patched-test test test-under-load demo bench fuzz \
+        fuzz-smoke clean
 
 all: build
 
@@ -34,12 +37,19 @@ lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
+# Every `cargo test` runs all of its test binaries, whatever failed in one (--no-fail-fast).
+# Tests that do not apply to a build are `#[ignore = "why"]`: libtest reports them as ignored,
+# and `make test` counts them as skipped; wall-clock bounds in the suite are multiplied by
+# NGX_SUPERVISORD_TIME_FACTOR (1 unless set).
 unit: deps
-	$(CARGO) test --release --locked -p ngx_supervisord_core
-	$(CARGO) test --release --locked -p ngx_supervisord
+	$(CARGO) test --release --locked --no-fail-fast -p ngx_supervisord_core
+	$(CARGO) test --release --locked --no-fail-fast -p ngx_supervisord
 
 integration: build
-	$(CARGO) test --release --locked -p nginx-tests -- --test-threads=4
+	$(CARGO) test --release --locked --no-fail-fast -p nginx-tests -- --test-threads=4
+
+test-under-load: build
+	bash .ci/under-load $(MAKE) --no-print-directory integration
 
 # The module built against Debian's own nginx (nginx-dev's source, configured with Debian's
 # flags) and installed into it, by running the README's steps verbatim; then loaded into
@@ -52,13 +62,14 @@ distro-build: deps
 distro-test: distro-build build
 	NGX_SUPERVISORD_NGINX=/usr/sbin/nginx \
 	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/distro/ngx_supervisord_module.so \
-	    $(CARGO) test --release --locked -p nginx-tests -- --test-threads=4
+	    $(CARGO) test --release --locked --no-fail-fast -p nginx-tests -- --test-threads=4
 
 # The integration suite against nginx 1.28 built with AddressSanitizer, its pools allocated one
 # block per call (NGX_DEBUG_PALLOC) so that ASan sees every pool allocation, and the module built
 # against it. A report aborts the worker (the suite's log check fails the test) and is kept in
 # build/asan-logs, which must stay empty. The module's own Rust code is not instrumented (stable
-# Rust has no sanitizer flags); its use of nginx's memory is.
+# Rust has no sanitizer flags); its use of nginx's memory is. Its nginx is several times slower:
+# the suite's time bounds are scaled by 3 (NGX_SUPERVISORD_TIME_FACTOR, unless set).
 ASAN_NGINX = $$(ls -td $(CURDIR)/target/asan/release/build/nginx-sys-*/out/objs/nginx | head -n 1)
 asan: deps
 	NGX_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -DNGX_DEBUG_PALLOC=1" \
@@ -69,7 +80,8 @@ asan: deps
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:log_path=$(CURDIR)/build/asan-logs/asan \
 	NGX_SUPERVISORD_NGINX=$(ASAN_NGINX) \
 	NGX_SUPERVISORD_MODULE=$(CURDIR)/target/asan/release/libngx_supervisord.so \
-	    $(CARGO) test --release --locked -p nginx-tests -- --test-threads=2
+	NGX_SUPERVISORD_TIME_FACTOR=$${NGX_SUPERVISORD_TIME_FACTOR:-3} \
+	    $(CARGO) test --release --locked --no-fail-fast -p nginx-tests -- --test-threads=2
 	@if ls build/asan-logs/asan.* >/dev/null 2>&1; then \
 	    echo "AddressSanitizer reports:"; cat build/asan-logs/asan.*; exit 1; \
 	fi
@@ -92,12 +104,12 @@ patched-1.22-test: patched-1.22 distro-build
 	NGX_SUPERVISORD_NGINX=$(CURDIR)/build/patched-1.22/sbin/nginx \
 	NGX_SUPERVISORD_STOCK_NGINX=/usr/sbin/nginx \
 	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/distro/ngx_supervisord_module.so \
-	    $(CARGO) test --release --locked -p nginx-tests --test patched_stock \
+	    $(CARGO) test --release --locked --no-fail-fast -p nginx-tests --test patched_stock \
 	    -- --include-ignored --test-threads=2
 
-# The integration tests written for the patched build, nginx-tests/tests/patched_*.rs; other
-# suites report them ignored. patched_stock compares the patched nginx with stock nginx 1.28
-# configured alike (build/sbin/nginx).
+# The integration tests written for the patched build, nginx-tests/tests/patched_*.rs: ignored
+# elsewhere ("needs the patched nginx"), run here with --include-ignored. patched_stock compares
+# the patched nginx with stock nginx 1.28 configured alike (build/sbin/nginx).
 PATCHED_TESTS = $(patsubst nginx-tests/tests/%.rs,%,$(wildcard nginx-tests/tests/patched_*.rs))
 patched-test: patched build
 	@if [ -z "$(PATCHED_TESTS)" ]; then echo "no nginx-tests/tests/patched_*.rs"; exit 0; fi; \
@@ -106,18 +118,15 @@ patched-test: patched build
 	NGX_SUPERVISORD_NGINX=$(CURDIR)/build/patched/sbin/nginx \
 	NGX_SUPERVISORD_STOCK_NGINX=$(CURDIR)/build/sbin/nginx \
 	NGX_SUPERVISORD_MODULE=$(CURDIR)/build/patched/modules/ngx_supervisord_module.so \
-	    $(CARGO) test --release --locked -p nginx-tests $(addprefix --test ,$(PATCHED_TESTS)) \
-	    -- --include-ignored --test-threads=2
+	    $(CARGO) test --release --locked --no-fail-fast -p nginx-tests \
+	    $(addprefix --test ,$(PATCHED_TESTS)) -- --include-ignored --test-threads=2
 
-# Runs every suite, then sums up the test counts of all of them on the last line.
+# Runs every suite to its end, whatever failed before (.ci/test-all), the whole output in
+# build/test.log; names the failures, then ends with `N passed, M failed, K skipped` (libtest's
+# counts summed over all suites; "ignored" tests are the skipped ones) and fails if any failed.
 test:
-	@mkdir -p build
-	@set -o pipefail; $(MAKE) --no-print-directory lint unit integration distro-test asan \
-	    patched-1.22-test patched-test 2>&1 | tee build/test.log; \
-	status=$$?; \
-	awk '/^test result:/ { passed += $$4; failed += $$6 } \
-	     END { printf "%d passed, %d failed\n", passed, failed }' build/test.log; \
-	exit $$status
+	@MAKE="$(MAKE)" bash .ci/test-all lint unit integration distro-test asan patched-1.22-test \
+	    patched-test fuzz-smoke
 
 demo: build
 	bash examples/demo.sh

@@ -58,6 +58,26 @@ pub fn backend_binary() -> PathBuf {
     folder.parent().unwrap().join("test-backend")
 }
 
+/// The factor every wall-clock bound of the suite is multiplied by: `NGX_SUPERVISORD_TIME_FACTOR`
+/// (a positive number, 1 when unset), e.g. 3 for the AddressSanitizer build, whose nginx runs
+/// several times slower. Read once; a value that is not a positive number fails the test.
+pub fn time_factor() -> f64 {
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FACTOR.get_or_init(|| match std::env::var("NGX_SUPERVISORD_TIME_FACTOR") {
+        Err(_) => 1.0,
+        Ok(text) => match text.trim().parse::<f64>() {
+            Ok(factor) if factor > 0.0 && factor.is_finite() => factor,
+            _ => panic!("NGX_SUPERVISORD_TIME_FACTOR={text:?}: expected a positive number"),
+        },
+    })
+}
+
+/// `duration` times [`time_factor`]: the one way a test states a wall-clock bound (a product
+/// promise such as "answered within 500 ms", or a generous deadline for a condition).
+pub fn scaled(duration: Duration) -> Duration {
+    duration.mul_f64(time_factor())
+}
+
 /// A loopback port nobody in this test process was given before and that is free right now.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -76,7 +96,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -255,7 +275,7 @@ impl Nginx {
     }
 
     fn wait_for_workers(&self, workers: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         while Instant::now() < deadline {
             if self.worker_pids().len() >= workers {
                 return;
@@ -308,7 +328,7 @@ impl Nginx {
         self.prefix.write_config(config, Some(self.port));
         let output = self.signal("reload");
         assert!(output.status.success(), "reload failed: {output:?}");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         while Instant::now() < deadline {
             let now = self.worker_pids();
             if now.len() >= workers && now.iter().all(|pid| !before.contains(pid)) {
@@ -395,7 +415,7 @@ impl Nginx {
 
     fn stop(&mut self) {
         let _ = self.signal("stop");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.master.try_wait() {
                 return;
@@ -444,7 +464,7 @@ impl Response {
 pub fn request(port: u16, method: &str, path: &str) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
     stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(scaled(Duration::from_secs(20))))
         .unwrap();
     let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -467,7 +487,7 @@ pub fn recorded_requests(record: &Path) -> Vec<String> {
 pub fn request_with_body(port: u16, method: &str, path: &str, body_len: usize) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
     stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(scaled(Duration::from_secs(20))))
         .unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
@@ -528,9 +548,9 @@ pub fn backends_by_worker(
     seen
 }
 
-/// Polls `check` every 50 ms for up to `seconds`; true once it held.
+/// Polls `check` every 50 ms for up to `seconds` ([`scaled`]); true once it held.
 pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let deadline = Instant::now() + scaled(Duration::from_secs(seconds));
     while Instant::now() < deadline {
         if check() {
             return true;
@@ -550,4 +570,86 @@ pub fn spawn_requests(
     (0..count)
         .map(|_| std::thread::spawn(move || request(port, "GET", path)))
         .collect()
+}
+
+/// A gate for requests to the test backend: a backend started with [`Gate::arg`] holds every
+/// request for `/gated` until the test calls [`Gate::open`], so a request stays in flight for
+/// exactly as long as the test needs, however busy the machine. Removed on drop.
+pub struct Gate {
+    pub path: PathBuf,
+}
+
+impl Gate {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "ngx-supervisord-gate-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&path);
+        Self { path }
+    }
+
+    /// The `test-backend` option: `--gate PATH`.
+    pub fn arg(&self) -> String {
+        format!("--gate {}", self.path.display())
+    }
+
+    /// Lets every held `/gated` request (and every later one) through.
+    pub fn open(&self) {
+        fs::write(&self.path, "open").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Copies of the nginx under test and of the module, in a fresh directory of the system's
+/// temporary folder that every user can read (mode 0755), removed on drop: what a test runs as
+/// another user (`nobody`) must not depend on where the checkout lives (root's home is 0700).
+pub struct SharedCopies {
+    pub dir: PathBuf,
+    pub nginx: PathBuf,
+    pub module: PathBuf,
+}
+
+impl SharedCopies {
+    pub fn new(name: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "ngx-supervisord-copies-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let copies = Self {
+            nginx: dir.join("nginx"),
+            module: dir.join("ngx_supervisord_module.so"),
+            dir,
+        };
+        for (from, to) in [
+            (nginx_binary(), &copies.nginx),
+            (module_path(), &copies.module),
+        ] {
+            fs::copy(&from, to).unwrap_or_else(|error| {
+                panic!("copy {} to {}: {error}", from.display(), to.display())
+            });
+            fs::set_permissions(to, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        copies
+    }
+
+    /// The `load_module` line for the copy of the module (with [`Config::without_module`]).
+    pub fn load_module(&self) -> String {
+        format!("load_module {};", self.module.display())
+    }
+}
+
+impl Drop for SharedCopies {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }

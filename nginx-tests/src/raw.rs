@@ -37,9 +37,9 @@ impl RawConnection {
     }
 
     /// The next complete final response (interim `1xx` ones are skipped), or `None` if none
-    /// came within `timeout` or the connection ended first.
+    /// came within `timeout` ([`crate::scaled`]) or the connection ended first.
     pub fn next_response(&mut self, timeout: Duration) -> Option<Response> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::scaled(timeout);
         loop {
             if let Some((response, used)) = parse_framed(&self.pending) {
                 self.pending.drain(..used);
@@ -66,15 +66,31 @@ impl RawConnection {
         }
     }
 
-    /// Whatever nginx sent that is not part of a response read so far, after waiting `wait`
-    /// for more (empty when nginx sent nothing else).
-    pub fn unread_after(&mut self, wait: Duration) -> Vec<u8> {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
+    /// Ends the client's side of the connection and reads until nginx closes its side (a
+    /// keep-alive connection is closed once nginx has answered everything it was sent);
+    /// returns whatever nginx sent that is not part of a response read so far (empty when it
+    /// sent nothing else). Fails if nginx does not close the connection within 10 s (scaled).
+    pub fn rest_until_closed(mut self) -> Vec<u8> {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
         let mut buffer = [0u8; 16384];
-        if let Ok(n) = self.stream.read(&mut buffer) {
-            self.pending.extend_from_slice(&buffer[..n]);
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("nginx did not close the connection"));
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buffer) {
+                Ok(0) => return std::mem::take(&mut self.pending),
+                Ok(n) => self.pending.extend_from_slice(&buffer[..n]),
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    panic!("nginx did not close the connection")
+                }
+                // A reset after everything was read: nothing more came.
+                Err(_) => return std::mem::take(&mut self.pending),
+            }
         }
-        std::mem::take(&mut self.pending)
     }
 }
 
@@ -242,7 +258,7 @@ impl H2Connection {
     /// encodes from HPACK's static table (200, 204, 206, 304, 400, 404, 500) or as a literal
     /// are decoded; that is all of them.
     pub fn statuses(&mut self, want: usize, timeout: Duration) -> Vec<(u32, u16)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::scaled(timeout);
         let mut answered = Vec::new();
         while answered.len() < want {
             while self.pending.len() >= 9 {

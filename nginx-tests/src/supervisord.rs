@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, Config, Nginx, Server, Upstream};
+use crate::{free_port, scaled, Config, Nginx, Server, Upstream};
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "s3cret-Pw";
@@ -16,6 +16,9 @@ pub struct Program {
     pub name: String,
     pub command: String,
     pub startsecs: u32,
+    /// How long supervisord waits for the program to exit after TERM before it kills it
+    /// (2 s unless a test needs a program that takes its time to stop).
+    pub stopwaitsecs: u32,
     /// Extra lines for the `[program:x]` section.
     pub extra: String,
 }
@@ -27,6 +30,7 @@ impl Program {
             name: name.into(),
             command: format!("{} {port}", crate::backend_binary().display()),
             startsecs,
+            stopwaitsecs: 2,
             extra: String::new(),
         }
     }
@@ -44,6 +48,7 @@ impl Program {
             name: name.into(),
             command: command.into(),
             startsecs,
+            stopwaitsecs: 2,
             extra: String::new(),
         }
     }
@@ -52,6 +57,7 @@ impl Program {
 pub struct Supervisord {
     pub dir: PathBuf,
     pub port: u16,
+    credentials: (String, String),
     child: Child,
 }
 
@@ -76,7 +82,7 @@ impl Supervisord {
         fs::create_dir_all(&dir).unwrap();
         let mut conf = format!(
             "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
-             childlogdir={d}\nloglevel=info\n\
+             childlogdir={d}\nloglevel=trace\n\
              [inet_http_server]\nport=127.0.0.1:{port}\nusername={user}\npassword={password}\n\
              [unix_http_server]\nfile={d}/supervisor.sock\nchmod=0777\n\
              [rpcinterface:supervisor]\n\
@@ -87,14 +93,23 @@ impl Supervisord {
         for program in programs {
             conf.push_str(&format!(
                 "[program:{}]\ncommand={}\nautostart=false\nautorestart=false\nstartsecs={}\n\
-                 startretries=0\nstopwaitsecs=2\n{}\n",
-                program.name, program.command, program.startsecs, program.extra
+                 startretries=0\nstopwaitsecs={}\n{}\n",
+                program.name,
+                program.command,
+                program.startsecs,
+                program.stopwaitsecs,
+                program.extra
             ));
         }
         conf.push_str(groups);
         fs::write(dir.join("supervisord.conf"), conf).unwrap();
         let child = Self::spawn(&dir);
-        let supervisord = Self { dir, port, child };
+        let supervisord = Self {
+            dir,
+            port,
+            credentials: (user.into(), password.into()),
+            child,
+        };
         supervisord.wait_until_up();
         supervisord
     }
@@ -112,7 +127,7 @@ impl Supervisord {
 
     fn wait_until_up(&self) {
         let supervisord = self;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
         while Instant::now() < deadline {
             if supervisord.ctl(&["pid"]).trim().parse::<u32>().is_ok() {
                 return;
@@ -148,27 +163,41 @@ impl Supervisord {
         format!("unix:{}", self.socket().display())
     }
 
+    /// `supervisorctl`, through supervisord's TCP port, so that its calls are told apart from
+    /// nginx's (which come through the UNIX socket, see [`Self::reads_over_socket`]).
     pub fn ctl(&self, args: &[&str]) -> String {
         let output = Command::new("supervisorctl")
             .arg("-c")
             .arg(self.dir.join("supervisord.conf"))
+            .arg("-s")
+            .arg(format!("http://127.0.0.1:{}", self.port))
+            .args(["-u", &self.credentials.0, "-p", &self.credentials.1])
             .args(args)
             .output()
             .expect("run supervisorctl");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The state supervisorctl shows for `program` (RUNNING, STOPPED, ...).
+    /// The state supervisord gives for `program` (RUNNING, STOPPED, ...; `group:name` for a
+    /// member of a group), by `getProcessInfo`; empty if it has no such program or does not
+    /// answer.
     pub fn state(&self, program: &str) -> String {
-        self.ctl(&["status", program])
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_string()
+        let answer = self
+            .rpc(
+                "supervisor.getProcessInfo",
+                &format!("<param><value><string>{program}</string></value></param>"),
+            )
+            .unwrap_or_default();
+        answer
+            .split_once("<name>statename</name>")
+            .and_then(|(_, rest)| rest.split_once("<string>"))
+            .and_then(|(_, rest)| rest.split_once("</string>"))
+            .map(|(state, _)| state.to_string())
+            .unwrap_or_default()
     }
 
     pub fn wait_state(&self, program: &str, state: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         while Instant::now() < deadline {
             if self.state(program) == state {
                 return;
@@ -188,14 +217,185 @@ impl Supervisord {
         assert!(status.success(), "kill -9 {program} (pid {pid:?}) failed");
     }
 
+    /// supervisord's log, as of now: supervisord handles one thing at a time, so once it has
+    /// answered a call made now (`getPID`, over TCP) it has logged whatever it did before
+    /// (e.g. "spawned:", which it logs after the fork, when the program may already answer).
+    /// While supervisord is down, the log as it is.
     pub fn log(&self) -> String {
+        self.settle();
         fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
+    }
+
+    /// One XML-RPC call (`supervisor.getPID`) over TCP, answered; nothing if supervisord
+    /// does not answer.
+    fn settle(&self) {
+        let _ = self.rpc("supervisor.getPID", "");
+    }
+
+    /// The body of supervisord's answer to `method` with `params` (XML `<param>` elements),
+    /// called over TCP with the harness's credentials (milliseconds, where supervisorctl
+    /// takes a Python start-up); `None` if supervisord does not answer.
+    fn rpc(&self, method: &str, params: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let body = format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName>\
+             <params>{params}</params></methodCall>"
+        );
+        let credentials = format!("{}:{}", self.credentials.0, self.credentials.1);
+        let request = format!(
+            "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\n\
+             Content-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            base64(credentials.as_bytes()),
+            body.len()
+        );
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(scaled(Duration::from_secs(10))))
+            .ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).ok()?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+    }
+
+    /// How many `method` calls (e.g. `supervisor.getAllProcessInfo`) supervisord answered so
+    /// far, from any client, by its log (`loglevel=trace` logs each call).
+    pub fn calls(&self, method: &str) -> usize {
+        self.log()
+            .matches(&format!("XML-RPC method {method}() returned"))
+            .count()
+    }
+
+    /// How many times a client of the UNIX socket (nginx, given [`Self::address`]; the
+    /// harness's supervisorctl uses TCP) read every program's state (`getAllProcessInfo`, a
+    /// reconciliation round or a failure check) and got the answer, by supervisord's log: the
+    /// answer's line is followed by its access line, whose client is `localhost:0` on the
+    /// socket.
+    pub fn reads_over_socket(&self) -> usize {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .windows(2)
+            .filter(|pair| {
+                pair[0].contains("XML-RPC method supervisor.getAllProcessInfo() returned")
+                    && pair[1].contains(" localhost:0 - - [")
+            })
+            .count()
+    }
+
+    /// Waits until nginx has read every program's state `count` more times (see
+    /// [`Self::reads_over_socket`]): with `count` 2, a whole reconciliation round that began
+    /// after this call was answered and applied before the next began. A positive signal
+    /// that what nginx would do on reading supervisord's view has been done.
+    #[track_caller]
+    pub fn wait_for_reads(&self, count: usize) {
+        let target = self.reads_over_socket() + count;
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
+        while self.reads_over_socket() < target {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not read supervisord {count} more time(s):\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until supervisord has answered every XML-RPC call it received (from nginx or
+    /// supervisorctl), by its log: each call's `called` line and its access line (logged when
+    /// the answer is sent, also for an answer that waited, such as `startProcess` waiting for
+    /// `startsecs`). A positive signal that nginx has been told the outcome of what it asked.
+    #[track_caller]
+    pub fn wait_for_answers(&self) {
+        let pending = || {
+            let log = self.log();
+            let called = log.matches("XML-RPC method called: ").count();
+            let answered = log.matches("\"POST /RPC2 HTTP/1.1\"").count();
+            called.saturating_sub(answered)
+        };
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
+        while pending() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "supervisord left {} call(s) unanswered:\n{}",
+                pending(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// When supervisord spawned `program`, by its log (its clock, in the order of the log), as
+    /// times since the epoch to the millisecond: to measure the gaps between starts.
+    pub fn spawn_times(&self, program: &str) -> Vec<Duration> {
+        let needle = format!("spawned: '{program}'");
+        self.log()
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .map(|line| {
+                log_time(line).unwrap_or_else(|| panic!("no time in supervisord's line {line:?}"))
+            })
+            .collect()
     }
 
     /// How many times supervisord spawned `program` so far, by its log.
     pub fn spawns(&self, program: &str) -> usize {
         self.log().matches(&format!("spawned: '{program}'")).count()
     }
+}
+
+/// Standard base64 with padding (for a Basic-auth header).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The time of a supervisord log line (`2026-12-07 17:25:27,961 INFO ...`, UTC) since the epoch.
+fn log_time(line: &str) -> Option<Duration> {
+    let (date, rest) = line.split_once(' ')?;
+    let time = rest.split_whitespace().next()?;
+    let mut date_parts = date.split('-').map(|part| part.parse::<i64>());
+    let (year, month, day) = (
+        date_parts.next()?.ok()?,
+        date_parts.next()?.ok()?,
+        date_parts.next()?.ok()?,
+    );
+    let (clock, millis) = time.split_once(',')?;
+    let mut clock_parts = clock.split(':').map(|part| part.parse::<i64>());
+    let (hours, minutes, seconds) = (
+        clock_parts.next()?.ok()?,
+        clock_parts.next()?.ok()?,
+        clock_parts.next()?.ok()?,
+    );
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hours * 3600 + minutes * 60 + seconds;
+    Some(
+        Duration::from_secs(u64::try_from(seconds).ok()?)
+            + Duration::from_millis(millis.parse().ok()?),
+    )
 }
 
 impl Drop for Supervisord {
@@ -260,4 +460,31 @@ pub fn nginx_with_controls(
                 .location("= /_status", "supervisord_status;"),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"admin:s3cret-Pw"), "YWRtaW46czNjcmV0LVB3");
+    }
+
+    #[test]
+    fn log_times_are_read_to_the_millisecond() {
+        let line = "2026-12-07 17:25:27,961 INFO spawned: 'backend0' with pid 10175";
+        // date -u -d '2026-12-07 17:25:27' +%s
+        assert_eq!(
+            log_time(line),
+            Some(Duration::from_millis(1_796_664_327_961))
+        );
+        let leap = log_time("2024-02-29 00:00:00,000 INFO x").unwrap();
+        assert_eq!(leap, Duration::from_secs(1_709_164_800));
+        assert_eq!(log_time("\tHostname: localhost"), None);
+    }
 }

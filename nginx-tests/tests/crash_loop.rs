@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{free_port, request, Config, Nginx, Server, Upstream};
+use nginx_tests::{eventually, free_port, request, scaled, Config, Nginx, Server, Upstream};
 
 fn nginx_for(name: &str, ports: &[u16], supervisord: &Supervisord) -> Nginx {
     nginx_syncing(name, ports, supervisord, "1s")
@@ -41,8 +41,9 @@ struct Answer {
     body: String,
 }
 
-/// `clients` threads sending GET / one after another for `duration`.
-fn client_loops(port: u16, clients: usize, duration: Duration) -> Vec<Answer> {
+/// `clients` threads sending GET / one after another until `done` (checked every 50 ms with
+/// the answers so far) holds; fails if it does not within 30 s (scaled).
+fn client_loops(port: u16, clients: usize, mut done: impl FnMut(&[Answer]) -> bool) -> Vec<Answer> {
     let answers = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..clients)
@@ -64,7 +65,14 @@ fn client_loops(port: u16, clients: usize, duration: Duration) -> Vec<Answer> {
             })
         })
         .collect();
-    std::thread::sleep(duration);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    while !done(&answers.lock().unwrap()) {
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            panic!("the clients' condition never held");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();
@@ -85,21 +93,30 @@ fn crash_loop(name: &str, startsecs: u32) {
         "",
     );
     let nginx = nginx_for(name, &[port], &supervisord);
-    let answers = client_loops(nginx.port, 4, Duration::from_secs(10));
-    let spawns = supervisord.log().matches("spawned: 'backend0'").count();
+    // Until the fourth start (after backoffs of 1, 2 and 4 s), with requests all along.
+    let answers = client_loops(nginx.port, 4, |_| supervisord.spawns("backend0") >= 4);
+    let spawns = supervisord.spawns("backend0");
+    let spawned_at = supervisord.spawn_times("backend0");
     let log = nginx.error_log();
     let exits = log.matches("program exits at start-up").count();
     let held_502: Vec<&Answer> = answers.iter().filter(|a| a.status == 502).collect();
     let refused_503: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
     let slowest_502 = held_502.iter().map(|a| a.took).max().unwrap_or_default();
     eprintln!(
-        "crash loop, startsecs={startsecs}: {} requests, {spawns} spawns in 10 s, {} x 502 (slowest {slowest_502:?}), {} x 503, {exits} exit lines",
+        "crash loop, startsecs={startsecs}: {} requests, {spawns} spawns at {spawned_at:?}, {} x 502 (slowest {slowest_502:?}), {} x 503, {exits} exit lines",
         answers.len(),
         held_502.len(),
         refused_503.len()
     );
-    // Backoff 1 s, 2 s, 4 s (doubling): starts at about 0, 1.2, 3.4 and 7.6 s.
-    assert!((3..=5).contains(&spawns), "{spawns} spawns\n{log}");
+    // Backoff 1 s, 2 s, 4 s (doubling): each start at least that long after the one before
+    // (the backoff counts from the failure, which comes after the start).
+    assert_eq!(spawns, 4, "{}", supervisord.log());
+    for (gap, backoff) in spawned_at.windows(2).zip([1000, 2000, 4000]) {
+        assert!(
+            gap[1] - gap[0] >= Duration::from_millis(backoff),
+            "starts at {spawned_at:?}: not {backoff} ms apart\n{log}"
+        );
+    }
     // One line per failed start, with supervisord's reason; nothing per request.
     assert!(
         exits == spawns || exits + 1 == spawns,
@@ -114,11 +131,17 @@ fn crash_loop(name: &str, startsecs: u32) {
         "{answers:?}"
     );
     assert!(!held_502.is_empty() && !refused_503.is_empty());
-    assert!(slowest_502 < Duration::from_millis(1500), "{slowest_502:?}");
+    assert!(
+        slowest_502 < scaled(Duration::from_millis(1500)),
+        "{slowest_502:?}"
+    );
     for answer in &refused_503 {
         let seconds: u64 = answer.retry_after.as_deref().unwrap_or("").parse().unwrap();
         assert!((1..=8).contains(&seconds), "{answer:?}");
-        assert!(answer.took < Duration::from_millis(500), "{answer:?}");
+        assert!(
+            answer.took < scaled(Duration::from_millis(500)),
+            "{answer:?}"
+        );
     }
     // Nothing was ever taken as up.
     assert!(!log.contains("taking it as up"), "{log}");
@@ -166,10 +189,13 @@ fn listen_then_exit(name: &str, sync_interval: &str) {
     let nginx = nginx_syncing(name, &[port], &supervisord, sync_interval);
     let first = nginx.get("/");
     assert_eq!(first.status, 200, "{first:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !nginx.error_log().contains("program exits at start-up") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        eventually(5, || nginx
+            .error_log()
+            .contains("program exits at start-up")),
+        "{}",
+        nginx.error_log()
+    );
     // The next request finds it waiting out its backoff; so does the status.
     let next = nginx.get("/");
     assert_eq!(next.status, 503, "{next:?}");
@@ -181,8 +207,10 @@ fn listen_then_exit(name: &str, sync_interval: &str) {
         "{backend:?}"
     );
     assert_eq!(backend.idle_ms, None);
-    // Whoever saw the exit first reported it; the others, later, stay quiet.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Whoever saw the exit first reported it; the others, later, stay quiet: supervisord has
+    // answered the start, and nginx has read its view twice since.
+    supervisord.wait_for_answers();
+    supervisord.wait_for_reads(2);
     let log = nginx.error_log();
     assert_eq!(log.matches("program exits at start-up").count(), 1, "{log}");
     assert_eq!(
@@ -206,7 +234,19 @@ fn an_on_demand_start_fails_over_to_a_healthy_backend() {
         "",
     );
     let nginx = nginx_for("crash-failover", &ports, &supervisord);
-    let answers = client_loops(nginx.port, 4, Duration::from_secs(4));
+    // Requests until backend 0's backoff is over and 40 more were answered: none starts it
+    // again while backend 1 serves.
+    let mut backoff_over_at = None;
+    let answers = client_loops(nginx.port, 4, |answers| {
+        if backoff_over_at.is_none() {
+            let status = nginx.supervisord_status("/_status");
+            let backend0 = &status.upstream("backend").backends[0];
+            if backend0.failed_starts >= 1 && backend0.backoff_left_ms.is_none() {
+                backoff_over_at = Some(answers.len());
+            }
+        }
+        backoff_over_at.is_some_and(|at| answers.len() >= at + 40)
+    });
     let ok = answers.iter().filter(|a| a.status == 200).count();
     let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
     eprintln!(

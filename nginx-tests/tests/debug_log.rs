@@ -53,8 +53,9 @@ fn run(name: &str, level: &str) -> String {
             nginx.error_log()
         );
     } else {
-        // Let the answer arrive and a reconciliation round pass at the default level too.
-        std::thread::sleep(std::time::Duration::from_millis(800));
+        // The start answered and a reconciliation round passed at the default level too.
+        supervisord.wait_for_answers();
+        supervisord.wait_for_reads(2);
     }
     let stop = nginx.get("/_stop/0");
     assert_eq!(stop.status, 200, "{stop:?}");

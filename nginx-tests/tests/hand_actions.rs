@@ -13,8 +13,8 @@ use nginx_tests::raw::curl_h2;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, recorded_requests, request, request_with_body, Config, Nginx, Server,
-    Upstream,
+    eventually, free_port, recorded_requests, request, request_with_body, scaled, Config, Nginx,
+    Server, Upstream,
 };
 
 fn status_of(nginx: &Nginx, index: usize) -> Status {
@@ -25,11 +25,14 @@ fn status_of(nginx: &Nginx, index: usize) -> Status {
         .status
 }
 
-/// Waits (at most 10 s) until backend `index` is UP; returns how long that took.
+/// Waits (at most 10 s, scaled) until backend `index` is UP; returns how long that took.
 fn until_up(nginx: &Nginx, index: usize) -> Duration {
     let started = Instant::now();
     while status_of(nginx, index) != Status::Up {
-        assert!(started.elapsed() < Duration::from_secs(10), "never up");
+        assert!(
+            started.elapsed() < scaled(Duration::from_secs(10)),
+            "never up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     started.elapsed()
@@ -53,8 +56,10 @@ fn a_hand_start_is_routed_within_a_second() {
         "",
     );
     let nginx = nginx_with_controls("hand-start", &[port], &supervisord, &[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // nginx has read supervisord's view (the program STOPPED) and left it alone.
+    supervisord.wait_for_reads(2);
     assert_eq!(status_of(&nginx, 0), Status::Down);
+    assert_eq!(supervisord.spawns("backend0"), 0);
     let ctl = std::thread::spawn({
         let dir = supervisord.dir.clone();
         move || {
@@ -85,7 +90,7 @@ fn a_hand_start_is_routed_within_a_second() {
     assert_eq!(response.body.trim(), format!("backend {port}"));
     // The next read of supervisord (every second by default) finds it; the probe does the rest.
     assert!(
-        routed_after < Duration::from_millis(1500),
+        routed_after < scaled(Duration::from_millis(1500)),
         "{routed_after:?}"
     );
     // nginx did not start it a second time.
@@ -199,7 +204,7 @@ fn restart_under_traffic(name: &str, args: &str) {
     let clients = client_loops(nginx.port, h2_port, stop.clone(), answers.clone());
     // About 100 requests before the restart and 100 after it is done.
     let sent = |answers: &Arc<Mutex<Answers>>| answers.lock().unwrap().total();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     while sent(&answers) < 100 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -309,7 +314,8 @@ fn a_wrong_program_name_is_reported_at_the_first_read() {
         "{}",
         nginx.error_log()
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two more reads of supervisord, and still one line.
+    supervisord.wait_for_reads(2);
     let log = nginx.error_log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
     assert_eq!(lines.len(), 1, "{log}");
@@ -351,7 +357,9 @@ fn a_stop_during_an_on_demand_start_is_a_stop() {
     let stop = nginx.get("/_stop/0");
     assert_eq!(stop.status, 200, "{stop:?}");
     assert!(eventually(5, || status_of(&nginx, 0) == Status::Down));
-    std::thread::sleep(Duration::from_millis(3500));
+    // supervisord has answered the start (after the stop) as well as the stop.
+    supervisord.wait_state("backend0", "STOPPED");
+    supervisord.wait_for_answers();
     let log = nginx.error_log();
     assert!(!log.contains("start failed"), "{log}");
     assert!(!log.contains("program exits"), "{log}");
@@ -361,18 +369,20 @@ fn a_stop_during_an_on_demand_start_is_a_stop() {
 
 #[test]
 fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
-    // On TERM the program closes its port at once, but only exits a second later: supervisord
-    // says STOPPING meanwhile, and refuses to start it.
+    // On TERM the program closes its port at once, but only exits when the test lets it (the
+    // file `exit_gate` exists): supervisord says STOPPING meanwhile, and refuses to start it.
     let port = free_port();
+    let exit_gate = std::env::temp_dir().join(format!("slow-stop-exit-{}", std::process::id()));
+    let _ = std::fs::remove_file(&exit_gate);
     let command = format!(
-        "sh -c '{} {port} & pid=$!; trap \"kill -9 $pid; sleep 1; exit 0\" TERM; wait'",
-        nginx_tests::backend_binary().display()
+        "sh -c '{} {port} & pid=$!; trap \"kill -9 $pid; until [ -e {} ]; do sleep 0.05; done; \
+         exit 0\" TERM; wait'",
+        nginx_tests::backend_binary().display(),
+        exit_gate.display()
     );
-    let supervisord = Supervisord::start(
-        "slow-stop",
-        &[Program::command("backend0", &command, 1)],
-        "",
-    );
+    let mut program = Program::command("backend0", &command, 1);
+    program.stopwaitsecs = 60;
+    let supervisord = Supervisord::start("slow-stop", &[program], "");
     let upstream = Upstream::new("backend")
         .servers(&[port])
         .supervisord(supervisord.address());
@@ -387,27 +397,49 @@ fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
     );
     supervisord.ctl(&["start", "backend0"]);
     until_up(&nginx, 0);
-    // The stop by hand, then a request to the closed port while the program is STOPPING.
+    let stopping = [
+        "its program is being stopped outside nginx (supervisord says STOPPING): up -> shutting down",
+        "down -> shutting down (supervisord says STOPPING)",
+        "up -> shutting down (supervisord says STOPPING)",
+    ];
+    // The stop by hand; once the program has closed its port (it got TERM: supervisord says
+    // STOPPING), a request to the closed port, held until the program exits.
     let response = std::thread::scope(|scope| {
         let stop = scope.spawn(|| supervisord.ctl(&["stop", "backend0"]));
-        std::thread::sleep(Duration::from_millis(200));
-        let response = request(nginx.port, "GET", "/");
-        stop.join().unwrap();
-        response
+        assert!(
+            eventually(10, || std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_err()),
+            "the program never closed its port"
+        );
+        let request = scope.spawn(|| request(nginx.port, "GET", "/"));
+        assert!(
+            eventually(10, || {
+                let log = nginx.error_log();
+                stopping.iter().any(|line| log.contains(line))
+                    && nginx
+                        .supervisord_status("/_status")
+                        .upstream("backend")
+                        .held
+                        == 1
+            }),
+            "nginx never saw the program STOPPING with the request held:\n{}",
+            nginx.error_log()
+        );
+        assert_eq!(supervisord.state("backend0"), "STOPPING");
+        std::fs::write(&exit_gate, "exit").unwrap();
+        let stopped = stop.join().unwrap();
+        assert!(stopped.contains("backend0: stopped"), "{stopped}");
+        request.join().unwrap()
     });
     // Held while supervisord stops it, then started again for it once STOPPED.
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
     assert_eq!(response.body.trim(), format!("backend {port}"));
     let log = nginx.error_log();
-    assert!(
-        log.contains(
-            "its program is being stopped outside nginx (supervisord says STOPPING): up -> shutting down"
-        ) || log.contains("down -> shutting down (supervisord says STOPPING)")
-            || log.contains("up -> shutting down (supervisord says STOPPING)"),
-        "{log}"
-    );
     assert!(!log.contains("exits at start-up"), "{log}");
     assert!(!log.contains("start failed"), "{log}");
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
     nginx.assert_clean_log();
+    // The program started again exits at once when stopped: the gate is still open.
+    drop(supervisord);
+    let _ = std::fs::remove_file(&exit_gate);
 }

@@ -6,14 +6,13 @@
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use nginx_tests::raw::RawConnection;
 use nginx_tests::status::SupervisordStatus;
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, recorded_requests, request_with_body, Config, Nginx, Response, Server,
-    Upstream,
+    eventually, free_port, recorded_requests, request_with_body, Config, Gate, Nginx, Response,
+    Server, Upstream,
 };
 
 fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, location_extra: &str) -> Nginx {
@@ -58,13 +57,16 @@ fn crash_with_request_in_flight(
 ) -> (Response, Vec<String>, Nginx, Supervisord) {
     let port = free_port();
     let record = record_path(name);
+    // The request stays in flight until the program is killed; the gate opens for the one
+    // started again.
+    let gate = Gate::new(name);
     let supervisord = Supervisord::start(
         name,
         &[Program::backend_with(
             "backend0",
             port,
             0,
-            &format!("--record {}", record.display()),
+            &format!("--record {} {}", record.display(), gate.arg()),
         )],
         "",
     );
@@ -73,9 +75,10 @@ fn crash_with_request_in_flight(
     let nginx = nginx_for(name, port, &supervisord, location_extra);
     let nginx_port = nginx.port;
     let in_flight: JoinHandle<Response> =
-        std::thread::spawn(move || request_with_body(nginx_port, method, "/slow/1500", 100));
+        std::thread::spawn(move || request_with_body(nginx_port, method, "/gated", 100));
     assert!(eventually(5, || recorded_requests(&record).len() == 1));
     supervisord.crash("backend0");
+    gate.open();
     let response = in_flight.join().unwrap();
     let lines = recorded_requests(&record);
     let _ = std::fs::remove_file(&record);
@@ -90,7 +93,7 @@ fn a_get_in_flight_when_its_program_crashes_is_sent_again_once_it_is_back() {
     // Received by the program that crashed, then by the one started again for it (and, should
     // the dying program still have accepted the second try, by it too).
     assert!(received.len() >= 2, "{received:?}");
-    assert!(received.iter().all(|line| line == "GET /slow/1500 100"));
+    assert!(received.iter().all(|line| line == "GET /gated 100"));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
     let log = nginx.error_log();
     // The check found the program gone (or, in the instant before supervisord saw it go,
@@ -116,7 +119,7 @@ fn a_post_in_flight_when_its_program_crashes_is_not_sent_again() {
     let (response, received, nginx, supervisord) =
         crash_with_request_in_flight("again-post", "POST", "");
     assert_eq!(response.status, 502, "{response:?}");
-    assert_eq!(received, vec!["POST /slow/1500 100"]);
+    assert_eq!(received, vec!["POST /gated 100"]);
     // Started again by the next request only, not for this one. (supervisord says "exited",
     // or "stopped" when the failure check, in the instant before supervisord saw the process
     // go, found it RUNNING and not accepting, and stopped it.)
@@ -138,7 +141,7 @@ fn a_post_in_flight_is_sent_again_where_the_operator_allows_it() {
     );
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
     assert!(received.len() >= 2, "{received:?}");
-    assert!(received.iter().all(|line| line == "POST /slow/1500 100"));
+    assert!(received.iter().all(|line| line == "POST /gated 100"));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
     nginx.assert_clean_log();
 }
@@ -166,8 +169,18 @@ fn a_request_held_again_is_let_go_when_its_client_leaves() {
     assert!(eventually(3, || held_now(&nginx) == 1));
     client.close();
     assert!(eventually(3, || held_now(&nginx) == 0));
-    // No loop: the one refused connect (the restarted program never listens).
-    std::thread::sleep(Duration::from_millis(500));
+    // No loop: the one refused connect (the restarted program never listens), also once the
+    // check's verdict is out, supervisord has answered what nginx asked and nginx has read it
+    // twice since.
+    assert!(
+        eventually(5, || nginx
+            .error_log()
+            .contains("accepts no connection; restarting it")),
+        "{}",
+        nginx.error_log()
+    );
+    supervisord.wait_for_answers();
+    supervisord.wait_for_reads(2);
     let log = nginx.error_log();
     assert_eq!(log.matches("connect() failed").count(), 1, "{log}");
     nginx.assert_clean_log();

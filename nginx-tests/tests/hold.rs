@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use nginx_tests::status::{BackendStatus, Status};
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, spawn_requests, Config, Nginx, Response, Server, SupervisordStatus,
-    Upstream,
+    eventually, free_port, scaled, spawn_requests, Config, Nginx, Response, Server,
+    SupervisordStatus, Upstream,
 };
 
 /// Upstream `backend` over `ports`, managed through `supervisord`'s socket, without
@@ -95,7 +95,7 @@ fn first_requests_start_a_backend_and_wait_for_it() {
         assert_eq!(response.body.trim(), format!("backend {}", ports[0]));
     }
     assert!(
-        elapsed < Duration::from_millis(2500),
+        elapsed < scaled(Duration::from_millis(2500)),
         "held requests waited for supervisord's startsecs ({elapsed:?}), not for readiness"
     );
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
@@ -201,7 +201,7 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
     let over = nginx.get("/");
     assert_eq!(over.status, 503, "{over:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < scaled(Duration::from_secs(1)),
         "refused at once"
     );
     assert_eq!(over.header("Retry-After"), Some("1"));
@@ -237,7 +237,7 @@ fn a_failed_start_answers_every_held_request_with_502_at_once() {
     let responses = concurrent(nginx.port, 20, "/");
     assert!(responses.iter().all(|r| r.status == 502), "{responses:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < scaled(Duration::from_secs(10)),
         "502 came with the failure, not at the hold timeout"
     );
     let log = nginx.error_log();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{command_with_hosts, free_port, request, Config, Nginx, Server, Upstream};
+use nginx_tests::{
+    command_with_hosts, free_port, request, scaled, Config, Nginx, Server, Upstream,
+};
 
 const HOSTS: &str = "::1 localhost\n127.0.0.1 localhost\n";
 
@@ -62,7 +64,7 @@ fn a_backend_on_one_of_its_addresses_is_ready_at_once_and_never_stopped() {
     let took = started.elapsed();
     assert_eq!(first.status, 200, "{first:?}");
     // Ready when 127.0.0.1 accepted, not after supervisord_timeout (20 s) of trying ::1.
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < scaled(Duration::from_secs(5)), "{took:?}");
 
     let threads: Vec<_> = (0..4)
         .map(|_| {

@@ -13,7 +13,8 @@ use nginx_tests::patched;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, request, spawn_requests, Backend, Config, Nginx, Server, Upstream,
+    eventually, free_port, request, scaled, spawn_requests, Backend, Config, Nginx, Server,
+    Upstream,
 };
 
 /// Example #1 of ngx_supervisord 1.4's README, as it was written (the module and upstream-fair
@@ -33,10 +34,9 @@ server {
 }";
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn example_1_of_the_2010_readme_runs_verbatim() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     for port in [80, 8000, 8001, 9001] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
@@ -67,7 +67,7 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body.trim(), "backend 8000");
     // Held while backend0 started (startsecs=1: the module answers once it listens).
-    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(began.elapsed() < scaled(Duration::from_secs(10)));
     assert_eq!(supervisord.spawns("backend0"), 1);
     assert_eq!(supervisord.spawns("backend1"), 0);
     let log = nginx.error_log();
@@ -85,10 +85,9 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_the_minimum() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let ports = [free_port(), free_port()];
     let supervisord = Supervisord::start(
         "fair-load",
@@ -123,11 +122,17 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
             ),
     );
     let port = nginx.port;
-    // About 20 requests per second for 4 s on one backend: load 2000 > 200.
-    let load_until = Instant::now() + Duration::from_secs(4);
+    // About 20 requests per second on one backend (load 2000 > 200) until fair has started
+    // the second one.
+    let load_until = Instant::now() + scaled(Duration::from_secs(10));
     let mut failed = 0;
     let mut sent = 0;
-    while Instant::now() < load_until {
+    while nginx.backend_statuses()[1] != Status::Up {
+        assert!(
+            Instant::now() < load_until,
+            "backend1 not started for load: {:?}",
+            nginx.backend_statuses()
+        );
         sent += 1;
         if request(port, "GET", "/").status != 200 {
             failed += 1;
@@ -135,11 +140,6 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(failed, 0, "{failed} of {sent} failed");
-    assert!(
-        eventually(5, || nginx.backend_statuses()[1] == Status::Up),
-        "backend1 not started for load: {:?}",
-        nginx.backend_statuses()
-    );
     assert_eq!(supervisord.spawns("backend1"), 1);
     // No requests: fair stops one backend per interval, never below fair_min_servers.
     assert!(
@@ -149,7 +149,14 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
         nginx.backend_statuses()
     );
     supervisord.wait_state("backend1", "STOPPED");
-    thread::sleep(Duration::from_secs(3));
+    // Three idle intervals of fair's since backend 0's last request: each would have stopped
+    // one more backend.
+    assert!(eventually(10, || nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .backends[0]
+        .idle_ms
+        .is_some_and(|idle| idle > 3000)));
     assert_eq!(
         nginx.backend_statuses(),
         vec![Status::Up, Status::Down],
@@ -175,10 +182,9 @@ fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let fair_ports = [free_port(), free_port()];
     let rr_ports = [free_port(), free_port()];
     let _backends: Vec<Backend> = fair_ports
@@ -284,10 +290,9 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
 /// then answered logs nothing at `warn` or above: the request resumes into a balancer that
 /// already sees the started backend up, instead of meeting "no live upstreams" first.
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_cold_start_held_in_peer_init_logs_no_error() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     for (name, balancer) in [
         ("quiet-cold-start-fair", "fair;"),
         ("quiet-cold-start-rr", ""),
@@ -361,10 +366,9 @@ fn nginx_with_variable_pass(
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "variable-pass",
@@ -404,10 +408,9 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-timeout",
@@ -431,7 +434,7 @@ fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
     assert_eq!(response.status, 503, "{response:?}");
     assert_eq!(response.header("Retry-After"), Some("1"));
     assert!(
-        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+        waited >= Duration::from_millis(450) && waited < scaled(Duration::from_secs(3)),
         "answered after {waited:?}"
     );
     let log = nginx.error_log();
@@ -453,10 +456,9 @@ fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-leave",
@@ -492,10 +494,9 @@ fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-fails",
@@ -507,7 +508,7 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
     let response = request(nginx.port, "GET", "/");
     assert_eq!(response.status, 502, "{response:?}");
     assert!(
-        began.elapsed() < Duration::from_secs(5),
+        began.elapsed() < scaled(Duration::from_secs(5)),
         "{:?}",
         began.elapsed()
     );
@@ -527,10 +528,9 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
 }
 
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_subrequest_is_held_in_peer_init() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-subrequest",
@@ -600,10 +600,9 @@ fn a_subrequest_is_held_in_peer_init() {
 /// held streams are answered once the backend listens; a stream the client resets while held
 /// gives its place back and leaves the other streams of its connection alone.
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-h2",
@@ -663,10 +662,9 @@ fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
 /// error: the request is held all the same (by the module's wrapper, outside keepalive), not
 /// answered 500, and its connection is kept alive afterwards.
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let port = free_port();
     let supervisord = Supervisord::start(
         "peer-init-keepalive",
@@ -714,10 +712,9 @@ fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
 /// (the shared state survives the reload), and later changes too; a configuration that drops
 /// `fair` leaves the module working with nginx's own round robin.
 #[test]
+#[ignore = "needs the patched nginx (make patched-test)"]
 fn a_reload_keeps_the_balancers_in_step() {
-    if !patched::enabled() {
-        return;
-    }
+    patched::require();
     let ports = [free_port(), free_port()];
     let _backends: Vec<Backend> = ports.iter().map(|&port| Backend::start(port)).collect();
     let config = |balancer: &[&str]| {

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::raw::RawConnection;
 use nginx_tests::{
-    free_port, nginx_binary, recorded_requests, request, Backend, Config, Nginx, Server, Upstream,
+    free_port, nginx_binary, patched, recorded_requests, request, scaled, Backend, Config, Nginx,
+    Server, Upstream,
 };
 
-/// How long a loop guard lets an answer take: stock nginx answers these at once.
+/// How long a loop guard lets an answer take (scaled): stock nginx answers these at once.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// A test-backend recording what it receives, and where.
@@ -58,6 +59,7 @@ fn count(log: &str, needle: &str) -> usize {
 #[test]
 #[ignore = "needs the patched nginx (make patched-test)"]
 fn round_robin_reaches_both_backends() {
+    patched::require();
     let (first, first_record) = recording_backend("rr0");
     let (second, second_record) = recording_backend("rr1");
     let nginx = start(
@@ -87,6 +89,7 @@ fn round_robin_reaches_both_backends() {
 #[test]
 #[ignore = "needs the patched nginx (make patched-test)"]
 fn down_server_gets_nothing() {
+    patched::require();
     let (up, up_record) = recording_backend("up");
     let (down, down_record) = recording_backend("down");
     let nginx = start(
@@ -214,24 +217,25 @@ impl Scenario {
         let nginx = Nginx::start_binary(&build.nginx, &name, &config);
         let mut connection = RawConnection::open(nginx.port);
         let mut answers = Vec::new();
+        let answer_within = scaled(ANSWER_WITHIN);
         for i in 0..self.requests {
             let started = Instant::now();
             connection
                 .send(format!("GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", self.path).as_bytes());
             let response = connection
-                .next_response(ANSWER_WITHIN * 5)
+                .next_response(answer_within * 5)
                 .unwrap_or_else(|| {
                     panic!(
                         "{} / {}: request {i} got no answer in {:?}; error log:\n{}",
                         self.name,
                         build.name,
-                        ANSWER_WITHIN * 5,
+                        answer_within * 5,
                         tail(&nginx.error_log(), 20)
                     )
                 });
             let took = started.elapsed();
             assert!(
-                took < ANSWER_WITHIN,
+                took < answer_within,
                 "{} / {}: request {i} answered after {took:?}",
                 self.name,
                 build.name
@@ -272,6 +276,7 @@ impl Scenario {
     /// Runs the scenario on each build and checks that the patched builds' figures are stock
     /// nginx's; returns stock's, for the scenario's own checks.
     fn compare(&self, live: usize, dead: usize) -> Figures {
+        patched::require();
         let live: Vec<(Backend, PathBuf)> = (0..live)
             .map(|i| recording_backend(&format!("{}-{i}", self.name)))
             .collect();

@@ -4,13 +4,14 @@
 use std::collections::BTreeSet;
 
 use nginx_tests::{
-    backends_by_worker, free_port, request, spawn_requests, Backend, Config, Nginx, Server,
-    Upstream,
+    backends_by_worker, eventually, free_port, request, scaled, spawn_requests, Backend, Config,
+    Gate, Nginx, Server, Upstream,
 };
 
 struct Setup {
     nginx: Nginx,
     ports: Vec<u16>,
+    gate: Gate,
     _backends: Vec<Backend>,
 }
 
@@ -18,7 +19,13 @@ struct Setup {
 /// upstream.
 fn example_two(name: &str, upstream_extra: &[&str]) -> Setup {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let backends = ports.iter().map(|&port| Backend::start(port)).collect();
+    // Requests for `/gated` stay in flight until the test opens the gate.
+    let gate = Gate::new(name);
+    let gate_path = gate.path.to_str().unwrap().to_string();
+    let backends = ports
+        .iter()
+        .map(|&port| Backend::start_with_args(port, &["--gate", &gate_path]))
+        .collect();
     let upstream = Upstream::new("backend")
         .servers(&ports[..2])
         .server(format!("127.0.0.1:{} down", ports[2]))
@@ -46,6 +53,7 @@ fn example_two(name: &str, upstream_extra: &[&str]) -> Setup {
     Setup {
         nginx,
         ports,
+        gate,
         _backends: backends,
     }
 }
@@ -110,13 +118,19 @@ fn without_inherit_every_backend_starts_down_and_none_never_starts_one() {
     let response = setup.nginx.get("/");
     assert_eq!(response.status, 502, "{response:?}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
+        started.elapsed() < scaled(std::time::Duration::from_secs(2)),
         "502 must come at once, not after a hold"
     );
     assert!(setup.nginx.error_log().contains("no live upstreams"));
-    // Nothing was started behind the operator's back: still 502 a moment later.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(setup.nginx.get("/").status, 502);
+    // Nothing was started behind the operator's back: every worker still answers 502.
+    let seen = backends_by_worker(setup.nginx.port, "/", 20);
+    assert!(
+        seen.len() == 2
+            && seen
+                .values()
+                .all(|backends| backends.iter().eq(["status 502"].iter())),
+        "{seen:?}"
+    );
 
     assert_eq!(setup.nginx.get("/_start/1").status, 200);
     assert_every_worker_uses(&setup, &[setup.ports[1]]);
@@ -237,14 +251,17 @@ fn in_flight_requests_are_counted_per_backend() {
     let setup = example_two("in-flight", &[INHERIT]);
     // Only backend 0 takes requests, so the slow ones are all in flight there.
     assert_eq!(setup.nginx.get("/_stop/1").status, 200);
-    let slow = spawn_requests(setup.nginx.port, 3, "/slow/1500");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let reply = setup.nginx.get("/_start/0");
+    let slow = spawn_requests(setup.nginx.port, 3, "/gated");
     assert!(
-        reply.body.ends_with("already up, 3 in flight, 0 held\n"),
+        eventually(5, || setup
+            .nginx
+            .get("/_start/0")
+            .body
+            .ends_with("already up, 3 in flight, 0 held\n")),
         "{}",
-        reply.body
+        setup.nginx.get("/_start/0").body
     );
+    setup.gate.open();
     for handle in slow {
         assert_eq!(handle.join().unwrap().status, 200);
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Nginx};
+use nginx_tests::{eventually, free_port, request, scaled, Nginx};
 
 fn programs(ports: &[u16]) -> Vec<Program> {
     ports
@@ -55,6 +55,11 @@ impl Load {
             statuses,
             clients,
         }
+    }
+
+    /// How many answers the clients got so far.
+    fn answered(&self) -> usize {
+        self.statuses.lock().unwrap().len()
     }
 
     /// Stops the clients; every status they got.
@@ -120,14 +125,21 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
     // 8 clients, each request 200 ms at the backend: about 8 in flight for 1 backend.
     let step = Instant::now();
     let load = Load::start(nginx.port, 8, "/slow/200");
+    // Up counts every 100 ms until 3 are up, then for three more windows of the load (which
+    // still asks for more than 3): never above the maximum.
     let mut ups = Vec::new();
     let mut scaled_up_after = None;
-    while step.elapsed() < Duration::from_secs(8) {
+    let deadline = scaled(Duration::from_secs(15));
+    loop {
         let up = up_count(&nginx);
-        if up == 3 && scaled_up_after.is_none() {
-            scaled_up_after = Some(step.elapsed());
-        }
         ups.push(up);
+        assert!(up <= 3, "{ups:?}");
+        match scaled_up_after {
+            None if up == 3 => scaled_up_after = Some(step.elapsed()),
+            None => assert!(step.elapsed() < deadline, "never 3 up: {ups:?}"),
+            Some(after) if step.elapsed() > after + Duration::from_secs(3) => break,
+            Some(_) => {}
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let answers = load.finish();
@@ -190,12 +202,20 @@ fn steady_load_does_not_flap() {
     assert!(eventually(5, || up_count(&nginx) == 1));
     // About 3 in flight for one backend: under the target, above light load (40 %).
     let load = Load::start(nginx.port, 3, "/slow/100");
-    std::thread::sleep(Duration::from_secs(5));
+    // Only the minimum's start: no load action over 10 windows (5 s), watched all along.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let log = nginx.error_log();
+        assert_eq!(log.matches("; stopping it").count(), 0, "{log}");
+        assert_eq!(log.matches("; starting it").count(), 1, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The load was there all along: about 30 answers a second for 5 s.
+    assert!(load.answered() >= 50, "{}", load.answered());
     let answers = load.finish();
     assert!(answers.iter().all(|status| *status == 200));
     let log = nginx.error_log();
     assert_eq!(log.matches("; stopping it").count(), 0, "{log}");
-    // Only the minimum's start: no load action in 5 s (10 windows).
     assert_eq!(log.matches("; starting it").count(), 1, "{log}");
     assert_eq!(supervisord.spawns("backend1"), 0);
     nginx.assert_clean_log();
@@ -217,7 +237,9 @@ fn scales_with_balancer(name: &str, balancer: &[&str], spreads: bool) {
     assert!(eventually(5, || up_count(&nginx) == 1));
     let load = Load::start(nginx.port, 6, "/slow/100");
     let scaled_up = eventually(6, || up_count(&nginx) == 2);
-    std::thread::sleep(Duration::from_millis(500));
+    // The load goes on over both: 20 more answers.
+    let answered = load.answered();
+    assert!(eventually(10, || load.answered() >= answered + 20));
     let answers = load.finish();
     assert!(scaled_up, "{name}: {:?}", nginx.backend_statuses());
     assert!(answers.iter().all(|status| *status == 200), "{name}");
@@ -294,8 +316,13 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(eventually(5, || nginx.backend_statuses()
         == vec![Status::Up, Status::Down, Status::Down]));
-    // The minimum stays, however long it idles.
-    std::thread::sleep(Duration::from_secs(3));
+    // The minimum stays, however long it idles: twice the idle timeout since its last request.
+    assert!(eventually(10, || nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .backends[0]
+        .idle_ms
+        .is_some_and(|idle| idle > 4000)));
     assert_eq!(
         nginx.backend_statuses(),
         vec![Status::Up, Status::Down, Status::Down]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, Config, Nginx, Prefix, Server, Upstream};
+use nginx_tests::{eventually, free_port, Config, Nginx, Prefix, Server, SharedCopies, Upstream};
 
 const WORKERS_USER: &str = "user nobody nogroup;";
 
@@ -157,7 +157,8 @@ fn a_closed_directory_is_named() {
 }
 
 /// Without `user`, a master that is not root runs its workers as itself: nginx -t run as
-/// nobody checks with the kernel's own `access()`.
+/// nobody checks with the kernel's own `access()`. nobody runs copies of nginx and the module
+/// in a directory it can read, wherever the checkout is (root's home is 0700).
 #[test]
 fn a_master_that_is_not_root_checks_its_own_access() {
     assert_root();
@@ -165,8 +166,14 @@ fn a_master_that_is_not_root_checks_its_own_access() {
     let supervisord = Supervisord::start("perm-self", &[Program::backend("backend0", port, 0)], "");
     let socket = supervisord.socket();
     chown(&socket, "root:root");
+    let copies = SharedCopies::new("perm-self");
     let prefix = Prefix::new("perm-self-t");
-    prefix.write_config(&config(&socket, port, None), Some(free_port()));
+    prefix.write_config(
+        &config(&socket, port, None)
+            .without_module()
+            .main_raw(copies.load_module()),
+        Some(free_port()),
+    );
     let status = Command::new("chown")
         .args(["-R", "nobody:nogroup"])
         .arg(&prefix.dir)
@@ -176,7 +183,7 @@ fn a_master_that_is_not_root_checks_its_own_access() {
     let as_nobody = |prefix: &Prefix| {
         let output = Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(nginx_tests::nginx_binary())
+            .arg(&copies.nginx)
             .arg("-p")
             .arg(&prefix.dir)
             .arg("-c")

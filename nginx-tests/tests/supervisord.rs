@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
 use nginx_tests::{
-    backends_by_worker, eventually, free_port, spawn_requests, Backend, Config, Nginx, Server,
-    Upstream,
+    backends_by_worker, eventually, free_port, scaled, spawn_requests, Backend, Config, Nginx,
+    Server, Upstream,
 };
 
 /// nginx with upstream `backend` over `ports`, managed through `supervisord ADDRESS`, with the
@@ -393,7 +393,7 @@ fn hung_supervisord_times_out_without_disturbing_traffic() {
         200,
         "the command is accepted at once"
     );
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert!(started.elapsed() < scaled(std::time::Duration::from_millis(500)));
     // While supervisord hangs, everything else keeps working.
     for _ in 0..10 {
         assert_eq!(nginx.get("/").body.trim(), format!("backend {other}"));
@@ -462,7 +462,11 @@ fn connections_to_supervisord_are_kept_alive() {
     // Several reconciliations per second, each an XML-RPC call.
     assert!(eventually(5, || !connections_to(supervisord.port).is_empty()));
     let first = connections_to(supervisord.port);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Ten more reads of supervisord (nginx's calls, the only ones meanwhile).
+    let calls = supervisord.calls("supervisor.getAllProcessInfo");
+    assert!(eventually(10, || supervisord
+        .calls("supervisor.getAllProcessInfo")
+        >= calls + 10));
     let later = connections_to(supervisord.port);
     assert!(
         first.len() <= 2 && later.len() <= 2,

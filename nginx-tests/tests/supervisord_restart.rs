@@ -4,12 +4,12 @@
 //! end one notice, and supervisord's view is read right after it answers again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, Config, Nginx, Server, Upstream};
+use nginx_tests::{eventually, free_port, request, scaled, Config, Nginx, Server, Upstream};
 
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|line| line.contains(needle)).collect()
@@ -38,43 +38,67 @@ fn a_supervisord_restart_under_traffic() {
     assert_eq!(nginx.get("/").status, 200);
     let nginx_port = nginx.port;
 
-    // 4 clients in a loop, and a poller of the status JSON, for the whole test.
+    // 4 clients in a loop, and a poller of the status JSON, for the whole test; what they saw
+    // (when the answer came, what it was), shared.
     let running = Arc::new(AtomicBool::new(true));
+    let answers: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+    let statuses: Arc<Mutex<Vec<(Instant, Status)>>> = Arc::default();
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let running = running.clone();
+            let (running, answers) = (running.clone(), answers.clone());
             std::thread::spawn(move || {
-                let mut seen = Vec::new();
                 while running.load(Ordering::Relaxed) {
-                    seen.push((Instant::now(), request(nginx_port, "GET", "/").status));
+                    let status = request(nginx_port, "GET", "/").status;
+                    answers.lock().unwrap().push((Instant::now(), status));
                 }
-                seen
             })
         })
         .collect();
     let poller = {
-        let running = running.clone();
+        let (running, statuses) = (running.clone(), statuses.clone());
         std::thread::spawn(move || {
-            let mut seen = Vec::new();
             while running.load(Ordering::Relaxed) {
                 let body = request(nginx_port, "GET", "/_status").body;
                 let status = nginx_tests::status::SupervisordStatus::parse(&body).unwrap();
-                seen.push((
+                statuses.lock().unwrap().push((
                     Instant::now(),
                     status.upstream("backend").backends[0].status,
                 ));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            seen
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    let answered_after = |moment: Instant, status: u16| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, seen)| *at > moment && *seen == status)
+            .count()
+    };
+    // Traffic flows: 20 answers.
+    let began = Instant::now();
+    assert!(eventually(10, || answered_after(began, 200) >= 20));
 
     // supervisord stops (its program with it) for 3 s, then starts again.
     let log_before = nginx.error_log().lines().count();
     let stopped_at = Instant::now();
     supervisord.stop_daemon();
-    std::thread::sleep(Duration::from_secs(3));
+    // The outage lasts until nginx has told it, the backend is out of rotation (the poller
+    // saw it) and a request was held to its hold timeout (3 s: a 503).
+    assert!(
+        eventually(15, || {
+            nginx.error_log().contains("cannot reach supervisord")
+                && statuses
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(at, status)| *at > stopped_at && *status != Status::Up)
+                && answered_after(stopped_at, 503) >= 1
+        }),
+        "{}",
+        nginx.error_log()
+    );
     let outage_log: Vec<String> = nginx
         .error_log()
         .lines()
@@ -103,13 +127,17 @@ fn a_supervisord_restart_under_traffic() {
     );
     let up_again = restart_at.elapsed();
     let supervisord_start = back_at - restart_at;
-    std::thread::sleep(Duration::from_millis(500));
+    // Every client served again: 8 answers since.
+    let up_at = Instant::now();
+    assert!(eventually(10, || answered_after(up_at, 200) >= 8));
     running.store(false, Ordering::Relaxed);
-    let answers: Vec<(Instant, u16)> = clients
-        .into_iter()
-        .flat_map(|client| client.join().unwrap())
-        .collect();
-    let statuses = poller.join().unwrap();
+    for client in clients {
+        client.join().unwrap();
+    }
+    poller.join().unwrap();
+    let mut answers = std::mem::take(&mut *answers.lock().unwrap());
+    answers.sort_by_key(|(at, _)| *at);
+    let statuses = std::mem::take(&mut *statuses.lock().unwrap());
 
     // The status left UP once and never went back before supervisord returned.
     let during: Vec<Status> = statuses
@@ -192,11 +220,11 @@ fn a_supervisord_restart_under_traffic() {
     // Noticed at the next once-a-second attempt (supervisord itself takes a moment to start),
     // read and settled at once.
     assert!(
-        noticed < supervisord_start + Duration::from_millis(1200),
+        noticed < supervisord_start + scaled(Duration::from_millis(1200)),
         "{noticed:?}"
     );
     assert!(
-        up_again < noticed + Duration::from_millis(1000),
+        up_again < noticed + scaled(Duration::from_millis(1000)),
         "{up_again:?}"
     );
     // The command that waited (the start for the held requests) was sent again.

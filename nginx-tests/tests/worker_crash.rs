@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, Config, Nginx, Server, Upstream};
+use nginx_tests::{eventually, free_port, scaled, Config, Nginx, Server, Upstream};
 
 fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
     let upstream = extra.iter().fold(
@@ -163,7 +163,7 @@ fn a_killed_worker_s_held_requests_stop_counting() {
     );
     let took = killed_at.elapsed();
     eprintln!("held counts only the survivor's requests {took:?} after the kill");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(took < scaled(Duration::from_millis(1500)), "{took:?}");
     // The new worker master starts and the survivor both serve what is held once the program
     // listens; the killed worker's clients got no answer.
     let mut answered = 0;
@@ -291,7 +291,7 @@ fn a_start_owned_by_a_killed_worker_is_finished_by_another() {
     );
     let took = killed_at.elapsed();
     eprintln!("backend up {took:?} after its start's owner was killed");
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(took < scaled(Duration::from_millis(2500)), "{took:?}");
     for handle in others {
         assert_eq!(handle.join().unwrap(), Some(200));
     }

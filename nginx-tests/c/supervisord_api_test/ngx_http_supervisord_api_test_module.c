@@ -113,8 +113,8 @@ ngx_http_supervisord_api_test_checker(ngx_http_upstream_srv_conf_t *us,
     if (tcf->checker_file.len
         && ngx_file_info(tcf->checker_file.data, &fi) != NGX_FILE_ERROR)
     {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "api test: checker refuses backend %ui", backend);
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "api test: checker refuses backend %ui", backend);
         return NGX_DECLINED;
     }
 

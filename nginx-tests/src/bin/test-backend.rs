@@ -1,9 +1,10 @@
 //! A real backend process for tests, the demo and the benchmarks: answers every HTTP/1.x
 //! request with `backend <port>` (keep-alive aware). `/slow/<ms>` answers after `<ms>` ms;
-//! `/status/<code>` answers with that status (an application error, e.g. 500).
+//! `/status/<code>` answers with that status (an application error, e.g. 500); `/gated` answers
+//! once the file of `--gate` exists (a request kept in flight for as long as a test needs).
 //!
 //! Usage: test-backend <port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
-//!                     [--record PATH] [--exit-after MS]
+//!                     [--record PATH] [--exit-after MS] [--gate PATH]
 //!   --listen-after      sleep that long before listening (a slow-starting application)
 //!   --protocol raw      read what arrives, answer one HTTP response, close (for uwsgi_pass,
 //!                       scgi_pass, grpc_pass: their servers reply in HTTP or fail visibly)
@@ -12,6 +13,7 @@
 //!   --record PATH       (http) append `METHOD PATH BODY-LENGTH` there for every request received
 //!   --exit-after MS     exit with status 3 that long after starting (0: at once, never listening),
 //!                       as an application that crashes at start-up would
+//!   --gate PATH         (http) hold requests for `/gated` until PATH exists
 
 use std::time::Duration;
 
@@ -50,6 +52,7 @@ fn main() {
     let protocol = option("--protocol").unwrap_or_else(|| "http".into());
     let ready_file = option("--ready-file");
     let record: Option<&'static str> = option("--record").map(|path| &*path.leak());
+    let gate: Option<&'static str> = option("--gate").map(|path| &*path.leak());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -77,14 +80,19 @@ fn main() {
                 match protocol.as_str() {
                     "raw" => serve_raw(stream, port).await,
                     "fastcgi" => serve_fastcgi(stream, port).await,
-                    _ => serve_http(stream, port, record).await,
+                    _ => serve_http(stream, port, record, gate).await,
                 }
             });
         }
     });
 }
 
-async fn serve_http(stream: TcpStream, port: u16, record: Option<&'static str>) {
+async fn serve_http(
+    stream: TcpStream,
+    port: u16,
+    record: Option<&'static str>,
+    gate: Option<&'static str>,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     loop {
@@ -124,6 +132,12 @@ async fn serve_http(stream: TcpStream, port: u16, record: Option<&'static str>) 
                 .open(record)
                 .expect("open record file");
             std::io::Write::write_all(&mut file, line.as_bytes()).expect("write record file");
+        }
+        if path == "/gated" {
+            let gate = gate.expect("/gated needs --gate PATH");
+            while !std::path::Path::new(gate).exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         if let Some(ms) = path.strip_prefix("/slow/") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
