@@ -347,6 +347,20 @@ impl Nginx {
         self.prefix.error_log()
     }
 
+    /// The error log once a line of it contains `needle` (within 10 s, [`scaled`]): nginx logs
+    /// a status change when it reads supervisord's answer, which may come after supervisord
+    /// itself already shows the new state.
+    #[track_caller]
+    pub fn error_log_once_it_has(&self, needle: &str) -> String {
+        let mut log = String::new();
+        let seen = eventually(10, || {
+            log = self.error_log();
+            log.contains(needle)
+        });
+        assert!(seen, "the error log never got {needle:?}:\n{log}");
+        log
+    }
+
     /// The parsed answer of the `supervisord_status` location at `path`.
     pub fn supervisord_status(&self, path: &str) -> SupervisordStatus {
         let response = self.get(path);

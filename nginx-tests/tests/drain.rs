@@ -259,7 +259,7 @@ fn an_idle_backend_is_stopped_at_once() {
         stopped_after < scaled(Duration::from_millis(1500)),
         "{stopped_after:?}"
     );
-    let log = nginx.error_log();
+    let log = nginx.error_log_once_it_has("shutting down -> down");
     assert_eq!(count_lines(&log, "drain"), 0, "{log}");
     assert_eq!(count_lines(&log, "shutting down -> down"), 1, "{log}");
     // A start while nothing drains goes through as usual.
