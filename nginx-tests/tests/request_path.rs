@@ -543,6 +543,11 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
         "",
     );
     let h2_port = free_port();
+    // Long enough that the two held streams are still held when the status is read.
+    let hold_timeout = format!(
+        "supervisord_hold_timeout {}ms",
+        scaled(Duration::from_secs(2)).as_millis()
+    );
     let config = Config::new()
         .workers(2)
         .upstream(managed(
@@ -551,7 +556,7 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
             &supervisord,
             &[
                 "supervisord_hold_limit 2",
-                "supervisord_hold_timeout 2s",
+                &hold_timeout,
                 "supervisord_timeout 300s",
             ],
         ))
