@@ -40,10 +40,10 @@ lint: deps
 # Every `cargo test` runs all of its test binaries, whatever failed in one (--no-fail-fast).
 # Tests that do not apply to a build are `#[ignore = "why"]`: libtest reports them as ignored,
 # and `make test` counts them as skipped; wall-clock bounds in the suite are multiplied by
-# NGX_SUPERVISORD_TIME_FACTOR (1 unless set).
+# NGX_SUPERVISORD_TIME_FACTOR (1 unless set). The unit tests are the core crate's: the
+# module's own crate is the nginx edge, with none (a test binary could not link nginx).
 unit: deps
 	$(CARGO) test --release --locked --no-fail-fast -p ngx_supervisord_core
-	$(CARGO) test --release --locked --no-fail-fast -p ngx_supervisord
 
 integration: build
 	$(CARGO) test --release --locked --no-fail-fast -p nginx-tests -- --test-threads=4

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod control_uri;
 pub mod drain;
 pub mod failure;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hold_verdict;
 pub mod http_exchange;
