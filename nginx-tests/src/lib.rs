@@ -137,6 +137,15 @@ impl Drop for Backend {
     }
 }
 
+/// A path of the system's temporary folder for one test's `kind` of scratch file or folder
+/// (`test` prefix, `gate`, `record`...), unique to the test's `name` and to this test process.
+pub fn scratch_path(kind: &str, name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "ngx-supervisord-{kind}-{name}-{}",
+        std::process::id()
+    ))
+}
+
 /// A scratch nginx prefix with a generated `nginx.conf`.
 pub struct Prefix {
     pub dir: PathBuf,
@@ -144,11 +153,7 @@ pub struct Prefix {
 
 impl Prefix {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ngx-supervisord-test-{}-{}",
-            name,
-            std::process::id()
-        ));
+        let dir = scratch_path("test", name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs")).unwrap();
         Self { dir }
@@ -238,11 +243,7 @@ impl Nginx {
     /// needs root): e.g. `localhost` resolving to `::1` and `127.0.0.1` as on many systems.
     /// Signals (`nginx -s`) go through the same namespace, as they read the configuration.
     pub fn start_with_hosts(name: &str, config: &Config, hosts: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "ngx-supervisord-hosts-{}-{}",
-            name,
-            std::process::id()
-        ));
+        let path = scratch_path("hosts", name);
         fs::write(&path, hosts).unwrap();
         Self::start_inner(&nginx_binary(), name, config, Some(path))
     }
@@ -595,10 +596,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "ngx-supervisord-gate-{name}-{}",
-            std::process::id()
-        ));
+        let path = scratch_path("gate", name);
         let _ = fs::remove_file(&path);
         Self { path }
     }
@@ -632,10 +630,7 @@ pub struct SharedCopies {
 impl SharedCopies {
     pub fn new(name: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!(
-            "ngx-supervisord-copies-{name}-{}",
-            std::process::id()
-        ));
+        let dir = scratch_path("copies", name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();

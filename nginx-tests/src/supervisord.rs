@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, scaled, Config, Nginx, Server, Upstream};
+use base64::prelude::{Engine as _, BASE64_STANDARD};
+
+use crate::{free_port, scaled, scratch_path, Config, Nginx, Server, Upstream};
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "s3cret-Pw";
@@ -76,8 +78,7 @@ impl Supervisord {
         port: u16,
         (user, password): (&str, &str),
     ) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ngx-supervisord-sv-{name}-{}", std::process::id()));
+        let dir = scratch_path("sv", name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let mut conf = format!(
@@ -245,7 +246,7 @@ impl Supervisord {
         let request = format!(
             "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\n\
              Content-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            base64(credentials.as_bytes()),
+            BASE64_STANDARD.encode(credentials),
             body.len()
         );
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
@@ -347,26 +348,6 @@ impl Supervisord {
     }
 }
 
-/// Standard base64 with padding (for a Basic-auth header).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The time of a supervisord log line (`2026-12-07 17:25:27,961 INFO ...`, UTC) since the epoch.
 fn log_time(line: &str) -> Option<Duration> {
     let (date, rest) = line.split_once(' ')?;
@@ -465,15 +446,6 @@ pub fn nginx_with_controls(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_pads_as_the_standard_says() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"admin:s3cret-Pw"), "YWRtaW46czNjcmV0LVB3");
-    }
 
     #[test]
     fn log_times_are_read_to_the_millisecond() {
