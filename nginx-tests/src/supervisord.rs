@@ -393,20 +393,37 @@ impl Drop for Supervisord {
 /// The misbehaving stand-in of `src/bin/fake-supervisord.rs`; killed on drop.
 pub struct FakeSupervisord {
     pub port: u16,
+    calls_file: PathBuf,
     child: Child,
 }
 
 impl FakeSupervisord {
     pub fn start(mode: &str) -> Self {
         let port = free_port();
+        let calls_file = scratch_path("fake-calls", &port.to_string());
+        let _ = fs::remove_file(&calls_file);
         let binary = crate::backend_binary().with_file_name("fake-supervisord");
         let child = Command::new(binary)
             .arg(port.to_string())
             .arg(mode)
+            .arg(&calls_file)
             .spawn()
             .expect("spawn fake-supervisord");
         crate::wait_for_port(port, "fake-supervisord");
-        Self { port, child }
+        Self {
+            port,
+            calls_file,
+            child,
+        }
+    }
+
+    /// How many `method` calls (e.g. `supervisor.startProcess`) it has read so far.
+    pub fn calls(&self, method: &str) -> usize {
+        fs::read_to_string(&self.calls_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| *line == method)
+            .count()
     }
 }
 
@@ -414,6 +431,7 @@ impl Drop for FakeSupervisord {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = fs::remove_file(&self.calls_file);
     }
 }
 

@@ -109,8 +109,9 @@ fn a_unix_backend_that_never_listens_is_one_line_not_one_per_probe() {
     );
     let response = nginx.get("/");
     assert_eq!(response.status, 503, "{response:?}");
-    // The probe keeps trying (hundreds of attempts) until supervisord_timeout, then gives up.
-    let gave_up = "accepted no connection within 2000 ms; taking it as up";
+    // The probe keeps trying (hundreds of attempts) until supervisord_timeout, then the start
+    // has failed.
+    let gave_up = "accepted no connection within 2000 ms of its start";
     assert!(
         eventually(5, || nginx.error_log().contains(gave_up)),
         "{}",
@@ -119,7 +120,7 @@ fn a_unix_backend_that_never_listens_is_one_line_not_one_per_probe() {
     let log = nginx.error_log();
     assert_eq!(lines_with(&log, gave_up).len(), 1, "{log}");
     assert!(lines_with(&log, "connect()").is_empty(), "{log}");
-    // One transition notice, the hold timeout, the give-up warning: nothing per attempt.
+    // One transition notice, the hold timeout, the failed start: nothing per attempt.
     let incidents = incident_lines(&log);
     assert!(incidents.len() <= 4, "{incidents:#?}");
     nginx.assert_clean_log();

@@ -184,7 +184,8 @@ fn reconciliation_follows_changes_made_outside_nginx() {
     supervisord.ctl(&["start", "backend1"]);
     // No traffic meanwhile: only reconciliation can notice.
     let stopped = "program \"backend0\"): up -> down (supervisord says STOPPED)";
-    let started = "program \"backend1\"): down -> up (supervisord says RUNNING)";
+    // Found running, probed, then up (supervisord's RUNNING alone makes nothing up).
+    let started = "program \"backend1\"): starting up -> up (accepts connections)";
     assert!(
         eventually(5, || {
             let log = nginx.error_log();
@@ -234,10 +235,24 @@ fn failed_start(nginx: Nginx) -> (Nginx, String) {
         .get("/_stop/0")
         .body
         .contains("starting up")));
+    // Each failed start backs off (hand starts too): once the wait is over, a request that
+    // finds no backend up starts one and waits; the failed start answers it. A program
+    // supervisord does not have is not started again: the request gets 502 at once.
+    assert!(eventually(10, || nginx
+        .supervisord_status("/_status")
+        .upstream("backend")
+        .backends[0]
+        .backoff_left_ms
+        .is_none()));
     let failures_before = nginx.error_log().matches("start failed").count();
     let response = nginx.get("/");
     assert_eq!(response.status, 502, "{response:?}");
-    assert!(nginx.error_log().matches("start failed").count() > failures_before);
+    let log = nginx.error_log();
+    assert!(
+        log.matches("start failed").count() > failures_before
+            || log.contains("supervisord has no program"),
+        "{log}"
+    );
     nginx.assert_clean_log();
     let log = nginx.error_log();
     (nginx, log)

@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum BackendStatus {
     Up = 0,
+    #[default]
     Down = 1,
     StartingUp = 2,
     ShuttingDown = 3,

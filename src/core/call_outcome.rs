@@ -14,6 +14,9 @@ pub const FAULT_NOT_RUNNING: i64 = 70;
 pub enum CallError {
     /// Connecting, sending or receiving failed (refused, reset, closed early...).
     Transport(String),
+    /// The workers may not open supervisord's UNIX socket (its permissions): not an outage
+    /// that ends by itself, but a setting to fix. Carries the socket's address.
+    NoAccess(String),
     TimedOut,
     Unauthorized,
     HttpStatus(u16),
@@ -26,6 +29,10 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Transport(cause) => f.write_str(cause),
+            Self::NoAccess(socket) => write!(
+                f,
+                "connect to {socket} failed: permission denied; nginx's worker processes may not open supervisord's socket: give their user access with chown= or chmod= in supervisord's [unix_http_server] section (nginx -t names the user and what blocks it)"
+            ),
             Self::TimedOut => f.write_str("timed out"),
             Self::Unauthorized => {
                 f.write_str("401 unauthorized (check the user:pass of \"supervisord\")")
@@ -102,6 +109,10 @@ mod tests {
             "fault 50 SPAWN_ERROR: crasher"
         );
         assert_eq!(CallError::TimedOut.to_string(), "timed out");
+        let no_access = CallError::NoAccess("unix:/run/supervisor.sock".into()).to_string();
+        assert!(no_access
+            .starts_with("connect to unix:/run/supervisor.sock failed: permission denied; "));
+        assert!(no_access.contains("chmod="), "{no_access}");
         assert!(CallError::Unauthorized
             .to_string()
             .starts_with("401 unauthorized"));

@@ -13,6 +13,9 @@ pub struct BackendView {
     pub status: BackendStatus,
     /// Time left before it may be started on demand again; `None` when it may be now.
     pub backoff_left_ms: Option<u64>,
+    /// supervisord has no program of its name (its last read said so, or a start's fault):
+    /// it is not started until supervisord has one.
+    pub program_missing: bool,
 }
 
 impl BackendView {
@@ -20,11 +23,21 @@ impl BackendView {
         Self {
             status,
             backoff_left_ms,
+            program_missing: false,
+        }
+    }
+
+    pub fn with_program_missing(self, program_missing: bool) -> Self {
+        Self {
+            program_missing,
+            ..self
         }
     }
 
     fn startable(&self) -> bool {
-        self.status == BackendStatus::Down && self.backoff_left_ms.is_none()
+        self.status == BackendStatus::Down
+            && self.backoff_left_ms.is_none()
+            && !self.program_missing
     }
 }
 
@@ -38,6 +51,9 @@ pub enum HoldVerdict {
     /// its start backoff: answer at once (503, `Retry-After` the shortest wait) instead of
     /// holding the request for a start that will not come.
     BackingOff { retry_after_ms: u64 },
+    /// Nothing is up, starting or shutting down, and supervisord has no program for any
+    /// backend: answer 502 at once (the last read of supervisord logged the names it lacks).
+    NoProgram,
     /// Wait for a backend; when `start` nothing is starting yet, so one must be started.
     Wait { start: bool },
 }
@@ -63,26 +79,33 @@ where
         return HoldVerdict::StartFailed;
     }
     if !starting {
-        if let Some(retry_after_ms) = all_backing_off(backends) {
-            return HoldVerdict::BackingOff { retry_after_ms };
+        if let Some(verdict) = nothing_to_start(backends) {
+            return verdict;
         }
     }
     HoldVerdict::Wait { start: !starting }
 }
 
-/// The shortest backoff left when every backend is DOWN and waiting one out; `None` otherwise
-/// (one is startable, or one is shutting down and worth waiting for).
-fn all_backing_off<I: Iterator<Item = BackendView>>(backends: I) -> Option<u64> {
+/// When every backend is DOWN and none may be started (each waits out a backoff or has no
+/// program): `BackingOff` with the shortest wait left, or `NoProgram` when none waits; `None`
+/// otherwise (one is startable, or one is shutting down and worth waiting for).
+fn nothing_to_start<I: Iterator<Item = BackendView>>(backends: I) -> Option<HoldVerdict> {
     let mut shortest: Option<u64> = None;
+    let mut any = false;
     for backend in backends {
+        any = true;
         match (backend.status, backend.backoff_left_ms) {
+            (BackendStatus::Down, _) if backend.program_missing => {}
             (BackendStatus::Down, Some(left)) => {
                 shortest = Some(shortest.map_or(left, |s| s.min(left)));
             }
             _ => return None,
         }
     }
-    shortest
+    match shortest {
+        Some(retry_after_ms) => Some(HoldVerdict::BackingOff { retry_after_ms }),
+        None => any.then_some(HoldVerdict::NoProgram),
+    }
 }
 
 /// A start that a waiting request sets off: move `index` to `status`, then ask supervisord.
@@ -110,7 +133,9 @@ pub fn backend_to_start(backends: &[BackendView], mode: Mode) -> Option<StartPla
     let index = backends.iter().position(BackendView::startable)?;
     let skipped_backing_off = backends[..index]
         .iter()
-        .filter(|backend| backend.status == BackendStatus::Down)
+        .filter(|backend| {
+            backend.status == BackendStatus::Down && backend.backoff_left_ms.is_some()
+        })
         .count();
     match decide(Command::Start, backends[index].status, mode) {
         Decision::Apply {
@@ -309,9 +334,12 @@ mod properties {
     use BackendStatus::*;
 
     fn any_view() -> impl Strategy<Value = BackendView> {
-        (0u8..4, proptest::option::of(1u64..120_000)).prop_map(|(raw, backoff_left_ms)| {
-            BackendView::new(BackendStatus::from_raw(raw).unwrap(), backoff_left_ms)
-        })
+        (0u8..4, proptest::option::of(1u64..120_000), 0u8..4).prop_map(
+            |(raw, backoff_left_ms, missing)| {
+                BackendView::new(BackendStatus::from_raw(raw).unwrap(), backoff_left_ms)
+                    .with_program_missing(missing == 0)
+            },
+        )
     }
 
     fn verdict(backends: &[BackendView], failed: u64, seen: u64) -> HoldVerdict {
@@ -345,11 +373,17 @@ mod properties {
                     prop_assert!(!any(Up) && !any(StartingUp) && failed != seen)
                 }
                 HoldVerdict::BackingOff { retry_after_ms } => {
-                    prop_assert!(backends
+                    prop_assert!(backends.iter().all(|b| b.status == Down
+                        && (b.backoff_left_ms.is_some() || b.program_missing)));
+                    let shortest = backends
                         .iter()
-                        .all(|b| b.status == Down && b.backoff_left_ms.is_some()));
-                    let shortest = backends.iter().filter_map(|b| b.backoff_left_ms).min();
+                        .filter(|b| !b.program_missing)
+                        .filter_map(|b| b.backoff_left_ms)
+                        .min();
                     prop_assert_eq!(Some(retry_after_ms), shortest);
+                }
+                HoldVerdict::NoProgram => {
+                    prop_assert!(backends.iter().all(|b| b.status == Down && b.program_missing));
                 }
                 _ => {}
             }
@@ -380,22 +414,55 @@ mod properties {
             if let Some(plan) = plan {
                 prop_assert!(!up_or_starting);
                 let chosen = backends[plan.index];
-                prop_assert!(chosen.status == Down && chosen.backoff_left_ms.is_none());
+                prop_assert!(chosen.status == Down
+                    && chosen.backoff_left_ms.is_none()
+                    && !chosen.program_missing);
                 let before = &backends[..plan.index];
                 prop_assert!(before
                     .iter()
-                    .all(|b| b.status != Down || b.backoff_left_ms.is_some()));
+                    .all(|b| b.status != Down || b.backoff_left_ms.is_some() || b.program_missing));
                 prop_assert_eq!(
                     plan.skipped_backing_off,
-                    before.iter().filter(|b| b.status == Down).count()
+                    before
+                        .iter()
+                        .filter(|b| b.status == Down && b.backoff_left_ms.is_some())
+                        .count()
                 );
                 let (status, ask) = if immediate { (Up, false) } else { (StartingUp, true) };
                 prop_assert_eq!((plan.status, plan.ask_supervisord), (status, ask));
             } else if !up_or_starting {
-                prop_assert!(!backends
-                    .iter()
-                    .any(|b| b.status == Down && b.backoff_left_ms.is_none()));
+                prop_assert!(!backends.iter().any(|b| b.status == Down
+                    && b.backoff_left_ms.is_none()
+                    && !b.program_missing));
             }
         }
+    }
+
+    #[test]
+    fn a_backend_supervisord_has_no_program_for_is_never_started() {
+        let missing = BackendView::new(Down, None).with_program_missing(true);
+        let plain = BackendView::new(Down, None);
+        let plan = backend_to_start(&[missing, plain], Mode::Supervised).unwrap();
+        assert_eq!(plan.index, 1);
+        assert_eq!(backend_to_start(&[missing], Mode::Supervised), None);
+        assert_eq!(
+            hold_verdict([missing, missing].into_iter(), 0, 0),
+            HoldVerdict::NoProgram
+        );
+        // With one waiting out a backoff as well, the request may retry after it.
+        assert_eq!(
+            hold_verdict(
+                [missing, BackendView::new(Down, Some(700))].into_iter(),
+                0,
+                0
+            ),
+            HoldVerdict::BackingOff {
+                retry_after_ms: 700
+            }
+        );
+        assert_eq!(
+            hold_verdict([missing, plain].into_iter(), 0, 0),
+            HoldVerdict::Wait { start: true }
+        );
     }
 }

@@ -1,6 +1,5 @@
 //! What supervisord says about programs, and what that means for a backend's status.
 
-use super::backend_status::BackendStatus;
 use super::xmlrpc::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,42 +101,6 @@ pub fn program_name(prefix: &str, index: usize) -> String {
     format!("{prefix}{index}")
 }
 
-/// The status supervisord's view implies for a backend, or `None` to leave it as it is.
-///
-/// A command in flight (STARTING_UP, SHUTTING_DOWN) owns the status until it settles, unless it
-/// is stale (its worker is gone) or was itself observed (a hand action, see below).
-/// Hand actions are followed as they happen: a program STARTING outside nginx (a hand `start`
-/// or `restart`) becomes STARTING_UP, so that requests wait for it (the caller probes it for
-/// readiness as if nginx had started it) instead of starting it again or failing; one STOPPING
-/// outside nginx becomes SHUTTING_DOWN, so that no request goes to it and none starts it while
-/// it stops (supervisord refuses a start then); RUNNING is UP, anything else DOWN. An UP
-/// backend found STARTING is taken for a hand restart only when its process is not the one
-/// seen before (`restarted`, see `restarted`): the one it was may still be within `startsecs`.
-pub fn reconciled_status(
-    current: BackendStatus,
-    observed: Option<ProcessState>,
-    command_is_stale: bool,
-    restarted: bool,
-) -> Option<BackendStatus> {
-    let in_flight = matches!(
-        current,
-        BackendStatus::StartingUp | BackendStatus::ShuttingDown
-    );
-    if in_flight && !command_is_stale {
-        return None;
-    }
-    let implied = match observed {
-        Some(ProcessState::Running) => BackendStatus::Up,
-        // UP while supervisord still counts its start towards `startsecs` (the probe saw it
-        // listen first): nothing new, unless it is another process (restarted by hand).
-        Some(ProcessState::Starting) if current == BackendStatus::Up && !restarted => return None,
-        Some(ProcessState::Starting) => BackendStatus::StartingUp,
-        Some(ProcessState::Stopping) => BackendStatus::ShuttingDown,
-        _ => BackendStatus::Down,
-    };
-    (implied != current).then_some(implied)
-}
-
 /// The program runs another process than the one seen last (0: none was running then).
 pub fn restarted(pid_before: i64, pid_now: i64) -> bool {
     pid_before != 0 && pid_now != 0 && pid_now != pid_before
@@ -234,104 +197,11 @@ pub fn names_like(expected: &str, processes: &[ProcessInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use BackendStatus::*;
 
     #[test]
     fn names_follow_the_2010_scheme() {
         assert_eq!(program_name("backend", 0), "backend0");
         assert_eq!(program_name("web:web_", 3), "web:web_3");
-    }
-
-    #[test]
-    fn reconciliation_follows_supervisord_for_settled_backends() {
-        let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(Down, running, false, false), Some(Up));
-        assert_eq!(reconciled_status(Up, running, false, false), None);
-        for gone in [
-            ProcessState::Stopped,
-            ProcessState::Exited,
-            ProcessState::Fatal,
-            ProcessState::Backoff,
-            ProcessState::Unknown,
-        ] {
-            assert_eq!(
-                reconciled_status(Up, Some(gone), false, false),
-                Some(Down),
-                "{gone:?}"
-            );
-            assert_eq!(
-                reconciled_status(Down, Some(gone), false, false),
-                None,
-                "{gone:?}"
-            );
-        }
-        assert_eq!(
-            reconciled_status(Up, None, false, false),
-            Some(Down),
-            "unknown to supervisord"
-        );
-    }
-
-    #[test]
-    fn hand_actions_are_followed_as_they_happen() {
-        let starting = Some(ProcessState::Starting);
-        // A hand start or restart: requests wait for the program instead of starting it.
-        assert_eq!(
-            reconciled_status(Down, starting, false, false),
-            Some(StartingUp)
-        );
-        assert_eq!(
-            reconciled_status(Up, starting, true, true),
-            Some(StartingUp)
-        );
-        // UP while the same process is still within its startsecs: nothing new.
-        assert_eq!(reconciled_status(Up, starting, true, false), None);
-        assert!(restarted(41, 42));
-        assert!(!restarted(42, 42));
-        assert!(!restarted(0, 42), "nothing ran before");
-        assert!(!restarted(42, 0));
-        // A hand stop: no request goes to it and none starts it while it stops.
-        let stopping = Some(ProcessState::Stopping);
-        assert_eq!(
-            reconciled_status(Up, stopping, false, false),
-            Some(ShuttingDown)
-        );
-        assert_eq!(
-            reconciled_status(Down, stopping, false, false),
-            Some(ShuttingDown)
-        );
-        // An observed transition keeps following supervisord (it is stale from the start).
-        assert_eq!(reconciled_status(StartingUp, starting, true, false), None);
-        assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
-            Some(Down)
-        );
-        assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Starting), true, false),
-            Some(StartingUp)
-        );
-    }
-
-    #[test]
-    fn reconciliation_leaves_commands_in_flight_alone_until_stale() {
-        let running = Some(ProcessState::Running);
-        assert_eq!(reconciled_status(StartingUp, running, false, false), None);
-        assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), false, false),
-            None
-        );
-        assert_eq!(
-            reconciled_status(StartingUp, running, true, false),
-            Some(Up)
-        );
-        assert_eq!(
-            reconciled_status(StartingUp, Some(ProcessState::Fatal), true, false),
-            Some(Down)
-        );
-        assert_eq!(
-            reconciled_status(ShuttingDown, Some(ProcessState::Stopped), true, false),
-            Some(Down)
-        );
     }
 
     #[test]

@@ -73,7 +73,21 @@ pub fn reach_change(
 /// caller logs it at `debug` only): transport failures and timeouts while supervisord is known
 /// unreachable. Faults, HTTP errors and the like always get their own line.
 pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: bool) -> bool {
-    supervisord_unreachable && matches!(error, CallError::Transport(_) | CallError::TimedOut)
+    supervisord_unreachable
+        && matches!(
+            error,
+            CallError::Transport(_) | CallError::TimedOut | CallError::NoAccess(_)
+        )
+}
+
+/// What starts and stops do while supervisord cannot be reached for `error`, for the one line
+/// of the outage: a socket the workers may not open stays shut until the setting is fixed, so
+/// starts fail at once (held requests get 502) rather than wait.
+pub fn while_unreachable(error: &CallError) -> &'static str {
+    match error {
+        CallError::NoAccess(_) => "starts fail at once (502) until the workers may open it",
+        _ => "starts and stops wait until it can be reached again",
+    }
 }
 
 /// supervisord's fault for any call while it shuts down (its programs are being stopped).
@@ -86,7 +100,8 @@ pub const FAULT_SHUTDOWN_STATE: i64 = 6;
 /// stopped is safest out of rotation). Such a command waits for supervisord to answer again
 /// rather than settling (see `start_handshake::park_until_reachable`); sending it again is
 /// harmless (a start finds the program started, a stop finds it stopped). A start that broke
-/// on a reachable supervisord still fails at once: its held requests are answered.
+/// on a reachable supervisord still fails at once: its held requests are answered, as does
+/// one that may not open supervisord's socket (`CallError::NoAccess`: nothing to wait for).
 pub fn supervisord_away(
     command: Command,
     error: &CallError,
@@ -198,5 +213,16 @@ mod tests {
             &CallError::Unauthorized,
             true
         ));
+    }
+
+    #[test]
+    fn a_socket_the_workers_may_not_open_fails_starts_at_once_quietly() {
+        let no_access = CallError::NoAccess("unix:/run/supervisor.sock".into());
+        assert!(!supervisord_away(Command::Start, &no_access, true));
+        assert!(!supervisord_away(Command::Stop, &no_access, true));
+        // The outage's one line tells it; the failed starts after it are debug lines.
+        assert!(failure_told_by_reachability(&no_access, true));
+        assert!(while_unreachable(&no_access).contains("502"));
+        assert!(while_unreachable(&CallError::TimedOut).contains("wait"));
     }
 }

@@ -1,12 +1,20 @@
 //! What a `getAllProcessInfo` reply changes. The reply describes supervisord when the call was
 //! sent; a backend whose status moved since then (a start settled, a hand command) has newer
 //! news than the reply, so the reply leaves it alone until the next round.
+//!
+//! supervisord's RUNNING is not "up": a program is RUNNING once it has lived `startsecs`, which
+//! says nothing of whether it listens yet (an app that loads for 8 s is RUNNING after 1). A
+//! program seen STARTING or RUNNING on a backend that is not UP therefore becomes STARTING_UP,
+//! and the worker that read the reply probes it: only an accepted connection makes it UP, as
+//! for a start nginx sent itself. This holds for every way a backend can find its program
+//! running: a fresh shared state (nginx started, a reload that changed the server list), a
+//! start made outside nginx, supervisord's own autorestart.
 
 use super::backend_status::BackendStatus;
-use super::process_state::{program_name, reconciled_status, ProcessInfo, ProcessState};
+use super::process_state::{program_name, ProcessInfo, ProcessState};
 
 /// One backend as the reply finds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendAtReply {
     pub status: BackendStatus,
     /// Its status changed between sending the call and reading the reply.
@@ -17,6 +25,12 @@ pub struct BackendAtReply {
     pub observed: Option<ProcessState>,
     /// Its program runs another process than at the last read (a hand restart).
     pub restarted: bool,
+    /// It has an address the readiness probe can try (false only for a server that had no
+    /// address at configuration time): without one, supervisord's RUNNING is all there is.
+    pub can_probe: bool,
+    /// It waits out the backoff of a failed start: a program that runs without accepting
+    /// connections is not probed again before that wait is over.
+    pub backing_off: bool,
 }
 
 /// A status to set.
@@ -33,19 +47,56 @@ pub fn reconcile_plan(backends: &[BackendAtReply]) -> Vec<StatusChange> {
         .enumerate()
         .filter(|(_, backend)| !backend.changed_since_sent)
         .filter_map(|(index, backend)| {
-            reconciled_status(
-                backend.status,
-                backend.observed,
-                backend.command_is_stale,
-                backend.restarted,
-            )
-            .map(|to| StatusChange {
+            reconciled_status(backend).map(|to| StatusChange {
                 index,
                 from: backend.status,
                 to,
             })
         })
         .collect()
+}
+
+/// The status supervisord's view implies for a backend, or `None` to leave it as it is.
+///
+/// A command in flight (STARTING_UP, SHUTTING_DOWN) owns the status until it settles, unless it
+/// is stale (its worker is gone, or it outlived its start phase). A program STARTING or
+/// RUNNING becomes STARTING_UP (the caller probes it; see the module's comment) unless the
+/// backend is UP with the same process as before; one STOPPING outside nginx becomes
+/// SHUTTING_DOWN, so that no request goes to it and none starts it while it stops (supervisord
+/// refuses a start then); anything else is DOWN. A stale STARTING_UP whose program runs had
+/// its start phase end without an answer: it is DOWN, and the next request's start finds the
+/// program started and probes it again.
+pub fn reconciled_status(backend: &BackendAtReply) -> Option<BackendStatus> {
+    let current = backend.status;
+    let in_flight = matches!(
+        current,
+        BackendStatus::StartingUp | BackendStatus::ShuttingDown
+    );
+    if in_flight && !backend.command_is_stale {
+        return None;
+    }
+    let implied = match backend.observed {
+        Some(ProcessState::Starting | ProcessState::Running)
+            if current == BackendStatus::Up && !backend.restarted =>
+        {
+            return None
+        }
+        Some(ProcessState::Running) if !backend.can_probe => BackendStatus::Up,
+        Some(ProcessState::Starting | ProcessState::Running)
+            if current == BackendStatus::StartingUp =>
+        {
+            BackendStatus::Down
+        }
+        Some(ProcessState::Starting | ProcessState::Running)
+            if current == BackendStatus::Down && backend.backing_off =>
+        {
+            return None
+        }
+        Some(ProcessState::Starting | ProcessState::Running) => BackendStatus::StartingUp,
+        Some(ProcessState::Stopping) => BackendStatus::ShuttingDown,
+        _ => BackendStatus::Down,
+    };
+    (implied != current).then_some(implied)
 }
 
 /// The state supervisord reports for each backend's program (`prefix` + index).
@@ -82,16 +133,121 @@ pub fn observed_pids(processes: &[ProcessInfo], prefix: &str, backend_count: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process_state::restarted;
     use BackendStatus::*;
 
     fn at_reply(status: BackendStatus, observed: Option<ProcessState>) -> BackendAtReply {
         BackendAtReply {
             status,
-            changed_since_sent: false,
-            command_is_stale: false,
             observed,
-            restarted: false,
+            can_probe: true,
+            ..BackendAtReply::default()
         }
+    }
+
+    fn status_after(
+        status: BackendStatus,
+        observed: Option<ProcessState>,
+        adjust: impl FnOnce(&mut BackendAtReply),
+    ) -> Option<BackendStatus> {
+        let mut backend = at_reply(status, observed);
+        adjust(&mut backend);
+        reconciled_status(&backend)
+    }
+
+    #[test]
+    fn running_is_only_starting_until_the_probe_says_up() {
+        let running = Some(ProcessState::Running);
+        // A fresh shared state, a start outside nginx, a reload: probed before it is UP.
+        assert_eq!(status_after(Down, running, |_| ()), Some(StartingUp));
+        assert_eq!(status_after(Up, running, |_| ()), None);
+        // Another process than the one that was UP: a hand restart, probed again.
+        assert_eq!(
+            status_after(Up, running, |b| b.restarted = true),
+            Some(StartingUp)
+        );
+        // Nothing to probe: supervisord's word is all there is.
+        assert_eq!(
+            status_after(Down, running, |b| b.can_probe = false),
+            Some(Up)
+        );
+        // A failed start waits out its backoff before it is probed again.
+        assert_eq!(status_after(Down, running, |b| b.backing_off = true), None);
+        // A probe under way is left alone; one that outlived its start phase failed.
+        assert_eq!(status_after(StartingUp, running, |_| ()), None);
+        assert_eq!(
+            status_after(StartingUp, running, |b| b.command_is_stale = true),
+            Some(Down)
+        );
+    }
+
+    #[test]
+    fn settled_backends_that_lost_their_program_go_down() {
+        for gone in [
+            ProcessState::Stopped,
+            ProcessState::Exited,
+            ProcessState::Fatal,
+            ProcessState::Backoff,
+            ProcessState::Unknown,
+        ] {
+            assert_eq!(status_after(Up, Some(gone), |_| ()), Some(Down), "{gone:?}");
+            assert_eq!(status_after(Down, Some(gone), |_| ()), None, "{gone:?}");
+        }
+        assert_eq!(
+            status_after(Up, None, |_| ()),
+            Some(Down),
+            "unknown to supervisord"
+        );
+    }
+
+    #[test]
+    fn hand_actions_are_followed_as_they_happen() {
+        let starting = Some(ProcessState::Starting);
+        let stale = |b: &mut BackendAtReply| b.command_is_stale = true;
+        // A hand start or restart: requests wait for the program instead of starting it.
+        assert_eq!(status_after(Down, starting, |_| ()), Some(StartingUp));
+        assert_eq!(
+            status_after(Up, starting, |b| {
+                b.command_is_stale = true;
+                b.restarted = true;
+            }),
+            Some(StartingUp)
+        );
+        // UP while the same process is still within its startsecs: nothing new.
+        assert_eq!(status_after(Up, starting, stale), None);
+        assert!(restarted(41, 42));
+        assert!(!restarted(42, 42));
+        assert!(!restarted(0, 42), "nothing ran before");
+        assert!(!restarted(42, 0));
+        // A hand stop: no request goes to it and none starts it while it stops.
+        let stopping = Some(ProcessState::Stopping);
+        assert_eq!(status_after(Up, stopping, |_| ()), Some(ShuttingDown));
+        assert_eq!(status_after(Down, stopping, |_| ()), Some(ShuttingDown));
+        // An observed stop keeps following supervisord (it is stale from the start).
+        assert_eq!(
+            status_after(ShuttingDown, Some(ProcessState::Stopped), stale),
+            Some(Down)
+        );
+        assert_eq!(
+            status_after(ShuttingDown, starting, stale),
+            Some(StartingUp)
+        );
+    }
+
+    #[test]
+    fn commands_in_flight_are_left_alone_until_stale() {
+        let stopped = Some(ProcessState::Stopped);
+        assert_eq!(status_after(ShuttingDown, stopped, |_| ()), None);
+        assert_eq!(
+            status_after(StartingUp, Some(ProcessState::Fatal), |b| b
+                .command_is_stale =
+                true),
+            Some(Down)
+        );
+        assert_eq!(
+            status_after(ShuttingDown, stopped, |b| b.command_is_stale = true),
+            Some(Down)
+        );
     }
 
     #[test]
@@ -108,7 +264,7 @@ mod tests {
                 StatusChange {
                     index: 0,
                     from: Down,
-                    to: Up
+                    to: StartingUp
                 },
                 StatusChange {
                     index: 1,
@@ -166,5 +322,69 @@ mod tests {
             vec![None, Some(ProcessState::Running)]
         );
         assert_eq!(observed_pids(&processes, "web:web_", 2), vec![0, 7]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_state() -> impl Strategy<Value = Option<ProcessState>> {
+        proptest::option::of(
+            prop_oneof![
+                Just(0i64),
+                Just(10),
+                Just(20),
+                Just(30),
+                Just(40),
+                Just(100),
+                Just(200),
+                Just(1000)
+            ]
+            .prop_map(ProcessState::from_code),
+        )
+    }
+
+    fn any_backend() -> impl Strategy<Value = BackendAtReply> {
+        (0u8..4, any_state(), any::<[bool; 5]>()).prop_map(|(raw, observed, flags)| {
+            BackendAtReply {
+                status: BackendStatus::from_raw(raw).unwrap(),
+                changed_since_sent: flags[0],
+                command_is_stale: flags[1],
+                observed,
+                restarted: flags[2],
+                can_probe: flags[3],
+                backing_off: flags[4],
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// No read of supervisord makes a probeable backend UP, whatever it says; a command in
+        /// flight that is not stale is never touched; a backend waiting out a backoff is never
+        /// made starting; and a backend that changed since the call was sent is left alone.
+        #[test]
+        fn supervisords_word_alone_never_makes_a_backend_up(
+            backends in proptest::collection::vec(any_backend(), 1..6),
+        ) {
+            for change in reconcile_plan(&backends) {
+                let backend = backends[change.index];
+                prop_assert!(!backend.changed_since_sent);
+                prop_assert_ne!(change.from, change.to);
+                if change.to == BackendStatus::Up {
+                    prop_assert!(!backend.can_probe);
+                    prop_assert_eq!(backend.observed, Some(ProcessState::Running));
+                }
+                if matches!(backend.status, BackendStatus::StartingUp | BackendStatus::ShuttingDown) {
+                    prop_assert!(backend.command_is_stale);
+                }
+                if backend.status == BackendStatus::Down && backend.backing_off {
+                    prop_assert_ne!(change.to, BackendStatus::StartingUp);
+                }
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! How a start settles. Two parties finish it: supervisord's answer to `startProcess` and the
-//! readiness probe (the backend accepts a connection). The probe settles a confirmed start UP;
-//! supervisord's answer settles a failed one, or a confirmed one the probe gave up on. Whoever
-//! settles, the status changes only if the backend is still in the command's transitional status
-//! (a reconciliation may have settled an orphaned command meanwhile).
+//! readiness probe (the backend accepts a connection). The probe settles a confirmed start UP,
+//! or failed when no address accepted a connection by its deadline (`supervisord_timeout`);
+//! supervisord's answer settles a failed start, or a confirmed one when there is nothing to
+//! probe. Whoever settles, the status changes only if the backend is still in the command's
+//! transitional status (a reconciliation may have settled an orphaned command meanwhile).
 
 use super::backend_status::{BackendStatus, Command};
 use super::commands::settle;
@@ -12,8 +13,10 @@ use super::commands::settle;
 pub struct StartHandshake {
     /// supervisord answered that the program started.
     pub confirmed: bool,
-    /// The probe saw no connection accepted within its time.
-    pub probe_gave_up: bool,
+    /// A readiness probe was started for the backend's addresses: it settles the start, UP
+    /// when one accepts a connection, failed at its deadline (whether before or after
+    /// supervisord answers).
+    pub probing: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,34 +27,17 @@ pub enum AfterReply {
     Settle,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterProbeDeadline {
-    /// supervisord confirmed the start: trust it, the backend is UP.
-    TakeAsUp,
-    /// supervisord has not answered yet: its answer settles the start.
-    LeaveToReply,
-}
-
 impl StartHandshake {
-    /// supervisord answered a start (`succeeded` or not).
+    /// supervisord answered a start (`succeeded` or not). Its "started" never makes a backend
+    /// UP while a probe can tell whether it answers; a failure settles at once.
     pub fn on_reply(&mut self, succeeded: bool) -> AfterReply {
         if succeeded {
             self.confirmed = true;
-            if !self.probe_gave_up {
+            if self.probing {
                 return AfterReply::LeaveToProbe;
             }
         }
         AfterReply::Settle
-    }
-
-    /// The probe's time ran out without an accepted connection.
-    pub fn on_probe_deadline(&mut self) -> AfterProbeDeadline {
-        self.probe_gave_up = true;
-        if self.confirmed {
-            AfterProbeDeadline::TakeAsUp
-        } else {
-            AfterProbeDeadline::LeaveToReply
-        }
     }
 }
 
@@ -114,33 +100,29 @@ mod tests {
 
     #[test]
     fn a_confirmed_start_is_left_to_the_probe() {
-        let mut handshake = StartHandshake::default();
+        let mut handshake = StartHandshake {
+            probing: true,
+            ..StartHandshake::default()
+        };
         assert_eq!(handshake.on_reply(true), AfterReply::LeaveToProbe);
         assert!(handshake.confirmed);
     }
 
     #[test]
     fn a_failed_start_settles_at_once_even_while_probing() {
-        let mut handshake = StartHandshake::default();
+        let mut handshake = StartHandshake {
+            probing: true,
+            ..StartHandshake::default()
+        };
         assert_eq!(handshake.on_reply(false), AfterReply::Settle);
         assert!(!handshake.confirmed);
     }
 
     #[test]
-    fn a_probe_that_gave_up_leaves_the_answer_to_supervisord() {
+    fn without_a_probe_supervisords_answer_settles() {
+        // No address to probe: supervisord's word is all there is.
         let mut handshake = StartHandshake::default();
-        assert_eq!(
-            handshake.on_probe_deadline(),
-            AfterProbeDeadline::LeaveToReply
-        );
         assert_eq!(handshake.on_reply(true), AfterReply::Settle);
-    }
-
-    #[test]
-    fn a_confirmed_start_the_probe_never_saw_listening_is_taken_as_up() {
-        let mut handshake = StartHandshake::default();
-        handshake.on_reply(true);
-        assert_eq!(handshake.on_probe_deadline(), AfterProbeDeadline::TakeAsUp);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! worker therefore also reads the program's state (`getProcessInfo`) every
 //! `WATCH_INTERVAL_MS`: a program that exits at start-up fails the start at once, whatever
 //! `startsecs` is (with `startsecs=0` supervisord confirms a start before the program can
-//! exit), and a program that is not RUNNING is never taken as up.
+//! exit).
 
 use super::backend_status::BackendStatus;
 use super::process_state::ProcessState;
@@ -17,11 +17,19 @@ pub const WATCH_INTERVAL_MS: u64 = 250;
 /// supervisord's faults for a program that died within `startsecs`.
 const FAULT_ABNORMAL_TERMINATION: i64 = 40;
 const FAULT_SPAWN_ERROR: i64 = 50;
+/// supervisord's fault for a name it has no program (or group) of.
+const FAULT_BAD_NAME: i64 = 10;
 
 /// The start's fault says the program exits at start-up (rather than that supervisord could
 /// not be asked, or the name is wrong).
 pub fn fault_means_exit(fault: &Fault) -> bool {
     matches!(fault.code, FAULT_ABNORMAL_TERMINATION | FAULT_SPAWN_ERROR)
+}
+
+/// supervisord has no program of the name asked for (a `supervisord_name` typo, a program not
+/// added with `supervisorctl update`): no start can succeed until it has.
+pub fn fault_means_no_program(fault: &Fault) -> bool {
+    fault.code == FAULT_BAD_NAME
 }
 
 /// The program left the start for good: exited, or supervisord retries it (BACKOFF) or gave
@@ -64,29 +72,6 @@ pub fn start_refused_by_a_stop(state: ProcessState) -> Option<BackendStatus> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AtDeadline {
-    /// supervisord confirmed the start and the program is RUNNING (or its state could not be
-    /// read): trust supervisord, the backend is UP.
-    TakeAsUp,
-    /// The program is not running: the start failed.
-    Fail,
-    /// Someone else settles: supervisord's answer to the start, or reconciliation for a
-    /// start made by hand.
-    LeaveToOthers,
-}
-
-/// The probe's time ran out without an accepted connection. `take_as_up` is what the start's
-/// handshake says (supervisord confirmed it); `last_state` the program's state last read.
-pub fn at_probe_deadline(take_as_up: bool, last_state: Option<ProcessState>) -> AtDeadline {
-    match last_state {
-        Some(state) if exited_at_start_up(state) => AtDeadline::Fail,
-        Some(ProcessState::Running) | None if take_as_up => AtDeadline::TakeAsUp,
-        Some(_) if take_as_up => AtDeadline::Fail,
-        _ => AtDeadline::LeaveToOthers,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +88,8 @@ mod tests {
         for other in [10, 60, 70, 2] {
             assert!(!fault_means_exit(&fault(other)), "{other}");
         }
+        assert!(fault_means_no_program(&fault(10)));
+        assert!(!fault_means_no_program(&fault(50)));
     }
 
     #[test]
@@ -160,19 +147,5 @@ mod tests {
             BackendStatus::Up,
             Some(ProcessState::Running)
         ));
-    }
-
-    #[test]
-    fn a_program_not_running_is_never_taken_as_up() {
-        assert_eq!(at_probe_deadline(true, Some(Running)), AtDeadline::TakeAsUp);
-        assert_eq!(at_probe_deadline(true, None), AtDeadline::TakeAsUp);
-        assert_eq!(at_probe_deadline(true, Some(Exited)), AtDeadline::Fail);
-        assert_eq!(at_probe_deadline(true, Some(Stopped)), AtDeadline::Fail);
-        assert_eq!(at_probe_deadline(false, Some(Fatal)), AtDeadline::Fail);
-        assert_eq!(
-            at_probe_deadline(false, Some(Starting)),
-            AtDeadline::LeaveToOthers
-        );
-        assert_eq!(at_probe_deadline(false, None), AtDeadline::LeaveToOthers);
     }
 }

@@ -41,6 +41,7 @@ const WAKE_TICK_MS: usize = 2;
 
 fn view(backend: &SharedBackend, now: u64) -> BackendView {
     BackendView::new(backend.status(), backend.start_backoff().wait_left_ms(now))
+        .with_program_missing(backend.program_missing())
 }
 
 fn verdict(upstream: &UpstreamRuntime, failures_seen: u64) -> HoldVerdict {
@@ -195,6 +196,15 @@ pub(super) fn hold_step(
         HoldVerdict::StartFailed => HoldStep::Answer(NGX_HTTP_BAD_GATEWAY as ngx_int_t),
         HoldVerdict::BackingOff { retry_after_ms } => {
             HoldStep::Answer(backing_off(request, upstream, retry_after_ms))
+        }
+        HoldVerdict::NoProgram => {
+            // The read of supervisord that found the names missing logged them, once.
+            ngx::ngx_log_debug!(
+                request.log(),
+                "supervisord: upstream \"{}\": supervisord has no program for any backend, answering 502",
+                upstream.name()
+            );
+            HoldStep::Answer(NGX_HTTP_BAD_GATEWAY as ngx_int_t)
         }
         HoldVerdict::Wait { start } => {
             if start {
@@ -574,10 +584,12 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 // and live.
                 unsafe { go_on(held) };
             }
-            HoldVerdict::StartFailed => {
+            // The commander logged why the start failed; the last read of supervisord which
+            // programs it lacks.
+            HoldVerdict::StartFailed | HoldVerdict::NoProgram => {
                 held.let_go(now_ms());
                 failed += 1;
-                // SAFETY: as above; the commander logged why the start failed.
+                // SAFETY: as above.
                 unsafe { answer(held, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
             }
             HoldVerdict::BackingOff { retry_after_ms } => {

@@ -135,6 +135,11 @@ impl SharedBackend {
     }
 
     /// Its failed-start record, for the on-demand start's backoff.
+    /// supervisord has no program of its name, as far as the module knows.
+    pub fn program_missing(&self) -> bool {
+        self.program_missing.load(Ordering::Acquire)
+    }
+
     pub fn start_backoff(&self) -> StartBackoff {
         StartBackoff {
             failures: self.start_failures.load(Ordering::Acquire),

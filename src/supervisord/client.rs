@@ -17,7 +17,9 @@ use nginx_sys::{
 
 use crate::core::call_outcome::{interpret_response, CallError};
 use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
-use crate::core::reachability::{reach_after_call, reach_change, CallStage, Reach, ReachChange};
+use crate::core::reachability::{
+    reach_after_call, reach_change, while_unreachable, CallStage, Reach, ReachChange,
+};
 use crate::core::xmlrpc::{encode_call, Param, Value};
 use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
@@ -140,17 +142,18 @@ unsafe fn start(exchange: *mut Exchange) {
     // SAFETY: the peer describes a valid address of the cycle.
     let rc = unsafe { ngx_event_connect_peer(peer) };
     if rc != NGX_OK as isize && rc != NGX_AGAIN as isize {
-        let cause = os_error_text();
-        // SAFETY: the exchange is live; no connection is attached.
-        unsafe {
-            finish(
-                exchange,
-                Err(CallError::Transport(format!(
-                    "connect to {} failed: {cause}",
-                    endpoint.display
-                ))),
-            )
+        let error = std::io::Error::from_raw_os_error(ngx_socket_errno());
+        let failure = if error.kind() == std::io::ErrorKind::PermissionDenied {
+            CallError::NoAccess(endpoint.display.clone())
+        } else {
+            CallError::Transport(format!(
+                "connect to {} failed: {}",
+                endpoint.display,
+                error.to_string().to_lowercase()
+            ))
         };
+        // SAFETY: the exchange is live; no connection is attached.
+        unsafe { finish(exchange, Err(failure)) };
         return;
     }
     let connection = peer.connection;
@@ -432,17 +435,18 @@ fn note_reachability(
         .unwrap_or("?");
     match change {
         ReachChange::BecameUnreachable => {
-            let cause = match result {
-                Err(error) => error.to_string(),
-                Ok(_) => String::new(),
+            let (cause, consequence) = match result {
+                Err(error) => (error.to_string(), while_unreachable(error)),
+                Ok(_) => (String::new(), ""),
             };
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle_log(),
-                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; starts and stops wait until it can be reached again",
+                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; {}",
                 conf.name,
                 address,
-                cause
+                cause,
+                consequence
             );
         }
         ReachChange::BecameReachable => {

@@ -20,7 +20,9 @@ use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_IN
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
 use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
 use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
-use crate::core::start_watch::{fault_means_exit, start_refused_by_a_stop, PendingStart};
+use crate::core::start_watch::{
+    fault_means_exit, fault_means_no_program, start_refused_by_a_stop, PendingStart,
+};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -267,7 +269,7 @@ fn send(
         }),
     );
     if command == Command::Start {
-        readiness::start(upstream, index, handshake.clone(), on_demand);
+        readiness::start(upstream, index, handshake.clone());
     }
     client::call(
         upstream,
@@ -310,7 +312,7 @@ fn send(
                     &[Param::Str(&program)],
                     Box::new(move |info| {
                         let detail = info.ok().and_then(|value| parse_process_info(&value).ok());
-                        settle_exit(upstream, index, on_demand, outcome, detail);
+                        settle_exit(upstream, index, outcome, detail);
                     }),
                 );
                 return;
@@ -318,9 +320,16 @@ fn send(
             let lock = upstream.lock();
             let before = lock.status(index);
             let settlement = settle_reply(command, before, outcome.is_ok());
+            let mut backoff = None;
             if settlement.owned {
                 if settlement.failed_start {
                     lock.record_failed_start(index);
+                    backoff = Some(lock.record_start_backoff(index, now_ms()));
+                    if matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_no_program(fault))
+                    {
+                        // Not started again until supervisord has it (see `reconciler`).
+                        lock.swap_program_missing(index, true);
+                    }
                 }
                 lock.set_status(index, settlement.status);
                 if command == Command::Start && settlement.status == BackendStatus::Up {
@@ -365,7 +374,7 @@ fn send(
                 {
                     ngx::ngx_log_debug!(
                         cycle_log(),
-                        "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}",
+                        "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}{}",
                         conf.name,
                         index,
                         command,
@@ -374,7 +383,8 @@ fn send(
                             settlement.status
                         } else {
                             before
-                        }
+                        },
+                        backoff.map(readiness::next_start_note).unwrap_or_default()
                     );
                     on_failure(error.to_string());
                 }
@@ -396,14 +406,15 @@ fn send(
                     ngx::ngx_log_error!(
                         NGX_LOG_ERR,
                         cycle_log(),
-                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}",
+                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}{}",
                         conf.name,
                         index,
                         backend.name,
                         program_for_log,
                         command,
                         error,
-                        if settlement.owned { settlement.status } else { before }
+                        if settlement.owned { settlement.status } else { before },
+                        backoff.map(readiness::next_start_note).unwrap_or_default()
                     );
                 }
             }
@@ -418,7 +429,6 @@ fn send(
 fn settle_exit(
     upstream: &'static UpstreamRuntime,
     index: usize,
-    on_demand: bool,
     outcome: Result<(), CallError>,
     detail: Option<ProcessDetail>,
 ) {
@@ -466,12 +476,18 @@ fn settle_exit(
     }
     lock.set_status(index, BackendStatus::Down);
     lock.record_failed_start(index);
-    let backoff = on_demand.then(|| lock.record_start_backoff(index, now_ms()));
+    let backoff = lock.record_start_backoff(index, now_ms());
     drop(lock);
     upstream.wake_held_now();
     let error = outcome.err().map(|e| e.to_string());
     let reason = detail.map_or_else(|| "nothing more".into(), |detail| detail.reason());
-    readiness::log_start_exit(upstream, index, &reason, error.as_deref(), backoff);
+    readiness::log_failed_start(
+        upstream,
+        index,
+        &readiness::exit_text(&reason),
+        error.as_deref(),
+        backoff,
+    );
 }
 
 /// A command whose call could not reach supervisord waits for it in its transitional status

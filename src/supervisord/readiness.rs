@@ -4,9 +4,11 @@
 //! worker holds at once. Held requests so resume the moment the program listens, on whichever
 //! of its addresses, not after supervisord's `startsecs`. Attempts are not logged (nginx's own
 //! `connect() failed` lines go to the worker's quiet log), only the outcome.
-//! After `supervisord_timeout` without an accepted connection the probe gives up: if supervisord
-//! confirmed the start and the program is RUNNING, the backend is UP anyway (with a warning);
-//! if not yet, the commander settles it when supervisord answers.
+//! The start phase ends `supervisord_timeout` after the start: a program that accepted no
+//! connection by then failed its start, whatever supervisord says of it (RUNNING only means it
+//! lived `startsecs`), and the backend waits out a start backoff; the program is left running
+//! (it may just be slow), and the next start after the backoff finds it started and probes it
+//! again.
 //!
 //! Meanwhile the same worker watches the program's state (`getProcessInfo`, see
 //! `core::start_watch`): a program that exits at start-up (EXITED, BACKOFF, FATAL) fails the
@@ -21,18 +23,16 @@ use nginx_sys::{
     getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
     ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
     ngx_exiting, ngx_peer_connection_t, ngx_quit, ngx_str_t, ngx_terminate, socklen_t, NGX_AGAIN,
-    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, SOL_SOCKET, SO_ERROR,
+    NGX_LOG_NOTICE, NGX_OK, SOL_SOCKET, SO_ERROR,
 };
 
 use super::client;
 use crate::core::backend_status::BackendStatus;
 use crate::core::probe_schedule::delay_after_round_ms;
-use crate::core::process_state::{parse_process_info, program_name, ProcessDetail, ProcessState};
+use crate::core::process_state::{parse_process_info, program_name, ProcessState};
 use crate::core::start_backoff::StartBackoff;
-use crate::core::start_handshake::{settle_ready, AfterProbeDeadline, StartHandshake};
-use crate::core::start_watch::{
-    at_probe_deadline, exited_at_start_up, AtDeadline, WATCH_FIRST_MS, WATCH_INTERVAL_MS,
-};
+use crate::core::start_handshake::{settle_ready, StartHandshake};
+use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
 use crate::core::xmlrpc::Param;
 use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
@@ -53,9 +53,6 @@ type LastState = Rc<Cell<Option<ProcessState>>>;
 struct StartRef {
     upstream: &'static UpstreamRuntime,
     index: usize,
-    /// nginx asked for this start because a request found no backend up: its failure counts
-    /// for the backoff (`core::start_backoff`).
-    on_demand: bool,
     /// The backend's change count when the start began: a later change settled it.
     changes_at_start: u64,
     /// When the start began (nginx's monotonic msec), for the cold-start time.
@@ -87,7 +84,6 @@ struct Probe {
     start: StartRef,
     upstream: &'static UpstreamRuntime,
     index: usize,
-    handshake: SharedHandshake,
     give_up_at: u64,
     peer: ngx_peer_connection_t,
     name: ngx_str_t,
@@ -101,26 +97,19 @@ struct Probe {
 
 /// Starts probing backend `index`, which has just been moved to STARTING_UP by this worker,
 /// and watching its program's state.
-pub fn start(
-    upstream: &'static UpstreamRuntime,
-    index: usize,
-    handshake: SharedHandshake,
-    on_demand: bool,
-) {
-    begin(upstream, index, handshake, on_demand, true);
+pub fn start(upstream: &'static UpstreamRuntime, index: usize, handshake: SharedHandshake) {
+    begin(upstream, index, handshake, true);
 }
 
 fn begin(
     upstream: &'static UpstreamRuntime,
     index: usize,
     handshake: SharedHandshake,
-    on_demand: bool,
     reply_due: bool,
 ) {
     let start = StartRef {
         upstream,
         index,
-        on_demand,
         changes_at_start: upstream.shared().backend(index).changes(),
         began_ms: now_ms(),
         last_state: LastState::default(),
@@ -132,11 +121,13 @@ fn begin(
         return;
     }
     let name = &conf.backends[index].name;
+    let mut state = handshake.get();
+    state.probing = true;
+    handshake.set(state);
     let probe = Box::into_raw(Box::new(Probe {
         start,
         upstream,
         index,
-        handshake,
         give_up_at: now_ms() + conf.timeout_ms(),
         // SAFETY: zeroed is a valid unset peer connection and event.
         peer: unsafe { std::mem::zeroed() },
@@ -162,9 +153,9 @@ fn begin(
 
 /// Probes and watches a program that reconciliation found STARTING outside nginx (a hand
 /// `start` or `restart`), moved to STARTING_UP by this worker: requests wait for it and resume
-/// the moment it listens. Its failure ends their wait, but does not count for the backoff.
+/// the moment it listens. Its failure ends their wait and backs off as any failed start.
 pub fn watch_hand_start(upstream: &'static UpstreamRuntime, index: usize) {
-    begin(upstream, index, SharedHandshake::default(), false, false);
+    begin(upstream, index, SharedHandshake::default(), false);
 }
 
 fn still_starting(probe: &Probe) -> bool {
@@ -180,46 +171,18 @@ unsafe fn try_connect(probe: *mut Probe) {
         return;
     }
     if now_ms() >= p.give_up_at {
-        let mut handshake = p.handshake.get();
-        let after = handshake.on_probe_deadline();
-        p.handshake.set(handshake);
+        // The start phase is over without an accepted connection: whatever supervisord says
+        // (RUNNING only means the program lived `startsecs`), the start failed.
         let conf = p.upstream.conf;
-        let decision = at_probe_deadline(
-            after == AfterProbeDeadline::TakeAsUp,
-            p.start.last_state.get(),
+        let state = p.start.last_state.get();
+        let what = format!(
+            "accepted no connection within {} ms of its start (supervisord says {})",
+            conf.timeout_ms(),
+            state.map_or("nothing yet", ProcessState::name)
         );
-        if decision == AtDeadline::Fail {
-            let state = p.start.last_state.get().unwrap_or(ProcessState::Unknown);
-            let detail = ProcessDetail {
-                state: Some(state),
-                ..ProcessDetail::default()
-            };
-            fail_start(&p.start, &detail);
-            // SAFETY: ends the probe.
-            unsafe { finish(probe) };
-        } else if decision == AtDeadline::TakeAsUp {
-            ngx::ngx_log_error!(
-                NGX_LOG_WARN,
-                cycle_log(),
-                "supervisord: upstream \"{}\" backend {} ({}): started, but accepted no connection within {} ms; taking it as up",
-                conf.name,
-                p.index,
-                conf.backends[p.index].name,
-                conf.timeout_ms()
-            );
-            // SAFETY: ends the probe with the backend UP.
-            unsafe { ready(probe, "supervisord says started") };
-        } else {
-            ngx::ngx_log_debug!(
-                cycle_log(),
-                "supervisord: upstream \"{}\" backend {}: no connection accepted within {} ms, supervisord's answer settles the start",
-                conf.name,
-                p.index,
-                conf.timeout_ms()
-            );
-            // SAFETY: ends the probe; the commander settles the start.
-            unsafe { finish(probe) };
-        }
+        fail_start(&p.start, &what, None);
+        // SAFETY: ends the probe.
+        unsafe { finish(probe) };
         return;
     }
     let addresses = &p.upstream.conf.backends[p.index].sockaddrs;
@@ -460,7 +423,8 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
                     && start.still_starting()
                     && start.watch_settles_exits()
                 {
-                    fail_start(&start, &detail);
+                    let what = exit_text(&detail.reason());
+                    fail_start(&start, &what, None);
                 }
             }),
         );
@@ -469,9 +433,10 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
     unsafe { ngx_add_timer(&mut w.timer, WATCH_INTERVAL_MS as _) };
 }
 
-/// The program exits at start-up: the start is over (DOWN), requests waiting for it get 502,
-/// and an on-demand start counts for the backoff. One line for the step.
-fn fail_start(start: &StartRef, detail: &ProcessDetail) {
+/// The start failed (`what` happened, in the words of the log line): it is over (DOWN),
+/// requests waiting for it get 502, and the backend waits out its start backoff whoever asked
+/// for the start. One line for the step.
+fn fail_start(start: &StartRef, what: &str, error: Option<&str>) {
     let upstream = start.upstream;
     let lock = upstream.lock();
     if !start.still_starting() {
@@ -480,45 +445,46 @@ fn fail_start(start: &StartRef, detail: &ProcessDetail) {
     lock.take_pending_start(start.index);
     lock.set_status(start.index, BackendStatus::Down);
     lock.record_failed_start(start.index);
-    let backoff = start
-        .on_demand
-        .then(|| lock.record_start_backoff(start.index, now_ms()));
+    let backoff = lock.record_start_backoff(start.index, now_ms());
     drop(lock);
     upstream.wake_held_now();
-    log_start_exit(upstream, start.index, &detail.reason(), None, backoff);
+    log_failed_start(upstream, start.index, what, error, backoff);
 }
 
-/// The one line of a start that failed because the program exits at start-up: supervisord's
-/// `reason`, the start call's `error` when it had one, when the next on-demand start may come.
-pub fn log_start_exit(
+/// How a program that exits at start-up reads in a failed start's line; `reason` is
+/// supervisord's account (`core::process_state::ProcessDetail::reason`).
+pub fn exit_text(reason: &str) -> String {
+    format!("program exits at start-up (supervisord says {reason})")
+}
+
+/// The one line of a failed start: what happened, the start call's `error` when it had one,
+/// when the next on-demand start may come.
+pub fn log_failed_start(
     upstream: &UpstreamRuntime,
     index: usize,
-    reason: &str,
+    what: &str,
     error: Option<&str>,
-    backoff: Option<StartBackoff>,
+    backoff: StartBackoff,
 ) {
     let conf = upstream.conf;
     ngx::ngx_log_error!(
         nginx_sys::NGX_LOG_ERR,
         cycle_log(),
-        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): program exits at start-up (supervisord says {}); start failed{}; status back to down{}",
+        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {}; start failed{}; status back to down{}",
         conf.name,
         index,
         conf.backends[index].name,
         program_name(conf.program_prefix(), index),
-        reason,
+        what,
         error.map(|error| format!(": {error}")).unwrap_or_default(),
         next_start_note(backoff)
     );
 }
 
-/// `; next start on demand in N s`, for the log line of a failed on-demand start.
-pub fn next_start_note(backoff: Option<StartBackoff>) -> String {
-    match backoff {
-        Some(backoff) => format!(
-            "; next start on demand in {} s",
-            backoff.delay_ms().div_ceil(1000)
-        ),
-        None => String::new(),
-    }
+/// `; next start on demand in N s`, for the log line of a failed start.
+pub fn next_start_note(backoff: StartBackoff) -> String {
+    format!(
+        "; next start on demand in {} s",
+        backoff.delay_ms().div_ceil(1000)
+    )
 }

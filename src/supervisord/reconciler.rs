@@ -1,9 +1,10 @@
 //! Reconciliation: every `supervisord_sync_interval`, one worker (whichever takes the turn in
 //! the shared zone) reads supervisord's view of all programs and brings the statuses in line:
-//! a backend killed or stopped outside nginx goes DOWN, one started by hand goes UP (the plan
-//! itself is `core::reconcile_plan`). A program starting outside nginx (a hand `start` or
-//! `restart`) is probed for readiness like an on-demand start, so that requests wait for it
-//! and resume the moment it listens; one stopping outside nginx holds requests meanwhile.
+//! a backend killed or stopped outside nginx goes DOWN; a program found STARTING or RUNNING on
+//! a backend that is not UP (a fresh shared state, a hand `start` or `restart`) is probed for
+//! readiness like an on-demand start, so that requests wait for it and resume the moment it
+//! listens, and nothing takes it for up (or failed) before (the plan itself is
+//! `core::reconcile_plan`); one stopping outside nginx holds requests meanwhile.
 //! A backend whose program supervisord does not have is reported at the first read, once.
 
 use nginx_sys::{
@@ -19,7 +20,7 @@ use crate::core::process_state::{
 };
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
-use crate::core::start_watch::{sync_fails_start, PendingStart};
+use crate::core::start_watch::sync_fails_start;
 use crate::core::xmlrpc::Value;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
@@ -143,6 +144,8 @@ fn apply(
                 command_is_stale: backend.command_older_than(now, stale_after),
                 observed: *observed,
                 restarted: restarted(lock.swap_known_pid(index, pids[index]), pids[index]),
+                can_probe: !conf.backends[index].sockaddrs.is_empty(),
+                backing_off: backend.start_backoff().wait_left_ms(now).is_some(),
             }
         })
         .collect();
@@ -150,10 +153,11 @@ fn apply(
     let mut failed_starts = Vec::new();
     for change in &plan {
         match change.to {
-            // Moves supervisord reported, not commands of nginx: no worker owns them.
-            BackendStatus::StartingUp | BackendStatus::ShuttingDown => {
-                lock.begin_observed_transition(change.index, change.to)
-            }
+            // This worker probes the program it found running (below): the start is its own
+            // until the probe settles it, so that the next reads leave it alone meanwhile.
+            BackendStatus::StartingUp => lock.begin_command(change.index, change.to, now),
+            // A stop supervisord reported, not a command of nginx: no worker owns it.
+            BackendStatus::ShuttingDown => lock.begin_observed_transition(change.index, change.to),
             _ => lock.set_status(change.index, change.to),
         }
         if change.from == BackendStatus::Down
@@ -165,15 +169,14 @@ fn apply(
                 .backend(change.index)
                 .count_event(BackendEvent::StartByHand);
         }
-        if change.to == BackendStatus::Down {
-            if let Some(pending) = lock.take_pending_start(change.index) {
-                if sync_fails_start(change.to, observed[change.index]) {
-                    lock.record_failed_start(change.index);
-                    let backoff = (pending == PendingStart::OnDemand)
-                        .then(|| lock.record_start_backoff(change.index, now));
-                    failed_starts.push((change.index, backoff));
-                }
-            }
+        // A start still pending ends here; it failed if its program exited.
+        if change.to == BackendStatus::Down
+            && lock.take_pending_start(change.index).is_some()
+            && sync_fails_start(change.to, observed[change.index])
+        {
+            lock.record_failed_start(change.index);
+            let backoff = lock.record_start_backoff(change.index, now);
+            failed_starts.push((change.index, backoff));
         }
     }
     let newly_missing: Vec<usize> = observed
@@ -225,7 +228,13 @@ fn apply(
                 .ok()
                 .and_then(|value| find_process_detail(value, &program))
                 .map_or_else(|| "nothing more".into(), |detail| detail.reason());
-            readiness::log_start_exit(upstream, change.index, &reason, None, *backoff);
+            readiness::log_failed_start(
+                upstream,
+                change.index,
+                &readiness::exit_text(&reason),
+                None,
+                *backoff,
+            );
             continue;
         }
         ngx::ngx_log_error!(

@@ -1,0 +1,181 @@
+//! Every failed start backs off, whatever its cause: a name supervisord does not have, a fault,
+//! a reply that is not XML-RPC, an HTTP error, a 401. Under steady requests from 8 clients,
+//! supervisord gets at most one `startProcess` per backoff step (1 s, 2 s, 4 s...), the error
+//! log at most one line per step, and every request is answered at once (502 for the failed
+//! start, 503 with `Retry-After` while the backend waits out its backoff), never held until
+//! its hold timeout. A name supervisord reported missing is not started at all.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord};
+use nginx_tests::{free_port, request, Config, Nginx, Server, Upstream};
+
+/// How long the clients keep asking.
+const LOAD: Duration = Duration::from_secs(5);
+/// Backoff steps start at 0, 1, 3 and 7 s: within `LOAD` at most 3 starts, one more for a
+/// step that begins as the load ends.
+const MOST_STARTS: usize = 4;
+
+fn nginx_for(name: &str, supervisord: &str, extra: &[&str]) -> Nginx {
+    Nginx::start(
+        name,
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("backend")
+                    .server(format!("127.0.0.1:{}", free_port()))
+                    .supervisord(supervisord)
+                    .directive("supervisord_hold_timeout 20s")
+                    .directives(extra),
+            )
+            .server(
+                Server::new()
+                    .reuseport()
+                    .location("/", "proxy_pass http://backend;"),
+            ),
+    )
+}
+
+/// 8 clients ask for `LOAD`; the statuses they got, and the longest wait for one.
+fn steady_load(port: u16) -> (Vec<u16>, Duration) {
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut longest = Duration::ZERO;
+                while running.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    seen.push(request(port, "GET", "/").status);
+                    longest = longest.max(asked.elapsed());
+                }
+                (seen, longest)
+            })
+        })
+        .collect();
+    std::thread::sleep(LOAD);
+    running.store(false, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    let mut longest = Duration::ZERO;
+    for client in clients {
+        let (seen, wait) = client.join().unwrap();
+        statuses.extend(seen);
+        longest = longest.max(wait);
+    }
+    (statuses, longest)
+}
+
+/// What every case checks: answered at once (within the call time-out when supervisord hangs),
+/// never 200, a bounded number of starts and of error lines.
+fn assert_backs_off(nginx: &Nginx, expected_line: &str, longest_allowed: Duration) {
+    let (statuses, longest) = steady_load(nginx.port);
+    let log = nginx.error_log();
+    eprintln!("{} requests, longest answer {:?}", statuses.len(), longest);
+    assert!(
+        statuses.iter().all(|status| matches!(status, 502 | 503)),
+        "{statuses:?}"
+    );
+    assert!(statuses.len() > 8, "{statuses:?}");
+    assert!(longest < longest_allowed, "a request waited {longest:?}");
+    assert!(log.contains(expected_line), "{log}");
+    assert!(!log.contains("no backend up within"), "{log}");
+    let errors = log.lines().filter(|l| l.contains("[error]")).count();
+    assert!(
+        (1..=MOST_STARTS + 1).contains(&errors),
+        "{errors} error lines:\n{log}"
+    );
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn a_name_supervisord_does_not_have_is_never_started() {
+    let port = free_port();
+    let supervisord = Supervisord::start("bad-name", &[Program::backend("backend0", port, 0)], "");
+    // A typo: supervisord has "backend0", nginx asks for "bakend0".
+    let nginx = nginx_for(
+        "bad-name",
+        &supervisord.address(),
+        &["supervisord_name bakend"],
+    );
+    let (statuses, longest) = steady_load(nginx.port);
+    let starts = supervisord.calls("supervisor.startProcess");
+    eprintln!(
+        "{} requests, {starts} startProcess calls, longest answer {longest:?}",
+        statuses.len()
+    );
+    assert!(statuses.iter().all(|status| *status == 502), "{statuses:?}");
+    assert!(
+        longest < Duration::from_secs(2),
+        "a request waited {longest:?}"
+    );
+    // At most the start of a request that came before nginx's first read of supervisord.
+    assert!(starts <= 1, "{}", supervisord.log());
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("supervisord has no program \"bakend0\"")
+            .count(),
+        1,
+        "{log}"
+    );
+    let errors = log.lines().filter(|l| l.contains("[error]")).count();
+    assert!(errors <= 2, "{log}");
+    assert_eq!(supervisord.spawns("backend0"), 0);
+    nginx.assert_clean_log();
+}
+
+#[test]
+fn wrong_credentials_back_off() {
+    let port = free_port();
+    let supervisord =
+        Supervisord::start("unauthorized", &[Program::backend("backend0", port, 0)], "");
+    let nginx = nginx_for(
+        "unauthorized",
+        &format!("127.0.0.1:{} admin:Wr0ngSecret", supervisord.port),
+        &[],
+    );
+    // supervisord logs no call it refused: nginx's lines count them (one per failed start).
+    assert_backs_off(&nginx, "401 unauthorized", Duration::from_secs(2));
+    let log = nginx.error_log();
+    let starts = log.matches("start failed: 401 unauthorized").count();
+    assert!((1..=MOST_STARTS).contains(&starts), "{log}");
+    assert!(!log.contains("Wr0ngSecret"), "the password was logged");
+}
+
+/// Faults a real supervisord cannot produce on demand, from the fake one.
+#[test]
+fn broken_answers_back_off() {
+    for (mode, expected) in [
+        ("badxml", "malformed XML-RPC response"),
+        ("html", "reply is not text/xml"),
+        ("garbage", "malformed HTTP response"),
+        ("status500", "HTTP status 500"),
+    ] {
+        let fake = FakeSupervisord::start(mode);
+        let nginx = nginx_for(
+            &format!("broken-{mode}"),
+            &format!("127.0.0.1:{}", fake.port),
+            &["supervisord_timeout 3s"],
+        );
+        assert_backs_off(&nginx, expected, Duration::from_secs(2));
+        let starts = fake.calls("supervisor.startProcess");
+        eprintln!("{mode}: {starts} startProcess calls");
+        assert!((1..=MOST_STARTS).contains(&starts), "{mode}: {starts}");
+    }
+}
+
+#[test]
+fn a_supervisord_that_never_answers_backs_off() {
+    let fake = FakeSupervisord::start("hang");
+    let nginx = nginx_for(
+        "broken-hang",
+        &format!("127.0.0.1:{}", fake.port),
+        &["supervisord_timeout 1s"],
+    );
+    // Each start waits for its call's time-out (1 s) before its requests get 502.
+    assert_backs_off(&nginx, "start failed: timed out", Duration::from_secs(3));
+    let starts = fake.calls("supervisor.startProcess");
+    assert!((1..=MOST_STARTS).contains(&starts), "{starts}");
+}
