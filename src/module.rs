@@ -389,8 +389,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 log,
-                "supervisord: more than {} worker processes share the zone; should this one die, what it counts is never freed, and shared records are no longer reclaimed",
-                crate::shared::records::SLOT_COUNT
+                "supervisord: the shared zone has no room for this worker's slot; should it die, what it counts is never freed, and shared records are no longer reclaimed"
             );
         }
     }

@@ -37,6 +37,7 @@ pub mod start_watch;
 pub mod status_json;
 pub mod supervisord_address;
 pub mod upstream_identity;
+pub mod worker_slots;
 pub mod xmlrpc;
 
 #[cfg(test)]
