@@ -28,6 +28,7 @@ pub mod reachability;
 pub mod reclaim;
 pub mod reconcile_plan;
 pub mod refused_attempt;
+pub mod reply_limit;
 pub mod scaling;
 pub mod server_addresses;
 pub mod socket_access;

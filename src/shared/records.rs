@@ -9,6 +9,7 @@ use std::sync::atomic::{
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
+use crate::core::reply_limit::{next_mark, ReplySize};
 use crate::core::scaling::{Sample, SAMPLES_KEPT};
 use crate::core::start_backoff::StartBackoff;
 use crate::core::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
@@ -302,6 +303,9 @@ pub struct SharedUpstream {
     /// the upstream's request count then.
     pub(super) last_load_report: AtomicU64,
     pub(super) load_report_requests: AtomicU64,
+    /// The call whose reply was last reported over `supervisord_max_reply_size`
+    /// (`core::reply_limit::method_mark`; 0: none).
+    pub(super) oversized_reply: AtomicU64,
 }
 
 /// Room for two windows of samples (`core::scaling::SAMPLES_KEPT`).
@@ -500,6 +504,28 @@ impl SharedUpstream {
     pub fn note_hold(&self, held_ms: u64) {
         self.hold_ms_sum.fetch_add(held_ms, Ordering::Relaxed);
         self.holds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes how a reply of the call marked `method` compared with the size limit; true when
+    /// this worker is the one to report it over the limit (once for all workers, until a
+    /// reply of that call fits again; `core::reply_limit`).
+    pub fn note_reply_size(&self, method: u64, size: ReplySize) -> bool {
+        let mut mark = self.oversized_reply.load(Ordering::Acquire);
+        loop {
+            let (next, report) = next_mark(mark, method, size);
+            if next == mark {
+                return report;
+            }
+            match self.oversized_reply.compare_exchange(
+                mark,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return report,
+                Err(now) => mark = now,
+            }
+        }
     }
 
     /// Requests held so far and the milliseconds they were held in total.

@@ -395,6 +395,7 @@ unsafe fn find_or_create(
             last_balancer_any_command: AtomicU64::new(0),
             last_load_report: AtomicU64::new(0),
             load_report_requests: AtomicU64::new(0),
+            oversized_reply: AtomicU64::new(0),
         })
     };
     // Shares for the slots the workers alive now may hold (workers of this configuration
