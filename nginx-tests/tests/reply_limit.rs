@@ -97,7 +97,10 @@ fn a_reply_over_the_limit_is_reported_once_and_raising_it_works() {
         "{line}"
     );
     let seen = size_in(line);
-    eprintln!("getAllProcessInfo of {} programs: {seen} bytes", OTHER_PROGRAMS + 1);
+    eprintln!(
+        "getAllProcessInfo of {} programs: {seen} bytes",
+        OTHER_PROGRAMS + 1
+    );
     assert!(seen > SMALL_LIMIT_BYTES, "{line}");
     // No other line tells of it (the sync's own failure line, once per worker, included).
     let log = nginx.error_log();

@@ -21,7 +21,10 @@ pub enum CallError {
     Malformed(String),
     /// The reply announced `size` bytes, over the upstream's `supervisord_max_reply_size`
     /// (`limit`); reported once by the client (`reply_limit`), not by each caller.
-    ReplyTooLarge { size: usize, limit: usize },
+    ReplyTooLarge {
+        size: usize,
+        limit: usize,
+    },
     Fault(Fault),
 }
 

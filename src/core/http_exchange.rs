@@ -47,7 +47,10 @@ pub enum HttpError {
     /// The head does not end within the cap (its size in bytes).
     TooLarge(usize),
     /// The head announces a response of `size` bytes (head included), over the `limit`.
-    ReplyTooLarge { size: usize, limit: usize },
+    ReplyTooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl fmt::Display for HttpError {

@@ -14,9 +14,11 @@ pub const MIN_MAX_REPLY_SIZE: u64 = 1 << 10;
 /// A method's mark: never 0, which stands for "nothing reported".
 pub fn method_mark(method: &str) -> u64 {
     // FNV-1a: stable across workers and processes (the mark lives in shared memory).
-    let hash = method.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = method
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
     hash.max(1)
 }
 

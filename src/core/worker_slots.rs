@@ -24,6 +24,9 @@ pub const MAX_WORKER_SLOTS: usize = 1024;
 /// The most chunks the zone ever holds.
 pub const MAX_CHUNKS: usize = MAX_WORKER_SLOTS.div_ceil(SLOTS_PER_CHUNK);
 
+// Every process nginx may run has a slot.
+const _: () = assert!(MAX_CHUNKS * SLOTS_PER_CHUNK >= MAX_WORKER_SLOTS);
+
 /// Where slot `slot` lives: its chunk and its place in the chunk.
 pub const fn locate(slot: usize) -> (usize, usize) {
     (slot / SLOTS_PER_CHUNK, slot % SLOTS_PER_CHUNK)
@@ -87,7 +90,10 @@ mod tests {
         assert_eq!(locate(63), (0, 63));
         assert_eq!(locate(64), (1, 0));
         assert_eq!(locate(130), (2, 2));
-        assert_eq!(locate(MAX_WORKER_SLOTS - 1), (MAX_CHUNKS - 1, SLOTS_PER_CHUNK - 1));
+        assert_eq!(
+            locate(MAX_WORKER_SLOTS - 1),
+            (MAX_CHUNKS - 1, SLOTS_PER_CHUNK - 1)
+        );
     }
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +136,6 @@ mod tests {
 
     #[test]
     fn the_zone_has_room_for_every_process_nginx_may_run() {
-        assert!(MAX_CHUNKS * SLOTS_PER_CHUNK >= MAX_WORKER_SLOTS);
         assert_eq!(share_block_size(0), 512);
         assert_eq!(max_share_bytes(2), MAX_CHUNKS * 64 * 16);
     }

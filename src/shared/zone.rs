@@ -294,7 +294,11 @@ pub(super) unsafe fn add_shares(
 /// # Safety
 /// The caller holds the pool's mutex; no worker counts in that block any more (the record is
 /// unused, or the chunk was never handed to a worker).
-pub(super) unsafe fn free_shares(pool: *mut ngx_slab_pool_t, record: &SharedUpstream, chunk: usize) {
+pub(super) unsafe fn free_shares(
+    pool: *mut ngx_slab_pool_t,
+    record: &SharedUpstream,
+    chunk: usize,
+) {
     let held = record.held_chunks[chunk].swap(ptr::null_mut(), Ordering::AcqRel);
     if held.is_null() {
         return;
