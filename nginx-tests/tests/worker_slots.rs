@@ -97,6 +97,17 @@ fn workers_by_client(port: u16) -> BTreeMap<u16, u32> {
         .collect()
 }
 
+/// Every worker got a slot: the module warned of none without one ("no room for this
+/// worker's slot", once "more than 128 worker processes share the zone").
+fn assert_every_worker_tracked(nginx: &Nginx) {
+    let log = nginx.error_log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("[warn]") && line.contains("supervisord:"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
 fn status(nginx: &Nginx) -> SupervisordStatus {
     nginx.supervisord_status("/_status")
 }
@@ -231,6 +242,7 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
     assert!(eventually(5, || nginx.backend_statuses() == [Status::Down]));
     drop(clients);
     gate.open();
+    assert_every_worker_tracked(&nginx);
     nginx.assert_clean_log();
 }
 
@@ -283,5 +295,6 @@ fn a_reload_that_changes_the_worker_count_keeps_the_shared_state() {
     }
     assert!(eventually(5, || in_flight(&nginx) == 0));
     assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_every_worker_tracked(&nginx);
     nginx.assert_clean_log();
 }

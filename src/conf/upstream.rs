@@ -704,7 +704,7 @@ pub unsafe extern "C" fn set_load_interval(
 }
 
 /// `supervisord_max_reply_size size`: the largest reply of supervisord taken (default 4m);
-/// `getAllProcessInfo` needs about 1 KiB per program that supervisord runs.
+/// `getAllProcessInfo` needs about 1.3 KiB per program that supervisord manages.
 pub unsafe extern "C" fn set_max_reply_size(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,

@@ -1,10 +1,10 @@
 //! The size limit on supervisord's replies (`supervisord_max_reply_size`): a reply over it is
-//! refused (`getAllProcessInfo` grows with the number of programs, about 1 KiB each), and the
+//! refused (`getAllProcessInfo` grows with the number of programs, about 1.3 KiB each), and the
 //! operator is told once, with the directive to raise, not at every sync. The mark of what was
 //! reported is shared by the workers of an upstream; it is cleared when the same call fits
 //! again, so a reply that outgrows the limit later is reported again.
 
-/// The default limit: room for about 3,500 programs in one `getAllProcessInfo` reply.
+/// The default limit: room for about 3,000 programs in one `getAllProcessInfo` reply.
 pub const DEFAULT_MAX_REPLY_SIZE: u64 = 4 << 20;
 
 /// The smallest limit the directive takes: any reply of supervisord's (a head of a few hundred

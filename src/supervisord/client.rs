@@ -316,7 +316,7 @@ fn note_reply_size(upstream: &UpstreamRuntime, method: &str, size: ReplySize, by
     ngx::ngx_log_error!(
         NGX_LOG_ERR,
         cycle_log(),
-        "supervisord: upstream \"{}\": the reply of supervisord at {} to {} is {} bytes, more than supervisord_max_reply_size ({} bytes); it is refused until supervisord_max_reply_size is raised (about 1 KiB per program)",
+        "supervisord: upstream \"{}\": the reply of supervisord at {} to {} is {} bytes, more than supervisord_max_reply_size ({} bytes); it is refused until supervisord_max_reply_size is raised (about 1.3 KiB per program)",
         conf.name,
         conf.supervisord
             .as_ref()
