@@ -270,7 +270,12 @@ fn a_reload_that_changes_the_worker_count_keeps_the_shared_state() {
             "reload to {workers} workers took {:?}",
             reloaded_at.elapsed()
         );
-        assert_eq!(nginx.worker_pids().len(), workers);
+        // The old workers call themselves "shutting down" a moment after the new ones start.
+        assert!(
+            eventually(10, || nginx.worker_pids().len() == workers),
+            "{} workers",
+            nginx.worker_pids().len()
+        );
         let after = status(&nginx).upstream("backend").backends[0].clone();
         // The same record: status, counters, and the old workers' requests in flight.
         assert_eq!(after.status, Status::Up, "{after:?}");
