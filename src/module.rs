@@ -70,7 +70,7 @@ const fn upstream_directive(
     )
 }
 
-static mut COMMANDS: [ngx_command_t; 18] = [
+static mut COMMANDS: [ngx_command_t; 19] = [
     upstream_directive(
         ngx_string!("supervisord"),
         NGX_CONF_TAKE12,
@@ -135,6 +135,11 @@ static mut COMMANDS: [ngx_command_t; 18] = [
         ngx_string!("supervisord_load_interval"),
         NGX_CONF_TAKE1,
         upstream::set_load_interval,
+    ),
+    upstream_directive(
+        ngx_string!("supervisord_max_reply_size"),
+        NGX_CONF_TAKE1,
+        upstream::set_max_reply_size,
     ),
     directive(
         ngx_string!("supervisord_start"),
@@ -389,8 +394,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 log,
-                "supervisord: more than {} worker processes share the zone; should this one die, what it counts is never freed, and shared records are no longer reclaimed",
-                crate::shared::records::SLOT_COUNT
+                "supervisord: the shared zone has no room for this worker's slot; should it die, what it counts is never freed, and shared records are no longer reclaimed"
             );
         }
     }

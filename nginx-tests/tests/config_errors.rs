@@ -404,6 +404,21 @@ fn refuses_bad_timeouts_and_intervals() {
             "supervisord_sync_interval -1;",
             "invalid supervisord_sync_interval \"-1\"",
         ),
+        (
+            "bad-reply-size",
+            "supervisord_max_reply_size lots;",
+            "invalid supervisord_max_reply_size \"lots\": expected a size of at least 1k, such as 16m",
+        ),
+        (
+            "tiny-reply-size",
+            "supervisord_max_reply_size 512;",
+            "invalid supervisord_max_reply_size \"512\"",
+        ),
+        (
+            "dup-reply-size",
+            "supervisord_max_reply_size 1m; supervisord_max_reply_size 2m;",
+            "\"supervisord_max_reply_size\" directive is duplicate",
+        ),
     ] {
         let config = with(backend().supervisord("127.0.0.1:9001").directive(line));
         assert_refused(name, &config, line, reason);
@@ -420,7 +435,8 @@ fn refuses_bad_timeouts_and_intervals() {
             .directive("supervisord_timeout 500ms")
             .sync_interval("off")
             .directive("supervisord_hold_limit 10")
-            .directive("supervisord_hold_timeout 5s"),
+            .directive("supervisord_hold_timeout 5s")
+            .directive("supervisord_max_reply_size 16m"),
         "= /s",
         "supervisord_status;",
     );

@@ -14,13 +14,16 @@ use super::balancer_hooks::BalancerHooks;
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
 use crate::core::failure::FailureLimit;
+use crate::core::reply_limit::{DEFAULT_MAX_REPLY_SIZE, MIN_MAX_REPLY_SIZE};
 use crate::core::scaling::{parse_scale_up, ScalePolicy, ScaleUp};
 use crate::core::server_addresses::check_servers;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
 use crate::core::upstream_identity::IdentityHasher;
-use crate::util::conf_args::{conf_error, directive_args, parse_time_ms, parse_time_text};
+use crate::util::conf_args::{
+    conf_error, directive_args, parse_size_bytes, parse_time_ms, parse_time_text,
+};
 use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 /// One `server` line of a managed upstream.
@@ -79,6 +82,8 @@ pub struct UpstreamConf {
     pub idle_timeout: Option<u64>,
     /// `supervisord_load_interval`: how often a C balancer's load monitor is told the load.
     pub load_interval: Option<u64>,
+    /// `supervisord_max_reply_size`: the largest reply of supervisord taken, in bytes.
+    pub max_reply_size: Option<u64>,
     /// What a C balancer registered through the C API.
     pub hooks: BalancerHooks,
 
@@ -110,6 +115,7 @@ impl Default for UpstreamConf {
             scale_up: None,
             idle_timeout: None,
             load_interval: None,
+            max_reply_size: None,
             hooks: BalancerHooks::default(),
             index: 0,
             program_prefix: None,
@@ -143,6 +149,10 @@ impl UpstreamConf {
 
     pub fn load_interval_ms(&self) -> u64 {
         self.load_interval.unwrap_or(DEFAULT_LOAD_INTERVAL_MS)
+    }
+
+    pub fn max_reply_size(&self) -> usize {
+        usize::try_from(self.max_reply_size.unwrap_or(DEFAULT_MAX_REPLY_SIZE)).unwrap_or(usize::MAX)
     }
 
     pub fn sync_interval_ms(&self) -> u64 {
@@ -221,6 +231,8 @@ impl UpstreamConf {
             Some("supervisord_idle_timeout")
         } else if self.load_interval.is_some() {
             Some("supervisord_load_interval")
+        } else if self.max_reply_size.is_some() {
+            Some("supervisord_max_reply_size")
         } else {
             None
         }
@@ -687,6 +699,25 @@ pub unsafe extern "C" fn set_load_interval(
             |upstream| &mut upstream.load_interval,
             positive_time,
             "a time such as 10s",
+        )
+    }
+}
+
+/// `supervisord_max_reply_size size`: the largest reply of supervisord taken (default 4m);
+/// `getAllProcessInfo` needs about 1.3 KiB per program that supervisord manages.
+pub unsafe extern "C" fn set_max_reply_size(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx's directive call.
+    unsafe {
+        set_number(
+            cf,
+            conf,
+            |upstream| &mut upstream.max_reply_size,
+            |text| parse_size_bytes(text).filter(|size| *size >= MIN_MAX_REPLY_SIZE),
+            "a size of at least 1k, such as 16m",
         )
     }
 }

@@ -22,6 +22,12 @@ pub enum CallError {
     HttpStatus(u16),
     NotXml,
     Malformed(String),
+    /// The reply announced `size` bytes, over the upstream's `supervisord_max_reply_size`
+    /// (`limit`); reported once by the client (`reply_limit`), not by each caller.
+    ReplyTooLarge {
+        size: usize,
+        limit: usize,
+    },
     Fault(Fault),
 }
 
@@ -42,6 +48,10 @@ impl fmt::Display for CallError {
                 f.write_str("reply is not text/xml (is this supervisord's XML-RPC port?)")
             }
             Self::Malformed(what) => f.write_str(what),
+            Self::ReplyTooLarge { size, limit } => write!(
+                f,
+                "reply of {size} bytes is larger than supervisord_max_reply_size ({limit} bytes)"
+            ),
             Self::Fault(fault) => fault.fmt(f),
         }
     }

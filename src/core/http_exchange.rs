@@ -44,7 +44,13 @@ pub enum Progress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
     Malformed(&'static str),
+    /// The head does not end within the cap (its size in bytes).
     TooLarge(usize),
+    /// The head announces a response of `size` bytes (head included), over the `limit`.
+    ReplyTooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl fmt::Display for HttpError {
@@ -52,6 +58,9 @@ impl fmt::Display for HttpError {
         match self {
             Self::Malformed(what) => write!(f, "malformed HTTP response: {what}"),
             Self::TooLarge(cap) => write!(f, "response larger than {cap} bytes"),
+            Self::ReplyTooLarge { size, limit } => {
+                write!(f, "response of {size} bytes, larger than {limit} bytes")
+            }
         }
     }
 }
@@ -121,7 +130,10 @@ pub fn parse_response(received: &[u8], max_size: usize) -> Result<Progress, Http
     let length = content_length.ok_or(HttpError::Malformed("no Content-Length"))?;
     let body_start = head_end + 4;
     if length > max_size.saturating_sub(body_start) {
-        return Err(HttpError::TooLarge(max_size));
+        return Err(HttpError::ReplyTooLarge {
+            size: body_start.saturating_add(length),
+            limit: max_size,
+        });
     }
     let body_end = body_start + length;
     if received.len() < body_end {
@@ -218,9 +230,26 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n";
         assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n", 4096),
-            Err(HttpError::TooLarge(4096))
+            parse_response(head, 4096),
+            Err(HttpError::ReplyTooLarge {
+                size: head.len() + 999_999,
+                limit: 4096
+            })
+        );
+        // The head and the body together make the size that counts.
+        let exact = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+        assert!(matches!(
+            parse_response(exact, exact.len()),
+            Ok(Progress::Complete(_))
+        ));
+        assert_eq!(
+            parse_response(exact, exact.len() - 1),
+            Err(HttpError::ReplyTooLarge {
+                size: exact.len(),
+                limit: exact.len() - 1
+            })
         );
         assert_eq!(
             parse_response(&vec![b'a'; 10_000], 4096),

@@ -28,6 +28,7 @@ pub mod reachability;
 pub mod reclaim;
 pub mod reconcile_plan;
 pub mod refused_attempt;
+pub mod reply_limit;
 pub mod scaling;
 pub mod server_addresses;
 pub mod socket_access;
@@ -37,6 +38,7 @@ pub mod start_watch;
 pub mod status_json;
 pub mod supervisord_address;
 pub mod upstream_identity;
+pub mod worker_slots;
 pub mod xmlrpc;
 
 #[cfg(test)]

@@ -69,15 +69,18 @@ pub fn reach_change(
     }
 }
 
-/// Whether the failure of one call is already told by the shared "unreachable" line (so the
-/// caller logs it at `debug` only): transport failures and timeouts while supervisord is known
-/// unreachable. Faults, HTTP errors and the like always get their own line.
+/// Whether the failure of one call is already told by a line logged once for all workers (so
+/// the caller logs it at `debug` only): transport failures and timeouts while supervisord is
+/// known unreachable (the shared "unreachable" line), and a reply over the size limit (the
+/// client's line, see `reply_limit`). Faults, HTTP errors and the like get their own line.
 pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: bool) -> bool {
-    supervisord_unreachable
-        && matches!(
-            error,
-            CallError::Transport(_) | CallError::TimedOut | CallError::NoAccess(_)
-        )
+    match error {
+        CallError::Transport(_) | CallError::TimedOut | CallError::NoAccess(_) => {
+            supervisord_unreachable
+        }
+        CallError::ReplyTooLarge { .. } => true,
+        _ => false,
+    }
 }
 
 /// What starts and stops do while supervisord cannot be reached for `error`, for the one line
@@ -178,6 +181,12 @@ mod tests {
         let refused = CallError::Transport("connect to unix:/x failed: connection refused".into());
         assert!(failure_told_by_reachability(&refused, true));
         assert!(failure_told_by_reachability(&CallError::TimedOut, true));
+        let over_limit = CallError::ReplyTooLarge {
+            size: 5 << 20,
+            limit: 4 << 20,
+        };
+        assert!(failure_told_by_reachability(&over_limit, false));
+        assert!(failure_told_by_reachability(&over_limit, true));
         assert!(!failure_told_by_reachability(&refused, false));
         let fault = CallError::Fault(Fault {
             code: 50,

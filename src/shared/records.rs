@@ -3,18 +3,21 @@
 //! the zone's lock (see `lock.rs`), which also bumps the upstream's generation.
 
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+    Ordering,
 };
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
+use crate::core::reply_limit::{next_mark, ReplySize};
 use crate::core::scaling::{Sample, SAMPLES_KEPT};
 use crate::core::start_backoff::StartBackoff;
+use crate::core::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
 
-/// Worker slots in the zone: enough for the workers of several configurations at once (old
-/// ones finish their requests after a reload). A worker that finds none free counts in the
-/// overflow entry, which is never taken off, and turns reclamation off (see `slots.rs`).
-pub const SLOT_COUNT: usize = 128;
+/// The own slot of a process that has none (before it claimed one, or when the zone had no
+/// room for another chunk): it counts in the records' overflow entries, which are never taken
+/// off, and reclamation is turned off (see `slots.rs`).
+pub const NO_SLOT: usize = usize::MAX;
 
 /// One worker process, claimed in `init_process`, freed at its exit or, should it die, by
 /// whichever worker notices. All fields are written under the zone's lock.
@@ -41,11 +44,39 @@ pub struct ZoneRoot {
     pub(super) untracked_workers: u64,
     /// A slot was freed since records were last looked at for reclamation.
     pub(super) reclaim_due: AtomicBool,
-    pub(super) slots: [WorkerSlot; SLOT_COUNT],
+    /// When a worker last looked for dead workers (one worker per watchdog tick does).
+    pub(super) last_worker_check: AtomicU64,
+    /// Chunks of slots in use (`core::worker_slots`): slots `0..chunks * SLOTS_PER_CHUNK`
+    /// exist, and every record has a block of shares for each of these chunks. Only grows,
+    /// under the lock.
+    pub(super) chunks: AtomicUsize,
+    /// Room for every process nginx may run at once; only the first `chunks` chunks' slots
+    /// are used (the rest stay zero and cost nothing until touched).
+    pub(super) slots: [WorkerSlot; MAX_WORKER_SLOTS],
 }
 
-/// This process's slot (SLOT_COUNT: the overflow entry, e.g. before it claimed one).
-static OWN_SLOT: AtomicUsize = AtomicUsize::new(SLOT_COUNT);
+impl ZoneRoot {
+    /// The slots of the chunks in use.
+    pub(super) fn slots_in_use(&self) -> &[WorkerSlot] {
+        let chunks = self.chunks.load(Ordering::Acquire).min(MAX_CHUNKS);
+        &self.slots[..(chunks * crate::core::worker_slots::SLOTS_PER_CHUNK).min(MAX_WORKER_SLOTS)]
+    }
+
+    /// Whether this worker looks for dead workers now: at most one worker per `tick_ms`, so
+    /// the cost of looking does not grow with the square of the number of workers.
+    pub(super) fn take_worker_check(&self, now_ms: u64, tick_ms: u64) -> bool {
+        let last = self.last_worker_check.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) + tick_ms / 10 < tick_ms {
+            return false;
+        }
+        self.last_worker_check
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// This process's slot (NO_SLOT: the overflow entry, e.g. before it claimed one).
+static OWN_SLOT: AtomicUsize = AtomicUsize::new(NO_SLOT);
 /// This process's claim token (0 before it claimed a slot).
 static OWN_TOKEN: AtomicU64 = AtomicU64::new(0);
 
@@ -85,9 +116,12 @@ pub struct SharedBackend {
     /// The process id of its program at the last read of supervisord (0: not running).
     pub(super) known_pid: AtomicI64,
     // Worker liveness (see `slots.rs`):
-    /// Per worker slot (and one overflow entry), its share of `in_flight`: a dead worker's
-    /// share is taken off the total.
-    pub(super) slot_in_flight: *mut AtomicI32,
+    /// Per chunk of worker slots, each slot's share of `in_flight` (a row of
+    /// `SLOTS_PER_CHUNK` inside the record's share block of that chunk; null until the zone
+    /// has the chunk): a dead worker's share is taken off the total.
+    pub(super) share_chunks: [AtomicPtr<AtomicI32>; MAX_CHUNKS],
+    /// The share of the workers without a slot (never taken off).
+    pub(super) overflow_in_flight: AtomicI32,
     /// The claim token of the worker that sent the command in flight (0: none).
     pub(super) command_owner: AtomicU64,
     /// The command in flight could not reach supervisord; it is sent again once it answers.
@@ -210,9 +244,17 @@ impl SharedBackend {
     }
 
     pub(super) fn slot_share(&self, slot: usize) -> &AtomicI32 {
-        // SAFETY: allocated with SLOT_COUNT + 1 entries with the record; `slot` is at most
-        // SLOT_COUNT (the overflow entry).
-        unsafe { &*self.slot_in_flight.add(slot.min(SLOT_COUNT)) }
+        let (chunk, offset) = locate(slot);
+        let Some(row) = self.share_chunks.get(chunk) else {
+            return &self.overflow_in_flight;
+        };
+        let row = row.load(Ordering::Acquire);
+        if row.is_null() {
+            return &self.overflow_in_flight;
+        }
+        // SAFETY: a non-null row has SLOTS_PER_CHUNK entries in the zone (`zone::add_shares`)
+        // and lives as long as the record; `offset` is below SLOTS_PER_CHUNK.
+        unsafe { &*row.add(offset) }
     }
 }
 
@@ -238,8 +280,11 @@ pub struct SharedUpstream {
     pub(super) backend_count: usize,
     pub(super) backends: *mut SharedBackend,
     // Worker liveness and reloads (see `slots.rs`, `zone.rs`):
-    /// Per worker slot (and one overflow entry), its share of `held`.
-    pub(super) slot_held: *mut AtomicI64,
+    /// Per chunk of worker slots, each slot's share of `held`: the start of the record's
+    /// share block of that chunk (null until the zone has the chunk).
+    pub(super) held_chunks: [AtomicPtr<AtomicI64>; MAX_CHUNKS],
+    /// The share of the workers without a slot (never taken off).
+    pub(super) overflow_held: AtomicI64,
     /// The newest zone generation whose workers read supervisord's view once at start.
     pub(super) first_read_generation: AtomicU64,
     /// While supervisord is unreachable: when a worker last asked whether it is back.
@@ -263,6 +308,9 @@ pub struct SharedUpstream {
     /// the upstream's request count then.
     pub(super) last_load_report: AtomicU64,
     pub(super) load_report_requests: AtomicU64,
+    /// The call whose reply was last reported over `supervisord_max_reply_size`
+    /// (`core::reply_limit::method_mark`; 0: none).
+    pub(super) oversized_reply: AtomicU64,
 }
 
 /// Room for two windows of samples (`core::scaling::SAMPLES_KEPT`).
@@ -318,8 +366,17 @@ impl SharedUpstream {
     }
 
     pub(super) fn slot_held(&self, slot: usize) -> &AtomicI64 {
-        // SAFETY: allocated with SLOT_COUNT + 1 entries with the record.
-        unsafe { &*self.slot_held.add(slot.min(SLOT_COUNT)) }
+        let (chunk, offset) = locate(slot);
+        let Some(row) = self.held_chunks.get(chunk) else {
+            return &self.overflow_held;
+        };
+        let row = row.load(Ordering::Acquire);
+        if row.is_null() {
+            return &self.overflow_held;
+        }
+        // SAFETY: a non-null row has SLOTS_PER_CHUNK entries in the zone (`zone::add_shares`)
+        // and lives as long as the record; `offset` is below SLOTS_PER_CHUNK.
+        unsafe { &*row.add(offset) }
     }
 
     /// Whether this worker, of zone generation `generation`, reads supervisord's view for its
@@ -452,6 +509,28 @@ impl SharedUpstream {
     pub fn note_hold(&self, held_ms: u64) {
         self.hold_ms_sum.fetch_add(held_ms, Ordering::Relaxed);
         self.holds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes how a reply of the call marked `method` compared with the size limit; true when
+    /// this worker is the one to report it over the limit (once for all workers, until a
+    /// reply of that call fits again; `core::reply_limit`).
+    pub fn note_reply_size(&self, method: u64, size: ReplySize) -> bool {
+        let mut mark = self.oversized_reply.load(Ordering::Acquire);
+        loop {
+            let (next, report) = next_mark(mark, method, size);
+            if next == mark {
+                return report;
+            }
+            match self.oversized_reply.compare_exchange(
+                mark,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return report,
+                Err(now) => mark = now,
+            }
+        }
     }
 
     /// Requests held so far and the milliseconds they were held in total.

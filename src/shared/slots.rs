@@ -3,6 +3,10 @@
 //! freeing its slot (`kill -9`, a crash) is noticed by the others' watchdog within a tick: its
 //! shares are taken off the totals and its slot is freed, and records only its configuration
 //! used can be reclaimed (see `zone.rs`).
+//!
+//! The zone has a slot for every worker alive at once, whatever `worker_processes` says and
+//! old generations included: slots come in chunks that the zone adds as workers need them
+//! (`core::worker_slots`), up to nginx's own limit on the processes of one master.
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -11,9 +15,11 @@ use nginx_sys::{ngx_slab_pool_t, NGX_LOG_NOTICE};
 
 use super::lock::PoolLock;
 use super::process;
-use super::records::{own_slot, own_token, set_own_slot, SharedUpstream, ZoneRoot, SLOT_COUNT};
-use super::zone::reclaim_locked;
+use super::records::{own_slot, own_token, set_own_slot, SharedUpstream, ZoneRoot, NO_SLOT};
+use super::zone::{add_shares, free_shares, reclaim_locked};
+use crate::core::worker_slots::{choose_slot, locate, SlotChoice};
 use crate::util::log::cycle_log;
+use crate::util::time::now_ms;
 
 /// This process's zone, once it claimed a slot.
 static OWN_POOL: AtomicPtr<ngx_slab_pool_t> = AtomicPtr::new(ptr::null_mut());
@@ -28,7 +34,8 @@ unsafe fn root<'a>(pool: *mut ngx_slab_pool_t) -> &'a mut ZoneRoot {
 /// What claiming a slot found.
 pub enum Claimed {
     Slot,
-    /// None free: this worker counts in the overflow entry and records are never freed.
+    /// The zone had no room for another chunk of slots: this worker counts in the overflow
+    /// entry and records are never freed.
     Untracked,
 }
 
@@ -42,32 +49,40 @@ pub unsafe fn claim(pool: *mut ngx_slab_pool_t, generation: u64) -> Claimed {
     let _lock = unsafe { PoolLock::new(pool) };
     // SAFETY: as above; the zone is locked.
     let root = unsafe { root(pool) };
-    // A free slot, else one whose worker died unnoticed (freed first).
-    let free = root
-        .slots
-        .iter()
-        .position(|slot| slot.pid.load(Ordering::Acquire) == 0)
-        .or_else(|| {
-            root.slots.iter().position(|slot| {
-                let holder = slot.pid.load(Ordering::Acquire);
-                !process::alive(holder, slot.start_time.load(Ordering::Acquire))
-            })
-        });
-    let Some(index) = free else {
-        root.untracked_workers += 1;
-        OWN_POOL.store(pool, Ordering::Release);
-        return Claimed::Untracked;
+    // A free slot, else one whose worker died unnoticed (freed first), else a new chunk.
+    let chunks = root.chunks.load(Ordering::Acquire);
+    let choice = choose_slot(
+        chunks,
+        |slot| root.slots[slot].pid.load(Ordering::Acquire) == 0,
+        |slot| {
+            let holder = &root.slots[slot];
+            !process::alive(
+                holder.pid.load(Ordering::Acquire),
+                holder.start_time.load(Ordering::Acquire),
+            )
+        },
+    );
+    let index = match choice {
+        SlotChoice::Free(index) => index,
+        SlotChoice::Reap(index) => {
+            let dead_pid = root.slots[index].pid.load(Ordering::Acquire);
+            // SAFETY: the zone is locked.
+            let (held, in_flight) = unsafe { reap_locked(root, index) };
+            report(&DeadWorker {
+                pid: dead_pid,
+                held,
+                in_flight,
+            });
+            index
+        }
+        // SAFETY: the zone is locked; `index` starts chunk `chunks`, which no record has yet.
+        SlotChoice::Grow(index) if unsafe { grow_locked(root, pool, chunks) } => index,
+        SlotChoice::Grow(_) | SlotChoice::None => {
+            root.untracked_workers += 1;
+            OWN_POOL.store(pool, Ordering::Release);
+            return Claimed::Untracked;
+        }
     };
-    let dead_pid = root.slots[index].pid.load(Ordering::Acquire);
-    if dead_pid != 0 {
-        // SAFETY: the zone is locked.
-        let (held, in_flight) = unsafe { reap_locked(root, index) };
-        report(&DeadWorker {
-            pid: dead_pid,
-            held,
-            in_flight,
-        });
-    }
     root.next_token += 1;
     let slot = &root.slots[index];
     slot.pid.store(pid, Ordering::Release);
@@ -83,7 +98,7 @@ pub unsafe fn claim(pool: *mut ngx_slab_pool_t, generation: u64) -> Claimed {
 pub fn release() {
     let pool = OWN_POOL.swap(ptr::null_mut(), Ordering::AcqRel);
     let index = own_slot();
-    if pool.is_null() || index >= SLOT_COUNT {
+    if pool.is_null() || index == NO_SLOT {
         return;
     }
     // SAFETY: the pool was stored by `claim`; the zone outlives every worker.
@@ -94,7 +109,36 @@ pub fn release() {
         // SAFETY: locked.
         unsafe { reap_locked(root, index) };
     }
-    set_own_slot(SLOT_COUNT, 0);
+    set_own_slot(NO_SLOT, 0);
+}
+
+/// Adds chunk `chunk` of slots to the zone: a block of shares in every record. False when the
+/// zone is full (what was added for the chunk is freed again).
+///
+/// # Safety
+/// The caller holds the pool's mutex; `chunk` is the zone's chunk count.
+unsafe fn grow_locked(root: &mut ZoneRoot, pool: *mut ngx_slab_pool_t, chunk: usize) -> bool {
+    let mut record = root.first;
+    while !record.is_null() {
+        // SAFETY: records form a list in the locked zone.
+        let upstream: &SharedUpstream = unsafe { &*record };
+        // SAFETY: locked; no record has a block for the new chunk yet.
+        if unsafe { add_shares(pool, upstream, chunk) }.is_err() {
+            let mut added = root.first;
+            while added != record {
+                // SAFETY: as above; no worker was handed a slot of this chunk.
+                unsafe {
+                    free_shares(pool, &*added, chunk);
+                    added = (*added).next;
+                }
+            }
+            return false;
+        }
+        record = upstream.next;
+    }
+    // After every block is in place: only then may a slot of the chunk be handed out.
+    root.chunks.store(chunk + 1, Ordering::Release);
+    true
 }
 
 /// A worker found dead and what it still counted.
@@ -116,10 +160,11 @@ pub fn report(dead: &DeadWorker) {
     );
 }
 
-/// The watchdog's look at the slots: frees those of dead workers (taking their shares off),
-/// then reclaims unused records if a slot was freed since the last look. Takes the lock only
-/// when something is to be done.
-pub fn check_workers() -> (Vec<DeadWorker>, usize) {
+/// The watchdog's look at the slots, every `tick_ms`: frees those of dead workers (taking their
+/// shares off), then reclaims unused records if a slot was freed since the last look. One
+/// worker per tick looks at the processes (however many workers there are); any worker
+/// reclaims when due. Takes the lock only when something is to be done.
+pub fn check_workers(tick_ms: u64) -> (Vec<DeadWorker>, usize) {
     let pool = OWN_POOL.load(Ordering::Acquire);
     if pool.is_null() {
         return (Vec::new(), 0);
@@ -127,13 +172,15 @@ pub fn check_workers() -> (Vec<DeadWorker>, usize) {
     // SAFETY: the pool was stored by `claim`; slots are atomics, read without the lock.
     let root_view = unsafe { root(pool) };
     let mine = own_slot();
+    let looks = root_view.take_worker_check(now_ms(), tick_ms);
     let dead: Vec<(usize, u64)> = root_view
-        .slots
+        .slots_in_use()
         .iter()
         .enumerate()
         .filter(|&(index, slot)| {
             let pid = slot.pid.load(Ordering::Acquire);
-            index != mine
+            looks
+                && index != mine
                 && pid != 0
                 && !process::alive(pid, slot.start_time.load(Ordering::Acquire))
         })
@@ -179,7 +226,7 @@ pub fn live_tokens() -> Vec<u64> {
     }
     // SAFETY: the pool was stored by `claim`; slots are atomics.
     let root = unsafe { root(pool) };
-    root.slots
+    root.slots_in_use()
         .iter()
         .filter(|slot| slot.pid.load(Ordering::Acquire) != 0)
         .map(|slot| slot.token.load(Ordering::Acquire))
@@ -193,6 +240,7 @@ pub fn live_tokens() -> Vec<u64> {
 /// The caller holds the pool's mutex; the slot's worker is gone (or is this one, exiting).
 unsafe fn reap_locked(root: &mut ZoneRoot, index: usize) -> (i64, i64) {
     let (mut held, mut in_flight) = (0, 0);
+    debug_assert!(locate(index).0 < root.chunks.load(Ordering::Acquire));
     let mut record = root.first;
     while !record.is_null() {
         // SAFETY: records form a list in the locked zone.

@@ -22,9 +22,10 @@ use ngx::core::Pool;
 
 use super::lock::{PoolLock, SharedRecord};
 use super::process;
-use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE, SLOT_COUNT};
+use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE};
 use crate::core::backend_status::BackendStatus;
 use crate::core::reclaim::{record_reusable, record_unused};
+use crate::core::worker_slots::{max_share_bytes, share_block_size, MAX_CHUNKS, SLOTS_PER_CHUNK};
 use crate::util::time::now_ms;
 
 const ZONE_NAME: &[u8] = b"ngx_supervisord";
@@ -55,15 +56,17 @@ pub struct ZoneView {
     pub pool: *mut ngx_slab_pool_t,
 }
 
-/// Shared bytes of one record with `backends` backends, slot shares included.
+/// Shared bytes of one record with `backends` backends, with room for the shares of every
+/// worker slot nginx may need (`core::worker_slots`): they are allocated chunk by chunk as
+/// workers claim slots, so most of that room is never touched.
 fn record_size(backends: usize) -> usize {
-    size_of::<SharedUpstream>()
-        + (SLOT_COUNT + 1) * size_of::<AtomicI64>()
-        + backends * (size_of::<SharedBackend>() + (SLOT_COUNT + 1) * size_of::<AtomicI32>())
+    size_of::<SharedUpstream>() + backends * size_of::<SharedBackend>() + max_share_bytes(backends)
 }
 
 /// Zone size for the claims. nginx reuses a zone across reloads only when its size is
-/// unchanged, so the size moves in whole MiB steps with plenty of room for reloads.
+/// unchanged, so the size moves in whole MiB steps with plenty of room for reloads, and it
+/// does not depend on `worker_processes`: a reload that changes the number of workers keeps
+/// the zone (and every status and counter in it).
 fn zone_size(claims: &[Claim]) -> usize {
     const MIB: usize = 1 << 20;
     let needed: usize = claims
@@ -210,7 +213,7 @@ unsafe fn claim_records(
 
 /// The generations of the workers alive now (slots whose process still runs).
 fn live_generations(root: &ZoneRoot) -> Vec<u64> {
-    root.slots
+    root.slots_in_use()
         .iter()
         .filter(|slot| {
             let pid = slot.pid.load(Ordering::Acquire);
@@ -249,16 +252,62 @@ pub(super) unsafe fn reclaim_locked(root: &mut ZoneRoot, pool: *mut ngx_slab_poo
 /// # Safety
 /// The caller holds the pool's mutex; `record` is unlinked and no worker uses it.
 unsafe fn free_record(pool: *mut ngx_slab_pool_t, record: *mut SharedUpstream) {
-    // SAFETY: every part was allocated from this pool by `find_or_create`.
+    // SAFETY: every part was allocated from this pool by `find_or_create` and `add_shares`.
     unsafe {
-        // The first backend's row starts the block of every backend's slot shares.
-        if let Some(first) = (*record).backends().first() {
-            ngx_slab_free_locked(pool, first.slot_in_flight as *mut c_void);
+        for chunk in 0..MAX_CHUNKS {
+            free_shares(pool, &*record, chunk);
         }
         ngx_slab_free_locked(pool, (*record).backends as *mut c_void);
-        ngx_slab_free_locked(pool, (*record).slot_held as *mut c_void);
         ngx_slab_free_locked(pool, record as *mut c_void);
     }
+}
+
+/// Gives `record` its block of shares for the worker slots of chunk `chunk`: one zeroed block,
+/// the held counts per slot first, then each backend's row of in-flight counts.
+///
+/// # Safety
+/// The caller holds the pool's mutex; `record` lives in the zone and has no block for `chunk`.
+pub(super) unsafe fn add_shares(
+    pool: *mut ngx_slab_pool_t,
+    record: &SharedUpstream,
+    chunk: usize,
+) -> Result<(), String> {
+    let count = record.backend_count;
+    // SAFETY: the caller holds the pool's mutex. The held counts (8 bytes each) come first,
+    // so the in-flight rows after them stay aligned for their 4-byte atomics.
+    let block = unsafe { allocate_zeroed::<u8>(pool, share_block_size(count))? };
+    let held = block as *mut AtomicI64;
+    // SAFETY: `held` has SLOTS_PER_CHUNK entries; the rows follow inside the block.
+    let rows = unsafe { held.add(SLOTS_PER_CHUNK) } as *mut AtomicI32;
+    for (index, backend) in record.backends().iter().enumerate() {
+        // SAFETY: `count` rows of SLOTS_PER_CHUNK after the held counts, within the block.
+        let row = unsafe { rows.add(index * SLOTS_PER_CHUNK) };
+        backend.share_chunks[chunk].store(row, Ordering::Release);
+    }
+    // Last: a non-null `held_chunks` entry says the whole block is in place.
+    record.held_chunks[chunk].store(held, Ordering::Release);
+    Ok(())
+}
+
+/// Frees `record`'s block of shares for chunk `chunk`, if it has one.
+///
+/// # Safety
+/// The caller holds the pool's mutex; no worker counts in that block any more (the record is
+/// unused, or the chunk was never handed to a worker).
+pub(super) unsafe fn free_shares(
+    pool: *mut ngx_slab_pool_t,
+    record: &SharedUpstream,
+    chunk: usize,
+) {
+    let held = record.held_chunks[chunk].swap(ptr::null_mut(), Ordering::AcqRel);
+    if held.is_null() {
+        return;
+    }
+    for backend in record.backends() {
+        backend.share_chunks[chunk].store(ptr::null_mut(), Ordering::Release);
+    }
+    // SAFETY: the block starts with the held counts (`add_shares`).
+    unsafe { ngx_slab_free_locked(pool, held as *mut c_void) };
 }
 
 /// # Safety
@@ -285,19 +334,13 @@ unsafe fn find_or_create(
         record = existing.next;
     }
     // SAFETY: the zone is locked.
-    let (record, backends, slot_held) = unsafe {
+    let (record, backends) = unsafe {
         (
             allocate::<SharedUpstream>(pool, 1)?,
             allocate::<SharedBackend>(pool, count)?,
-            allocate_zeroed::<AtomicI64>(pool, SLOT_COUNT + 1)?,
         )
     };
-    // One block for every backend's slot shares (slab pages, not one rounded chunk each).
-    // SAFETY: the zone is locked.
-    let shares = unsafe { allocate_zeroed::<AtomicI32>(pool, count.max(1) * (SLOT_COUNT + 1))? };
     for (index, status) in claim.initial_statuses.iter().enumerate() {
-        // SAFETY: within the block: `count` rows of SLOT_COUNT + 1.
-        let slot_in_flight = unsafe { shares.add(index * (SLOT_COUNT + 1)) };
         // SAFETY: `backends` has room for `count` entries.
         unsafe {
             backends.add(index).write(SharedBackend {
@@ -316,7 +359,8 @@ unsafe fn find_or_create(
                 }),
                 program_missing: AtomicBool::new(false),
                 known_pid: AtomicI64::new(0),
-                slot_in_flight,
+                share_chunks: Default::default(),
+                overflow_in_flight: AtomicI32::new(0),
                 command_owner: AtomicU64::new(0),
                 command_parked: AtomicBool::new(false),
                 pending_start: AtomicU8::new(PENDING_NONE),
@@ -342,7 +386,8 @@ unsafe fn find_or_create(
             reach_epoch: AtomicU64::new(0),
             backend_count: count,
             backends,
-            slot_held,
+            held_chunks: Default::default(),
+            overflow_held: AtomicI64::new(0),
             first_read_generation: AtomicU64::new(0),
             last_reach_attempt: AtomicU64::new(0),
             last_scale_tick: AtomicU64::new(0),
@@ -354,8 +399,19 @@ unsafe fn find_or_create(
             last_balancer_any_command: AtomicU64::new(0),
             last_load_report: AtomicU64::new(0),
             load_report_requests: AtomicU64::new(0),
+            oversized_reply: AtomicU64::new(0),
         })
     };
+    // Shares for the slots the workers alive now may hold (workers of this configuration
+    // claim theirs later, growing the zone as they need; `slots::claim`).
+    for chunk in 0..root.chunks.load(Ordering::Acquire) {
+        // SAFETY: the zone is locked; the record is new, with no block yet.
+        if let Err(full) = unsafe { add_shares(pool, &*record, chunk) } {
+            // SAFETY: the zone is locked; unlinked and unused, every part from this pool.
+            unsafe { free_record(pool, record) };
+            return Err(full);
+        }
+    }
     root.first = record;
     Ok(record)
 }

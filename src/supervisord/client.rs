@@ -1,7 +1,7 @@
 //! The supervisord client: one XML-RPC exchange at a time per connection, driven by nginx's
 //! event loop in the worker (no threads). TCP or UNIX socket, Basic auth, HTTP/1.1 keep-alive
 //! (one idle connection kept per upstream and worker), one deadline per exchange, a size cap on
-//! replies, `text/xml` checked. Any error or a 401 closes the connection; the next exchange
+//! replies (`supervisord_max_reply_size`, a reply over it reported once), `text/xml` checked. Any error or a 401 closes the connection; the next exchange
 //! connects again. An exchange that finds its kept connection closed by supervisord before
 //! any reply retries once on a fresh connection.
 
@@ -20,13 +20,11 @@ use crate::core::http_exchange::{encode_request, parse_response, HttpError, Prog
 use crate::core::reachability::{
     reach_after_call, reach_change, while_unreachable, CallStage, Reach, ReachChange,
 };
+use crate::core::reply_limit::{method_mark, ReplySize};
 use crate::core::xmlrpc::{encode_call, Param, Value};
 use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
-
-/// Replies larger than this are refused (getAllProcessInfo is ~1 KiB per program).
-const MAX_REPLY: usize = 4 << 20;
 
 pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
 
@@ -280,9 +278,10 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             return;
         }
         ex.received.extend_from_slice(&chunk[..n as usize]);
-        match parse_response(&ex.received, MAX_REPLY) {
+        match parse_response(&ex.received, ex.upstream.conf.max_reply_size()) {
             Ok(Progress::Incomplete) => continue,
             Ok(Progress::Complete(response)) => {
+                note_reply_size(ex.upstream, ex.method, ReplySize::Fits, 0);
                 let result = interpret_response(&response);
                 // Only a peer that speaks XML-RPC gets another request on this connection.
                 let keep = response.reusable
@@ -294,6 +293,10 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             }
             Err(error) => {
                 let error = match error {
+                    HttpError::ReplyTooLarge { size, limit } => {
+                        note_reply_size(ex.upstream, ex.method, ReplySize::OverLimit, size);
+                        CallError::ReplyTooLarge { size, limit }
+                    }
                     HttpError::TooLarge(_) => CallError::Malformed(error.to_string()),
                     HttpError::Malformed(_) => CallError::Malformed(error.to_string()),
                 };
@@ -303,6 +306,29 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             }
         }
     }
+}
+
+/// Records how a reply of `method` compared with the upstream's size limit; the worker that
+/// first sees it over the limit logs it, once for all workers until a reply of that call fits
+/// again (`core::reply_limit`).
+fn note_reply_size(upstream: &UpstreamRuntime, method: &str, size: ReplySize, bytes: usize) {
+    if !upstream.shared().note_reply_size(method_mark(method), size) {
+        return;
+    }
+    let conf = upstream.conf;
+    ngx::ngx_log_error!(
+        NGX_LOG_ERR,
+        cycle_log(),
+        "supervisord: upstream \"{}\": the reply of supervisord at {} to {} is {} bytes, more than supervisord_max_reply_size ({} bytes); it is refused until supervisord_max_reply_size is raised (about 1.3 KiB per program)",
+        conf.name,
+        conf.supervisord
+            .as_ref()
+            .map(|endpoint| endpoint.display.as_str())
+            .unwrap_or("?"),
+        method,
+        bytes,
+        conf.max_reply_size()
+    );
 }
 
 unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {

@@ -47,7 +47,7 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
     }
     // SAFETY: re-arming our own event.
     unsafe { ngx_add_timer(event, TICK_MS) };
-    let (dead, reclaimed) = slots::check_workers();
+    let (dead, reclaimed) = slots::check_workers(TICK_MS as u64);
     for worker in &dead {
         slots::report(worker);
     }

@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 
-use nginx_sys::{ngx_conf_t, ngx_parse_time, ngx_str_t, NGX_ERROR, NGX_LOG_EMERG};
+use nginx_sys::{ngx_conf_t, ngx_parse_size, ngx_parse_time, ngx_str_t, NGX_ERROR, NGX_LOG_EMERG};
 use ngx::core::NGX_CONF_ERROR;
 
 use super::text::str_lossy;
@@ -60,4 +60,13 @@ pub fn parse_time_ms(text: &ngx_str_t) -> Option<u64> {
     // SAFETY: ngx_parse_time only reads the `len` bytes the string points at.
     let ms = unsafe { ngx_parse_time(&mut copy, 0) };
     (ms != NGX_ERROR as isize && ms >= 0).then_some(ms as u64)
+}
+
+/// A size in nginx's syntax (`512`, `64k`, `16m`; no `g`, as nginx's own size directives), in
+/// bytes, as every nginx directive reads it.
+pub fn parse_size_bytes(text: &ngx_str_t) -> Option<u64> {
+    let mut copy = *text;
+    // SAFETY: ngx_parse_size only reads the `len` bytes the string points at.
+    let size = unsafe { ngx_parse_size(&mut copy) };
+    u64::try_from(size).ok()
 }
