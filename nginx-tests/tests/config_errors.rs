@@ -562,3 +562,42 @@ fn refuses_scaling_mistakes() {
     );
     assert!(ok, "{text}\n{stderr}");
 }
+
+#[test]
+fn refuses_host_settings_that_differ_between_upstreams_of_one_supervisord() {
+    let first = backend()
+        .supervisord("127.0.0.1:9001")
+        .directive("supervisord_timeout 5s");
+    let second = |extra: &str| {
+        Upstream::new("other")
+            .server("127.0.0.1:8002")
+            .supervisord(format!("127.0.0.1:9001{extra}"))
+    };
+    // One supervisord, two upstreams: its call time-out is one setting.
+    assert_refused(
+        "host-settings",
+        &with(first.clone()).upstream(second("")),
+        "upstream other",
+        "\"supervisord_timeout\" differs between upstream \"backend\" (5000ms, in ",
+    );
+    let (ok, stderr, _, _) = check(
+        "host-settings-text",
+        &with(first.clone()).upstream(second("")),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("and upstream \"other\" (30000ms, in ",)
+            && stderr.contains("which use the same supervisord at 127.0.0.1:9001"),
+        "{stderr}"
+    );
+    // Other credentials are another host (another user of the same supervisord).
+    let (ok, stderr, _, text) = check(
+        "host-settings-users",
+        &with(first.clone()).upstream(second(" admin:secret")),
+    );
+    assert!(ok, "{text}\n{stderr}");
+    // Alike, they are accepted.
+    let alike = second("").directive("supervisord_timeout 5s");
+    let (ok, stderr, _, text) = check("host-settings-alike", &with(first).upstream(alike));
+    assert!(ok, "{text}\n{stderr}");
+}

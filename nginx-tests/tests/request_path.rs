@@ -166,7 +166,13 @@ fn the_modules_own_answers_read_the_body_away() {
     );
     let config = Config::new()
         .workers(2)
-        .upstream(managed("backend", ports[0], &supervisord, &[]))
+        // One supervisord: its call time-out is one setting for all four upstreams.
+        .upstream(managed(
+            "backend",
+            ports[0],
+            &supervisord,
+            &["supervisord_timeout 300s"],
+        ))
         .upstream(managed(
             "never",
             ports[1],
@@ -180,7 +186,12 @@ fn the_modules_own_answers_read_the_body_away() {
             &supervisord,
             &["supervisord_hold_limit 0", "supervisord_timeout 300s"],
         ))
-        .upstream(managed("fails", ports[3], &supervisord, &[]));
+        .upstream(managed(
+            "fails",
+            ports[3],
+            &supervisord,
+            &["supervisord_timeout 300s"],
+        ));
     let locations = |server: Server| {
         server
             .location("/_start/", "supervisord_start backend;")

@@ -30,6 +30,8 @@ fn config(workers: usize, supervisord: &Supervisord, ports: (u16, u16)) -> Confi
                 .servers(&[ports.0])
                 .supervisord(supervisord.address())
                 .sync_interval("off")
+                // One supervisord for both upstreams: its call time-out is one setting.
+                .directive("supervisord_timeout 120s")
                 .directive("supervisord_drain_timeout 60s"),
         )
         .upstream(

@@ -11,6 +11,7 @@ pub mod upstream;
 use nginx_sys::{ngx_conf_t, ngx_http_upstream_srv_conf_t};
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
+use crate::core::supervisord_host::{first_conflict, host_leads};
 use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 pub use location::{LocationConf, UpstreamLookup};
@@ -85,6 +86,48 @@ pub unsafe fn collect_upstreams(
         // SAFETY: uscf is an explicit upstream block whose servers are parsed.
         unsafe { upstream.attach(uscf, main.upstreams.len()) }?;
         main.upstreams.push(upstream as *mut UpstreamConf);
+    }
+    assign_hosts(main)
+}
+
+/// Gives every managed upstream its supervisord host (`core::supervisord_host`), and refuses
+/// a host whose upstreams disagree on its settings, naming both blocks.
+fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
+    let keys: Vec<_> = main.upstreams().map(UpstreamConf::host_key).collect();
+    let leads = host_leads(&keys);
+    let settings: Vec<_> = main.upstreams().map(UpstreamConf::host_settings).collect();
+    if let Some(conflict) = first_conflict(&leads, &settings) {
+        let describe = |index: usize, value: u64| {
+            // SAFETY: managed upstreams point at their srv conf, valid for the cycle.
+            let conf = unsafe { &*main.upstreams[index] };
+            // SAFETY: as above.
+            let uscf = unsafe { &*conf.upstream };
+            let value = if conflict.directive == "supervisord_max_reply_size" {
+                format!("{value} bytes")
+            } else {
+                format!("{value}ms")
+            };
+            format!(
+                "upstream \"{}\" ({value}, in {}:{})",
+                conf.name,
+                cstr_lossy(uscf.file_name as *const _),
+                uscf.line
+            )
+        };
+        // SAFETY: as above.
+        let lead = unsafe { &*main.upstreams[conflict.lead] };
+        return Err(format!(
+            "\"{}\" differs between {} and {}, which use the same supervisord at {}: set it alike in every upstream that names this supervisord",
+            conflict.directive,
+            describe(conflict.lead, conflict.lead_value),
+            describe(conflict.other, conflict.other_value),
+            lead.supervisord.as_ref().map_or("?", |e| e.display.as_str())
+        ));
+    }
+    for (index, lead) in leads.into_iter().enumerate() {
+        // SAFETY: as above; nothing else refers to the confs while the configuration is read.
+        let conf = unsafe { &mut *main.upstreams[index] };
+        conf.host_lead = lead.unwrap_or(index);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::core::server_addresses::check_servers;
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
+use crate::core::supervisord_host::{HostKey, HostSettings};
 use crate::core::upstream_identity::IdentityHasher;
 use crate::util::conf_args::{
     conf_error, directive_args, parse_size_bytes, parse_time_ms, parse_time_text,
@@ -90,6 +91,9 @@ pub struct UpstreamConf {
     /// Filled in once the configuration is read (see `attach`).
     /// Position among the managed upstreams: the same in the shared zone and each worker.
     pub index: usize,
+    /// Position of the upstream that leads this one's supervisord host
+    /// (`core::supervisord_host`): itself, or the first upstream naming the same supervisord.
+    pub host_lead: usize,
     pub name: String,
     pub backends: Vec<Backend>,
     pub identity: u64,
@@ -118,6 +122,7 @@ impl Default for UpstreamConf {
             max_reply_size: None,
             hooks: BalancerHooks::default(),
             index: 0,
+            host_lead: 0,
             program_prefix: None,
             inherit_backend_status: false,
             name: String::new(),
@@ -185,6 +190,31 @@ impl UpstreamConf {
     /// Managed through a real supervisord (not `supervisord none`).
     pub fn supervised(&self) -> bool {
         self.supervisord.is_some()
+    }
+
+    /// What tells its supervisord from another (`None` without one).
+    pub fn host_key(&self) -> Option<HostKey> {
+        let endpoint = self.supervisord.as_ref()?;
+        // SAFETY: the resolved address lives in the cycle pool, `socklen` bytes long.
+        let address = unsafe {
+            std::slice::from_raw_parts(endpoint.sockaddr as *const u8, endpoint.socklen as usize)
+        };
+        Some(HostKey {
+            address: address.to_vec(),
+            credentials: self
+                .credentials
+                .as_ref()
+                .map(|c| (c.user.clone(), c.password.clone())),
+        })
+    }
+
+    /// The settings that belong to its supervisord host, defaults applied.
+    pub fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            sync_interval_ms: self.sync_interval_ms(),
+            timeout_ms: self.timeout_ms(),
+            max_reply_size: self.max_reply_size.unwrap_or(DEFAULT_MAX_REPLY_SIZE),
+        }
     }
 
     /// The configured initial status of each backend.

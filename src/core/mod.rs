@@ -37,6 +37,7 @@ pub mod start_handshake;
 pub mod start_watch;
 pub mod status_json;
 pub mod supervisord_address;
+pub mod supervisord_host;
 pub mod upstream_identity;
 pub mod worker_slots;
 pub mod xmlrpc;

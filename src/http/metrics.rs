@@ -21,7 +21,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe { send_typed(r, NGX_HTTP_OK, CONTENT_TYPE, &body, &[]) }
 }
 
-fn figures(upstream: &UpstreamRuntime) -> UpstreamFigures<'_> {
+fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
     let conf = upstream.conf;
     let shared = upstream.shared();
     let (holds, hold_ms_sum) = shared.holds();
@@ -30,7 +30,9 @@ fn figures(upstream: &UpstreamRuntime) -> UpstreamFigures<'_> {
         held: shared.held(),
         holds,
         hold_ms_sum,
-        supervisord_reachable: conf.supervised().then(|| !shared.supervisord_unreachable()),
+        supervisord_reachable: conf
+            .supervised()
+            .then(|| !upstream.supervisord_unreachable()),
         backends: conf
             .backends
             .iter()

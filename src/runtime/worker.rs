@@ -170,6 +170,40 @@ impl UpstreamRuntime {
     pub fn name(&self) -> &str {
         &self.conf.name
     }
+
+    /// The upstream that leads its supervisord host (`core::supervisord_host`), maybe itself:
+    /// what belongs to supervisord rather than to one upstream (reachability, the read of its
+    /// programs' states, the kept-alive connection) is kept in the lead's runtime and record.
+    pub fn host(&'static self) -> &'static UpstreamRuntime {
+        upstream(self.conf.host_lead).unwrap_or(self)
+    }
+
+    /// Every upstream of the host this one leads (itself first), in configuration order.
+    pub fn host_members(&'static self) -> impl Iterator<Item = &'static UpstreamRuntime> {
+        let lead = self.conf.index;
+        upstreams()
+            .iter()
+            .filter(move |other| other.conf.supervised() && other.conf.host_lead == lead)
+    }
+
+    /// `upstream "a"`, or `upstreams "a", "b"`: the upstreams of the host this one leads, for
+    /// the host's log lines.
+    pub fn host_members_text(&'static self) -> String {
+        let names: Vec<String> = self
+            .host_members()
+            .map(|member| format!("\"{}\"", member.conf.name))
+            .collect();
+        if names.len() == 1 {
+            format!("upstream {}", names[0])
+        } else {
+            format!("upstreams {}", names.join(", "))
+        }
+    }
+
+    /// Whether its supervisord is known unreachable (the host's one fact).
+    pub fn supervisord_unreachable(&'static self) -> bool {
+        self.host().shared().supervisord_unreachable()
+    }
 }
 
 struct Worker {

@@ -64,6 +64,9 @@ pub fn call(
     params: &[Param<'_>],
     done: Completion,
 ) {
+    // The host's settings, connection and reachability are its lead upstream's (the others'
+    // settings agree, `conf::assign_hosts`).
+    let upstream = upstream.host();
     let conf = upstream.conf;
     let Some(endpoint) = conf.supervisord.as_ref() else {
         done(Err(CallError::Transport("no supervisord address".into())));
@@ -429,7 +432,7 @@ impl Exchange {
 /// Records what the call says about supervisord's reachability in the shared zone; the worker
 /// that changes it logs the change, once for all workers.
 fn note_reachability(
-    upstream: &UpstreamRuntime,
+    upstream: &'static UpstreamRuntime,
     stage: CallStage,
     reach_epoch_at_call: u64,
     result: &Result<Value, CallError>,
@@ -459,6 +462,7 @@ fn note_reachability(
         .as_ref()
         .map(|endpoint| endpoint.display.as_str())
         .unwrap_or("?");
+    let upstreams = upstream.host_members_text();
     match change {
         ReachChange::BecameUnreachable => {
             let (cause, consequence) = match result {
@@ -468,8 +472,8 @@ fn note_reachability(
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle_log(),
-                "supervisord: upstream \"{}\": cannot reach supervisord at {}: {}; {}",
-                conf.name,
+                "supervisord: {}: cannot reach supervisord at {}: {}; {}",
+                upstreams,
                 address,
                 cause,
                 consequence
@@ -479,8 +483,8 @@ fn note_reachability(
             ngx::ngx_log_error!(
                 NGX_LOG_NOTICE,
                 cycle_log(),
-                "supervisord: upstream \"{}\": supervisord at {} answers again",
-                conf.name,
+                "supervisord: {}: supervisord at {} answers again",
+                upstreams,
                 address
             );
         }

@@ -367,10 +367,7 @@ fn send(
                     );
                 }
                 Err(error)
-                    if failure_told_by_reachability(
-                        &error,
-                        upstream.shared().supervisord_unreachable(),
-                    ) =>
+                    if failure_told_by_reachability(&error, upstream.supervisord_unreachable()) =>
                 {
                     ngx::ngx_log_debug!(
                         cycle_log(),
@@ -500,7 +497,7 @@ fn park_unreachable(
     caller_waits: bool,
     error: &crate::core::call_outcome::CallError,
 ) -> bool {
-    if !supervisord_away(command, error, upstream.shared().supervisord_unreachable()) {
+    if !supervisord_away(command, error, upstream.supervisord_unreachable()) {
         return false;
     }
     let lock = upstream.lock();
@@ -511,7 +508,7 @@ fn park_unreachable(
     lock.park_command(index);
     drop(lock);
     let conf = upstream.conf;
-    if failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+    if failure_told_by_reachability(error, upstream.supervisord_unreachable()) {
         ngx::ngx_log_debug!(
             cycle_log(),
             "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",

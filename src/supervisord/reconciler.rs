@@ -16,7 +16,7 @@ use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
 use crate::core::process_state::{
-    find_process_detail, names_like, parse_all_process_info, program_name, restarted,
+    find_process_detail, names_like, parse_all_process_info, program_name, restarted, ProcessInfo,
 };
 use crate::core::reachability::failure_told_by_reachability;
 use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
@@ -31,7 +31,8 @@ use crate::util::time::now_ms;
 /// right away, so statuses match supervisord's from the start (a reload that adds servers
 /// routes their RUNNING programs at once), with or without `supervisord_sync_interval`.
 pub fn start(upstream: &'static UpstreamRuntime) {
-    if !upstream.conf.supervised() {
+    // One read per supervisord, by the upstream that leads its host, for all its upstreams.
+    if !upstream.conf.supervised() || upstream.conf.host_lead != upstream.conf.index {
         return;
     }
     upstream.arm_timer(upstream.sync_timer.get(), on_timer, 1, true);
@@ -39,58 +40,78 @@ pub fn start(upstream: &'static UpstreamRuntime) {
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let upstream = unsafe { UpstreamRuntime::of_timer(event) };
+    let host = unsafe { UpstreamRuntime::of_timer(event) };
     // SAFETY: plain reads of nginx's process flags.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;
     }
-    let interval = upstream.conf.sync_interval_ms();
+    let interval = host.conf.sync_interval_ms();
     if interval != 0 {
         // SAFETY: re-arming our own event.
         unsafe { ngx_add_timer(event, interval as _) };
     }
-    let shared = upstream.shared();
+    let shared = host.shared();
     let now = now_ms();
     let first_read = shared.take_first_read(worker::generation(), now);
     if first_read || (interval != 0 && shared.take_sync_turn(now, interval)) {
-        read_now(upstream);
+        read_now(host);
     }
 }
 
 /// Reads supervisord's view now, whoever's turn it is (a new configuration's first read,
-/// supervisord answering again after an outage).
+/// supervisord answering again after an outage), for every upstream of `upstream`'s host: one
+/// call, whatever the number of upstreams that name this supervisord.
 pub fn read_now(upstream: &'static UpstreamRuntime) {
-    upstream.shared().note_sync(now_ms());
-    let changes_when_sent: Vec<u64> = upstream
-        .shared()
-        .backends()
-        .iter()
-        .map(|backend| backend.changes())
+    let host = upstream.host();
+    host.shared().note_sync(now_ms());
+    let members: Vec<(&'static UpstreamRuntime, Vec<u64>)> = host
+        .host_members()
+        .map(|member| {
+            let changes = member
+                .shared()
+                .backends()
+                .iter()
+                .map(|backend| backend.changes())
+                .collect();
+            (member, changes)
+        })
         .collect();
     client::call(
-        upstream,
+        host,
         "supervisor.getAllProcessInfo",
         &[],
-        Box::new(move |result| apply(upstream, &changes_when_sent, result)),
+        Box::new(move |result| {
+            let Some(processes) = read_reply(host, &result) else {
+                return;
+            };
+            for (member, changes_when_sent) in &members {
+                apply(member, changes_when_sent, &processes, &result);
+            }
+        }),
     );
 }
 
-fn apply(
-    upstream: &'static UpstreamRuntime,
-    changes_when_sent: &[u64],
-    result: Result<Value, CallError>,
-) {
-    let conf = upstream.conf;
+/// The programs a reply lists; `None` when the read failed (logged once per host and cause).
+fn read_reply(
+    host: &'static UpstreamRuntime,
+    result: &Result<Value, CallError>,
+) -> Option<Vec<ProcessInfo>> {
+    let conf = host.conf;
     let log = cycle_log();
-    if let Err(error) = &result {
-        if failure_told_by_reachability(error, upstream.shared().supervisord_unreachable()) {
+    let address = conf
+        .supervisord
+        .as_ref()
+        .map(|e| e.display.as_str())
+        .unwrap_or("?");
+    if let Err(error) = result {
+        if failure_told_by_reachability(error, host.supervisord_unreachable()) {
             ngx::ngx_log_debug!(
                 log,
-                "supervisord: upstream \"{}\": reading program states failed: {}",
-                conf.name,
+                "supervisord: reading program states from {} failed: {}",
+                address,
                 error
             );
-            return;
+            return None;
         }
     }
     let processes = match result
@@ -100,34 +121,44 @@ fn apply(
     {
         Ok(processes) => processes,
         Err(error) => {
-            let mut last_error = upstream.last_sync_error.borrow_mut();
+            let mut last_error = host.last_sync_error.borrow_mut();
             if last_error.as_deref() != Some(error.as_str()) {
                 ngx::ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
-                    "supervisord: upstream \"{}\": reading program states from {} failed: {}",
-                    conf.name,
-                    conf.supervisord
-                        .as_ref()
-                        .map(|e| e.display.as_str())
-                        .unwrap_or("?"),
+                    "supervisord: {}: reading program states from {} failed: {}",
+                    host.host_members_text(),
+                    address,
                     error
                 );
                 *last_error = Some(error);
             }
-            return;
+            return None;
         }
     };
-    if upstream.last_sync_error.borrow_mut().take().is_some() {
+    if host.last_sync_error.borrow_mut().take().is_some() {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             log,
-            "supervisord: upstream \"{}\": reading program states works again",
-            conf.name
+            "supervisord: {}: reading program states from {} works again",
+            host.host_members_text(),
+            address
         );
     }
-    let observed = observed_states(&processes, conf.program_prefix(), conf.backends.len());
-    let pids = observed_pids(&processes, conf.program_prefix(), conf.backends.len());
+    Some(processes)
+}
+
+/// Brings one upstream's statuses in line with the programs supervisord listed.
+fn apply(
+    upstream: &'static UpstreamRuntime,
+    changes_when_sent: &[u64],
+    processes: &[ProcessInfo],
+    result: &Result<Value, CallError>,
+) {
+    let conf = upstream.conf;
+    let log = cycle_log();
+    let observed = observed_states(processes, conf.program_prefix(), conf.backends.len());
+    let pids = observed_pids(processes, conf.program_prefix(), conf.backends.len());
     let now = now_ms();
     // A command whose worker vanished would hold its transitional status for ever.
     let stale_after = conf.timeout_ms() * 2;
@@ -199,7 +230,7 @@ fn apply(
             index,
             conf.backends[index].name,
             program,
-            names_like(&program, &processes)
+            names_like(&program, processes)
         );
     }
     for change in &plan {

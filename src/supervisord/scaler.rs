@@ -45,7 +45,9 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
     // Nothing is decided before supervisord's view was asked for once (a program already
     // RUNNING is then UP rather than started again), nor while supervisord cannot be reached
     // (commands would only wait for it).
-    if upstream.conf.supervised() && (shared.last_sync() == 0 || shared.supervisord_unreachable()) {
+    if upstream.conf.supervised()
+        && (upstream.host().shared().last_sync() == 0 || upstream.supervisord_unreachable())
+    {
         return;
     }
     tick(upstream, &policy, now);

@@ -3,7 +3,7 @@
 //! configuration used are freed), sends again a start or stop whose worker died, and, while
 //! supervisord is unreachable, asks it once a second per upstream whether it is back. When it
 //! is (whichever call finds out), starts and stops that waited for it are sent and its view is
-//! read at once. The decisions are `core::liveness`'s and `core::start_handshake`'s.
+//! read at once, for every upstream that names it (one question, one read per supervisord). The decisions are `core::liveness`'s and `core::start_handshake`'s.
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
 
@@ -65,18 +65,26 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
             continue;
         }
         resend_due(upstream, &live, false);
+        // One question per supervisord, by the upstream that leads its host.
         let shared = upstream.shared();
-        if shared.supervisord_unreachable() && shared.take_reach_attempt(now, REACH_ATTEMPT_MS) {
+        if upstream.conf.host_lead == upstream.conf.index
+            && shared.supervisord_unreachable()
+            && shared.take_reach_attempt(now, REACH_ATTEMPT_MS)
+        {
             // Its outcome is all in the reachability it records (see `client`).
             client::call(upstream, "supervisor.getState", &[], Box::new(|_| {}));
         }
     }
 }
 
-/// supervisord answered again after an outage (in this worker, once per return).
-fn on_supervisord_back(upstream: &'static UpstreamRuntime) {
-    resend_due(upstream, &slots::live_tokens(), true);
-    reconciler::read_now(upstream);
+/// supervisord answered again after an outage (in this worker, once per return), for every
+/// upstream of its host (`host` leads it).
+fn on_supervisord_back(host: &'static UpstreamRuntime) {
+    let live = slots::live_tokens();
+    for upstream in host.host_members() {
+        resend_due(upstream, &live, true);
+    }
+    reconciler::read_now(host);
 }
 
 /// Sends again the starts and stops whose worker died, and those that waited for supervisord
@@ -85,7 +93,7 @@ fn on_supervisord_back(upstream: &'static UpstreamRuntime) {
 /// over, under the lock.
 fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64], answered_now: bool) {
     let shared = upstream.shared();
-    let reachable = !shared.supervisord_unreachable();
+    let reachable = !upstream.supervisord_unreachable();
     let now = now_ms();
     for (index, backend) in shared.backends().iter().enumerate() {
         let status = backend.status();
