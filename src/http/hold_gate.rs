@@ -329,7 +329,24 @@ pub unsafe fn reserve_hold_again(
     })
 }
 
-/// Holds `r` again in the place reserved for it; its upstream attempt is over.
+/// Whether the gate would hold a request for `upstream` now (no backend UP, one starting or
+/// to be started); `Some(true)` when a backend is still to be started for it.
+pub fn would_hold(upstream: &UpstreamRuntime) -> Option<bool> {
+    let shared = upstream.shared();
+    match verdict(upstream, shared.failed_starts()) {
+        HoldVerdict::Wait { start } => Some(start),
+        _ => None,
+    }
+}
+
+/// Starts a backend for a request held from the balancer, as the gate does for the requests
+/// it holds (unless one is starting already).
+pub fn start_for_held(upstream: &'static UpstreamRuntime) {
+    start_one(upstream);
+}
+
+/// Holds `r` again in the place reserved for it; its upstream attempt is over. `why` ends
+/// the debug line.
 ///
 /// # Safety
 /// `r` must be the live request the place was reserved for.
@@ -337,6 +354,7 @@ pub unsafe fn hold_again(
     r: *mut ngx_http_request_t,
     upstream: &'static UpstreamRuntime,
     place: HoldAgain,
+    why: &str,
 ) {
     // SAFETY: caller's contract; the record lives in the request's pool.
     unsafe {
@@ -349,8 +367,9 @@ pub unsafe fn hold_again(
     ngx::ngx_log_debug!(
         // SAFETY: as above.
         unsafe { Request::from_ngx_http_request(r) }.log(),
-        "supervisord: upstream \"{}\": backend refused the request before it was sent, holding it again, {} held in all workers",
+        "supervisord: upstream \"{}\": {}, holding it again, {} held in all workers",
         upstream.name(),
+        why,
         upstream.shared().held()
     );
 }
