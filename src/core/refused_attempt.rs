@@ -131,6 +131,43 @@ pub struct NoPeerLeft {
     /// refused a backend that is still UP because of the failures nginx counted, and the
     /// check finds out whether it comes back.
     pub check_pending: bool,
+    /// A backend that failed this request is still UP, its check over: it accepted the
+    /// check's connection. A program being stopped does so in the instant before its
+    /// listening socket goes, while it resets what it had accepted.
+    pub failed_backend_left_up: bool,
+}
+
+/// How long a request waits before it is sent again when the backend that failed it was
+/// left UP by its check (see `NoPeerVerdict::RetryAfter`).
+pub const RETRY_LEFT_UP_MS: u64 = 200;
+
+/// What becomes of a request nginx asks a peer for when none is UP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoPeerVerdict {
+    /// nginx answers "no live upstreams" (502).
+    Answer,
+    /// Held (again) until a backend is UP, or the failure check under way is over.
+    Hold,
+    /// Held again, and sent again after that many ms whatever happened: its backend reset it
+    /// but still accepts connections, which a program does in the instant it is stopped.
+    /// Bounded like any hold again (`HOLD_AGAIN_LIMIT`), so that a backend that resets every
+    /// request costs a few short waits, not the hold timeout.
+    RetryAfter(u64),
+}
+
+/// What becomes of the request (see above); `Answer` unless `hold_when_no_peer`.
+pub fn no_peer_verdict(attempt: &NoPeerLeft) -> NoPeerVerdict {
+    if hold_when_no_peer(attempt) {
+        return NoPeerVerdict::Hold;
+    }
+    let retry = NoPeerLeft {
+        gate_would_hold: true,
+        ..*attempt
+    };
+    if attempt.earlier.is_some() && attempt.failed_backend_left_up && hold_when_no_peer(&retry) {
+        return NoPeerVerdict::RetryAfter(RETRY_LEFT_UP_MS);
+    }
+    NoPeerVerdict::Answer
 }
 
 /// Whether the request is held (again) instead of answered "no live upstreams" (see above).
@@ -287,7 +324,50 @@ mod tests {
             times_held_again: 0,
             gate_would_hold: true,
             check_pending: false,
+            failed_backend_left_up: false,
         }
+    }
+
+    #[test]
+    fn a_request_reset_by_a_backend_its_check_left_up_is_sent_again_shortly() {
+        let left_up = NoPeerLeft {
+            earlier: Some(reset_in_flight()),
+            gate_would_hold: false,
+            failed_backend_left_up: true,
+            ..nothing_up()
+        };
+        assert_eq!(
+            no_peer_verdict(&left_up),
+            NoPeerVerdict::RetryAfter(RETRY_LEFT_UP_MS)
+        );
+        // Bounded as any hold again.
+        assert_eq!(
+            no_peer_verdict(&NoPeerLeft {
+                times_held_again: HOLD_AGAIN_LIMIT,
+                ..left_up
+            }),
+            NoPeerVerdict::Answer
+        );
+        // Only after an attempt that may be sent again.
+        assert_eq!(
+            no_peer_verdict(&NoPeerLeft {
+                earlier: None,
+                ..left_up
+            }),
+            NoPeerVerdict::Answer
+        );
+        assert_eq!(
+            no_peer_verdict(&NoPeerLeft {
+                earlier: Some(EarlierAttempts {
+                    nothing_received: false,
+                    ..reset_in_flight()
+                }),
+                ..left_up
+            }),
+            NoPeerVerdict::Answer
+        );
+        // Nothing UP: an ordinary hold.
+        assert_eq!(no_peer_verdict(&nothing_up()), NoPeerVerdict::Hold);
     }
 
     #[test]
@@ -428,7 +508,7 @@ mod tests {
         fn no_peer_left() -> impl Strategy<Value = NoPeerLeft> {
             (
                 proptest::option::of(earlier()),
-                any::<[bool; 7]>(),
+                any::<[bool; 8]>(),
                 0..HOLD_AGAIN_LIMIT + 2,
             )
                 .prop_map(|(earlier, flags, times_held_again)| NoPeerLeft {
@@ -441,6 +521,7 @@ mod tests {
                     times_held_again,
                     gate_would_hold: flags[5],
                     check_pending: flags[6],
+                    failed_backend_left_up: flags[7],
                 })
         }
 
@@ -474,6 +555,25 @@ mod tests {
                     prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT);
                     prop_assert!(case.gate_would_hold || case.check_pending);
                 }
+            }
+
+            /// Whatever the verdict, nothing is held that cannot be resent, nor past the
+            /// limit; a retry only follows a failed attempt.
+            #[test]
+            fn every_verdict_is_safe_and_bounded(case in no_peer_left()) {
+                let verdict = no_peer_verdict(&case);
+                if verdict != NoPeerVerdict::Answer {
+                    prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT);
+                    prop_assert!(case.main_request && case.body_kept && case.gate_covers);
+                    prop_assert!(!case.client_gone && !case.stale_cache_answer);
+                    if let Some(earlier) = case.earlier {
+                        prop_assert!(earlier.resendable());
+                    }
+                }
+                if let NoPeerVerdict::RetryAfter(_) = verdict {
+                    prop_assert!(case.earlier.is_some() && case.failed_backend_left_up);
+                }
+                prop_assert_eq!(verdict == NoPeerVerdict::Hold, hold_when_no_peer(&case));
             }
 
             /// One more failed attempt never makes a request safer to hold.

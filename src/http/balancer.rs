@@ -5,7 +5,7 @@
 //! A peer the inner balancer picks but that is not UP is handed back to it as "not used"
 //! and the inner balancer is asked again; balancers remember which peers a request has tried,
 //! so this ends with an UP peer or with none. With none, the request is held (again) when
-//! `core::refused_attempt::hold_when_no_peer` says so (every backend went away, as in a
+//! `core::refused_attempt::no_peer_verdict` says so (every backend went away, as in a
 //! supervisord restart); otherwise nginx answers "no live upstreams" (502).
 
 use std::ffi::c_void;
@@ -25,7 +25,8 @@ use super::{hold_gate, peer_init_hold};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
 use crate::core::refused_attempt::{
-    forgive_failed_peer, hold_again, hold_when_no_peer, EarlierAttempts, FailedAttempt, NoPeerLeft,
+    forgive_failed_peer, hold_again, no_peer_verdict, EarlierAttempts, FailedAttempt, NoPeerLeft,
+    NoPeerVerdict,
 };
 use crate::module_type::Module;
 use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
@@ -48,6 +49,8 @@ struct PeerContext {
     current_backend: usize,
     /// What this request's attempts showed so far (none before its first).
     earlier: Option<EarlierAttempts>,
+    /// The backend of its last failed attempt (`NO_BACKEND`: none).
+    last_failed: usize,
 }
 
 /// Installs the wrapper on an upstream whose balancer nginx has already set up.
@@ -217,6 +220,7 @@ unsafe extern "C" fn init_peer(
             inner_save_session: peer.save_session,
             current_backend: NO_BACKEND,
             earlier: None,
+            last_failed: NO_BACKEND,
         });
         peer.data = context as *mut c_void;
         peer.get = Some(get_peer);
@@ -388,7 +392,7 @@ unsafe fn forgive_checked_peers(
 }
 
 /// A request for which nginx asks a peer when none is UP is held (again), when
-/// `core::refused_attempt::hold_when_no_peer` says so, rather than answered "no live
+/// `core::refused_attempt::no_peer_verdict` says so, rather than answered "no live
 /// upstreams". True when it was: its attempt is then ended, as after a refused attempt.
 ///
 /// # Safety
@@ -420,10 +424,18 @@ unsafe fn hold_instead_of_no_peer(
         times_held_again: hold_gate::times_held_again(r),
         gate_would_hold: gate_would_hold.is_some(),
         check_pending: pending_check.is_some(),
+        failed_backend_left_up: context.last_failed != NO_BACKEND
+            && upstream.shared().backend(context.last_failed).status() == BackendStatus::Up
+            && !upstream.failure_checks.borrow()[context.last_failed],
     };
-    if !hold_when_no_peer(&facts) {
-        return false;
-    }
+    let (retry_after_ms, why) = match no_peer_verdict(&facts) {
+        NoPeerVerdict::Answer => return false,
+        NoPeerVerdict::Hold => (None, "no backend up for it in the balancer"),
+        NoPeerVerdict::RetryAfter(ms) => (
+            Some(ms),
+            "its backend failed it but accepts connections, sending it again shortly",
+        ),
+    };
     // With a backend still UP, the request waits for the check that finds out about it.
     let awaiting_check = if facts.gate_would_hold {
         None
@@ -441,7 +453,7 @@ unsafe fn hold_instead_of_no_peer(
     // SAFETY: caller's contract; ends the attempt as nginx's own finalization would.
     unsafe {
         end_attempt(r, pc);
-        hold_gate::hold_again(r, upstream, place, "no backend up for it in the balancer");
+        hold_gate::hold_again(r, upstream, place, retry_after_ms, why);
     }
     if gate_would_hold == Some(true) {
         hold_gate::start_for_held(upstream);
@@ -511,6 +523,7 @@ unsafe extern "C" fn free_peer(
         unsafe { inner_free(pc, context.inner_data, state) };
     }
     if failed && backend != NO_BACKEND {
+        context.last_failed = backend;
         // SAFETY: nginx hands the peer back from within its upstream code, with the request
         // live and its upstream attempt not yet finalized.
         unsafe { hold_again_if_refused(context.request, pc, upstream, backend, seen) };
@@ -597,6 +610,7 @@ unsafe fn hold_again_if_refused(
             r,
             upstream,
             place,
+            None,
             "backend failed the request before answering",
         );
     }

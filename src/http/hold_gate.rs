@@ -345,8 +345,9 @@ pub fn start_for_held(upstream: &'static UpstreamRuntime) {
     start_one(upstream);
 }
 
-/// Holds `r` again in the place reserved for it; its upstream attempt is over. `why` ends
-/// the debug line.
+/// Holds `r` again in the place reserved for it; its upstream attempt is over. With
+/// `retry_after_ms`, it goes on after that long whatever happened (if still held): the gate
+/// then looks again. `why` ends the debug line.
 ///
 /// # Safety
 /// `r` must be the live request the place was reserved for.
@@ -354,6 +355,7 @@ pub unsafe fn hold_again(
     r: *mut ngx_http_request_t,
     upstream: &'static UpstreamRuntime,
     place: HoldAgain,
+    retry_after_ms: Option<u64>,
     why: &str,
 ) {
     // SAFETY: caller's contract; the record lives in the request's pool.
@@ -363,6 +365,20 @@ pub unsafe fn hold_again(
         (*place.held).hold_began_ms = now_ms();
         upstream.held.push(&mut *place.held);
         start_hold(r, upstream);
+        // A main request held by the gate keeps its hold deadline on its connection: its
+        // record's own timer is free for the retry. Its pool cleanup deletes the timer should
+        // the request be freed first.
+        let retry: *mut ngx_event_t = &mut (*place.held).deadline;
+        match retry_after_ms {
+            Some(ms) => {
+                (*retry).handler = Some(on_retry);
+                (*retry).data = place.held as *mut c_void;
+                (*retry).log = (*(*r).connection).log;
+                ngx_add_timer(retry, ms as _);
+            }
+            None if (*retry).timer_set() != 0 => ngx_del_timer(retry),
+            None => {}
+        }
     }
     ngx::ngx_log_debug!(
         // SAFETY: as above.
@@ -372,6 +388,20 @@ pub unsafe fn hold_again(
         why,
         upstream.shared().held()
     );
+}
+
+/// The retry of a request held again for a short while (`hold_again`): it goes on, through
+/// the gate, if it is still held.
+unsafe extern "C" fn on_retry(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its record, alive while its timer is set (the record's pool
+    // cleanup deletes it); its request is live.
+    let held = unsafe { &mut *((*event).data as *mut HeldRequest) };
+    if !held.is_held() {
+        return;
+    }
+    release(held);
+    // SAFETY: the request was held (by the gate, its phases set back to it) and is live.
+    unsafe { go_on(held) };
 }
 
 /// The gate's index in nginx's phase engine, where a request held again resumes.
