@@ -269,6 +269,8 @@ struct Answer {
     id: u64,
     status: u16,
     at: Instant,
+    /// `$upstream_addr` and `$upstream_status`, as the location adds them.
+    upstream_record: Option<&'static str>,
 }
 
 /// Clients in a loop, each on its own upstream, each request on a fresh connection (spread
@@ -292,7 +294,7 @@ impl Load {
                     let name = UPSTREAMS[upstream];
                     while running.load(Ordering::Relaxed) {
                         let id = ids.fetch_add(1, Ordering::Relaxed);
-                        let status = match method {
+                        let response = match method {
                             Method::Get => request(port, "GET", &format!("/{name}/get?id={id}")),
                             Method::Post => nginx_tests::request_with_body(
                                 port,
@@ -300,13 +302,19 @@ impl Load {
                                 &format!("/{name}/slow/100?id={id}"),
                                 64,
                             ),
-                        }
-                        .status;
+                        };
+                        // Kept (leaked, a few KiB per test) only when more than one attempt.
+                        let upstream_record = response
+                            .header("X-Upstream-Addr")
+                            .zip(response.header("X-Upstream-Status"))
+                            .filter(|(addr, _)| addr.contains(' '))
+                            .map(|(addr, status)| &*format!("{addr} | {status}").leak());
                         answers.lock().unwrap().push(Answer {
                             upstream,
                             id,
-                            status,
+                            status: response.status,
                             at: Instant::now(),
+                            upstream_record,
                         });
                     }
                 })
@@ -442,7 +450,9 @@ impl Bench {
                 &format!("/{upstream}/"),
                 &format!(
                     "proxy_pass http://{upstream}/; proxy_http_version 1.1; \
-                     proxy_set_header Connection \"\";"
+                     proxy_set_header Connection \"\"; \
+                     add_header X-Upstream-Addr $upstream_addr always; \
+                     add_header X-Upstream-Status $upstream_status always;"
                 ),
             );
         }
@@ -573,6 +583,32 @@ fn restart_under_load(name: &str, upstreams: usize, method: Method) {
     );
     for line in &module_lines {
         eprintln!("  module: {line}");
+    }
+    // A request held again shows each attempt in nginx's records: the one that failed (its
+    // address, or the upstream's name where no backend was UP for it, status 502), ` : `, and
+    // the one that answered last, with the answer's status.
+    let retried: Vec<&str> = answers.iter().filter_map(|a| a.upstream_record).collect();
+    eprintln!(
+        "  {} answers took more than one attempt, e.g. {:?}",
+        retried.len(),
+        retried.iter().take(3).collect::<Vec<_>>()
+    );
+    for answer in answers.iter().filter(|a| a.status == 200) {
+        let Some(record) = answer.upstream_record else {
+            continue;
+        };
+        let (addrs, statuses) = record.split_once(" | ").unwrap();
+        // The last attempt: after the last ", " (another server) or " : " (held again).
+        let last = |list: &'static str| {
+            list.rsplit(", ")
+                .next()
+                .and_then(|tail| tail.rsplit(" : ").next())
+                .unwrap_or_default()
+        };
+        assert!(
+            last(addrs).starts_with("127.0.0.1:") && last(statuses) == "200",
+            "{answer:?}"
+        );
     }
     match method {
         // An idempotent request is never lost: held while no backend is up, held again when
