@@ -149,6 +149,28 @@ impl Supervisord {
         let _ = self.child.wait();
     }
 
+    /// Kills supervisord itself with SIGKILL, as a crash or an OOM kill would: it stops
+    /// nothing, its programs go on running (and listening) without it. The caller kills them
+    /// (see [`Self::program_pid`]): no supervisord will.
+    pub fn kill_daemon(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL supervisord failed");
+        let _ = self.child.wait();
+    }
+
+    /// The pid of `program` as supervisord gives it (`supervisorctl pid`); `None` when it
+    /// runs none.
+    pub fn program_pid(&self, program: &str) -> Option<u32> {
+        self.ctl(&["pid", program])
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| *pid != 0)
+    }
+
     /// Starts supervisord again, same configuration and socket, after [`Self::stop_daemon`].
     pub fn restart_daemon(&mut self) {
         self.child = Self::spawn(&self.dir);

@@ -4,7 +4,9 @@
 //!
 //! A peer the inner balancer picks but that is not UP is handed back to it as "not used"
 //! and the inner balancer is asked again; balancers remember which peers a request has tried,
-//! so this ends with an UP peer or with "no live upstreams" (502).
+//! so this ends with an UP peer or with none. With none, the request is held (again) when
+//! `core::refused_attempt::no_peer_verdict` says so (every backend went away, as in a
+//! supervisord restart); otherwise nginx answers "no live upstreams" (502).
 
 use std::ffi::c_void;
 use std::ptr;
@@ -22,7 +24,10 @@ use ngx::http::HttpModuleServerConf;
 use super::{hold_gate, peer_init_hold};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
-use crate::core::refused_attempt::{hold_again, FailedAttempt};
+use crate::core::refused_attempt::{
+    forgive_failed_peer, hold_again, no_peer_verdict, EarlierAttempts, FailedAttempt, NoPeerLeft,
+    NoPeerVerdict,
+};
 use crate::module_type::Module;
 use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
@@ -42,6 +47,10 @@ struct PeerContext {
     #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
     inner_save_session: nginx_sys::ngx_event_save_peer_session_pt,
     current_backend: usize,
+    /// What this request's attempts showed so far (none before its first).
+    earlier: Option<EarlierAttempts>,
+    /// The backend of its last failed attempt (`NO_BACKEND`: none).
+    last_failed: usize,
 }
 
 /// Installs the wrapper on an upstream whose balancer nginx has already set up.
@@ -210,6 +219,8 @@ unsafe extern "C" fn init_peer(
             #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
             inner_save_session: peer.save_session,
             current_backend: NO_BACKEND,
+            earlier: None,
+            last_failed: NO_BACKEND,
         });
         peer.data = context as *mut c_void;
         peer.get = Some(get_peer);
@@ -247,6 +258,44 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     };
     // SAFETY: the upstream's srv conf is valid for the cycle; no peer list lock is held here.
     catch_up(upstream, unsafe { &mut *conf.upstream });
+    // SAFETY: nginx's peer.get with the context's own request.
+    if let Some(rc) = unsafe { pick_up_peer(context, pc, upstream, inner_get, inner_free) } {
+        return rc;
+    }
+    // SAFETY: the upstream's srv conf is valid for the cycle; no peer list lock is held here.
+    if unsafe { forgive_checked_peers(upstream, &mut *conf.upstream) } {
+        // SAFETY: as above.
+        if let Some(rc) = unsafe { pick_up_peer(context, pc, upstream, inner_get, inner_free) } {
+            return rc;
+        }
+    }
+    // SAFETY: the upstream conf's host is a string of the cycle; nginx logs it as the peer
+    // (and $upstream_addr shows it for this attempt).
+    pc.name = unsafe { &mut (*conf.upstream).host };
+    // SAFETY: nginx asks for a peer from its upstream code, with the request live and its
+    // attempt not finalized; no peer is held by this attempt (each was handed back).
+    if unsafe { hold_instead_of_no_peer(context, pc, upstream) } {
+        // nginx takes this as a failed connect without a peer: it frees none, has no try
+        // left and finalizes the attempt, which is over already (see end_attempt).
+        return NGX_DECLINED as ngx_int_t;
+    }
+    NGX_BUSY as ngx_int_t
+}
+
+/// Asks the inner balancer for a peer until it gives one whose backend is UP (`Some` with its
+/// answer, or with whatever else than a peer it answered) or has none left (`None`).
+///
+/// # Safety
+/// From nginx's `peer.get`: `pc` is the peer connection of the context's live request;
+/// `inner_get` and `inner_free` are the wrapped balancer's.
+unsafe fn pick_up_peer(
+    context: &mut PeerContext,
+    pc: &mut ngx_peer_connection_t,
+    upstream: &'static UpstreamRuntime,
+    inner_get: unsafe extern "C" fn(*mut ngx_peer_connection_t, *mut c_void) -> ngx_int_t,
+    inner_free: unsafe extern "C" fn(*mut ngx_peer_connection_t, *mut c_void, ngx_uint_t),
+) -> Option<ngx_int_t> {
+    let conf = upstream.conf;
     let shared = upstream.shared();
     // Each refusal makes the inner balancer mark that peer tried; one more round than there
     // are addresses covers balancers that hand the same single peer back.
@@ -259,11 +308,15 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     for _ in 0..limit {
         // SAFETY: calling the wrapped balancer with its own data.
         let rc = unsafe { inner_get(pc, context.inner_data) };
+        if rc == NGX_BUSY as ngx_int_t {
+            // Every peer left is failed by nginx's count (`max_fails`).
+            return None;
+        }
         if rc != NGX_OK as ngx_int_t && rc != NGX_DONE as ngx_int_t {
-            return rc;
+            return Some(rc);
         }
         let Some(index) = conf.backend_of(peer_sockaddr(pc)) else {
-            return rc;
+            return Some(rc);
         };
         let backend = shared.backend(index);
         // Counted before the status is read: a drain that takes the backend out and then finds
@@ -273,16 +326,155 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             backend.request_sent();
             context.current_backend = index;
             hold_gate::note_backend(context.request, upstream, index);
-            return rc;
+            return Some(rc);
         }
         backend.request_finished();
         // SAFETY: hand the refused peer back unused, as nginx would after a finished request,
         // keeping the request's retry budget intact.
         unsafe { refuse_peer(pc, context.inner_data, inner_free) };
     }
-    // SAFETY: the upstream conf's host is a string of the cycle; nginx logs it as the peer.
-    pc.name = unsafe { &mut (*conf.upstream).host };
-    NGX_BUSY as ngx_int_t
+    None
+}
+
+/// nginx's peer list keeps a peer out for `fail_timeout` once it failed `max_fails` times,
+/// while the module, on that same count, checks the backend and may leave it UP (it accepts
+/// connections: a program still alive as supervisord stops its programs one by one, say).
+/// When nothing else is left, the module's verdict wins: nginx's count of the backends it
+/// checked and left UP is cleared (`core::refused_attempt::forgive_failed_peer`). True when
+/// a peer was.
+///
+/// # Safety
+/// `uscf` must be the upstream's srv conf; no peer list lock held by this process.
+unsafe fn forgive_checked_peers(
+    upstream: &UpstreamRuntime,
+    uscf: &mut ngx_http_upstream_srv_conf_t,
+) -> bool {
+    let conf = upstream.conf;
+    if !conf.uses_nginx_peer_list {
+        return false;
+    }
+    let shared = upstream.shared();
+    let checks = upstream.failure_checks.borrow();
+    let counts = upstream.failure_counts.borrow();
+    let mut forgiven = false;
+    let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
+    // SAFETY: as in sync_peer_list: nginx's round-robin peer list, each list written under its
+    // own lock.
+    unsafe {
+        while !peers.is_null() {
+            let _lock = PeersWriteLock::acquire(peers);
+            let mut peer = (*peers).peer;
+            while !peer.is_null() {
+                let address = std::slice::from_raw_parts(
+                    (*peer).sockaddr as *const u8,
+                    (*peer).socklen as usize,
+                );
+                if let Some(index) = conf.backend_of(address) {
+                    let failed_by_count =
+                        (*peer).max_fails != 0 && (*peer).fails >= (*peer).max_fails;
+                    if failed_by_count
+                        && forgive_failed_peer(
+                            shared.backend(index).status() == BackendStatus::Up,
+                            checks[index],
+                            counts[index].failures,
+                        )
+                    {
+                        (*peer).fails = 0;
+                        forgiven = true;
+                    }
+                }
+                peer = (*peer).next;
+            }
+            peers = (*peers).next;
+        }
+    }
+    forgiven
+}
+
+/// A request for which nginx asks a peer when none is UP is held (again), when
+/// `core::refused_attempt::no_peer_verdict` says so, rather than answered "no live
+/// upstreams". True when it was: its attempt is then ended, as after a refused attempt.
+///
+/// # Safety
+/// `pc` must be the peer connection of the context's live request, from within nginx's
+/// `peer.get`, holding no peer and no connection.
+unsafe fn hold_instead_of_no_peer(
+    context: &mut PeerContext,
+    pc: &mut ngx_peer_connection_t,
+    upstream: &'static UpstreamRuntime,
+) -> bool {
+    let r = context.request;
+    // SAFETY: caller's contract: the request and its upstream are live.
+    let request = unsafe { &mut *r };
+    let gate_would_hold = hold_gate::would_hold(upstream);
+    let pending_check = upstream
+        .failure_checks
+        .borrow()
+        .iter()
+        .position(|pending| *pending);
+    let facts = NoPeerLeft {
+        earlier: context.earlier,
+        main_request: ptr::eq(request.main, r),
+        body_kept: request.request_body_no_buffering() == 0,
+        // SAFETY: the request's connection is live.
+        client_gone: unsafe { (*request.connection).error() } != 0,
+        // SAFETY: as above.
+        stale_cache_answer: unsafe { stale_cache_answer(&*request.upstream) },
+        gate_covers: hold_gate::gate_covers(r, upstream),
+        times_held_again: hold_gate::times_held_again(r),
+        gate_would_hold: gate_would_hold.is_some(),
+        check_pending: pending_check.is_some(),
+        failed_backend_left_up: context.last_failed != NO_BACKEND
+            && upstream.shared().backend(context.last_failed).status() == BackendStatus::Up
+            && !upstream.failure_checks.borrow()[context.last_failed],
+    };
+    let (retry_after_ms, why) = match no_peer_verdict(&facts) {
+        NoPeerVerdict::Answer => return false,
+        NoPeerVerdict::Hold => (None, "no backend up for it in the balancer"),
+        NoPeerVerdict::RetryAfter(ms) => (
+            Some(ms),
+            "its backend failed it but accepts connections, sending it again shortly",
+        ),
+    };
+    // With a backend still UP, the request waits for the check that finds out about it.
+    let awaiting_check = if facts.gate_would_hold {
+        None
+    } else {
+        pending_check
+    };
+    // SAFETY: a main request the gate covers (checked above).
+    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check) })
+    else {
+        return false;
+    };
+    // Nothing for nginx to free or retry: no peer, no cached connection to count again.
+    pc.sockaddr = ptr::null_mut();
+    pc.set_cached(0);
+    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would.
+    unsafe {
+        end_attempt(r, pc);
+        hold_gate::hold_again(r, upstream, place, retry_after_ms, why);
+    }
+    if gate_would_hold == Some(true) {
+        hold_gate::start_for_held(upstream);
+    }
+    true
+}
+
+/// Whether nginx may answer `u`'s request from a stale cache entry instead.
+///
+/// # Safety
+/// `u` must be a live request's upstream.
+unsafe fn stale_cache_answer(u: &nginx_sys::ngx_http_upstream_t) -> bool {
+    #[cfg(ngx_feature = "http_cache")]
+    {
+        u.cache_status() == nginx_sys::NGX_HTTP_CACHE_EXPIRED
+    }
+    #[cfg(not(ngx_feature = "http_cache"))]
+    {
+        let _ = u;
+        false
+    }
 }
 
 unsafe fn refuse_peer(
@@ -316,6 +508,9 @@ unsafe extern "C" fn free_peer(
     let failed = state & NGX_PEER_FAILED as ngx_uint_t != 0;
     // SAFETY: the worker's runtime outlives any request.
     let upstream: &'static UpstreamRuntime = unsafe { &*context.upstream };
+    // SAFETY: nginx hands the peer back with the request and its upstream live.
+    let seen = unsafe { attempt_seen(context.request, pc) };
+    context.earlier = Some(context.earlier.map_or(seen, |earlier| earlier.and(seen)));
     if backend != NO_BACKEND {
         let shared_backend = upstream.shared().backend(backend);
         shared_backend.request_finished();
@@ -328,15 +523,42 @@ unsafe extern "C" fn free_peer(
         unsafe { inner_free(pc, context.inner_data, state) };
     }
     if failed && backend != NO_BACKEND {
+        context.last_failed = backend;
         // SAFETY: nginx hands the peer back from within its upstream code, with the request
         // live and its upstream attempt not yet finalized.
-        unsafe { hold_again_if_refused(context.request, pc, upstream, backend) };
+        unsafe { hold_again_if_refused(context.request, pc, upstream, backend, seen) };
     }
 }
 
-/// A request its backend refused before anything was sent is held again rather than answered
-/// 502, when `core::refused_attempt` says so. nginx goes on from here to finalize the upstream
-/// attempt, which this has done already: it then only drops the reference taken here.
+/// What the attempt whose peer nginx hands back showed: read before nginx closes its
+/// connection or prepares the next attempt.
+///
+/// # Safety
+/// `r` must be the live request whose peer `pc` is, its upstream live.
+unsafe fn attempt_seen(r: *mut ngx_http_request_t, pc: &ngx_peer_connection_t) -> EarlierAttempts {
+    // SAFETY: caller's contract.
+    let (request, u) = unsafe { (&*r, &*(*r).upstream) };
+    // SAFETY: the upstream's conf is set for as long as the upstream.
+    let next_upstream = unsafe { (*u.conf).next_upstream };
+    // SAFETY: a connection, when set, is the attempt's own.
+    let timed_out = unsafe { pc.connection.as_ref() }
+        // SAFETY: a live connection's events are live.
+        .is_some_and(|c| unsafe { (*c.write).timedout() != 0 || (*c.read).timedout() != 0 });
+    let non_idempotent = (NGX_HTTP_POST | NGX_HTTP_LOCK | NGX_HTTP_PATCH) as ngx_uint_t;
+    EarlierAttempts {
+        nothing_sent: u.request_sent() == 0,
+        resend_allowed: request.method & non_idempotent == 0
+            || next_upstream & NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT as ngx_uint_t != 0,
+        nothing_received: u.buffer.start.is_null() || u.buffer.last == u.buffer.start,
+        timed_out,
+    }
+}
+
+/// A request its backend failed before answering (a refused connect, a reset) is held again
+/// rather than answered 502, when `core::refused_attempt::hold_again` says so (nginx has no
+/// try left for it; with one left, `get_peer` decides). nginx goes on from here to finalize
+/// the upstream attempt, which this has done already: it then only drops the reference taken
+/// here.
 ///
 /// # Safety
 /// `r` must be the live request whose peer `pc` nginx is handing back after a failure (from
@@ -346,26 +568,17 @@ unsafe fn hold_again_if_refused(
     pc: &mut ngx_peer_connection_t,
     upstream: &'static UpstreamRuntime,
     backend: usize,
+    seen: EarlierAttempts,
 ) {
     // SAFETY: caller's contract: the request and its upstream are live.
     let (request, u) = unsafe { (&mut *r, &mut *(*r).upstream) };
     // SAFETY: the upstream's conf is set for as long as the upstream.
     let next_upstream = unsafe { (*u.conf).next_upstream };
-    // SAFETY: a connection, when set, is the attempt's own.
-    let timed_out = unsafe { pc.connection.as_ref() }
-        // SAFETY: a live connection's events are live.
-        .is_some_and(|c| unsafe { (*c.write).timedout() != 0 || (*c.read).timedout() != 0 });
-    let non_idempotent = (NGX_HTTP_POST | NGX_HTTP_LOCK | NGX_HTTP_PATCH) as ngx_uint_t;
-    #[cfg(ngx_feature = "http_cache")]
-    let stale_cache_answer = u.cache_status() == nginx_sys::NGX_HTTP_CACHE_EXPIRED;
-    #[cfg(not(ngx_feature = "http_cache"))]
-    let stale_cache_answer = false;
     let attempt = FailedAttempt {
-        nothing_sent: u.request_sent() == 0,
-        resend_allowed: request.method & non_idempotent == 0
-            || next_upstream & NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT as ngx_uint_t != 0,
-        nothing_received: u.buffer.start.is_null() || u.buffer.last == u.buffer.start,
-        timed_out,
+        nothing_sent: seen.nothing_sent,
+        resend_allowed: seen.resend_allowed,
+        nothing_received: seen.nothing_received,
+        timed_out: seen.timed_out,
         nginx_gives_up: pc.tries == 0
             || next_upstream & NGX_HTTP_UPSTREAM_FT_ERROR as ngx_uint_t == 0,
         main_request: ptr::eq(request.main, r),
@@ -373,7 +586,8 @@ unsafe fn hold_again_if_refused(
         // SAFETY: the request's connection is live.
         client_gone: unsafe { (*request.connection).error() } != 0,
         cached_connection: pc.cached() != 0,
-        stale_cache_answer,
+        // SAFETY: as above.
+        stale_cache_answer: unsafe { stale_cache_answer(u) },
         gate_covers: hold_gate::gate_covers(r, upstream),
         times_held_again: hold_gate::times_held_again(r),
         backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
@@ -392,7 +606,13 @@ unsafe fn hold_again_if_refused(
     // answering the client.
     unsafe {
         end_attempt(r, pc);
-        hold_gate::hold_again(r, upstream, place);
+        hold_gate::hold_again(
+            r,
+            upstream,
+            place,
+            None,
+            "backend failed the request before answering",
+        );
     }
 }
 
@@ -402,7 +622,8 @@ unsafe fn hold_again_if_refused(
 /// goes through its phases again.
 ///
 /// # Safety
-/// As `hold_again_if_refused`.
+/// `r` must be the live request whose peer connection `pc` is, inside nginx's upstream code
+/// (handing a peer back after a failure, or asking for one) before it finalizes the attempt.
 unsafe fn end_attempt(r: *mut ngx_http_request_t, pc: &mut ngx_peer_connection_t) {
     // SAFETY: caller's contract.
     unsafe {

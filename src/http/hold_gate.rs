@@ -339,7 +339,25 @@ pub unsafe fn reserve_hold_again(
     })
 }
 
-/// Holds `r` again in the place reserved for it; its upstream attempt is over.
+/// Whether the gate would hold a request for `upstream` now (no backend UP, one starting or
+/// to be started); `Some(true)` when a backend is still to be started for it.
+pub fn would_hold(upstream: &UpstreamRuntime) -> Option<bool> {
+    let shared = upstream.shared();
+    match verdict(upstream, shared.failed_starts()) {
+        HoldVerdict::Wait { start } => Some(start),
+        _ => None,
+    }
+}
+
+/// Starts a backend for a request held from the balancer, as the gate does for the requests
+/// it holds (unless one is starting already).
+pub fn start_for_held(upstream: &'static UpstreamRuntime) {
+    start_one(upstream);
+}
+
+/// Holds `r` again in the place reserved for it; its upstream attempt is over. With
+/// `retry_after_ms`, it goes on after that long whatever happened (if still held): the gate
+/// then looks again. `why` ends the debug line.
 ///
 /// # Safety
 /// `r` must be the live request the place was reserved for.
@@ -347,6 +365,8 @@ pub unsafe fn hold_again(
     r: *mut ngx_http_request_t,
     upstream: &'static UpstreamRuntime,
     place: HoldAgain,
+    retry_after_ms: Option<u64>,
+    why: &str,
 ) {
     // SAFETY: caller's contract; the record lives in the request's pool.
     unsafe {
@@ -355,14 +375,43 @@ pub unsafe fn hold_again(
         (*place.held).hold_began_ms = now_ms();
         upstream.held.push(&mut *place.held);
         start_hold(r, upstream);
+        // A main request held by the gate keeps its hold deadline on its connection: its
+        // record's own timer is free for the retry. Its pool cleanup deletes the timer should
+        // the request be freed first.
+        let retry: *mut ngx_event_t = &mut (*place.held).deadline;
+        match retry_after_ms {
+            Some(ms) => {
+                (*retry).handler = Some(on_retry);
+                (*retry).data = place.held as *mut c_void;
+                (*retry).log = (*(*r).connection).log;
+                ngx_add_timer(retry, ms as _);
+            }
+            None if (*retry).timer_set() != 0 => ngx_del_timer(retry),
+            None => {}
+        }
     }
     ngx::ngx_log_debug!(
         // SAFETY: as above.
         unsafe { Request::from_ngx_http_request(r) }.log(),
-        "supervisord: upstream \"{}\": backend refused the request before it was sent, holding it again, {} held in all workers",
+        "supervisord: upstream \"{}\": {}, holding it again, {} held in all workers",
         upstream.name(),
+        why,
         upstream.shared().held()
     );
+}
+
+/// The retry of a request held again for a short while (`hold_again`): it goes on, through
+/// the gate, if it is still held.
+unsafe extern "C" fn on_retry(event: *mut ngx_event_t) {
+    // SAFETY: the event's data is its record, alive while its timer is set (the record's pool
+    // cleanup deletes it); its request is live.
+    let held = unsafe { &mut *((*event).data as *mut HeldRequest) };
+    if !held.is_held() {
+        return;
+    }
+    release(held);
+    // SAFETY: the request was held (by the gate, its phases set back to it) and is live.
+    unsafe { go_on(held) };
 }
 
 /// The gate's index in nginx's phase engine, where a request held again resumes.
