@@ -24,7 +24,7 @@ use crate::module_type::{upstream_conf, Module};
 use crate::runtime::{backend_monitor, worker};
 use crate::shared::slots;
 use crate::shared::zone::{self, Claim};
-use crate::supervisord::{reconciler, scaler, watchdog};
+use crate::supervisord::{client, reconciler, scaler, watchdog};
 use crate::util::conf_args::{conf_error, log_emerg};
 
 static MODULE_CONTEXT: ngx_http_module_t = ngx_http_module_t {
@@ -405,6 +405,9 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         ngx::ngx_log_error!(NGX_LOG_EMERG, log, "supervisord: {}", reason);
         return NGX_ERROR as ngx_int_t;
     }
+    // The client, lowest of the supervisord side, learns that supervisord answers again;
+    // what to do then (send waiting commands, read its view) is the watchdog's.
+    client::on_reachable_again(watchdog::on_supervisord_back);
     for upstream in worker::upstreams() {
         reconciler::start(upstream);
         scaler::start(upstream);

@@ -12,6 +12,7 @@
 
 use super::backend_status::BackendStatus;
 use super::process_state::{program_name, ProcessInfo, ProcessState};
+use super::start_watch::sync_fails_start;
 
 /// One backend as the reply finds it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct BackendAtReply {
     /// It waits out the backoff of a failed start: a program that runs without accepting
     /// connections is not probed again before that wait is over.
     pub backing_off: bool,
+    /// A start nginx sent is still pending (its outcome not settled yet).
+    pub pending_start: bool,
 }
 
 /// A status to set.
@@ -39,6 +42,56 @@ pub struct StatusChange {
     pub index: usize,
     pub from: BackendStatus,
     pub to: BackendStatus,
+}
+
+/// How a backend holds its new status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// STARTING_UP, owned by the worker that read the reply as its own start: it probes the
+    /// program, and the next reads leave the backend alone until the probe settles it.
+    OwnProbe,
+    /// SHUTTING_DOWN that supervisord reported, not a command of nginx: no worker owns it,
+    /// the next reads keep following it.
+    Observed,
+    /// A settled status (UP, DOWN).
+    Settled,
+}
+
+/// One change of a reply and everything the reader does for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncStep {
+    pub change: StatusChange,
+    pub holding: Holding,
+    /// Started outside nginx (`supervisorctl`, supervisord's autorestart, a program running
+    /// when nginx came): counted as a start by hand.
+    pub started_outside: bool,
+    /// The start nginx had pending ends here.
+    pub ends_pending_start: bool,
+    /// ... and it failed: its program exited at start-up (a failed start, backed off).
+    pub start_failed: bool,
+}
+
+/// The steps a reply calls for, backend by backend (see `reconcile_plan`).
+pub fn sync_steps(backends: &[BackendAtReply]) -> Vec<SyncStep> {
+    reconcile_plan(backends)
+        .into_iter()
+        .map(|change| {
+            let backend = &backends[change.index];
+            let ends_pending_start = change.to == BackendStatus::Down && backend.pending_start;
+            SyncStep {
+                change,
+                holding: match change.to {
+                    BackendStatus::StartingUp => Holding::OwnProbe,
+                    BackendStatus::ShuttingDown => Holding::Observed,
+                    _ => Holding::Settled,
+                },
+                started_outside: change.from == BackendStatus::Down
+                    && matches!(change.to, BackendStatus::StartingUp | BackendStatus::Up),
+                ends_pending_start,
+                start_failed: ends_pending_start && sync_fails_start(change.to, backend.observed),
+            }
+        })
+        .collect()
 }
 
 pub fn reconcile_plan(backends: &[BackendAtReply]) -> Vec<StatusChange> {
@@ -251,6 +304,40 @@ mod tests {
     }
 
     #[test]
+    fn each_change_says_how_it_is_held_and_what_it_ends() {
+        let found_running = at_reply(Down, Some(ProcessState::Running));
+        let mut exited = at_reply(Up, Some(ProcessState::Exited));
+        exited.pending_start = true;
+        let mut stopped_by_hand = at_reply(Up, Some(ProcessState::Stopped));
+        stopped_by_hand.pending_start = true;
+        let stopping = at_reply(Up, Some(ProcessState::Stopping));
+        let steps = sync_steps(&[found_running, exited, stopped_by_hand, stopping]);
+        let summary: Vec<_> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s.change.index,
+                    s.holding,
+                    s.started_outside,
+                    s.ends_pending_start,
+                    s.start_failed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, Holding::OwnProbe, true, false, false),
+                // Listened (the probe made it UP), then died within startsecs: a failed start.
+                (1, Holding::Settled, false, true, true),
+                // Stopped by hand: the pending start ends, but did not fail.
+                (2, Holding::Settled, false, true, false),
+                (3, Holding::Observed, false, false, false),
+            ]
+        );
+    }
+
+    #[test]
     fn settled_backends_follow_supervisord() {
         let plan = reconcile_plan(&[
             at_reply(Down, Some(ProcessState::Running)),
@@ -347,7 +434,7 @@ mod properties {
     }
 
     fn any_backend() -> impl Strategy<Value = BackendAtReply> {
-        (0u8..4, any_state(), any::<[bool; 5]>()).prop_map(|(raw, observed, flags)| {
+        (0u8..4, any_state(), any::<[bool; 6]>()).prop_map(|(raw, observed, flags)| {
             BackendAtReply {
                 status: BackendStatus::from_raw(raw).unwrap(),
                 changed_since_sent: flags[0],
@@ -356,6 +443,7 @@ mod properties {
                 restarted: flags[2],
                 can_probe: flags[3],
                 backing_off: flags[4],
+                pending_start: flags[5],
             }
         })
     }
@@ -384,6 +472,22 @@ mod properties {
                 if backend.status == BackendStatus::Down && backend.backing_off {
                     prop_assert_ne!(change.to, BackendStatus::StartingUp);
                 }
+            }
+            // Only a pending start ends, only on DOWN; it failed only if its program exited.
+            for step in sync_steps(&backends) {
+                let backend = backends[step.change.index];
+                prop_assert_eq!(
+                    step.ends_pending_start,
+                    backend.pending_start && step.change.to == BackendStatus::Down
+                );
+                if step.start_failed {
+                    prop_assert!(step.ends_pending_start);
+                    prop_assert!(backend.observed.is_some_and(crate::start_watch::exited_at_start_up));
+                }
+                prop_assert_eq!(
+                    step.holding == Holding::OwnProbe,
+                    step.change.to == BackendStatus::StartingUp
+                );
             }
         }
     }

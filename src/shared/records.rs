@@ -169,6 +169,11 @@ impl SharedBackend {
     }
 
     /// Its failed-start record, for the on-demand start's backoff.
+    /// A start nginx sent is still pending (see `ZoneLock::take_pending_start`).
+    pub fn pending_start(&self) -> bool {
+        self.pending_start.load(Ordering::Acquire) != PENDING_NONE
+    }
+
     /// supervisord has no program of its name, as far as the module knows.
     pub fn program_missing(&self) -> bool {
         self.program_missing.load(Ordering::Acquire)

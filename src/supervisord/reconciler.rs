@@ -13,14 +13,14 @@ use nginx_sys::{
 
 use super::{client, readiness};
 use crate::core::backend_event::BackendEvent;
-use crate::core::backend_status::BackendStatus;
 use crate::core::call_outcome::CallError;
 use crate::core::process_state::{
     find_process_detail, names_like, parse_all_process_info, program_name, restarted, ProcessInfo,
 };
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::reconcile_plan::{observed_pids, observed_states, reconcile_plan, BackendAtReply};
-use crate::core::start_watch::sync_fails_start;
+use crate::core::reconcile_plan::{
+    observed_pids, observed_states, sync_steps, BackendAtReply, Holding,
+};
 use crate::core::xmlrpc::Value;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
@@ -177,37 +177,29 @@ fn apply(
                 restarted: restarted(lock.swap_known_pid(index, pids[index]), pids[index]),
                 can_probe: !conf.backends[index].sockaddrs.is_empty(),
                 backing_off: backend.start_backoff().wait_left_ms(now).is_some(),
+                pending_start: backend.pending_start(),
             }
         })
         .collect();
-    let plan = reconcile_plan(&backends);
+    let steps = sync_steps(&backends);
+    // The failed starts among them, with the backoff each now waits out.
     let mut failed_starts = Vec::new();
-    for change in &plan {
-        match change.to {
-            // This worker probes the program it found running (below): the start is its own
-            // until the probe settles it, so that the next reads leave it alone meanwhile.
-            BackendStatus::StartingUp => lock.begin_command(change.index, change.to, now),
-            // A stop supervisord reported, not a command of nginx: no worker owns it.
-            BackendStatus::ShuttingDown => lock.begin_observed_transition(change.index, change.to),
-            _ => lock.set_status(change.index, change.to),
+    for step in &steps {
+        let (index, to) = (step.change.index, step.change.to);
+        match step.holding {
+            Holding::OwnProbe => lock.begin_command(index, to, now),
+            Holding::Observed => lock.begin_observed_transition(index, to),
+            Holding::Settled => lock.set_status(index, to),
         }
-        if change.from == BackendStatus::Down
-            && matches!(change.to, BackendStatus::StartingUp | BackendStatus::Up)
-        {
-            // Started outside nginx (supervisorctl, or supervisord's own autorestart).
-            upstream
-                .shared()
-                .backend(change.index)
-                .count_event(BackendEvent::StartByHand);
+        if step.started_outside {
+            shared.backend(index).count_event(BackendEvent::StartByHand);
         }
-        // A start still pending ends here; it failed if its program exited.
-        if change.to == BackendStatus::Down
-            && lock.take_pending_start(change.index).is_some()
-            && sync_fails_start(change.to, observed[change.index])
-        {
-            lock.record_failed_start(change.index);
-            let backoff = lock.record_start_backoff(change.index, now);
-            failed_starts.push((change.index, backoff));
+        if step.ends_pending_start {
+            lock.take_pending_start(index);
+        }
+        if step.start_failed {
+            lock.record_failed_start(index);
+            failed_starts.push((index, lock.record_start_backoff(index, now)));
         }
     }
     let newly_missing: Vec<usize> = observed
@@ -233,22 +225,22 @@ fn apply(
             names_like(&program, processes)
         );
     }
-    for change in &plan {
-        if change.to == BackendStatus::StartingUp {
-            readiness::watch_hand_start(upstream, change.index);
+    for step in &steps {
+        if step.holding == Holding::OwnProbe {
+            readiness::watch_hand_start(upstream, step.change.index);
         }
     }
     ngx::ngx_log_debug!(
         log,
         "supervisord: upstream \"{}\": program states read, {} of {} backends change",
         conf.name,
-        plan.len(),
+        steps.len(),
         backends.len()
     );
     if !failed_starts.is_empty() {
         upstream.wake_held_now();
     }
-    for change in plan {
+    for change in steps.iter().map(|step| step.change) {
         if let Some((_, backoff)) = failed_starts
             .iter()
             .find(|(index, _)| *index == change.index)

@@ -23,7 +23,6 @@ const REACH_ATTEMPT_MS: u64 = 1000;
 
 /// Starts the worker's watchdog; once per worker, after its runtime is installed.
 pub fn start() {
-    client::on_reachable_again(on_supervisord_back);
     let Some(event) = worker::watchdog_timer() else {
         return;
     };
@@ -79,7 +78,7 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
 
 /// supervisord answered again after an outage (in this worker, once per return), for every
 /// upstream of its host (`host` leads it).
-fn on_supervisord_back(host: &'static UpstreamRuntime) {
+pub fn on_supervisord_back(host: &'static UpstreamRuntime) {
     let live = slots::live_tokens();
     for upstream in host.host_members() {
         resend_due(upstream, &live, true);
