@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use nginx_tests::status::Status;
 use nginx_tests::supervisord::{Program, Supervisord};
 use nginx_tests::{eventually, free_port, Config, Nginx, Server, Upstream};
 
@@ -91,5 +92,70 @@ fn an_outage_of_their_supervisord_is_one_line_and_its_end_another() {
             .all(|line| line.contains("upstreams \"alpha\", \"beta\", \"gamma\", \"delta\"")),
         "{incident:#?}"
     );
+    nginx.assert_clean_log();
+}
+
+/// Two upstreams over the same program (`supervisord_name app` in both): a stop through one is
+/// seen by the other at once, not at the next read, so a start through the other starts it
+/// again instead of answering "already up".
+#[test]
+fn a_stop_through_one_upstream_is_seen_by_another_over_the_same_program() {
+    let port = free_port();
+    let supervisord =
+        Supervisord::start("one-host-twins", &[Program::backend("app0", port, 0)], "");
+    let mut config = Config::new().workers(2);
+    let mut server = Server::new()
+        .reuseport()
+        .location("= /_status", "supervisord_status;");
+    for name in ["first", "second"] {
+        config = config.upstream(
+            Upstream::new(name)
+                .servers(&[port])
+                .supervisord(supervisord.address())
+                .directive("supervisord_name app")
+                // The periodic read is far away: what follows at once is not it.
+                .sync_interval("30s"),
+        );
+        server = server
+            .location(&format!("/{name}/"), &format!("proxy_pass http://{name};"))
+            .location(
+                &format!("/_start_{name}/"),
+                &format!("supervisord_start {name};"),
+            )
+            .location(
+                &format!("/_stop_{name}/"),
+                &format!("supervisord_stop {name};"),
+            );
+    }
+    let nginx = Nginx::start("one-host-twins", &config.server(server));
+    let status_of =
+        |name: &str| nginx.supervisord_status("/_status").upstream(name).backends[0].status;
+    assert_eq!(nginx.get("/first/").status, 200);
+    assert!(
+        eventually(5, || status_of("second") == Status::Up),
+        "{}",
+        nginx.error_log()
+    );
+    assert_eq!(nginx.get("/second/").status, 200);
+
+    let stop = nginx.get("/_stop_first/0");
+    assert_eq!(stop.status, 200, "{stop:?}");
+    supervisord.wait_state("app0", "STOPPED");
+    assert!(
+        eventually(5, || status_of("second") == Status::Down),
+        "{}",
+        nginx.error_log()
+    );
+    let start = nginx.get("/_start_second/0");
+    assert_eq!(start.status, 200, "{start:?}");
+    assert!(start.body.contains("down -> starting up"), "{}", start.body);
+    supervisord.wait_state("app0", "RUNNING");
+    assert!(
+        eventually(5, || status_of("first") == Status::Up),
+        "{}",
+        nginx.error_log()
+    );
+    assert_eq!(nginx.get("/first/").status, 200);
+    assert_eq!(supervisord.spawns("app0"), 2, "{}", supervisord.log());
     nginx.assert_clean_log();
 }

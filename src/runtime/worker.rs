@@ -18,6 +18,7 @@ use super::monitor_state::BackendMonitorState;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
+use crate::core::process_state::program_name;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
 use crate::util::log::cycle_log;
@@ -198,6 +199,17 @@ impl UpstreamRuntime {
         } else {
             format!("upstreams {}", names.join(", "))
         }
+    }
+
+    /// Whether another upstream of its host manages the program of backend `index` too (two
+    /// upstreams over the same programs): a command on it is news for that upstream as well.
+    pub fn program_shared_in_host(&'static self, index: usize) -> bool {
+        let program = program_name(self.conf.program_prefix(), index);
+        self.host().host_members().any(|other| {
+            !std::ptr::eq(other, self)
+                && (0..other.conf.backends.len())
+                    .any(|j| program_name(other.conf.program_prefix(), j) == program)
+        })
     }
 
     /// Whether its supervisord is known unreachable (the host's one fact).

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
-use super::client;
 use super::readiness::{self, SharedHandshake};
+use super::{client, reconciler};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::call_outcome::{command_succeeded, CallError};
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
@@ -277,6 +277,11 @@ fn send(
         &params,
         Box::new(move |result| {
             let outcome = command_succeeded(command, &result);
+            if outcome.is_ok() && upstream.program_shared_in_host(index) {
+                // Another upstream manages this program too: it follows at once (the host's
+                // view read now) rather than at the next interval.
+                reconciler::read_now(upstream);
+            }
             if let Err(error) = &outcome {
                 if park_unreachable(upstream, index, command, caller_waits, error) {
                     return;
