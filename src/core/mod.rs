@@ -12,6 +12,7 @@ pub mod backend_event;
 pub mod backend_status;
 pub mod balancer_api;
 pub mod call_outcome;
+pub mod command_reply;
 pub mod commands;
 pub mod control_uri;
 pub mod drain;

@@ -11,33 +11,38 @@ use super::commands::settle;
 /// What the two parties of one start have told each other so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StartHandshake {
-    /// supervisord answered that the program started.
+    /// supervisord answered that the program started (`core::command_reply` decides what
+    /// that answer does).
     pub confirmed: bool,
     /// A readiness probe was started for the backend's addresses: it settles the start, UP
-    /// when one accepts a connection, failed at its deadline (whether before or after
-    /// supervisord answers).
+    /// when one accepts a connection, failed at its deadline (see `at_probe_deadline`).
     pub probing: bool,
+    /// nginx sent `startProcess` for this start and its answer is still to come.
+    pub reply_due: bool,
+    /// The start could not reach supervisord and waits for it (`park_until_reachable`).
+    pub parked: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterReply {
-    /// The probe is still trying and settles the start.
-    LeaveToProbe,
-    /// Settle the command now with supervisord's outcome.
-    Settle,
+pub enum AtProbeDeadline {
+    /// The start phase is over without an accepted connection: the start failed.
+    Fail,
+    /// supervisord has not answered the start yet: its answer (or the call's time-out, due
+    /// about now) settles a failure with its own reason; the probe keeps trying meanwhile.
+    AwaitReply,
+    /// The start waits for supervisord to be reachable again; it is sent again then, with a
+    /// probe of its own: this one ends without settling anything.
+    Leave,
 }
 
-impl StartHandshake {
-    /// supervisord answered a start (`succeeded` or not). Its "started" never makes a backend
-    /// UP while a probe can tell whether it answers; a failure settles at once.
-    pub fn on_reply(&mut self, succeeded: bool) -> AfterReply {
-        if succeeded {
-            self.confirmed = true;
-            if self.probing {
-                return AfterReply::LeaveToProbe;
-            }
-        }
-        AfterReply::Settle
+/// What the probe does when its time (`supervisord_timeout` from the start) is up.
+pub fn at_probe_deadline(handshake: StartHandshake) -> AtProbeDeadline {
+    if handshake.parked {
+        AtProbeDeadline::Leave
+    } else if handshake.reply_due {
+        AtProbeDeadline::AwaitReply
+    } else {
+        AtProbeDeadline::Fail
     }
 }
 
@@ -99,30 +104,21 @@ mod tests {
     use BackendStatus::*;
 
     #[test]
-    fn a_confirmed_start_is_left_to_the_probe() {
+    fn the_start_phase_ends_in_a_failure_unless_supervisord_has_yet_to_answer() {
         let mut handshake = StartHandshake {
             probing: true,
             ..StartHandshake::default()
         };
-        assert_eq!(handshake.on_reply(true), AfterReply::LeaveToProbe);
-        assert!(handshake.confirmed);
-    }
-
-    #[test]
-    fn a_failed_start_settles_at_once_even_while_probing() {
-        let mut handshake = StartHandshake {
-            probing: true,
-            ..StartHandshake::default()
-        };
-        assert_eq!(handshake.on_reply(false), AfterReply::Settle);
-        assert!(!handshake.confirmed);
-    }
-
-    #[test]
-    fn without_a_probe_supervisords_answer_settles() {
-        // No address to probe: supervisord's word is all there is.
-        let mut handshake = StartHandshake::default();
-        assert_eq!(handshake.on_reply(true), AfterReply::Settle);
+        // A start seen outside nginx, or one supervisord answered: no connection, failed.
+        assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::Fail);
+        handshake.confirmed = true;
+        assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::Fail);
+        // Its answer is due at about the same time: it says why the start failed.
+        handshake.reply_due = true;
+        assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::AwaitReply);
+        // Waiting for supervisord to come back: not this probe's to settle.
+        handshake.parked = true;
+        assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::Leave);
     }
 
     #[test]

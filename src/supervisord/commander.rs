@@ -16,13 +16,10 @@ use super::readiness::{self, SharedHandshake};
 use super::{client, reconciler};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::call_outcome::{command_succeeded, CallError};
+use crate::core::command_reply::{reply_step, ReplyFacts, ReplyLog, ReplyStep};
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
-use crate::core::reachability::{failure_told_by_reachability, supervisord_away};
-use crate::core::start_handshake::{park_until_reachable, settle_reply, AfterReply};
-use crate::core::start_watch::{
-    fault_means_exit, fault_means_no_program, start_refused_by_a_stop, PendingStart,
-};
+use crate::core::start_watch::{start_refused_by_a_stop, PendingStart};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -282,22 +279,35 @@ fn send(
                 // view read now) rather than at the next interval.
                 reconciler::read_now(upstream);
             }
-            if let Err(error) = &outcome {
-                if park_unreachable(upstream, index, command, caller_waits, error) {
-                    return;
-                }
-            }
-            let exits = command == Command::Start
-                && matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_exit(fault));
-            if command == Command::Start && !exits {
-                // The program did not exit at start-up: its start is no longer pending.
-                upstream.lock().take_pending_start(index);
+            let lock = upstream.lock();
+            let before = lock.status(index);
+            let step = reply_step(&ReplyFacts {
+                command,
+                outcome: outcome.clone(),
+                status: before,
+                supervisord_unreachable: upstream.supervisord_unreachable(),
+                caller_waits,
+                probing: handshake.get().probing,
+            });
+            if step.ends_pending_start(command) {
+                lock.take_pending_start(index);
             }
             if command == Command::Start {
                 let mut state = handshake.get();
-                let after = state.on_reply(outcome.is_ok());
+                state.confirmed = outcome.is_ok();
+                state.reply_due = false;
+                state.parked = matches!(step, ReplyStep::Park { .. });
                 handshake.set(state);
-                if after == AfterReply::LeaveToProbe {
+            }
+            let settle = match step {
+                ReplyStep::Park { quiet } => {
+                    lock.park_command(index);
+                    drop(lock);
+                    log_parked(upstream, index, command, &outcome, before, quiet);
+                    return;
+                }
+                ReplyStep::LeaveToProbe => {
+                    drop(lock);
                     ngx::ngx_log_debug!(
                         cycle_log(),
                         "supervisord: upstream \"{}\" backend {}: start confirmed, readiness probe settles it",
@@ -306,35 +316,35 @@ fn send(
                     );
                     return;
                 }
-            }
-            if exits {
-                // The program exits at start-up: supervisord's reason goes into the one line
-                // of this step; the start is settled with it.
-                let program = program_for_log.clone();
-                client::call(
-                    upstream,
-                    "supervisor.getProcessInfo",
-                    &[Param::Str(&program)],
-                    Box::new(move |info| {
-                        let detail = info.ok().and_then(|value| parse_process_info(&value).ok());
-                        settle_exit(upstream, index, outcome, detail);
-                    }),
-                );
-                return;
-            }
-            let lock = upstream.lock();
-            let before = lock.status(index);
-            let settlement = settle_reply(command, before, outcome.is_ok());
+                ReplyStep::AskWhyItExited => {
+                    drop(lock);
+                    // supervisord's reason goes into the one line of this step; the start is
+                    // settled with it.
+                    let program = program_for_log.clone();
+                    client::call(
+                        upstream,
+                        "supervisor.getProcessInfo",
+                        &[Param::Str(&program)],
+                        Box::new(move |info| {
+                            let detail =
+                                info.ok().and_then(|value| parse_process_info(&value).ok());
+                            settle_exit(upstream, index, outcome, detail);
+                        }),
+                    );
+                    return;
+                }
+                ReplyStep::Settle(settle) => settle,
+            };
+            let settlement = settle.settlement;
             let mut backoff = None;
             if settlement.owned {
                 if settlement.failed_start {
                     lock.record_failed_start(index);
                     backoff = Some(lock.record_start_backoff(index, now_ms()));
-                    if matches!(&outcome, Err(CallError::Fault(fault)) if fault_means_no_program(fault))
-                    {
-                        // Not started again until supervisord has it (see `reconciler`).
-                        lock.swap_program_missing(index, true);
-                    }
+                }
+                if settle.program_missing {
+                    // Not started again until supervisord has it (see `reconciler`).
+                    lock.swap_program_missing(index, true);
                 }
                 lock.set_status(index, settlement.status);
                 if command == Command::Start && settlement.status == BackendStatus::Up {
@@ -347,8 +357,19 @@ fn send(
             }
             drop(lock);
             let backend = &conf.backends[index];
-            match outcome {
-                Ok(()) if settlement.owned => {
+            let now_status = if settlement.owned {
+                settlement.status
+            } else {
+                before
+            };
+            let next_start = backoff.map(readiness::next_start_note).unwrap_or_default();
+            let error = outcome.err().map(|error| error.to_string());
+            if let Some(error) = &error {
+                on_failure(error.clone());
+            }
+            let error = error.unwrap_or_default();
+            match settle.log {
+                ReplyLog::Transition => {
                     ngx::ngx_log_error!(
                         NGX_LOG_NOTICE,
                         cycle_log(),
@@ -361,63 +382,52 @@ fn send(
                         settlement.status
                     );
                 }
-                Ok(()) => {
+                ReplyLog::SettledMeanwhile => {
                     ngx::ngx_log_debug!(
-                        cycle_log(),
-                        "supervisord: upstream \"{}\" backend {}: {} done, but the backend was settled {} meanwhile",
-                        conf.name,
-                        index,
-                        command,
-                        before
-                    );
+                    cycle_log(),
+                    "supervisord: upstream \"{}\" backend {}: {} done, but the backend was settled {} meanwhile",
+                    conf.name,
+                    index,
+                    command,
+                    before
+                );
                 }
-                Err(error)
-                    if failure_told_by_reachability(&error, upstream.supervisord_unreachable()) =>
-                {
+                ReplyLog::ToldByOutage => {
                     ngx::ngx_log_debug!(
-                        cycle_log(),
-                        "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}{}",
-                        conf.name,
-                        index,
-                        command,
-                        error,
-                        if settlement.owned {
-                            settlement.status
-                        } else {
-                            before
-                        },
-                        backoff.map(readiness::next_start_note).unwrap_or_default()
-                    );
-                    on_failure(error.to_string());
+                    cycle_log(),
+                    "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}{}",
+                    conf.name,
+                    index,
+                    command,
+                    error,
+                    now_status,
+                    next_start
+                );
                 }
-                Err(error) if command == Command::Start && !settlement.owned => {
-                    // Settled meanwhile, e.g. stopped by `/_stop` while starting: the stop is
-                    // what happened, and its own line says so; this is no failed start.
-                    on_failure(error.to_string());
+                ReplyLog::EndedAfterSettlement => {
                     ngx::ngx_log_debug!(
-                        cycle_log(),
-                        "supervisord: upstream \"{}\" backend {}: start ended with {} after the backend was settled {} meanwhile",
-                        conf.name,
-                        index,
-                        error,
-                        before
-                    );
+                    cycle_log(),
+                    "supervisord: upstream \"{}\" backend {}: start ended with {} after the backend was settled {} meanwhile",
+                    conf.name,
+                    index,
+                    error,
+                    before
+                );
                 }
-                Err(error) => {
-                    on_failure(error.to_string());
+                ReplyLog::Failed => {
                     ngx::ngx_log_error!(
-                        NGX_LOG_ERR,
-                        cycle_log(),
-                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}{}",
-                        conf.name,
-                        index,
-                        backend.name,
-                        program_for_log,
-                        command,
-                        error,
-                        if settlement.owned { settlement.status } else { before },
-                        backoff.map(readiness::next_start_note).unwrap_or_default()
-                    );
+                    NGX_LOG_ERR,
+                    cycle_log(),
+                    "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}{}",
+                    conf.name,
+                    index,
+                    backend.name,
+                    program_for_log,
+                    command,
+                    error,
+                    now_status,
+                    next_start
+                );
                 }
             }
         }),
@@ -492,28 +502,24 @@ fn settle_exit(
     );
 }
 
-/// A command whose call could not reach supervisord waits for it in its transitional status
-/// (see `core::start_handshake::park_until_reachable`); the watchdog sends it again once
-/// supervisord answers. Whether it was parked.
-fn park_unreachable(
+/// The line of a command that waits for supervisord in its transitional status (see
+/// `core::start_handshake::park_until_reachable`); the watchdog sends it again once
+/// supervisord answers. `quiet`: the outage's one line tells it already.
+fn log_parked(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
-    caller_waits: bool,
-    error: &crate::core::call_outcome::CallError,
-) -> bool {
-    if !supervisord_away(command, error, upstream.supervisord_unreachable()) {
-        return false;
-    }
-    let lock = upstream.lock();
-    let status = lock.status(index);
-    if !park_until_reachable(command, status, caller_waits) {
-        return false;
-    }
-    lock.park_command(index);
-    drop(lock);
+    outcome: &Result<(), CallError>,
+    status: BackendStatus,
+    quiet: bool,
+) {
     let conf = upstream.conf;
-    if failure_told_by_reachability(error, upstream.supervisord_unreachable()) {
+    let error = outcome
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if quiet {
         ngx::ngx_log_debug!(
             cycle_log(),
             "supervisord: upstream \"{}\" backend {}: {} failed: {}; stays {} until supervisord answers again",
@@ -537,5 +543,4 @@ fn park_unreachable(
             status
         );
     }
-    true
 }

@@ -31,7 +31,9 @@ use crate::core::backend_status::BackendStatus;
 use crate::core::probe_schedule::delay_after_round_ms;
 use crate::core::process_state::{parse_process_info, program_name, ProcessState};
 use crate::core::start_backoff::StartBackoff;
-use crate::core::start_handshake::{settle_ready, StartHandshake};
+use crate::core::start_handshake::{
+    at_probe_deadline, settle_ready, AtProbeDeadline, StartHandshake,
+};
 use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
 use crate::core::xmlrpc::Param;
 use crate::runtime::worker::quiet_log;
@@ -58,9 +60,12 @@ struct StartRef {
     /// When the start began (nginx's monotonic msec), for the cold-start time.
     began_ms: u64,
     last_state: LastState,
-    /// supervisord has yet to answer nginx's `startProcess` for this start: its answer (a
-    /// fault when the program dies within `startsecs`) settles a failure, with its reason.
-    reply_pending: Option<SharedHandshake>,
+    /// What the commander and the probe tell each other of this start. While supervisord
+    /// has yet to answer nginx's `startProcess` (`reply_due`), its answer (a fault when the
+    /// program dies within `startsecs`) settles a failure, with its reason.
+    handshake: SharedHandshake,
+    /// nginx sent this start (it was not seen made outside nginx): it has a cold-start time.
+    sent_by_nginx: bool,
 }
 
 impl StartRef {
@@ -73,10 +78,7 @@ impl StartRef {
     /// start was confirmed (`startsecs=0`: the program exits after supervisord said RUNNING)
     /// or made by hand.
     fn watch_settles_exits(&self) -> bool {
-        match &self.reply_pending {
-            Some(handshake) => handshake.get().confirmed,
-            None => true,
-        }
+        !self.handshake.get().reply_due
     }
 }
 
@@ -107,13 +109,17 @@ fn begin(
     handshake: SharedHandshake,
     reply_due: bool,
 ) {
+    let mut state = handshake.get();
+    state.reply_due = reply_due;
+    handshake.set(state);
     let start = StartRef {
         upstream,
         index,
         changes_at_start: upstream.shared().backend(index).changes(),
         began_ms: now_ms(),
         last_state: LastState::default(),
-        reply_pending: reply_due.then(|| handshake.clone()),
+        handshake: handshake.clone(),
+        sent_by_nginx: reply_due,
     };
     watch(start.clone());
     let conf = upstream.conf;
@@ -170,7 +176,14 @@ unsafe fn try_connect(probe: *mut Probe) {
         unsafe { finish(probe) };
         return;
     }
-    if now_ms() >= p.give_up_at {
+    let past_deadline = now_ms() >= p.give_up_at;
+    let at_deadline = at_probe_deadline(p.start.handshake.get());
+    if past_deadline && at_deadline == AtProbeDeadline::Leave {
+        // SAFETY: ends the probe; the start is sent again once supervisord answers.
+        unsafe { finish(probe) };
+        return;
+    }
+    if past_deadline && at_deadline == AtProbeDeadline::Fail {
         // The start phase is over without an accepted connection: whatever supervisord says
         // (RUNNING only means the program lived `startsecs`), the start failed.
         let conf = p.upstream.conf;
@@ -321,7 +334,7 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
         lock.set_status(p.index, status);
     }
     drop(lock);
-    if settled == Some(BackendStatus::Up) && p.start.reply_pending.is_some() {
+    if settled == Some(BackendStatus::Up) && p.start.sent_by_nginx {
         // A start nginx sent (not one made outside it): its cold-start time.
         p.upstream
             .shared()
