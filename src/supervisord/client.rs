@@ -9,12 +9,12 @@ use std::ffi::c_void;
 use std::ptr;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
-    ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_exiting, ngx_handle_read_event, ngx_handle_write_event, ngx_peer_connection_t,
-    ngx_socket_errno, NGX_AGAIN, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_del_timer, ngx_event_t, ngx_exiting,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_socket_errno, NGX_AGAIN, NGX_LOG_ERR,
+    NGX_LOG_NOTICE, NGX_OK,
 };
 
+use super::peer_conn::{Connect, PeerConn};
 use crate::core::call_outcome::{interpret_response, CallError};
 use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
 use crate::core::reachability::{
@@ -22,7 +22,6 @@ use crate::core::reachability::{
 };
 use crate::core::reply_limit::{method_mark, ReplySize};
 use crate::core::xmlrpc::{encode_call, Param, Value};
-use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 
@@ -48,7 +47,7 @@ struct Exchange {
     request: Vec<u8>,
     sent: usize,
     received: Vec<u8>,
-    peer: ngx_peer_connection_t,
+    peer: PeerConn,
     deadline: ngx_event_t,
     done: Option<Completion>,
     /// The connection came from the idle slot (it may have been closed by supervisord).
@@ -87,9 +86,8 @@ pub fn call(
         request,
         sent: 0,
         received: Vec::new(),
+        peer: PeerConn::new(),
         // SAFETY: zeroed is the "unset" value of this plain C struct.
-        peer: unsafe { std::mem::zeroed() },
-        // SAFETY: as above.
         deadline: unsafe { std::mem::zeroed() },
         done: Some(done),
         reused: false,
@@ -127,41 +125,40 @@ unsafe fn start(exchange: *mut Exchange) {
         .supervisord
         .as_ref()
         .expect("checked in call");
-    let peer = &mut ex.peer;
-    // SAFETY: zeroed is a valid "unset" value for a peer connection.
-    *peer = unsafe { std::mem::zeroed() };
-    peer.sockaddr = endpoint.sockaddr;
-    peer.socklen = endpoint.socklen;
-    peer.name = &endpoint.peer_name as *const _ as *mut _;
-    peer.get = Some(ngx_event_get_peer);
-    peer.tries = 1;
     // nginx's own connect line (`[crit]` for a missing socket, `[error]` when refused) would
     // come back with every call of an outage; the module logs one line per outage instead.
-    peer.log = quiet_log();
-    // nginx's own send/recv lines go to info; the module logs one clear line itself.
-    peer.set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
-    // SAFETY: the peer describes a valid address of the cycle.
-    let rc = unsafe { ngx_event_connect_peer(peer) };
-    if rc != NGX_OK as isize && rc != NGX_AGAIN as isize {
-        let error = std::io::Error::from_raw_os_error(ngx_socket_errno());
-        let failure = if error.kind() == std::io::ErrorKind::PermissionDenied {
-            CallError::NoAccess(endpoint.display.clone())
-        } else {
-            CallError::Transport(format!(
-                "connect to {} failed: {}",
-                endpoint.display,
-                error.to_string().to_lowercase()
-            ))
-        };
-        // SAFETY: the exchange is live; no connection is attached.
-        unsafe { finish(exchange, Err(failure)) };
-        return;
-    }
-    let connection = peer.connection;
-    // SAFETY: ngx_event_connect_peer returned a connection for this exchange.
+    // SAFETY: the address is the cycle's; the exchange outlives its connection.
+    let connect = unsafe {
+        ex.peer.connect(
+            endpoint.sockaddr,
+            endpoint.socklen,
+            &endpoint.peer_name,
+            exchange as *mut c_void,
+            Some(on_write),
+        )
+    };
+    let (connection, at_once) = match connect {
+        Connect::Done(connection) => (connection, true),
+        Connect::Pending(connection) => (connection, false),
+        Connect::Failed(error) => {
+            let failure = if error.kind() == std::io::ErrorKind::PermissionDenied {
+                CallError::NoAccess(endpoint.display.clone())
+            } else {
+                CallError::Transport(format!(
+                    "connect to {} failed: {}",
+                    endpoint.display,
+                    error.to_string().to_lowercase()
+                ))
+            };
+            // SAFETY: the exchange is live; no connection is attached.
+            unsafe { finish(exchange, Err(failure)) };
+            return;
+        }
+    };
+    // SAFETY: the connection is this exchange's.
     unsafe {
         attach(exchange, connection);
-        if rc == NGX_OK as isize {
+        if at_once {
             on_write((*connection).write);
         }
     }
@@ -170,7 +167,7 @@ unsafe fn start(exchange: *mut Exchange) {
 unsafe fn attach(exchange: *mut Exchange, connection: *mut ngx_connection_t) {
     // SAFETY: both are live; the connection's events call back into this exchange.
     unsafe {
-        (*exchange).peer.connection = connection;
+        (*exchange).peer.adopt(connection);
         (*connection).data = exchange as *mut c_void;
         (*connection).set_idle(0);
         let log = cycle_log();
@@ -364,11 +361,7 @@ unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
 }
 
 unsafe fn close_connection(ex: &mut Exchange) {
-    if !ex.peer.connection.is_null() {
-        // SAFETY: the connection belongs to this exchange.
-        unsafe { ngx_close_connection(ex.peer.connection) };
-        ex.peer.connection = ptr::null_mut();
-    }
+    ex.peer.close();
 }
 
 unsafe fn finish(exchange: *mut Exchange, result: Result<Value, CallError>) {
@@ -383,7 +376,7 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
         // SAFETY: our own timer.
         unsafe { ngx_del_timer(&mut ex.deadline) };
     }
-    let connection = ex.peer.connection;
+    let connection = ex.peer.connection();
     // A worker shutting down closed its idle connections once, when it began to: one parked
     // after that (a call its last drain made) would be left open when it exits.
     // SAFETY: a plain read of nginx's process flag.
@@ -391,7 +384,7 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
     if keep && !exiting && !connection.is_null() && ex.upstream.idle_connection.get().is_null() {
         // SAFETY: the connection is healthy and now owned by the idle slot.
         unsafe { park(ex.upstream, connection) };
-        ex.peer.connection = ptr::null_mut();
+        ex.peer.release();
     } else {
         // SAFETY: ours to close.
         unsafe { close_connection(&mut ex) };

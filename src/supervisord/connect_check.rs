@@ -3,15 +3,12 @@
 //! failed, to tell a failing request from a failing backend.
 
 use std::ffi::c_void;
-use std::ptr;
 
 use nginx_sys::{
-    getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
-    ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_peer_connection_t, ngx_str_t, socklen_t, NGX_AGAIN, NGX_OK, SOL_SOCKET, SO_ERROR,
+    ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_event_t, ngx_str_t, socklen_t,
 };
 
-use crate::runtime::worker::quiet_log;
+use super::peer_conn::{connected, Connect, PeerConn};
 use crate::util::log::cycle_log;
 
 /// A connect that neither succeeds nor fails within this counts as refused.
@@ -23,7 +20,7 @@ struct Check {
     addresses: Vec<Vec<u8>>,
     next: usize,
     name: ngx_str_t,
-    peer: ngx_peer_connection_t,
+    peer: PeerConn,
     timer: ngx_event_t,
     done: Option<Verdict>,
 }
@@ -38,9 +35,8 @@ pub fn accepts_connections(addresses: Vec<Vec<u8>>, name: &'static str, done: Ve
             len: name.len(),
             data: name.as_ptr() as *mut u8,
         },
-        // SAFETY: zeroed is a valid unset peer connection and event.
-        peer: unsafe { std::mem::zeroed() },
-        // SAFETY: as above.
+        peer: PeerConn::new(),
+        // SAFETY: zeroed is a valid unset event.
         timer: unsafe { std::mem::zeroed() },
         done: Some(done),
     }));
@@ -65,34 +61,26 @@ unsafe fn try_next(check: *mut Check) {
             return;
         };
         c.next += 1;
-        // SAFETY: zeroed is a valid unset peer connection.
-        c.peer = unsafe { std::mem::zeroed() };
-        c.peer.sockaddr = address.as_ptr() as *mut _;
-        c.peer.socklen = address.len() as socklen_t;
-        c.peer.name = &mut c.name;
-        c.peer.get = Some(ngx_event_get_peer);
-        c.peer.tries = 1;
         // A refusal is the answer looked for, not an error: nginx's own line goes nowhere.
-        c.peer.log = quiet_log();
-        c.peer
-            .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
-        // SAFETY: the peer describes one of the backend's addresses.
-        let rc = unsafe { ngx_event_connect_peer(&mut c.peer) };
-        if rc == NGX_OK as isize {
+        // SAFETY: the address and name live in the check, which outlives its connection.
+        let connect = unsafe {
+            c.peer.connect(
+                address.as_ptr() as *const _,
+                address.len() as socklen_t,
+                &c.name,
+                check as *mut c_void,
+                Some(on_connect_event),
+            )
+        };
+        match connect {
             // SAFETY: connected at once: the backend accepts.
-            unsafe { finish(check, true) };
-            return;
-        }
-        if rc == NGX_AGAIN as isize {
-            let connection = c.peer.connection;
-            // SAFETY: the pending connection reports to this check.
-            unsafe {
-                (*connection).data = check as *mut c_void;
-                (*(*connection).write).handler = Some(on_connect_event);
-                (*(*connection).read).handler = Some(on_connect_event);
-                ngx_add_timer(&mut c.timer, CONNECT_WAIT_MS);
+            Connect::Done(_) => return unsafe { finish(check, true) },
+            Connect::Pending(_) => {
+                // SAFETY: the check's own timer.
+                unsafe { ngx_add_timer(&mut c.timer, CONNECT_WAIT_MS) };
+                return;
             }
-            return;
+            Connect::Failed(_) => {}
         }
         // Refused at once: the next address.
     }
@@ -103,19 +91,10 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
     unsafe {
         let connection = (*event).data as *mut ngx_connection_t;
         let check = (*connection).data as *mut Check;
-        let mut error: i32 = 0;
-        let mut length = std::mem::size_of::<i32>() as socklen_t;
-        let rc = getsockopt(
-            (*connection).fd,
-            SOL_SOCKET as i32,
-            SO_ERROR as i32,
-            &mut error as *mut i32 as *mut c_void,
-            &mut length,
-        );
-        if rc == 0 && error == 0 {
+        if connected(connection) {
             finish(check, true);
         } else {
-            close(&mut *check);
+            (*check).peer.close();
             if (*check).timer.timer_set() != 0 {
                 ngx_del_timer(&mut (*check).timer);
             }
@@ -128,18 +107,8 @@ unsafe extern "C" fn on_timeout(event: *mut ngx_event_t) {
     // SAFETY: the timer's data is its live check; the timer fired, so it is no longer set.
     unsafe {
         let check = (*event).data as *mut Check;
-        close(&mut *check);
+        (*check).peer.close();
         try_next(check);
-    }
-}
-
-/// # Safety
-/// `c` must be a live check.
-unsafe fn close(c: &mut Check) {
-    if !c.peer.connection.is_null() {
-        // SAFETY: the check's own connection.
-        unsafe { ngx_close_connection(c.peer.connection) };
-        c.peer.connection = ptr::null_mut();
     }
 }
 
@@ -152,8 +121,7 @@ unsafe fn finish(check: *mut Check, accepted: bool) {
         // SAFETY: the check's own timer.
         unsafe { ngx_del_timer(&mut c.timer) };
     }
-    // SAFETY: the check's own connection, if any.
-    unsafe { close(&mut c) };
+    c.peer.close();
     if let Some(done) = c.done.take() {
         done(accepted);
     }

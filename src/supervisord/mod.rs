@@ -5,6 +5,7 @@ pub mod client;
 pub mod commander;
 pub mod connect_check;
 pub mod failure_check;
+pub mod peer_conn;
 pub mod readiness;
 pub mod reconciler;
 pub mod scaler;

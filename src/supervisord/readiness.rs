@@ -16,17 +16,15 @@
 
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::ptr;
 use std::rc::Rc;
 
 use nginx_sys::{
-    getsockopt, ngx_add_timer, ngx_close_connection, ngx_connection_log_error_e_NGX_ERROR_INFO,
-    ngx_connection_t, ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_exiting, ngx_peer_connection_t, ngx_quit, ngx_str_t, ngx_terminate, socklen_t, NGX_AGAIN,
-    NGX_LOG_NOTICE, NGX_OK, SOL_SOCKET, SO_ERROR,
+    ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_str_t,
+    ngx_terminate, socklen_t, NGX_LOG_NOTICE,
 };
 
 use super::client;
+use super::peer_conn::{connected, Connect, PeerConn};
 use crate::core::backend_status::BackendStatus;
 use crate::core::probe_schedule::delay_after_round_ms;
 use crate::core::process_state::{parse_process_info, program_name, ProcessState};
@@ -36,7 +34,6 @@ use crate::core::start_handshake::{
 };
 use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
 use crate::core::xmlrpc::Param;
-use crate::runtime::worker::quiet_log;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -87,7 +84,7 @@ struct Probe {
     upstream: &'static UpstreamRuntime,
     index: usize,
     give_up_at: u64,
-    peer: ngx_peer_connection_t,
+    peer: PeerConn,
     name: ngx_str_t,
     timer: ngx_event_t,
     attempts: u64,
@@ -135,8 +132,7 @@ fn begin(
         upstream,
         index,
         give_up_at: now_ms() + conf.timeout_ms(),
-        // SAFETY: zeroed is a valid unset peer connection and event.
-        peer: unsafe { std::mem::zeroed() },
+        peer: PeerConn::new(),
         name: ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -211,38 +207,32 @@ unsafe fn try_connect(probe: *mut Probe) {
             p.round,
             p.address
         );
-        // SAFETY: zeroed is a valid unset peer connection.
-        p.peer = unsafe { std::mem::zeroed() };
-        p.peer.sockaddr = address.as_ptr() as *mut _;
-        p.peer.socklen = address.len() as socklen_t;
-        p.peer.name = &mut p.name;
-        p.peer.get = Some(ngx_event_get_peer);
-        p.peer.tries = 1;
         // Refusals are expected while the program starts: nginx's own line for each goes
         // nowhere, the probe logs its outcome.
-        p.peer.log = quiet_log();
-        p.peer
-            .set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
-        // SAFETY: the peer describes one of the backend's addresses.
-        let rc = unsafe { ngx_event_connect_peer(&mut p.peer) };
-        if rc == NGX_OK as isize {
-            // SAFETY: connected at once (loopback): the backend listens.
-            unsafe {
-                close(p);
-                ready(probe, "accepts connections");
+        // SAFETY: the address and name live in the configuration and the probe, which outlive
+        // the connection.
+        let connect = unsafe {
+            p.peer.connect(
+                address.as_ptr() as *const _,
+                address.len() as socklen_t,
+                &p.name,
+                probe as *mut c_void,
+                Some(on_connect_event),
+            )
+        };
+        match connect {
+            Connect::Done(_) => {
+                p.peer.close();
+                // SAFETY: connected at once (loopback): the backend listens.
+                unsafe { ready(probe, "accepts connections") };
+                return;
             }
-            return;
-        }
-        if rc == NGX_AGAIN as isize {
-            let connection = p.peer.connection;
-            // SAFETY: the pending connection reports to this probe.
-            unsafe {
-                (*connection).data = probe as *mut c_void;
-                (*(*connection).write).handler = Some(on_connect_event);
-                (*(*connection).read).handler = Some(on_connect_event);
-                ngx_add_timer(&mut p.timer, CONNECT_WAIT_MS);
+            Connect::Pending(_) => {
+                // SAFETY: the probe's own timer.
+                unsafe { ngx_add_timer(&mut p.timer, CONNECT_WAIT_MS) };
+                return;
             }
-            return;
+            Connect::Failed(_) => {}
         }
         // Refused (not listening yet) or another error: the next address.
         p.address += 1;
@@ -279,12 +269,12 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     let probe = unsafe { (*event).data as *mut Probe };
     // SAFETY: live probe.
     unsafe {
-        if (*probe).peer.connection.is_null() {
+        if (*probe).peer.connection().is_null() {
             // The pause between two rounds is over.
             try_connect(probe);
         } else {
             // A pending connect that took too long is abandoned.
-            close(&mut *probe);
+            (*probe).peer.close();
             next_address(probe);
         }
     }
@@ -299,29 +289,13 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
         if p.timer.timer_set() != 0 {
             ngx_del_timer(&mut p.timer);
         }
-        let mut error: i32 = 0;
-        let mut length = std::mem::size_of::<i32>() as socklen_t;
-        let rc = getsockopt(
-            (*connection).fd,
-            SOL_SOCKET as i32,
-            SO_ERROR as i32,
-            &mut error as *mut i32 as *mut c_void,
-            &mut length,
-        );
-        close(p);
-        if rc == 0 && error == 0 {
+        let accepted = connected(connection);
+        p.peer.close();
+        if accepted {
             ready(probe, "accepts connections");
         } else {
             next_address(probe);
         }
-    }
-}
-
-unsafe fn close(p: &mut Probe) {
-    if !p.peer.connection.is_null() {
-        // SAFETY: the probe's own connection.
-        unsafe { ngx_close_connection(p.peer.connection) };
-        p.peer.connection = ptr::null_mut();
     }
 }
 
@@ -367,8 +341,7 @@ unsafe fn finish(probe: *mut Probe) {
         // SAFETY: the probe's own timer.
         unsafe { ngx_del_timer(&mut p.timer) };
     }
-    // SAFETY: the probe's own connection, if any.
-    unsafe { close(&mut p) };
+    p.peer.close();
 }
 
 /// Reads the program's state every `WATCH_INTERVAL_MS` while its start is under way.
