@@ -135,6 +135,11 @@ pub struct NoPeerLeft {
     /// check's connection. A program being stopped does so in the instant before its
     /// listening socket goes, while it resets what it had accepted.
     pub failed_backend_left_up: bool,
+    /// The attempt that failed last did so on a keepalive connection nginx had cached. nginx
+    /// gives such a failure its try back (the backend may have closed the connection while
+    /// it was idle), and the hold it leads to is not counted against `HOLD_AGAIN_LIMIT`
+    /// either (see `hold_counts`).
+    pub last_failure_cached: bool,
 }
 
 /// How long a request waits before it is sent again when the backend that failed it was
@@ -170,6 +175,17 @@ pub fn no_peer_verdict(attempt: &NoPeerLeft) -> NoPeerVerdict {
     NoPeerVerdict::Answer
 }
 
+/// Whether holding the request counts against `HOLD_AGAIN_LIMIT`: not after a failure on a
+/// cached keepalive connection, as nginx does not count it against its tries. A program
+/// going away resets every connection nginx keeps to it, and a request may meet one after
+/// another of them, each time after a check found the program still accepting connections
+/// (it was in the instant of its exit): the limit would be spent on connections opened
+/// before anything went wrong. Still bounded: each such failure closes one cached
+/// connection, and a connection is cached again only after a complete answer.
+pub fn hold_counts(attempt: &NoPeerLeft) -> bool {
+    !(attempt.earlier.is_some() && attempt.last_failure_cached)
+}
+
 /// Whether the request is held (again) instead of answered "no live upstreams" (see above).
 pub fn hold_when_no_peer(attempt: &NoPeerLeft) -> bool {
     let resendable = match attempt.earlier {
@@ -182,7 +198,7 @@ pub fn hold_when_no_peer(attempt: &NoPeerLeft) -> bool {
         && !attempt.client_gone
         && !attempt.stale_cache_answer
         && attempt.gate_covers
-        && attempt.times_held_again < HOLD_AGAIN_LIMIT
+        && (attempt.times_held_again < HOLD_AGAIN_LIMIT || !hold_counts(attempt))
         && (attempt.gate_would_hold || attempt.check_pending)
 }
 
@@ -325,7 +341,57 @@ mod tests {
             gate_would_hold: true,
             check_pending: false,
             failed_backend_left_up: false,
+            last_failure_cached: false,
         }
+    }
+
+    #[test]
+    fn failures_on_cached_connections_do_not_spend_the_hold_again_limit() {
+        // The supervisord restart seen: a GET met one reset keepalive connection after
+        // another, each time held until the failure check found the program still accepting
+        // connections; the third was answered "no live upstreams".
+        let limit_spent = NoPeerLeft {
+            earlier: Some(reset_in_flight()),
+            times_held_again: HOLD_AGAIN_LIMIT,
+            gate_would_hold: false,
+            check_pending: true,
+            last_failure_cached: true,
+            ..nothing_up()
+        };
+        assert!(!hold_counts(&limit_spent));
+        assert_eq!(no_peer_verdict(&limit_spent), NoPeerVerdict::Hold);
+        // The check already over, the program left UP: sent again shortly.
+        assert_eq!(
+            no_peer_verdict(&NoPeerLeft {
+                check_pending: false,
+                failed_backend_left_up: true,
+                ..limit_spent
+            }),
+            NoPeerVerdict::RetryAfter(RETRY_LEFT_UP_MS)
+        );
+        // A failure on a connection of its own counts, as before.
+        let fresh = NoPeerLeft {
+            last_failure_cached: false,
+            ..limit_spent
+        };
+        assert!(hold_counts(&fresh));
+        assert_eq!(no_peer_verdict(&fresh), NoPeerVerdict::Answer);
+        // Nothing failed yet: nothing to give back.
+        assert!(hold_counts(&NoPeerLeft {
+            earlier: None,
+            ..limit_spent
+        }));
+        // Only what could be resent anyway.
+        assert_eq!(
+            no_peer_verdict(&NoPeerLeft {
+                earlier: Some(EarlierAttempts {
+                    nothing_received: false,
+                    ..reset_in_flight()
+                }),
+                ..limit_spent
+            }),
+            NoPeerVerdict::Answer
+        );
     }
 
     #[test]
@@ -508,7 +574,7 @@ mod tests {
         fn no_peer_left() -> impl Strategy<Value = NoPeerLeft> {
             (
                 proptest::option::of(earlier()),
-                any::<[bool; 8]>(),
+                any::<[bool; 9]>(),
                 0..HOLD_AGAIN_LIMIT + 2,
             )
                 .prop_map(|(earlier, flags, times_held_again)| NoPeerLeft {
@@ -522,6 +588,7 @@ mod tests {
                     gate_would_hold: flags[5],
                     check_pending: flags[6],
                     failed_backend_left_up: flags[7],
+                    last_failure_cached: flags[8],
                 })
         }
 
@@ -547,12 +614,13 @@ mod tests {
                 }
             }
 
-            /// Bounded: never held again past the limit, never held where nothing will
-            /// change (a backend UP, no check under way).
+            /// Bounded: never held again past the limit (but for a failure on a cached
+            /// connection, which closes it), never held where nothing will change (a backend
+            /// UP, no check under way).
             #[test]
             fn holds_are_bounded(case in no_peer_left()) {
                 if hold_when_no_peer(&case) {
-                    prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT);
+                    prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT || !hold_counts(&case));
                     prop_assert!(case.gate_would_hold || case.check_pending);
                 }
             }
@@ -563,7 +631,7 @@ mod tests {
             fn every_verdict_is_safe_and_bounded(case in no_peer_left()) {
                 let verdict = no_peer_verdict(&case);
                 if verdict != NoPeerVerdict::Answer {
-                    prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT);
+                    prop_assert!(case.times_held_again < HOLD_AGAIN_LIMIT || !hold_counts(&case));
                     prop_assert!(case.main_request && case.body_kept && case.gate_covers);
                     prop_assert!(!case.client_gone && !case.stale_cache_answer);
                     if let Some(earlier) = case.earlier {
@@ -582,8 +650,11 @@ mod tests {
                 case in no_peer_left(),
                 later in earlier(),
             ) {
+                // The later attempt failed on a cached connection only if an earlier one
+                // did already: giving a try back is not a safer hold.
                 let more = NoPeerLeft {
                     earlier: Some(case.earlier.map_or(later, |earlier| earlier.and(later))),
+                    last_failure_cached: case.earlier.is_some() && case.last_failure_cached,
                     ..case
                 };
                 prop_assert!(!hold_when_no_peer(&more) || hold_when_no_peer(&case));

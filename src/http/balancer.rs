@@ -25,8 +25,8 @@ use super::{hold_gate, peer_init_hold};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
 use crate::core::refused_attempt::{
-    forgive_failed_peer, hold_again, no_peer_verdict, EarlierAttempts, FailedAttempt, NoPeerLeft,
-    NoPeerVerdict,
+    forgive_failed_peer, hold_again, hold_counts, no_peer_verdict, EarlierAttempts, FailedAttempt,
+    NoPeerLeft, NoPeerVerdict,
 };
 use crate::module_type::Module;
 use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
@@ -51,6 +51,8 @@ struct PeerContext {
     earlier: Option<EarlierAttempts>,
     /// The backend of its last failed attempt (`NO_BACKEND`: none).
     last_failed: usize,
+    /// Its last failed attempt was on a cached keepalive connection.
+    last_failure_cached: bool,
 }
 
 /// Installs the wrapper on an upstream whose balancer nginx has already set up.
@@ -221,6 +223,7 @@ unsafe extern "C" fn init_peer(
             current_backend: NO_BACKEND,
             earlier: None,
             last_failed: NO_BACKEND,
+            last_failure_cached: false,
         });
         peer.data = context as *mut c_void;
         peer.get = Some(get_peer);
@@ -427,8 +430,18 @@ unsafe fn hold_instead_of_no_peer(
         failed_backend_left_up: context.last_failed != NO_BACKEND
             && upstream.shared().backend(context.last_failed).status() == BackendStatus::Up
             && !upstream.failure_checks.borrow()[context.last_failed],
+        last_failure_cached: context.last_failure_cached,
     };
-    let (retry_after_ms, why) = match no_peer_verdict(&facts) {
+    let verdict = no_peer_verdict(&facts);
+    ngx::ngx_log_debug!(
+        // SAFETY: caller's contract: the request is live.
+        unsafe { ngx::http::Request::from_ngx_http_request(r) }.log(),
+        "supervisord: upstream \"{}\": no backend up for the request in the balancer: {:?}: {:?}",
+        upstream.name(),
+        facts,
+        verdict
+    );
+    let (retry_after_ms, why) = match verdict {
         NoPeerVerdict::Answer => return false,
         NoPeerVerdict::Hold => (None, "no backend up for it in the balancer"),
         NoPeerVerdict::RetryAfter(ms) => (
@@ -442,8 +455,10 @@ unsafe fn hold_instead_of_no_peer(
     } else {
         pending_check
     };
+    let counted = hold_counts(&facts);
     // SAFETY: a main request the gate covers (checked above).
-    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check) })
+    let Some(place) =
+        (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check, counted) })
     else {
         return false;
     };
@@ -511,6 +526,10 @@ unsafe extern "C" fn free_peer(
     // SAFETY: nginx hands the peer back with the request and its upstream live.
     let seen = unsafe { attempt_seen(context.request, pc) };
     context.earlier = Some(context.earlier.map_or(seen, |earlier| earlier.and(seen)));
+    if failed {
+        // As nginx reads it to give the try back, before the inner balancer has the peer.
+        context.last_failure_cached = pc.cached() != 0;
+    }
     if backend != NO_BACKEND {
         let shared_backend = upstream.shared().backend(backend);
         shared_backend.request_finished();
@@ -598,7 +617,7 @@ unsafe fn hold_again_if_refused(
     }
     let awaiting_check = attempt.check_pending.then_some(backend);
     // SAFETY: a main request the gate covers (checked above).
-    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check) })
+    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check, true) })
     else {
         return;
     };

@@ -311,7 +311,8 @@ pub fn times_held_again(r: *mut ngx_http_request_t) -> u32 {
 }
 
 /// Reserves a place for `r` among the held requests (within `supervisord_hold_limit`);
-/// `None` when there is none, or the gate's phase cannot be found.
+/// `None` when there is none, or the gate's phase cannot be found. A hold that is `counted`
+/// adds to the times `r` was held again (`core::refused_attempt::hold_counts`).
 ///
 /// # Safety
 /// `r` must be a live main request whose location the gate covers.
@@ -319,6 +320,7 @@ pub unsafe fn reserve_hold_again(
     r: *mut ngx_http_request_t,
     upstream: &'static UpstreamRuntime,
     awaiting_check: Option<usize>,
+    counted: bool,
 ) -> Option<HoldAgain> {
     // SAFETY: caller's contract.
     let request = unsafe { Request::from_ngx_http_request(r) };
@@ -329,7 +331,9 @@ pub unsafe fn reserve_hold_again(
     }
     // SAFETY: a non-null record lives in the request's pool.
     unsafe {
-        (*held).times_held_again += 1;
+        if counted {
+            (*held).times_held_again += 1;
+        }
         (*held).awaiting_check = awaiting_check;
     }
     Some(HoldAgain {
