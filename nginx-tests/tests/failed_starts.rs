@@ -179,3 +179,35 @@ fn a_supervisord_that_never_answers_backs_off() {
     let starts = fake.calls("supervisor.startProcess");
     assert!((1..=MOST_STARTS).contains(&starts), "{starts}");
 }
+
+#[test]
+fn the_minimum_is_not_kept_with_a_program_supervisord_does_not_have() {
+    let port = free_port();
+    let supervisord =
+        Supervisord::start("bad-name-min", &[Program::backend("backend0", port, 0)], "");
+    let nginx = nginx_for(
+        "bad-name-min",
+        &supervisord.address(),
+        &[
+            "supervisord_name bakend",
+            "supervisord_min_servers 1",
+            "supervisord_sync_interval 300ms",
+        ],
+    );
+    // Reads of supervisord over more than two backoff steps (1 s, then 2 s).
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(3_500) {
+        supervisord.wait_for_reads(1);
+    }
+    // At most a start sent between nginx's first read going out and its answer.
+    let starts = supervisord.calls("supervisor.startProcess");
+    assert!(starts <= 1, "{starts} starts:\n{}", supervisord.log());
+    let log = nginx.error_log();
+    assert_eq!(
+        log.matches("supervisord has no program \"bakend0\"")
+            .count(),
+        1,
+        "{log}"
+    );
+    nginx.assert_clean_log();
+}

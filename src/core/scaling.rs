@@ -92,6 +92,8 @@ pub struct BackendNow {
     pub status: BackendStatus,
     /// Left of its start backoff, if it waits one out.
     pub backoff_left_ms: Option<u64>,
+    /// supervisord has no program of its name: never started for load or the minimum.
+    pub program_missing: bool,
     /// Since its last request ended (or since it came UP, if later).
     pub idle_ms: u64,
     pub in_flight: i64,
@@ -226,7 +228,9 @@ fn target_value(target: Target) -> u64 {
 
 fn first_startable(backends: &[BackendNow]) -> Option<usize> {
     backends.iter().position(|backend| {
-        backend.status == BackendStatus::Down && backend.backoff_left_ms.is_none()
+        backend.status == BackendStatus::Down
+            && backend.backoff_left_ms.is_none()
+            && !backend.program_missing
     })
 }
 
@@ -317,6 +321,7 @@ mod tests {
         BackendNow {
             status,
             backoff_left_ms: None,
+            program_missing: false,
             idle_ms: 0,
             in_flight: 0,
         }
@@ -369,6 +374,14 @@ mod tests {
             })
             .collect();
         assert_eq!(decide(&policy, &[], &all_off, 10, 0), ScaleAction::Nothing);
+        // One supervisord has no program for: never started.
+        let missing: Vec<BackendNow> = (0..2)
+            .map(|_| BackendNow {
+                program_missing: true,
+                ..backend(Down)
+            })
+            .collect();
+        assert_eq!(decide(&policy, &[], &missing, 10, 0), ScaleAction::Nothing);
     }
 
     #[test]
@@ -713,6 +726,7 @@ mod properties {
             .prop_map(|(raw, backoff_left_ms, idle_ms, in_flight)| BackendNow {
                 status: BackendStatus::from_raw(raw).unwrap(),
                 backoff_left_ms,
+                program_missing: false,
                 idle_ms,
                 in_flight,
             })
@@ -760,6 +774,7 @@ mod properties {
                     BackendNow {
                         status,
                         backoff_left_ms: None,
+                        program_missing: false,
                         idle_ms: 0,
                         in_flight: 0,
                     },

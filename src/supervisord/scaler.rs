@@ -62,6 +62,7 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         .map(|backend| BackendNow {
             status: backend.status(),
             backoff_left_ms: backend.start_backoff().wait_left_ms(now),
+            program_missing: backend.program_missing(),
             idle_ms: now.saturating_sub(backend.idle_since()),
             in_flight: backend.in_flight(),
         })
