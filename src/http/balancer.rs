@@ -13,11 +13,11 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_close_connection, ngx_current_msec, ngx_destroy_pool, ngx_event_free_peer_pt,
-    ngx_event_get_peer_pt, ngx_http_request_t, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_peer_connection_t,
-    ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_LOCK,
-    NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT,
-    NGX_OK, NGX_PEER_FAILED,
+    ngx_event_get_peer_pt, ngx_http_request_t, ngx_http_upstream_rr_peer_t,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pcalloc,
+    ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_LOCK, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_ERROR,
+    NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT, NGX_OK, NGX_PEER_FAILED,
 };
 use ngx::http::HttpModuleServerConf;
 
@@ -86,11 +86,46 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
     let shared = upstream.shared();
     let mut applied_up_counts = upstream.applied_up_counts.borrow_mut();
     applied_up_counts.resize(conf.backends.len(), 0);
+    // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list).
+    unsafe {
+        each_managed_peer(
+            conf,
+            uscf,
+            |peer, index| {
+                let backend = shared.backend(index);
+                if applied_up_counts[index] != backend.up_count() {
+                    // A backend that came (back) up starts with a clean slate: failures
+                    // counted before it was stopped must not keep it out for fail_timeout.
+                    peer.fails = 0;
+                }
+                peer.down = ngx_uint_t::from(!backend.status().takes_requests());
+            },
+            // Configured `down` servers were left out of the retry budget; they count now.
+            |list| list.tries = list.number,
+        );
+    }
+    for (index, applied) in applied_up_counts.iter_mut().enumerate() {
+        *applied = shared.backend(index).up_count();
+    }
+}
+
+/// Calls `visit(peer, backend)` for every peer of nginx's peer list, and of its backup list,
+/// that is one of the upstream's backends, and `end_list(list)` after each list's peers. Each
+/// list is written under its own write lock, as nginx's balancers lock it when it lives in a
+/// `zone`.
+///
+/// # Safety
+/// `uscf.peer.data` must be nginx's round-robin peer list (`has_nginx_peer_list`), which stays
+/// in place for the cycle; no peer list lock held by this process.
+unsafe fn each_managed_peer(
+    conf: &UpstreamConf,
+    uscf: &mut ngx_http_upstream_srv_conf_t,
+    mut visit: impl FnMut(&mut ngx_http_upstream_rr_peer_t, usize),
+    mut end_list: impl FnMut(&mut ngx_http_upstream_rr_peers_t),
+) {
     let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
-    // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list);
-    // its peers form a linked list, and the backup list hangs off `next`. Each list is
-    // written under its own write lock, as nginx's balancers lock it when it lives in a
-    // `zone`; the list (and its `next`) stays in place for the cycle.
+    // SAFETY: caller's contract: the peers form a linked list, the backup list hangs off
+    // `next`, and both stay in place; each is locked while it is walked.
     unsafe {
         while !peers.is_null() {
             let _lock = PeersWriteLock::acquire(peers);
@@ -101,24 +136,13 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
                     (*peer).socklen as usize,
                 );
                 if let Some(index) = conf.backend_of(address) {
-                    let backend = shared.backend(index);
-                    let up_count = backend.up_count();
-                    if applied_up_counts[index] != up_count {
-                        // A backend that came (back) up starts with a clean slate: failures
-                        // counted before it was stopped must not keep it out for fail_timeout.
-                        (*peer).fails = 0;
-                    }
-                    (*peer).down = ngx_uint_t::from(!backend.status().takes_requests());
+                    visit(&mut *peer, index);
                 }
                 peer = (*peer).next;
             }
-            // Configured `down` servers were left out of the retry budget; they count now.
-            (*peers).tries = (*peers).number;
+            end_list(&mut *peers);
             peers = (*peers).next;
         }
-    }
-    for (index, applied) in applied_up_counts.iter_mut().enumerate() {
-        *applied = shared.backend(index).up_count();
     }
 }
 
@@ -360,36 +384,26 @@ unsafe fn forgive_checked_peers(
     let checks = upstream.failure_checks.borrow();
     let counts = upstream.failure_counts.borrow();
     let mut forgiven = false;
-    let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
-    // SAFETY: as in sync_peer_list: nginx's round-robin peer list, each list written under its
-    // own lock.
+    // SAFETY: caller's contract: nginx's round-robin peer list (uses_nginx_peer_list).
     unsafe {
-        while !peers.is_null() {
-            let _lock = PeersWriteLock::acquire(peers);
-            let mut peer = (*peers).peer;
-            while !peer.is_null() {
-                let address = std::slice::from_raw_parts(
-                    (*peer).sockaddr as *const u8,
-                    (*peer).socklen as usize,
-                );
-                if let Some(index) = conf.backend_of(address) {
-                    let failed_by_count =
-                        (*peer).max_fails != 0 && (*peer).fails >= (*peer).max_fails;
-                    if failed_by_count
-                        && forgive_failed_peer(
-                            shared.backend(index).status() == BackendStatus::Up,
-                            checks[index],
-                            counts[index].failures,
-                        )
-                    {
-                        (*peer).fails = 0;
-                        forgiven = true;
-                    }
+        each_managed_peer(
+            conf,
+            uscf,
+            |peer, index| {
+                let failed_by_count = peer.max_fails != 0 && peer.fails >= peer.max_fails;
+                if failed_by_count
+                    && forgive_failed_peer(
+                        shared.backend(index).status() == BackendStatus::Up,
+                        checks[index],
+                        counts[index].failures,
+                    )
+                {
+                    peer.fails = 0;
+                    forgiven = true;
                 }
-                peer = (*peer).next;
-            }
-            peers = (*peers).next;
-        }
+            },
+            |_| {},
+        );
     }
     forgiven
 }
