@@ -11,9 +11,6 @@ use super::commands::settle;
 /// What the two parties of one start have told each other so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StartHandshake {
-    /// supervisord answered that the program started (`core::command_reply` decides what
-    /// that answer does).
-    pub confirmed: bool,
     /// A readiness probe was started for the backend's addresses: it settles the start, UP
     /// when one accepts a connection, failed at its deadline (see `at_probe_deadline`).
     pub probing: bool,
@@ -110,8 +107,6 @@ mod tests {
             ..StartHandshake::default()
         };
         // A start seen outside nginx, or one supervisord answered: no connection, failed.
-        assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::Fail);
-        handshake.confirmed = true;
         assert_eq!(at_probe_deadline(handshake), AtProbeDeadline::Fail);
         // Its answer is due at about the same time: it says why the start failed.
         handshake.reply_due = true;

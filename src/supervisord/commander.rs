@@ -294,7 +294,6 @@ fn send(
             }
             if command == Command::Start {
                 let mut state = handshake.get();
-                state.confirmed = outcome.is_ok();
                 state.reply_due = false;
                 state.parked = matches!(step, ReplyStep::Park { .. });
                 handshake.set(state);
