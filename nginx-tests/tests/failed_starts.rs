@@ -211,3 +211,51 @@ fn the_minimum_is_not_kept_with_a_program_supervisord_does_not_have() {
     );
     nginx.assert_clean_log();
 }
+
+#[test]
+fn start_any_passes_over_a_program_supervisord_does_not_have() {
+    let ports = [free_port(), free_port()];
+    // supervisord has the second backend's program only.
+    let supervisord = Supervisord::start(
+        "any-missing",
+        &[Program::backend("backend1", ports[1], 0)],
+        "",
+    );
+    let nginx = Nginx::start(
+        "any-missing",
+        &Config::new()
+            .workers(2)
+            .upstream(
+                Upstream::new("backend")
+                    .servers(&ports)
+                    .supervisord(supervisord.address()),
+            )
+            .server(
+                Server::new()
+                    .reuseport()
+                    .location("/", "proxy_pass http://backend;")
+                    .location("/_start/", "supervisord_start backend;"),
+            ),
+    );
+    nginx.error_log_once_it_has("supervisord has no program \"backend0\"");
+    let answer = nginx.get("/_start/any");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.contains("backend 1"), "{answer:?}");
+    assert!(
+        nginx_tests::eventually(10, || supervisord.spawns("backend1") == 1),
+        "{}",
+        supervisord.log()
+    );
+    // Nothing else a start any could pick.
+    let again = nginx.get("/_start/any");
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(supervisord.calls("supervisor.startProcess"), 1);
+    let errors = nginx
+        .error_log()
+        .lines()
+        .filter(|line| line.contains("[error]"))
+        .count();
+    assert_eq!(errors, 1, "{}", nginx.error_log());
+    nginx.allow_log_line("supervisord has no program", "the test's missing program");
+    nginx.assert_clean_log();
+}

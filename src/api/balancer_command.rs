@@ -9,9 +9,10 @@ use crate::conf::balancer_hooks::Checker;
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::Command;
 use crate::core::balancer_api::{any_command_spacing_ms, pick_any, AnySkipped, BackendNow};
-use crate::core::commands::decide;
+use crate::core::machine::{Action, Event};
+use crate::core::start_watch::PendingStart;
 use crate::runtime::UpstreamRuntime;
-use crate::supervisord::commander::{self, StopBegun};
+use crate::supervisord::commander;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 
@@ -36,6 +37,7 @@ pub fn send(
                 .map(|backend| BackendNow {
                     status: backend.status(),
                     backing_off: backend.start_backoff().wait_left_ms(now).is_some(),
+                    program_missing: backend.program_missing(),
                 })
                 .collect();
             let last = shared.last_balancer_any_command();
@@ -55,9 +57,23 @@ pub fn send(
         }
     };
     let before = lock.status(index);
-    let decision = decide(command, before, conf.mode());
-    let Some(ask_supervisord) = lock.apply(index, decision, now) else {
-        drop(lock);
+    let step = lock.step(
+        index,
+        &Event::Asked {
+            command,
+            mode: conf.mode(),
+            cause: Some(match command {
+                Command::Start => BackendEvent::StartByBalancer,
+                Command::Stop => BackendEvent::StopByBalancer,
+            }),
+            // A balancer asking again and again for a program that exits at start-up gets
+            // it started once per backoff.
+            pending: PendingStart::OnDemand,
+        },
+        now,
+    );
+    drop(lock);
+    if let Some(Action::Declined(decision)) = step.actions.first() {
         ngx::ngx_log_debug!(
             cycle_log(),
             "supervisord: upstream \"{}\" backend {}: balancer's {} while {}: {:?}",
@@ -68,13 +84,7 @@ pub fn send(
             decision
         );
         return;
-    };
-    let event = match command {
-        Command::Start => BackendEvent::StartByBalancer,
-        Command::Stop => BackendEvent::StopByBalancer,
-    };
-    shared.backend(index).count_event(event);
-    drop(lock);
+    }
     ngx::ngx_log_error!(
         NGX_LOG_NOTICE,
         cycle_log(),
@@ -83,23 +93,14 @@ pub fn send(
         index,
         conf.backends[index].name,
         before,
-        shared.backend(index).status(),
+        step.next.status,
         command,
         if target.is_none() { " any" } else { "" }
     );
-    if !ask_supervisord {
-        return;
+    if step.has(&Action::CarryOut(Command::Stop)) {
+        upstream.stop_checkers.borrow_mut()[index] = checker;
     }
-    match command {
-        // Counts for the start backoff: a balancer asking again and again for a program that
-        // exits at start-up gets it started once per backoff.
-        Command::Start => commander::start_on_demand(upstream, index),
-        Command::Stop => {
-            upstream.stop_checkers.borrow_mut()[index] = checker;
-            // A stop that failed at once was put back and logged by the commander.
-            let _: Result<StopBegun, String> = commander::stop_after_drain(upstream, index);
-        }
-    }
+    commander::carry_out(upstream, index, &step);
 }
 
 fn log_skipped(upstream: &UpstreamRuntime, command: Command, skipped: AnySkipped) {

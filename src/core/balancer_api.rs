@@ -16,6 +16,8 @@ pub struct BackendNow {
     pub status: BackendStatus,
     /// Waiting out a start backoff: not started by "start any".
     pub backing_off: bool,
+    /// supervisord has no program of its name: not started by "start any".
+    pub program_missing: bool,
 }
 
 /// Why an "any" command does nothing (it is still "accepted": NGX_OK).
@@ -58,9 +60,11 @@ pub fn pick_any(
         return Err(AnySkipped::InProgress);
     }
     let found = match command {
-        Command::Start => backends
-            .iter()
-            .position(|backend| backend.status == BackendStatus::Down && !backend.backing_off),
+        Command::Start => backends.iter().position(|backend| {
+            backend.status == BackendStatus::Down
+                && !backend.backing_off
+                && !backend.program_missing
+        }),
         Command::Stop => backends
             .iter()
             .rposition(|backend| backend.status == BackendStatus::Up),
@@ -110,6 +114,7 @@ mod tests {
             .map(|&status| BackendNow {
                 status,
                 backing_off: false,
+                program_missing: false,
             })
             .collect()
     }
@@ -121,6 +126,18 @@ mod tests {
         list[1].backing_off = true;
         assert_eq!(pick_any(Command::Start, &list, None, 1000), Ok(2));
         list[2].backing_off = true;
+        assert_eq!(
+            pick_any(Command::Start, &list, None, 1000),
+            Err(AnySkipped::NoCandidate)
+        );
+    }
+
+    #[test]
+    fn start_any_passes_over_a_program_supervisord_lacks() {
+        let mut list = backends(&[Up, Down, Down]);
+        list[1].program_missing = true;
+        assert_eq!(pick_any(Command::Start, &list, None, 1000), Ok(2));
+        list[2].program_missing = true;
         assert_eq!(
             pick_any(Command::Start, &list, None, 1000),
             Err(AnySkipped::NoCandidate)

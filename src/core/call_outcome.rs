@@ -14,6 +14,10 @@ pub const FAULT_NOT_RUNNING: i64 = 70;
 pub enum CallError {
     /// Connecting, sending or receiving failed (refused, reset, closed early...).
     Transport(String),
+    /// The whole request went out, then the connection closed or reset before any byte of
+    /// a reply: supervisord may have gone away while it handled the call (as when it
+    /// restarts), so what became of the call is unknown.
+    Cut(String),
     /// The workers may not open supervisord's UNIX socket (its permissions): not an outage
     /// that ends by itself, but a setting to fix. Carries the socket's address.
     NoAccess(String),
@@ -34,7 +38,7 @@ pub enum CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Transport(cause) => f.write_str(cause),
+            Self::Transport(cause) | Self::Cut(cause) => f.write_str(cause),
             Self::NoAccess(socket) => write!(
                 f,
                 "connect to {socket} failed: permission denied; nginx's worker processes may not open supervisord's socket: give their user access with chown= or chmod= in supervisord's [unix_http_server] section (nginx -t names the user and what blocks it)"

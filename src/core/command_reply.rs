@@ -21,6 +21,8 @@ pub struct ReplyFacts {
     pub caller_waits: bool,
     /// A readiness probe settles this start (it was started with it).
     pub probing: bool,
+    /// A call of this command was cut off before any answer already (`CallError::Cut`).
+    pub cut_before: bool,
 }
 
 /// How a settled answer is logged.
@@ -74,8 +76,12 @@ impl ReplyStep {
 pub fn reply_step(facts: &ReplyFacts) -> ReplyStep {
     let command = facts.command;
     if let Err(error) = &facts.outcome {
-        if supervisord_away(command, error, facts.supervisord_unreachable)
-            && park_until_reachable(command, facts.status, facts.caller_waits)
+        if supervisord_away(
+            command,
+            error,
+            facts.supervisord_unreachable,
+            facts.cut_before,
+        ) && park_until_reachable(command, facts.status, facts.caller_waits)
         {
             return ReplyStep::Park {
                 quiet: failure_told_by_reachability(error, facts.supervisord_unreachable),
@@ -127,6 +133,7 @@ mod tests {
             supervisord_unreachable: false,
             caller_waits: false,
             probing: true,
+            cut_before: false,
         }
     }
 
@@ -267,6 +274,7 @@ mod properties {
                 supervisord_unreachable: unreachable,
                 caller_waits,
                 probing,
+                cut_before: false,
             };
             match reply_step(&facts) {
                 ReplyStep::LeaveToProbe => {

@@ -74,11 +74,13 @@ pub enum SelectError {
 }
 
 /// Resolves a selector to a backend index. `any` is the first backend the command would change
-/// (for start a DOWN one, for stop an UP one); `statuses` is indexed by backend.
+/// (for start a DOWN one whose program supervisord has, for stop an UP one); `statuses` and
+/// `program_missing` are indexed by backend.
 pub fn select_backend(
     command: Command,
     selector: BackendSelector,
     statuses: &[BackendStatus],
+    program_missing: &[bool],
 ) -> Result<usize, SelectError> {
     match selector {
         BackendSelector::Index(index) => Ok(index),
@@ -86,7 +88,12 @@ pub fn select_backend(
             let wanted = opposite(command).target_status();
             statuses
                 .iter()
-                .position(|status| *status == wanted)
+                .enumerate()
+                .position(|(index, status)| {
+                    *status == wanted
+                        && !(command == Command::Start
+                            && program_missing.get(index).copied().unwrap_or(false))
+                })
                 .ok_or(SelectError::NoCandidate)
         }
     }
@@ -176,25 +183,55 @@ mod tests {
     #[test]
     fn any_picks_the_first_backend_the_command_changes() {
         let statuses = [Up, StartingUp, Down, Down, Up];
+        let all_there = [false; 5];
         assert_eq!(
-            select_backend(Command::Start, BackendSelector::Any, &statuses),
+            select_backend(Command::Start, BackendSelector::Any, &statuses, &all_there),
             Ok(2)
         );
         assert_eq!(
-            select_backend(Command::Stop, BackendSelector::Any, &statuses),
+            select_backend(Command::Stop, BackendSelector::Any, &statuses, &all_there),
             Ok(0)
         );
         assert_eq!(
-            select_backend(Command::Start, BackendSelector::Any, &[Up, Up]),
+            select_backend(Command::Start, BackendSelector::Any, &[Up, Up], &all_there),
             Err(SelectError::NoCandidate)
         );
         assert_eq!(
-            select_backend(Command::Stop, BackendSelector::Any, &[Down, ShuttingDown]),
+            select_backend(
+                Command::Stop,
+                BackendSelector::Any,
+                &[Down, ShuttingDown],
+                &all_there
+            ),
             Err(SelectError::NoCandidate)
         );
         assert_eq!(
-            select_backend(Command::Stop, BackendSelector::Index(1), &statuses),
+            select_backend(
+                Command::Stop,
+                BackendSelector::Index(1),
+                &statuses,
+                &all_there
+            ),
             Ok(1)
+        );
+    }
+
+    #[test]
+    fn start_any_passes_over_a_program_supervisord_lacks() {
+        let statuses = [Up, Down, Down];
+        let missing = [false, true, false];
+        assert_eq!(
+            select_backend(Command::Start, BackendSelector::Any, &statuses, &missing),
+            Ok(2)
+        );
+        assert_eq!(
+            select_backend(Command::Start, BackendSelector::Any, &[Down], &[true]),
+            Err(SelectError::NoCandidate)
+        );
+        // Stopping one is never held back by it.
+        assert_eq!(
+            select_backend(Command::Stop, BackendSelector::Any, &[Up], &[true]),
+            Ok(0)
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod hold_verdict;
 pub mod http_exchange;
 pub mod liveness;
+pub mod machine;
 pub mod metrics_text;
 pub mod probe_schedule;
 pub mod process_state;

@@ -75,9 +75,10 @@ pub fn reach_change(
 /// client's line, see `reply_limit`). Faults, HTTP errors and the like get their own line.
 pub fn failure_told_by_reachability(error: &CallError, supervisord_unreachable: bool) -> bool {
     match error {
-        CallError::Transport(_) | CallError::TimedOut | CallError::NoAccess(_) => {
-            supervisord_unreachable
-        }
+        CallError::Transport(_)
+        | CallError::Cut(_)
+        | CallError::TimedOut
+        | CallError::NoAccess(_) => supervisord_unreachable,
         CallError::ReplyTooLarge { .. } => true,
         _ => false,
     }
@@ -102,18 +103,23 @@ pub const FAULT_SHUTDOWN_STATE: i64 = 6;
 /// while it handled the call: whether the program stopped is unknown, and a backend being
 /// stopped is safest out of rotation). Such a command waits for supervisord to answer again
 /// rather than settling (see `start_handshake::park_until_reachable`); sending it again is
-/// harmless (a start finds the program started, a stop finds it stopped). A start that broke
-/// on a reachable supervisord still fails at once: its held requests are answered, as does
-/// one that may not open supervisord's socket (`CallError::NoAccess`: nothing to wait for).
+/// harmless (a start finds the program started, a stop finds it stopped). A start cut off
+/// before any answer (`CallError::Cut`) the first time (`cut_before`: its call was cut off
+/// once already) waits too: supervisord going away resets the calls it was handling. A start
+/// that broke otherwise on a reachable supervisord, or cut off twice, fails at once: its held
+/// requests are answered, as does one that may not open supervisord's socket
+/// (`CallError::NoAccess`: nothing to wait for).
 pub fn supervisord_away(
     command: Command,
     error: &CallError,
     supervisord_unreachable: bool,
+    cut_before: bool,
 ) -> bool {
     match error {
         CallError::Transport(_) | CallError::TimedOut => {
             supervisord_unreachable || command == Command::Stop
         }
+        CallError::Cut(_) => supervisord_unreachable || command == Command::Stop || !cut_before,
         CallError::Fault(fault) => fault.code == FAULT_SHUTDOWN_STATE,
         _ => false,
     }
@@ -205,30 +211,54 @@ mod tests {
             code: FAULT_SHUTDOWN_STATE,
             string: "SHUTDOWN_STATE".into(),
         });
-        assert!(supervisord_away(Command::Start, &shutting_down, false));
+        assert!(supervisord_away(
+            Command::Start,
+            &shutting_down,
+            false,
+            false
+        ));
         let reset = CallError::Transport("receive failed: connection reset by peer".into());
-        assert!(supervisord_away(Command::Stop, &reset, false));
-        assert!(supervisord_away(Command::Stop, &CallError::TimedOut, false));
+        assert!(supervisord_away(Command::Stop, &reset, false, false));
+        assert!(supervisord_away(
+            Command::Stop,
+            &CallError::TimedOut,
+            false,
+            false
+        ));
         // A start that broke on a reachable supervisord is a failed start.
-        assert!(!supervisord_away(Command::Start, &reset, false));
-        assert!(supervisord_away(Command::Start, &reset, true));
+        assert!(!supervisord_away(Command::Start, &reset, false, false));
+        assert!(supervisord_away(Command::Start, &reset, true, false));
         let spawn = CallError::Fault(Fault {
             code: 50,
             string: "SPAWN_ERROR: backend0".into(),
         });
-        assert!(!supervisord_away(Command::Start, &spawn, true));
+        assert!(!supervisord_away(Command::Start, &spawn, true, false));
         assert!(!supervisord_away(
             Command::Stop,
             &CallError::Unauthorized,
-            true
+            true,
+            false
         ));
+    }
+
+    #[test]
+    fn a_start_cut_off_before_any_answer_waits_once() {
+        let cut = CallError::Cut("receive failed: connection reset by peer".into());
+        // supervisord going away (a restart) resets the start it was handling.
+        assert!(supervisord_away(Command::Start, &cut, false, false));
+        // Cut off again on a reachable supervisord: no outage, a failed start.
+        assert!(!supervisord_away(Command::Start, &cut, false, true));
+        assert!(supervisord_away(Command::Start, &cut, true, true));
+        assert!(supervisord_away(Command::Stop, &cut, false, true));
+        assert!(failure_told_by_reachability(&cut, true));
+        assert!(!failure_told_by_reachability(&cut, false));
     }
 
     #[test]
     fn a_socket_the_workers_may_not_open_fails_starts_at_once_quietly() {
         let no_access = CallError::NoAccess("unix:/run/supervisor.sock".into());
-        assert!(!supervisord_away(Command::Start, &no_access, true));
-        assert!(!supervisord_away(Command::Stop, &no_access, true));
+        assert!(!supervisord_away(Command::Start, &no_access, true, false));
+        assert!(!supervisord_away(Command::Stop, &no_access, true, false));
         // The outage's one line tells it; the failed starts after it are debug lines.
         assert!(failure_told_by_reachability(&no_access, true));
         assert!(while_unreachable(&no_access).contains("502"));

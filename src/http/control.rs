@@ -13,8 +13,10 @@ use ngx::http::{HttpModuleLocationConf, Request};
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::commands::{decide, select_backend, Decision, SelectError};
+use crate::core::commands::{select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
+use crate::core::machine::{Action, Event};
+use crate::core::start_watch::PendingStart;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::supervisord::commander::{self, StopBegun};
@@ -76,7 +78,13 @@ fn run(
     };
     let mode = conf.mode();
     let lock = upstream.lock();
-    let index = match select_backend(command, selector, &lock.statuses()) {
+    let program_missing: Vec<bool> = upstream
+        .shared()
+        .backends()
+        .iter()
+        .map(|backend| backend.program_missing())
+        .collect();
+    let index = match select_backend(command, selector, &lock.statuses(), &program_missing) {
         Ok(index) => index,
         Err(SelectError::NoCandidate) => {
             let wanted = match command {
@@ -93,8 +101,30 @@ fn run(
         }
     };
     let before = lock.status(index);
-    let decision = decide(command, before, mode);
-    if decision == Decision::Conflict {
+    let step = lock.step(
+        index,
+        &Event::Asked {
+            command,
+            mode,
+            cause: Some(match command {
+                Command::Start => BackendEvent::StartByHand,
+                Command::Stop => BackendEvent::StopByHand,
+            }),
+            pending: PendingStart::ByHand,
+        },
+        now_ms(),
+    );
+    drop(lock);
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\" backend {}: {} while {}: {:?}",
+        conf.name,
+        index,
+        command,
+        before,
+        step.actions
+    );
+    if step.has(&Action::Declined(Decision::Conflict)) {
         return Reply::new(
             NGX_HTTP_CONFLICT,
             format!(
@@ -103,12 +133,15 @@ fn run(
             ),
         );
     }
-    let ask_supervisord = lock.apply(index, decision, now_ms()).unwrap_or(false);
-    let after = lock.status(index);
-    drop(lock);
+    let after = step.next.status;
+    for action in &step.actions {
+        if !matches!(action, Action::CarryOut(_)) {
+            commander::carry_out_effect(upstream, index, action);
+        }
+    }
     let backend = &conf.backends[index];
     let mut draining = None;
-    if ask_supervisord {
+    if step.has(&Action::CarryOut(command)) {
         let sent = match command {
             Command::Start => commander::try_execute(upstream, index, command),
             Command::Stop => commander::stop_after_drain(upstream, index).map(|begun| {
@@ -130,24 +163,10 @@ fn run(
             );
         }
     }
-    ngx::ngx_log_debug!(
-        request.log(),
-        "supervisord: upstream \"{}\" backend {}: {} while {}: {:?}",
-        conf.name,
-        index,
-        command,
-        before,
-        decide(command, before, mode)
-    );
     let draining_note = draining
         .map(|in_flight| format!(" (draining {in_flight} in flight)"))
         .unwrap_or_default();
     if after != before {
-        let event = match command {
-            Command::Start => BackendEvent::StartByHand,
-            Command::Stop => BackendEvent::StopByHand,
-        };
-        upstream.shared().backend(index).count_event(event);
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             request.log(),

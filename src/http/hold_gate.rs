@@ -27,7 +27,10 @@ use ngx::http::{
 };
 
 use crate::core::backend_event::BackendEvent;
+use crate::core::backend_status::Command;
 use crate::core::hold_verdict::{backend_to_start, hold_verdict, BackendView, HoldVerdict};
+use crate::core::machine::Event;
+use crate::core::start_watch::PendingStart;
 use crate::module_type::Module;
 use crate::runtime::hold_queue::Batch;
 use crate::runtime::{init_busy, worker, HeldRequest, HoldQueue, UpstreamRuntime};
@@ -88,15 +91,16 @@ fn start_one(upstream: &'static UpstreamRuntime) {
     let Some(plan) = backend_to_start(&backends, upstream.conf.mode()) else {
         return;
     };
-    upstream
-        .shared()
-        .backend(plan.index)
-        .count_event(BackendEvent::StartOnDemand);
-    if plan.ask_supervisord {
-        lock.begin_command(plan.index, plan.status, now_ms());
-    } else {
-        lock.set_status(plan.index, plan.status);
-    }
+    let step = lock.step(
+        plan.index,
+        &Event::Asked {
+            command: Command::Start,
+            mode: upstream.conf.mode(),
+            cause: Some(BackendEvent::StartOnDemand),
+            pending: PendingStart::OnDemand,
+        },
+        now,
+    );
     drop(lock);
     if plan.skipped_backing_off > 0 {
         // One line per start: starts are bounded by the backoff, not by requests.
@@ -117,9 +121,7 @@ fn start_one(upstream: &'static UpstreamRuntime) {
             plan.index
         );
     }
-    if plan.ask_supervisord {
-        commander::start_on_demand(upstream, plan.index);
-    }
+    commander::carry_out(upstream, plan.index, &step);
 }
 
 /// The precontent-phase handler; it runs after every other precontent handler (`try_files`,

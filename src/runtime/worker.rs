@@ -18,6 +18,7 @@ use super::monitor_state::BackendMonitorState;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
+use crate::core::machine::Action;
 use crate::core::process_state::program_name;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
@@ -116,6 +117,20 @@ impl UpstreamRuntime {
             ngx_del_timer(event);
             ngx_post_event(event, std::ptr::addr_of_mut!(ngx_posted_events));
         }
+    }
+
+    /// Carries out an effect of a state machine's step for backend `index` that stays within
+    /// this runtime and the shared zone (counts, cold-start time, held requests); false for
+    /// one that is the caller's (a command, a probe, a read, a line).
+    pub fn carry_out_local(&self, index: usize, action: &Action) -> bool {
+        let backend = self.shared().backend(index);
+        match *action {
+            Action::Count(event) => backend.count_event(event),
+            Action::ColdStart { took_ms } => backend.note_cold_start(took_ms),
+            Action::WakeHeld => self.wake_held_now(),
+            _ => return false,
+        }
+        true
     }
 
     /// As `wake_held_now`, even when no status changed (a failure check left its backend UP:

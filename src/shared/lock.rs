@@ -12,11 +12,9 @@ use super::records::{
 };
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
-use crate::core::commands::Decision;
+use crate::core::machine::{transition, At, Backend, CommandHolder, Event, Step};
 use crate::core::scaling::Sample;
-use crate::core::start_backoff::StartBackoff;
 use crate::core::start_watch::PendingStart;
-use crate::util::time::now_ms;
 
 /// Where one upstream's record lives: valid from zone init for as long as the zone, which
 /// outlives every cycle that points into it.
@@ -57,62 +55,102 @@ impl ZoneLock<'_> {
         self.upstream.backend(index).status()
     }
 
-    /// Carries out a command's `decision` for backend `index`: into the command's transitional
-    /// status when supervisord is asked (`Some(true)`: the caller sends the call), straight to
-    /// its target without supervisord (`Some(false)`); `None` when the decision leaves the
-    /// backend as it is.
-    pub fn apply(&self, index: usize, decision: Decision, now_ms: u64) -> Option<bool> {
-        match decision {
-            Decision::Apply {
-                status,
-                ask_supervisord: true,
-            } => {
-                self.begin_command(index, status, now_ms);
-                Some(true)
-            }
-            Decision::Apply { status, .. } => {
-                self.set_status(index, status);
-                Some(false)
-            }
-            Decision::AlreadyDone | Decision::InProgress | Decision::Conflict => None,
+    /// Hands `event` to the backend state machine (`core::machine`) for backend `index` and
+    /// stores the record it returns; the caller carries out the step's actions once it has
+    /// dropped the lock.
+    pub fn step(&self, index: usize, event: &Event, now_ms: u64) -> Step {
+        let before = self.record(index);
+        let step = transition(
+            &before,
+            event,
+            At {
+                now_ms,
+                me: own_token(),
+            },
+        );
+        self.store(index, &before, &step.next);
+        step
+    }
+
+    /// Backend `index` as the state machine sees it.
+    pub fn record(&self, index: usize) -> Backend {
+        let backend = self.upstream.backend(index);
+        Backend {
+            status: backend.status(),
+            command: CommandHolder {
+                owner: backend.command_owner.load(Ordering::Acquire),
+                began_ms: backend.command_started.load(Ordering::Relaxed),
+                parked: backend.command_parked.load(Ordering::Acquire),
+                cut: backend.command_cut.load(Ordering::Acquire),
+            },
+            pending_start: match backend.pending_start.load(Ordering::Acquire) {
+                PENDING_BY_HAND => Some(PendingStart::ByHand),
+                PENDING_ON_DEMAND => Some(PendingStart::OnDemand),
+                _ => None,
+            },
+            backoff: backend.start_backoff(),
+            up_since_ms: backend.up_since.load(Ordering::Acquire),
+            program_missing: backend.program_missing(),
+            known_pid: backend.known_pid.load(Ordering::Acquire),
+            failed_starts: backend.events(BackendEvent::StartFailed),
+            changes: backend.changes(),
         }
     }
 
-    /// Moves a backend into a transitional status on behalf of a command sent now.
-    pub fn begin_command(&self, index: usize, status: BackendStatus, now_ms: u64) {
-        self.own_command(index, now_ms);
-        self.set_status(index, status);
-    }
-
-    /// This worker sends the command in flight again (its worker died, or it waited for
-    /// supervisord to answer again); the status stays.
-    pub fn take_over_command(&self, index: usize, now_ms: u64) {
-        self.own_command(index, now_ms);
-    }
-
-    fn own_command(&self, index: usize, now_ms: u64) {
+    /// Writes what the state machine changed; a new status is published last, with the
+    /// upstream's generation that wakes the workers watching it.
+    fn store(&self, index: usize, before: &Backend, next: &Backend) {
         let backend = self.upstream.backend(index);
-        backend.command_started.store(now_ms, Ordering::Relaxed);
-        backend.command_owner.store(own_token(), Ordering::Release);
-        backend.command_parked.store(false, Ordering::Release);
-    }
-
-    /// The command in flight could not reach supervisord: it waits, in its transitional
-    /// status, to be sent again once supervisord answers.
-    pub fn park_command(&self, index: usize) {
-        self.upstream
-            .backend(index)
-            .command_parked
-            .store(true, Ordering::Release);
-    }
-
-    /// Records a failed start of `index`; held requests waiting for it give up on the next
-    /// generation.
-    pub fn record_failed_start(&self, index: usize) {
-        self.upstream
-            .backend(index)
-            .count_event(BackendEvent::StartFailed);
-        self.upstream.failed_starts.fetch_add(1, Ordering::AcqRel);
+        if next.command != before.command {
+            backend
+                .command_started
+                .store(next.command.began_ms, Ordering::Relaxed);
+            backend
+                .command_owner
+                .store(next.command.owner, Ordering::Release);
+            backend
+                .command_parked
+                .store(next.command.parked, Ordering::Release);
+            backend
+                .command_cut
+                .store(next.command.cut, Ordering::Release);
+        }
+        let pending = match next.pending_start {
+            None => PENDING_NONE,
+            Some(PendingStart::ByHand) => PENDING_BY_HAND,
+            Some(PendingStart::OnDemand) => PENDING_ON_DEMAND,
+        };
+        backend.pending_start.store(pending, Ordering::Release);
+        backend
+            .start_failures
+            .store(next.backoff.failures, Ordering::Release);
+        backend
+            .last_start_failure
+            .store(next.backoff.last_failure_ms, Ordering::Release);
+        backend
+            .program_missing
+            .store(next.program_missing, Ordering::Release);
+        backend.known_pid.store(next.known_pid, Ordering::Release);
+        let failed = next.failed_starts.saturating_sub(before.failed_starts);
+        if failed > 0 {
+            backend.events[BackendEvent::StartFailed.slot()].fetch_add(failed, Ordering::Relaxed);
+            // Held requests compare it with what they saw when the generation moves.
+            self.upstream
+                .failed_starts
+                .fetch_add(failed, Ordering::AcqRel);
+        }
+        if next.changes == before.changes {
+            return;
+        }
+        backend.up_since.store(next.up_since_ms, Ordering::Release);
+        if next.status == BackendStatus::Up && before.status != BackendStatus::Up {
+            backend.up_count.fetch_add(1, Ordering::AcqRel);
+        }
+        backend.status.store(next.status as u8, Ordering::Release);
+        backend
+            .changes
+            .fetch_add(next.changes - before.changes, Ordering::AcqRel);
+        self.upstream.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records whether supervisord can be reached, a change of what was recorded.
@@ -121,57 +159,6 @@ impl ZoneLock<'_> {
             .supervisord_unreachable
             .store(unreachable, Ordering::Release);
         self.upstream.reach_epoch.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Moves a backend into a transitional status that supervisord reported (a hand action),
-    /// not one of nginx's commands: no worker owns it, reconciliation keeps following it.
-    pub fn begin_observed_transition(&self, index: usize, status: BackendStatus) {
-        self.upstream
-            .backend(index)
-            .command_started
-            .store(0, Ordering::Relaxed);
-        self.set_status(index, status);
-    }
-
-    /// Records an on-demand start of `index` that failed; returns the backoff it now waits out.
-    pub fn record_start_backoff(&self, index: usize, now_ms: u64) -> StartBackoff {
-        let backend = self.upstream.backend(index);
-        let backoff = backend.start_backoff().after_failure(now_ms);
-        backend
-            .start_failures
-            .store(backoff.failures, Ordering::Release);
-        backend
-            .last_start_failure
-            .store(backoff.last_failure_ms, Ordering::Release);
-        backoff
-    }
-
-    /// A start of `index` is sent now (`on_demand`: a request found no backend up), or, with
-    /// `None`, a stop: a stop ends whatever start was pending.
-    pub fn set_pending_start(&self, index: usize, start: Option<PendingStart>) {
-        let raw = match start {
-            None => PENDING_NONE,
-            Some(PendingStart::ByHand) => PENDING_BY_HAND,
-            Some(PendingStart::OnDemand) => PENDING_ON_DEMAND,
-        };
-        self.upstream
-            .backend(index)
-            .pending_start
-            .store(raw, Ordering::Release);
-    }
-
-    /// Takes the start of `index` still pending, if any: its caller settles how it ended.
-    pub fn take_pending_start(&self, index: usize) -> Option<PendingStart> {
-        match self
-            .upstream
-            .backend(index)
-            .pending_start
-            .swap(PENDING_NONE, Ordering::AcqRel)
-        {
-            PENDING_BY_HAND => Some(PendingStart::ByHand),
-            PENDING_ON_DEMAND => Some(PendingStart::OnDemand),
-            _ => None,
-        }
     }
 
     /// Keeps one load sample (the oldest goes once the ring is full).
@@ -199,44 +186,6 @@ impl ZoneLock<'_> {
         self.upstream
             .last_scale_action
             .store(now_ms, Ordering::Release);
-    }
-
-    /// Records whether supervisord lacks the backend's program; returns what was recorded
-    /// before, so that one worker reports each change.
-    pub fn swap_program_missing(&self, index: usize, missing: bool) -> bool {
-        self.upstream
-            .backend(index)
-            .program_missing
-            .swap(missing, Ordering::AcqRel)
-    }
-
-    /// Records the process id supervisord now reports for the backend's program; returns the
-    /// one recorded before.
-    pub fn swap_known_pid(&self, index: usize, pid: i64) -> i64 {
-        self.upstream
-            .backend(index)
-            .known_pid
-            .swap(pid, Ordering::AcqRel)
-    }
-
-    pub fn set_status(&self, index: usize, status: BackendStatus) {
-        let backend = self.upstream.backend(index);
-        let was_up = backend.status() == BackendStatus::Up;
-        if status == BackendStatus::Up && !was_up {
-            backend.up_count.fetch_add(1, Ordering::AcqRel);
-            backend.up_since.store(now_ms(), Ordering::Release);
-        }
-        if was_up && status != BackendStatus::Up {
-            // A backend that stayed up long enough has recovered from its failed starts.
-            let up_since = backend.up_since.load(Ordering::Acquire);
-            let backoff = backend.start_backoff().after_up(up_since, now_ms());
-            backend
-                .start_failures
-                .store(backoff.failures, Ordering::Release);
-        }
-        backend.status.store(status as u8, Ordering::Release);
-        backend.changes.fetch_add(1, Ordering::AcqRel);
-        self.upstream.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -126,6 +126,8 @@ pub struct SharedBackend {
     pub(super) command_owner: AtomicU64,
     /// The command in flight could not reach supervisord; it is sent again once it answers.
     pub(super) command_parked: AtomicBool,
+    /// A call of the command in flight was cut off before any answer (`core::machine`).
+    pub(super) command_cut: AtomicBool,
     /// A `startProcess` is on its way and nobody settled how it ended (`PENDING_*`): whoever
     /// sees the program exit first (the start's reply, its watch, reconciliation) takes it
     /// and reports the failed start, once.
@@ -169,11 +171,6 @@ impl SharedBackend {
     }
 
     /// Its failed-start record, for the on-demand start's backoff.
-    /// A start nginx sent is still pending (see `ZoneLock::take_pending_start`).
-    pub fn pending_start(&self) -> bool {
-        self.pending_start.load(Ordering::Acquire) != PENDING_NONE
-    }
-
     /// supervisord has no program of its name, as far as the module knows.
     pub fn program_missing(&self) -> bool {
         self.program_missing.load(Ordering::Acquire)

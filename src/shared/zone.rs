@@ -363,6 +363,7 @@ unsafe fn find_or_create(
                 overflow_in_flight: AtomicI32::new(0),
                 command_owner: AtomicU64::new(0),
                 command_parked: AtomicBool::new(false),
+                command_cut: AtomicBool::new(false),
                 pending_start: AtomicU8::new(PENDING_NONE),
                 requests: AtomicU64::new(0),
                 last_request_end: AtomicU64::new(0),

@@ -357,7 +357,12 @@ unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
 
 unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
     // SAFETY: live exchange.
-    unsafe { finish(exchange, Err(CallError::Transport(cause))) };
+    let error = match unsafe { (*exchange).stage() } {
+        CallStage::Sent => CallError::Cut(cause),
+        _ => CallError::Transport(cause),
+    };
+    // SAFETY: live exchange.
+    unsafe { finish(exchange, Err(error)) };
 }
 
 unsafe fn close_connection(ex: &mut Exchange) {

@@ -2,10 +2,10 @@
 //! transition (DOWN -> STARTING_UP, UP -> SHUTTING_DOWN) and settles the backend's status with
 //! the outcome. Exactly one call per transition, whichever worker took it.
 //!
-//! A start is settled UP by the readiness probe (the backend accepts connections), not by
-//! supervisord's answer: supervisord calls a program RUNNING before it listens. Should the
-//! probe not succeed within `supervisord_timeout` of a confirmed start, supervisord is trusted
-//! (see `core::start_handshake`).
+//! What an answer does is the backend state machine's (`core::machine`); the commander turns
+//! the answer into its event and carries out the step. A start is settled UP by the readiness
+//! probe (the backend accepts connections), not by supervisord's answer: supervisord calls a
+//! program RUNNING before it listens.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -16,27 +16,21 @@ use super::readiness::{self, SharedHandshake};
 use super::{client, reconciler};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::call_outcome::{command_succeeded, CallError};
-use crate::core::command_reply::{reply_step, ReplyFacts, ReplyLog, ReplyStep};
+use crate::core::command_reply::ReplyLog;
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
+use crate::core::machine::{Action, Answer, Event, Step, Tell};
 use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
-use crate::core::start_watch::{start_refused_by_a_stop, PendingStart};
+use crate::core::start_backoff::StartBackoff;
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 
-/// Sends `command` for backend `index`, whose status the caller has just moved into the
-/// command's transitional status.
+/// Sends `command` for backend `index`, which this worker holds in the command's
+/// transitional status (`core::machine`); nobody waits for the outcome.
 pub fn execute(upstream: &'static UpstreamRuntime, index: usize, command: Command) {
     // A failure at once is settled and logged like any other; this caller answers nobody.
-    send(upstream, index, command, false, false, |_| {});
-}
-
-/// Starts backend `index`, just moved to STARTING_UP, because a request found no backend up:
-/// should its program exit at start-up, the failure counts for the backend's start backoff
-/// (starts asked for by hand, `/_start`, neither count nor wait for it).
-pub fn start_on_demand(upstream: &'static UpstreamRuntime, index: usize) {
-    send(upstream, index, Command::Start, true, false, |_| {});
+    send(upstream, index, command, false, |_| {});
 }
 
 /// As `execute`, for a caller that answers someone: `Err` with the reason when the call failed
@@ -49,7 +43,7 @@ pub fn try_execute(
 ) -> Result<(), String> {
     let calling = Rc::new(Cell::new(true));
     let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
-    send(upstream, index, command, false, true, {
+    send(upstream, index, command, true, {
         let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
         move |error| {
             if calling.get() {
@@ -113,17 +107,14 @@ pub fn stop_after_drain(
     match step {
         DrainStep::Wait => {
             let lock = upstream.lock();
-            if lock.status(index) != BackendStatus::ShuttingDown {
+            // The stop call goes later than a stop usually begins; reconciliation must not
+            // take the live drain for a command whose worker is gone.
+            let due_ms = stop_call_due_ms(now, conf.drain_timeout_ms());
+            let step = lock.step(index, &Event::Draining { due_ms }, now);
+            if step.next.status != BackendStatus::ShuttingDown {
                 // Settled by another worker in the meantime: nothing of ours to stop.
                 return Ok(StopBegun::Settled);
             }
-            // The stop call goes later than a stop usually begins; reconciliation must not
-            // take the live drain for a command whose worker is gone.
-            lock.begin_command(
-                index,
-                BackendStatus::ShuttingDown,
-                stop_call_due_ms(now, conf.drain_timeout_ms()),
-            );
             drop(lock);
             watch(upstream, index, now);
             Ok(StopBegun::Draining {
@@ -236,14 +227,11 @@ fn log_stop(upstream: &UpstreamRuntime, index: usize, in_flight: i64, timed_out:
     );
 }
 
-/// `on_demand`: a start for requests that found no backend up (it counts for the backend's
-/// start backoff). `caller_waits`: someone (a control request) is answered with the outcome
-/// at once.
+/// `caller_waits`: someone (a control request) is answered with the outcome at once.
 fn send(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
-    on_demand: bool,
     caller_waits: bool,
     on_failure: impl FnOnce(String) + 'static,
 ) {
@@ -257,14 +245,6 @@ fn send(
     let program_for_log = program.clone();
     let handshake = SharedHandshake::default();
     let sent_ms = now_ms();
-    upstream.lock().set_pending_start(
-        index,
-        (command == Command::Start).then_some(if on_demand {
-            PendingStart::OnDemand
-        } else {
-            PendingStart::ByHand
-        }),
-    );
     if command == Command::Start {
         readiness::start(upstream, index, handshake.clone());
     }
@@ -274,163 +254,186 @@ fn send(
         &params,
         Box::new(move |result| {
             let outcome = command_succeeded(command, &result);
-            if outcome.is_ok() && upstream.program_shared_in_host(index) {
-                // Another upstream manages this program too: it follows at once (the host's
-                // view read now) rather than at the next interval.
-                reconciler::read_now(upstream);
-            }
-            let lock = upstream.lock();
-            let before = lock.status(index);
-            let step = reply_step(&ReplyFacts {
+            let answer = Answer {
                 command,
                 outcome: outcome.clone(),
-                status: before,
-                supervisord_unreachable: upstream.supervisord_unreachable(),
                 caller_waits,
                 probing: handshake.get().probing,
-            });
-            if step.ends_pending_start(command) {
-                lock.take_pending_start(index);
-            }
+                supervisord_unreachable: upstream.supervisord_unreachable(),
+                shared_in_host: upstream.program_shared_in_host(index),
+                sent_ms,
+            };
+            let step = upstream
+                .lock()
+                .step(index, &Event::Answered(answer), now_ms());
             if command == Command::Start {
                 let mut state = handshake.get();
                 state.reply_due = false;
-                state.parked = matches!(step, ReplyStep::Park { .. });
+                state.parked = matches!(step.tell(), Some(Tell::Parked { .. }));
                 handshake.set(state);
             }
-            let settle = match step {
-                ReplyStep::Park { quiet } => {
-                    lock.park_command(index);
-                    drop(lock);
-                    log_parked(upstream, index, command, &outcome, before, quiet);
-                    return;
+            carry_out(upstream, index, &step);
+            if step.has(&Action::AskWhyItExited) {
+                // supervisord's reason goes into the one line of this step; the start is
+                // settled with it.
+                let program = program_for_log.clone();
+                client::call(
+                    upstream,
+                    "supervisor.getProcessInfo",
+                    &[Param::Str(&program)],
+                    Box::new(move |info| {
+                        let detail = info.ok().and_then(|value| parse_process_info(&value).ok());
+                        settle_exit(upstream, index, outcome, detail);
+                    }),
+                );
+                return;
+            }
+            let Some(tell) = step.tell() else {
+                return;
+            };
+            let error = outcome.err().map(|error| error.to_string());
+            if let (Some(error), Tell::Reply { .. }) = (&error, tell) {
+                on_failure(error.clone());
+            }
+            let error = error.unwrap_or_default();
+            match *tell {
+                Tell::Parked { quiet } => {
+                    log_parked(upstream, index, command, &error, step.next.status, quiet);
                 }
-                ReplyStep::LeaveToProbe => {
-                    drop(lock);
+                Tell::ConfirmedForProbe => {
                     ngx::ngx_log_debug!(
                         cycle_log(),
                         "supervisord: upstream \"{}\" backend {}: start confirmed, readiness probe settles it",
                         conf.name,
                         index
                     );
-                    return;
                 }
-                ReplyStep::AskWhyItExited => {
-                    drop(lock);
-                    // supervisord's reason goes into the one line of this step; the start is
-                    // settled with it.
-                    let program = program_for_log.clone();
-                    client::call(
-                        upstream,
-                        "supervisor.getProcessInfo",
-                        &[Param::Str(&program)],
-                        Box::new(move |info| {
-                            let detail =
-                                info.ok().and_then(|value| parse_process_info(&value).ok());
-                            settle_exit(upstream, index, outcome, detail);
-                        }),
-                    );
-                    return;
-                }
-                ReplyStep::Settle(settle) => settle,
-            };
-            let settlement = settle.settlement;
-            let mut backoff = None;
-            if settlement.owned {
-                if settlement.failed_start {
-                    lock.record_failed_start(index);
-                    backoff = Some(lock.record_start_backoff(index, now_ms()));
-                }
-                if settle.program_missing {
-                    // Not started again until supervisord has it (see `reconciler`).
-                    lock.swap_program_missing(index, true);
-                }
-                lock.set_status(index, settlement.status);
-                if command == Command::Start && settlement.status == BackendStatus::Up {
-                    // Settled by supervisord's answer (no probe did): its cold-start time.
-                    upstream
-                        .shared()
-                        .backend(index)
-                        .note_cold_start(now_ms().saturating_sub(sent_ms));
-                }
-            }
-            drop(lock);
-            let backend = &conf.backends[index];
-            let now_status = if settlement.owned {
-                settlement.status
-            } else {
-                before
-            };
-            let next_start = backoff.map(readiness::next_start_note).unwrap_or_default();
-            let error = outcome.err().map(|error| error.to_string());
-            if let Some(error) = &error {
-                on_failure(error.clone());
-            }
-            let error = error.unwrap_or_default();
-            match settle.log {
-                ReplyLog::Transition => {
-                    ngx::ngx_log_error!(
-                        NGX_LOG_NOTICE,
-                        cycle_log(),
-                        "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {}",
-                        conf.name,
-                        index,
-                        backend.name,
-                        program_for_log,
-                        before,
-                        settlement.status
-                    );
-                }
-                ReplyLog::SettledMeanwhile => {
-                    ngx::ngx_log_debug!(
-                    cycle_log(),
-                    "supervisord: upstream \"{}\" backend {}: {} done, but the backend was settled {} meanwhile",
-                    conf.name,
+                Tell::Reply {
+                    log,
+                    before,
+                    after,
+                    backoff,
+                } => log_reply(
+                    upstream,
                     index,
                     command,
-                    before
-                );
-                }
-                ReplyLog::ToldByOutage => {
-                    ngx::ngx_log_debug!(
-                    cycle_log(),
-                    "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}{}",
-                    conf.name,
-                    index,
-                    command,
-                    error,
-                    now_status,
-                    next_start
-                );
-                }
-                ReplyLog::EndedAfterSettlement => {
-                    ngx::ngx_log_debug!(
-                    cycle_log(),
-                    "supervisord: upstream \"{}\" backend {}: start ended with {} after the backend was settled {} meanwhile",
-                    conf.name,
-                    index,
-                    error,
-                    before
-                );
-                }
-                ReplyLog::Failed => {
-                    ngx::ngx_log_error!(
-                    NGX_LOG_ERR,
-                    cycle_log(),
-                    "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}{}",
-                    conf.name,
-                    index,
-                    backend.name,
-                    program_for_log,
-                    command,
-                    error,
-                    now_status,
-                    next_start
-                );
-                }
+                    log,
+                    (before, after),
+                    &error,
+                    backoff,
+                ),
+                _ => {}
             }
         }),
     );
+}
+
+/// The line of supervisord's answer to `command`, settled from `before` to `after`.
+fn log_reply(
+    upstream: &UpstreamRuntime,
+    index: usize,
+    command: Command,
+    log: ReplyLog,
+    (before, after): (BackendStatus, BackendStatus),
+    error: &str,
+    backoff: Option<StartBackoff>,
+) {
+    let conf = upstream.conf;
+    let backend = &conf.backends[index];
+    let program = program_name(conf.program_prefix(), index);
+    let next_start = backoff.map(readiness::next_start_note).unwrap_or_default();
+    match log {
+        ReplyLog::Transition => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {}",
+                conf.name,
+                index,
+                backend.name,
+                program,
+                before,
+                after
+            );
+        }
+        ReplyLog::SettledMeanwhile => {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: {} done, but the backend was settled {} meanwhile",
+                conf.name,
+                index,
+                command,
+                before
+            );
+        }
+        ReplyLog::ToldByOutage => {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: {} failed: {}; status back to {}{}",
+                conf.name,
+                index,
+                command,
+                error,
+                after,
+                next_start
+            );
+        }
+        ReplyLog::EndedAfterSettlement => {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: start ended with {} after the backend was settled {} meanwhile",
+                conf.name,
+                index,
+                error,
+                before
+            );
+        }
+        ReplyLog::Failed => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} failed: {}; status back to {}{}",
+                conf.name,
+                index,
+                backend.name,
+                program,
+                command,
+                error,
+                after,
+                next_start
+            );
+        }
+    }
+}
+
+/// Carries out what a step of the backend state machine asks of this worker, but its line
+/// (the caller's, who knows the words): the command it now holds (without anyone waiting for
+/// the outcome), the probe of a start phase it took, the counts, the wake of held requests.
+pub fn carry_out(upstream: &'static UpstreamRuntime, index: usize, step: &Step) {
+    for action in &step.actions {
+        match action {
+            Action::CarryOut(Command::Start) => {
+                execute(upstream, index, Command::Start);
+            }
+            Action::CarryOut(Command::Stop) => {
+                // A stop that failed at once was put back and logged.
+                let _: Result<StopBegun, String> = stop_after_drain(upstream, index);
+            }
+            _ => carry_out_effect(upstream, index, action),
+        }
+    }
+}
+
+/// The effects of a step that no caller words or waits for.
+pub fn carry_out_effect(upstream: &'static UpstreamRuntime, index: usize, action: &Action) {
+    if upstream.carry_out_local(index, action) {
+        return;
+    }
+    match action {
+        Action::ProbeStart => readiness::watch_hand_start(upstream, index),
+        Action::ReadHostNow => reconciler::read_now(upstream),
+        _ => {}
+    }
 }
 
 /// A start whose fault says the program exits at start-up (`detail`: what supervisord says of
@@ -444,61 +447,49 @@ fn settle_exit(
     detail: Option<ProcessDetail>,
 ) {
     let conf = upstream.conf;
-    let lock = upstream.lock();
-    let before = lock.status(index);
-    // Not pending any more: its watch or reconciliation saw the exit first and reported it.
-    let pending = lock.take_pending_start(index);
-    if pending.is_none() || !matches!(before, BackendStatus::StartingUp | BackendStatus::Up) {
-        drop(lock);
-        ngx::ngx_log_debug!(
-            cycle_log(),
-            "supervisord: upstream \"{}\" backend {}: start ended with {:?} after the backend was settled {} meanwhile",
-            conf.name,
-            index,
-            outcome,
-            before
-        );
-        return;
-    }
     let state = detail.as_ref().and_then(|detail| detail.state);
-    if let Some(follow) = state.and_then(start_refused_by_a_stop) {
-        match follow {
-            BackendStatus::Down => lock.set_status(index, follow),
-            _ => lock.begin_observed_transition(index, follow),
+    let step = upstream
+        .lock()
+        .step(index, &Event::ExitExplained { state }, now_ms());
+    carry_out(upstream, index, &step);
+    match step.tell() {
+        Some(Tell::SettledMeanwhile { status }) => {
+            ngx::ngx_log_debug!(
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {}: start ended with {:?} after the backend was settled {} meanwhile",
+                conf.name,
+                index,
+                outcome,
+                status
+            );
         }
-        drop(lock);
-        ngx::ngx_log_error!(
-            NGX_LOG_NOTICE,
-            cycle_log(),
-            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): start refused while supervisord stops the program (supervisord says {}): {} -> {}",
-            conf.name,
-            index,
-            conf.backends[index].name,
-            program_name(conf.program_prefix(), index),
-            state.map_or("?", |state| state.name()),
-            before,
-            follow
-        );
-        if follow == BackendStatus::StartingUp {
-            readiness::watch_hand_start(upstream, index);
+        Some(Tell::RefusedByAStop { from, to }) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): start refused while supervisord stops the program (supervisord says {}): {} -> {}",
+                conf.name,
+                index,
+                conf.backends[index].name,
+                program_name(conf.program_prefix(), index),
+                state.map_or("?", |state| state.name()),
+                from,
+                to
+            );
         }
-        upstream.wake_held_now();
-        return;
+        Some(Tell::FailedStart { backoff }) => {
+            let error = outcome.err().map(|e| e.to_string());
+            let reason = detail.map_or_else(|| "nothing more".into(), |detail| detail.reason());
+            readiness::log_failed_start(
+                upstream,
+                index,
+                &readiness::exit_text(&reason),
+                error.as_deref(),
+                *backoff,
+            );
+        }
+        _ => {}
     }
-    lock.set_status(index, BackendStatus::Down);
-    lock.record_failed_start(index);
-    let backoff = lock.record_start_backoff(index, now_ms());
-    drop(lock);
-    upstream.wake_held_now();
-    let error = outcome.err().map(|e| e.to_string());
-    let reason = detail.map_or_else(|| "nothing more".into(), |detail| detail.reason());
-    readiness::log_failed_start(
-        upstream,
-        index,
-        &readiness::exit_text(&reason),
-        error.as_deref(),
-        backoff,
-    );
 }
 
 /// The line of a command that waits for supervisord in its transitional status (see
@@ -508,16 +499,11 @@ fn log_parked(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
-    outcome: &Result<(), CallError>,
+    error: &str,
     status: BackendStatus,
     quiet: bool,
 ) {
     let conf = upstream.conf;
-    let error = outcome
-        .as_ref()
-        .err()
-        .map(ToString::to_string)
-        .unwrap_or_default();
     if quiet {
         ngx::ngx_log_debug!(
             cycle_log(),

@@ -5,10 +5,10 @@
 
 use nginx_sys::{NGX_LOG_NOTICE, NGX_LOG_WARN};
 
-use super::{client, commander, connect_check, readiness};
-use crate::core::backend_event::BackendEvent;
+use super::{client, commander, connect_check};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::failure::{failure_action, worth_checking, FailureAction, ProgramSeen};
+use crate::core::failure::{worth_checking, FailureAction, ProgramSeen};
+use crate::core::machine::{Action, Event, Tell};
 use crate::core::process_state::parse_all_process_info;
 use crate::core::reconcile_plan::observed_states;
 use crate::runtime::UpstreamRuntime;
@@ -86,29 +86,25 @@ fn conclude(
     upstream.failure_checks.borrow_mut()[index] = false;
     let conf = upstream.conf;
     let backend = &conf.backends[index];
-    let lock = upstream.lock();
-    let before = lock.status(index);
-    let action = failure_action(conf.mode(), before, accepts, program);
-    match action {
-        FailureAction::MarkDown => lock.set_status(index, Command::Stop.target_status()),
-        FailureAction::Restart => {
-            lock.begin_command(index, Command::Stop.transitional_status(), now_ms())
+    let step = upstream.lock().step(
+        index,
+        &Event::FailureChecked {
+            mode: conf.mode(),
+            accepts,
+            program,
+        },
+        now_ms(),
+    );
+    let Some(&Tell::Failure { action, before }) = step.tell() else {
+        return;
+    };
+    for effect in &step.actions {
+        if !matches!(effect, Action::CarryOut(_)) {
+            commander::carry_out_effect(upstream, index, effect);
         }
-        FailureAction::Follow(status) => lock.begin_observed_transition(index, status),
-        FailureAction::LeaveUp | FailureAction::Ignore => {}
     }
-    if matches!(action, FailureAction::MarkDown | FailureAction::Restart) {
-        upstream
-            .shared()
-            .backend(index)
-            .count_event(BackendEvent::StopFailure);
-    }
-    drop(lock);
     if action != FailureAction::Ignore {
         upstream.failure_counts.borrow_mut()[index].record_success();
-    }
-    if action == FailureAction::Follow(BackendStatus::StartingUp) {
-        readiness::watch_hand_start(upstream, index);
     }
     // Requests held again while the check ran (`core::refused_attempt`) learn its outcome now.
     upstream.reevaluate_held_now();

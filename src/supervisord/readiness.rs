@@ -26,12 +26,11 @@ use nginx_sys::{
 use super::client;
 use super::peer_conn::{connected, Connect, PeerConn};
 use crate::core::backend_status::BackendStatus;
+use crate::core::machine::{Event, Tell};
 use crate::core::probe_schedule::delay_after_round_ms;
 use crate::core::process_state::{parse_process_info, program_name, ProcessState};
 use crate::core::start_backoff::StartBackoff;
-use crate::core::start_handshake::{
-    at_probe_deadline, settle_ready, AtProbeDeadline, StartHandshake,
-};
+use crate::core::start_handshake::{at_probe_deadline, AtProbeDeadline, StartHandshake};
 use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -302,31 +301,26 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
 unsafe fn ready(probe: *mut Probe, why: &str) {
     // SAFETY: live probe.
     let p = unsafe { &mut *probe };
-    let lock = p.upstream.lock();
-    let settled = settle_ready(lock.status(p.index));
-    if let Some(status) = settled {
-        lock.set_status(p.index, status);
+    let sent_ms = p.start.sent_by_nginx.then_some(p.start.began_ms);
+    let step = p
+        .upstream
+        .lock()
+        .step(p.index, &Event::Accepted { sent_ms }, now_ms());
+    for action in &step.actions {
+        p.upstream.carry_out_local(p.index, action);
     }
-    drop(lock);
-    if settled == Some(BackendStatus::Up) && p.start.sent_by_nginx {
-        // A start nginx sent (not one made outside it): its cold-start time.
-        p.upstream
-            .shared()
-            .backend(p.index)
-            .note_cold_start(now_ms().saturating_sub(p.start.began_ms));
-    }
-    let conf = p.upstream.conf;
-    if settled.is_some() {
-        // This worker's held requests need not wait for their next wake tick.
-        p.upstream.wake_held_now();
+    if let Some(Tell::Moved { from, to }) = step.tell() {
+        let conf = p.upstream.conf;
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             cycle_log(),
-            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): starting up -> up ({})",
+            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {} ({})",
             conf.name,
             p.index,
             conf.backends[p.index].name,
             program_name(conf.program_prefix(), p.index),
+            from,
+            to,
             why
         );
     }
@@ -424,17 +418,19 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
 /// for the start. One line for the step.
 fn fail_start(start: &StartRef, what: &str, error: Option<&str>) {
     let upstream = start.upstream;
-    let lock = upstream.lock();
-    if !start.still_starting() {
-        return;
+    let step = upstream.lock().step(
+        start.index,
+        &Event::StartFailed {
+            start: start.changes_at_start,
+        },
+        now_ms(),
+    );
+    for action in &step.actions {
+        upstream.carry_out_local(start.index, action);
     }
-    lock.take_pending_start(start.index);
-    lock.set_status(start.index, BackendStatus::Down);
-    lock.record_failed_start(start.index);
-    let backoff = lock.record_start_backoff(start.index, now_ms());
-    drop(lock);
-    upstream.wake_held_now();
-    log_failed_start(upstream, start.index, what, error, backoff);
+    if let Some(Tell::FailedStart { backoff }) = step.tell() {
+        log_failed_start(upstream, start.index, what, error, *backoff);
+    }
 }
 
 /// How a program that exits at start-up reads in a failed start's line; `reason` is

@@ -12,15 +12,14 @@ use nginx_sys::{
 };
 
 use super::{client, readiness};
-use crate::core::backend_event::BackendEvent;
 use crate::core::call_outcome::CallError;
+use crate::core::machine::{Action, Event, Sync, Tell};
 use crate::core::process_state::{
-    find_process_detail, names_like, parse_all_process_info, program_name, restarted, ProcessInfo,
+    find_process_detail, names_like, parse_all_process_info, program_name, ProcessInfo,
+    ProcessState,
 };
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::reconcile_plan::{
-    observed_pids, observed_states, sync_steps, BackendAtReply, Holding,
-};
+use crate::core::reconcile_plan::{observed_pids, observed_states};
 use crate::core::xmlrpc::Value;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
@@ -148,7 +147,8 @@ fn read_reply(
     Some(processes)
 }
 
-/// Brings one upstream's statuses in line with the programs supervisord listed.
+/// Brings one upstream's statuses in line with the programs supervisord listed: each backend
+/// takes the read as an event of its state machine (`core::machine`).
 fn apply(
     upstream: &'static UpstreamRuntime,
     changes_when_sent: &[u64],
@@ -160,92 +160,71 @@ fn apply(
     let observed = observed_states(processes, conf.program_prefix(), conf.backends.len());
     let pids = observed_pids(processes, conf.program_prefix(), conf.backends.len());
     let now = now_ms();
-    // A command whose worker vanished would hold its transitional status for ever.
-    let stale_after = conf.timeout_ms() * 2;
-    let lock = upstream.lock();
-    let shared = upstream.shared();
-    let backends: Vec<BackendAtReply> = observed
-        .iter()
-        .enumerate()
-        .map(|(index, observed)| {
-            let backend = shared.backend(index);
-            BackendAtReply {
-                status: backend.status(),
-                changed_since_sent: changes_when_sent.get(index) != Some(&backend.changes()),
-                command_is_stale: backend.command_older_than(now, stale_after),
-                observed: *observed,
-                restarted: restarted(lock.swap_known_pid(index, pids[index]), pids[index]),
-                can_probe: !conf.backends[index].sockaddrs.is_empty(),
-                backing_off: backend.start_backoff().wait_left_ms(now).is_some(),
-                pending_start: backend.pending_start(),
+    let mut changed = 0;
+    for (index, observed) in observed.iter().enumerate() {
+        let sync = Sync {
+            observed: *observed,
+            pid: pids[index],
+            changes_when_sent: changes_when_sent.get(index).copied().unwrap_or(u64::MAX),
+            can_probe: !conf.backends[index].sockaddrs.is_empty(),
+            // A command whose worker vanished would hold its transitional status for ever.
+            stale_after_ms: conf.timeout_ms() * 2,
+        };
+        let step = upstream.lock().step(index, &Event::Synced(sync), now);
+        for action in &step.actions {
+            match action {
+                Action::ProbeStart => readiness::watch_hand_start(upstream, index),
+                Action::Tell(tell) => {
+                    tell_sync(upstream, index, tell, *observed, processes, result)
+                }
+                _ => {
+                    upstream.carry_out_local(index, action);
+                }
             }
-        })
-        .collect();
-    let steps = sync_steps(&backends);
-    // The failed starts among them, with the backoff each now waits out.
-    let mut failed_starts = Vec::new();
-    for step in &steps {
-        let (index, to) = (step.change.index, step.change.to);
-        match step.holding {
-            Holding::OwnProbe => lock.begin_command(index, to, now),
-            Holding::Observed => lock.begin_observed_transition(index, to),
-            Holding::Settled => lock.set_status(index, to),
         }
-        if step.started_outside {
-            shared.backend(index).count_event(BackendEvent::StartByHand);
-        }
-        if step.ends_pending_start {
-            lock.take_pending_start(index);
-        }
-        if step.start_failed {
-            lock.record_failed_start(index);
-            failed_starts.push((index, lock.record_start_backoff(index, now)));
-        }
-    }
-    let newly_missing: Vec<usize> = observed
-        .iter()
-        .enumerate()
-        .filter(|(index, observed)| {
-            let missing = observed.is_none();
-            lock.swap_program_missing(*index, missing) != missing && missing
-        })
-        .map(|(index, _)| index)
-        .collect();
-    drop(lock);
-    for index in newly_missing {
-        let program = program_name(conf.program_prefix(), index);
-        ngx::ngx_log_error!(
-            NGX_LOG_ERR,
-            log,
-            "supervisord: upstream \"{}\" backend {} ({}): supervisord has no program \"{}\" ({}); check \"supervisord_name\" (a group member is \"group:name\")",
-            conf.name,
-            index,
-            conf.backends[index].name,
-            program,
-            names_like(&program, processes)
-        );
-    }
-    for step in &steps {
-        if step.holding == Holding::OwnProbe {
-            readiness::watch_hand_start(upstream, step.change.index);
+        if step.actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Tell(Tell::Moved { .. } | Tell::FailedStart { .. })
+            )
+        }) {
+            changed += 1;
         }
     }
     ngx::ngx_log_debug!(
         log,
         "supervisord: upstream \"{}\": program states read, {} of {} backends change",
         conf.name,
-        steps.len(),
-        backends.len()
+        changed,
+        observed.len()
     );
-    if !failed_starts.is_empty() {
-        upstream.wake_held_now();
-    }
-    for change in steps.iter().map(|step| step.change) {
-        if let Some((_, backoff)) = failed_starts
-            .iter()
-            .find(|(index, _)| *index == change.index)
-        {
-            let program = program_name(conf.program_prefix(), change.index);
+}
+
+/// The line of what a read of supervisord changed for backend `index`.
+fn tell_sync(
+    upstream: &UpstreamRuntime,
+    index: usize,
+    tell: &Tell,
+    observed: Option<ProcessState>,
+    processes: &[ProcessInfo],
+    result: &Result<Value, CallError>,
+) {
+    let conf = upstream.conf;
+    let program = program_name(conf.program_prefix(), index);
+    match *tell {
+        Tell::ProgramMissing => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}): supervisord has no program \"{}\" ({}); check \"supervisord_name\" (a group member is \"group:name\")",
+                conf.name,
+                index,
+                conf.backends[index].name,
+                program,
+                names_like(&program, processes)
+            );
+        }
+        Tell::FailedStart { backoff } => {
             let reason = result
                 .as_ref()
                 .ok()
@@ -253,26 +232,26 @@ fn apply(
                 .map_or_else(|| "nothing more".into(), |detail| detail.reason());
             readiness::log_failed_start(
                 upstream,
-                change.index,
+                index,
                 &readiness::exit_text(&reason),
                 None,
-                *backoff,
+                backoff,
             );
-            continue;
         }
-        ngx::ngx_log_error!(
-            NGX_LOG_NOTICE,
-            log,
-            "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {} (supervisord says {})",
-            conf.name,
-            change.index,
-            conf.backends[change.index].name,
-            program_name(conf.program_prefix(), change.index),
-            change.from,
-            change.to,
-            observed[change.index]
-                .map(|state| state.name())
-                .unwrap_or("no such program")
-        );
+        Tell::Moved { from, to } => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "supervisord: upstream \"{}\" backend {} ({}, program \"{}\"): {} -> {} (supervisord says {})",
+                conf.name,
+                index,
+                conf.backends[index].name,
+                program,
+                from,
+                to,
+                observed.map(|state| state.name()).unwrap_or("no such program")
+            );
+        }
+        _ => {}
     }
 }

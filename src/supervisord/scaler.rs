@@ -6,14 +6,15 @@
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
 
-use super::commander::{self, StopBegun};
+use super::commander;
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::commands::decide as command_decision;
+use crate::core::machine::{Action, Event};
 use crate::core::scaling::{
     decide, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause,
     Target,
 };
+use crate::core::start_watch::PendingStart;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -95,10 +96,6 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         ScaleAction::Stop { index, .. } => (index, Command::Stop),
     };
     let before = lock.status(index);
-    let decision = command_decision(command, before, upstream.conf.mode());
-    let Some(ask_supervisord) = lock.apply(index, decision, now) else {
-        return;
-    };
     let event = match action {
         ScaleAction::Start {
             cause: StartCause::Minimum,
@@ -111,22 +108,26 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         } => BackendEvent::StopIdle,
         _ => BackendEvent::StopLightLoad,
     };
-    shared.backend(index).count_event(event);
+    let step = lock.step(
+        index,
+        &Event::Asked {
+            command,
+            mode: upstream.conf.mode(),
+            cause: Some(event),
+            // Counts for the start backoff, as a request's start does.
+            pending: PendingStart::OnDemand,
+        },
+        now,
+    );
+    if matches!(step.actions.first(), Some(Action::Declined(_))) {
+        return;
+    }
     if event != BackendEvent::StartMinimum {
         lock.note_scale_action(now);
     }
     drop(lock);
     log_action(upstream, policy, action, load, up, before);
-    if !ask_supervisord {
-        return;
-    }
-    match command {
-        Command::Start => commander::start_on_demand(upstream, index),
-        Command::Stop => {
-            // A stop that failed at once was put back and logged by the commander.
-            let _: Result<StopBegun, String> = commander::stop_after_drain(upstream, index);
-        }
-    }
+    commander::carry_out(upstream, index, &step);
 }
 
 /// One line per scaling action, saying why.

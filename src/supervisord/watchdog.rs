@@ -10,6 +10,7 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate
 use super::{client, commander, reconciler};
 use crate::core::backend_status::BackendStatus;
 use crate::core::liveness::command_orphaned;
+use crate::core::machine::{Action, Event};
 use crate::core::start_handshake::command_to_resend;
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::shared::slots;
@@ -109,16 +110,19 @@ fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64], answered_
         let Some(command) = command_to_resend(status, orphaned, parked, due) else {
             continue;
         };
-        let lock = upstream.lock();
-        // Another worker may have taken it over meanwhile.
-        if lock.status(index) != status
-            || backend.command_owner() != owner
-            || backend.command_parked() != parked
-        {
+        let step = upstream.lock().step(
+            index,
+            &Event::TakenOver {
+                status,
+                owner,
+                parked,
+            },
+            now,
+        );
+        if !step.has(&Action::CarryOut(command)) {
+            // Another worker took it over meanwhile.
             continue;
         }
-        lock.take_over_command(index, now);
-        drop(lock);
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             cycle_log(),
