@@ -77,6 +77,8 @@ pub struct BackendStatus {
     pub backoff_left_ms: Option<u64>,
     /// Since its last request (UP backends only).
     pub idle_ms: Option<u64>,
+    /// This nginx started its program (only then does it stop it for idleness or light load).
+    pub started_here: bool,
 }
 
 impl BackendStatus {
@@ -136,7 +138,7 @@ mod tests {
                        \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
                        \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
                        \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
-                       \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null";
+                       \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":true";
         let body = format!(
             "{{\"upstreams\":[{{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
              \"held\":3,\"holds\":{{\"count\":4,\"sum_ms\":1250}},\"backends\":[\
@@ -182,6 +184,7 @@ mod tests {
                 draining: false,
                 backoff_left_ms: Some(1500),
                 idle_ms: None,
+                started_here: true,
             }
         );
         assert!(backend.any(Status::ShuttingDown));

@@ -94,6 +94,19 @@ pub fn command_succeeded(
     }
 }
 
+/// Whether a start or stop found the program already where the command wanted it
+/// (ALREADY_STARTED, NOT_RUNNING): someone else started or stopped it.
+pub fn already_there(command: Command, result: &Result<Value, CallError>) -> bool {
+    let code = match result {
+        Err(CallError::Fault(fault)) => fault.code,
+        _ => return false,
+    };
+    match command {
+        Command::Start => code == FAULT_ALREADY_STARTED,
+        Command::Stop => code == FAULT_NOT_RUNNING,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +125,16 @@ mod tests {
         assert!(command_succeeded(Command::Start, &fault(70, "NOT_RUNNING")).is_err());
         assert!(command_succeeded(Command::Stop, &fault(60, "ALREADY_STARTED")).is_err());
         assert!(command_succeeded(Command::Start, &Ok(Value::Bool(true))).is_ok());
+        assert!(already_there(
+            Command::Start,
+            &fault(60, "ALREADY_STARTED: backend0")
+        ));
+        assert!(already_there(
+            Command::Stop,
+            &fault(70, "NOT_RUNNING: backend0")
+        ));
+        assert!(!already_there(Command::Start, &Ok(Value::Bool(true))));
+        assert!(!already_there(Command::Stop, &fault(60, "ALREADY_STARTED")));
     }
 
     #[test]

@@ -92,12 +92,16 @@ pub fn worth_checking(mode: Mode, current: BackendStatus) -> bool {
 
 /// The decision once a backend reached its failure limit and was checked: `accepts` tells
 /// whether any of its addresses accepted a connection, `program` what supervisord says (only
-/// asked when nothing accepted).
+/// asked when nothing accepted), `in_start_phase` whether its program was started within the
+/// start phase (`supervisord_timeout`): then it may just not listen yet (another nginx in
+/// front of the same supervisord, or `supervisorctl restart`, started it), and it is followed
+/// and probed like a start, never restarted in the middle of its boot.
 pub fn failure_action(
     mode: Mode,
     current: BackendStatus,
     accepts: bool,
     program: ProgramSeen,
+    in_start_phase: bool,
 ) -> FailureAction {
     if !worth_checking(mode, current) {
         return FailureAction::Ignore;
@@ -106,6 +110,9 @@ pub fn failure_action(
         return FailureAction::LeaveUp;
     }
     match program {
+        ProgramSeen::Known(Some(ProcessState::Running)) if in_start_phase => {
+            FailureAction::Follow(BackendStatus::StartingUp)
+        }
         ProgramSeen::Known(Some(ProcessState::Running)) => FailureAction::Restart,
         ProgramSeen::Known(Some(ProcessState::Stopping)) => {
             FailureAction::Follow(BackendStatus::ShuttingDown)
@@ -179,7 +186,7 @@ mod tests {
             ProgramSeen::Unknown,
         ] {
             assert_eq!(
-                failure_action(Mode::Supervised, Up, true, program),
+                failure_action(Mode::Supervised, Up, true, program, false),
                 FailureAction::LeaveUp
             );
         }
@@ -195,12 +202,18 @@ mod tests {
             None,
         ] {
             assert_eq!(
-                failure_action(Mode::Supervised, Up, false, ProgramSeen::Known(state)),
+                failure_action(
+                    Mode::Supervised,
+                    Up,
+                    false,
+                    ProgramSeen::Known(state),
+                    false
+                ),
                 FailureAction::MarkDown
             );
         }
         assert_eq!(
-            failure_action(Mode::Supervised, Up, false, ProgramSeen::Unknown),
+            failure_action(Mode::Supervised, Up, false, ProgramSeen::Unknown, false),
             FailureAction::MarkDown
         );
     }
@@ -209,11 +222,23 @@ mod tests {
     fn a_program_stopped_or_started_outside_nginx_is_followed() {
         let seen = |state| ProgramSeen::Known(Some(state));
         assert_eq!(
-            failure_action(Mode::Supervised, Up, false, seen(ProcessState::Stopping)),
+            failure_action(
+                Mode::Supervised,
+                Up,
+                false,
+                seen(ProcessState::Stopping),
+                false
+            ),
             FailureAction::Follow(ShuttingDown)
         );
         assert_eq!(
-            failure_action(Mode::Supervised, Up, false, seen(ProcessState::Starting)),
+            failure_action(
+                Mode::Supervised,
+                Up,
+                false,
+                seen(ProcessState::Starting),
+                false
+            ),
             FailureAction::Follow(StartingUp)
         );
     }
@@ -225,9 +250,26 @@ mod tests {
                 Mode::Supervised,
                 Up,
                 false,
-                ProgramSeen::Known(Some(ProcessState::Running))
+                ProgramSeen::Known(Some(ProcessState::Running)),
+                false
             ),
             FailureAction::Restart
+        );
+    }
+
+    #[test]
+    fn a_program_started_within_the_start_phase_is_followed_not_restarted() {
+        // Another nginx, or supervisorctl restart, started it a moment ago: it may not listen
+        // yet.
+        assert_eq!(
+            failure_action(
+                Mode::Supervised,
+                Up,
+                false,
+                ProgramSeen::Known(Some(ProcessState::Running)),
+                true
+            ),
+            FailureAction::Follow(StartingUp)
         );
     }
 
@@ -236,12 +278,12 @@ mod tests {
         let running = ProgramSeen::Known(Some(ProcessState::Running));
         for other in [Down, StartingUp, ShuttingDown] {
             assert_eq!(
-                failure_action(Mode::Supervised, other, false, running),
+                failure_action(Mode::Supervised, other, false, running, false),
                 FailureAction::Ignore
             );
         }
         assert_eq!(
-            failure_action(Mode::Immediate, Up, false, running),
+            failure_action(Mode::Immediate, Up, false, running, false),
             FailureAction::Ignore
         );
         assert!(!worth_checking(Mode::Immediate, Up));

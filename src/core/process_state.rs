@@ -84,6 +84,22 @@ pub fn find_process_detail(value: &Value, full_name_wanted: &str) -> Option<Proc
         .and_then(|item| parse_process_info(item).ok())
 }
 
+/// How long the program `full_name` has been running, in whole seconds, by supervisord's own
+/// clock (`now - start` of a `getAllProcessInfo` reply); `None` when it is not running or the
+/// reply does not say.
+pub fn running_for_s(value: &Value, full_name_wanted: &str) -> Option<u64> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let item = items
+        .iter()
+        .find(|item| full_name(item).as_deref() == Some(full_name_wanted))?;
+    let start = item.member("start").and_then(Value::as_int)?;
+    let now = item.member("now").and_then(Value::as_int)?;
+    let pid = item.member("pid").and_then(Value::as_int).unwrap_or(0);
+    (start > 0 && pid > 0).then(|| now.saturating_sub(start).max(0) as u64)
+}
+
 /// `group:name`, or `name` alone when the program is its own group.
 fn full_name(item: &Value) -> Option<String> {
     let name = item.member("name").and_then(Value::as_str)?;
@@ -259,6 +275,32 @@ mod tests {
         );
         assert_eq!(find_process_detail(&all, "web_1"), None);
         assert_eq!(find_process_detail(&Value::Int(1), "backend0"), None);
+    }
+
+    #[test]
+    fn tells_how_long_a_program_has_been_running_by_supervisord_s_clock() {
+        let info = |name: &str, pid: i64, start: i64, now: i64| {
+            Value::Struct(vec![
+                ("name".into(), Value::Str(name.into())),
+                ("group".into(), Value::Str(name.into())),
+                ("pid".into(), Value::Int(pid)),
+                ("start".into(), Value::Int(start)),
+                ("now".into(), Value::Int(now)),
+            ])
+        };
+        let all = Value::Array(vec![
+            info("backend0", 4242, 1_700_000_000, 1_700_000_003),
+            info("backend1", 0, 1_700_000_000, 1_700_000_090),
+            info("backend2", 77, 1_700_000_010, 1_700_000_005),
+        ]);
+        assert_eq!(running_for_s(&all, "backend0"), Some(3));
+        assert_eq!(running_for_s(&all, "backend1"), None, "not running");
+        assert_eq!(
+            running_for_s(&all, "backend2"),
+            Some(0),
+            "a clock step back"
+        );
+        assert_eq!(running_for_s(&all, "backend3"), None);
     }
 
     #[test]

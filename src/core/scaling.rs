@@ -97,6 +97,10 @@ pub struct BackendNow {
     /// Since its last request ended (or since it came UP, if later).
     pub idle_ms: u64,
     pub in_flight: i64,
+    /// This nginx started it (or `supervisord none`, where nothing runs to be stopped): only
+    /// such a backend is stopped for idleness or light load, so that an idle or passive nginx
+    /// never stops what another nginx in front of the same supervisord serves.
+    pub stoppable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +241,7 @@ fn first_startable(backends: &[BackendNow]) -> Option<usize> {
 fn highest_up(backends: &[BackendNow]) -> Option<usize> {
     backends
         .iter()
-        .rposition(|backend| backend.status == BackendStatus::Up)
+        .rposition(|backend| backend.status == BackendStatus::Up && backend.stoppable)
 }
 
 /// The one action of this tick. `last_action_ms`: when the previous load action was taken (0:
@@ -270,6 +274,7 @@ pub fn decide(
         if up > min {
             let idle = backends.iter().rposition(|backend| {
                 backend.status == BackendStatus::Up
+                    && backend.stoppable
                     && backend.in_flight == 0
                     && backend.idle_ms >= idle_timeout
             });
@@ -324,7 +329,38 @@ mod tests {
             program_missing: false,
             idle_ms: 0,
             in_flight: 0,
+            stoppable: true,
         }
+    }
+
+    #[test]
+    fn a_backend_another_nginx_started_is_never_stopped_for_idleness_or_light_load() {
+        let idle_policy = ScalePolicy {
+            idle_timeout_ms: Some(1_000),
+            ..policy(0, 4, Target::InFlight(4))
+        };
+        let theirs = BackendNow {
+            idle_ms: 60_000,
+            stoppable: false,
+            ..backend(Up)
+        };
+        let ours = BackendNow {
+            idle_ms: 60_000,
+            ..backend(Up)
+        };
+        assert_eq!(
+            decide(&idle_policy, &[], &[theirs, theirs], 70_000, 0),
+            ScaleAction::Nothing
+        );
+        assert_eq!(
+            decide(&idle_policy, &[], &[ours, theirs], 70_000, 0),
+            ScaleAction::Stop {
+                index: 0,
+                cause: StopCause::Idle
+            }
+        );
+        assert_eq!(highest_up(&[ours, theirs]), Some(0));
+        assert_eq!(highest_up(&[theirs, theirs]), None);
     }
 
     fn policy(min: usize, max: usize, target: Target) -> ScalePolicy {
@@ -729,6 +765,7 @@ mod properties {
                 program_missing: false,
                 idle_ms,
                 in_flight,
+                stoppable: true,
             })
     }
 
@@ -777,6 +814,7 @@ mod properties {
                         program_missing: false,
                         idle_ms: 0,
                         in_flight: 0,
+                        stoppable: true,
                     },
                     0,
                 )

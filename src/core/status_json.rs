@@ -18,6 +18,9 @@ pub struct BackendView<'a> {
     pub backoff_left_ms: Option<u64>,
     /// Since its last request ended (or since it came up, if later); `None` while not UP.
     pub idle_ms: Option<u64>,
+    /// This nginx started its program: only such a backend is stopped for idleness or
+    /// light load.
+    pub started_here: bool,
 }
 
 /// `{"cause":count,...}` of the events counted in `metric` (`starts`, `stops`).
@@ -67,7 +70,7 @@ pub fn render_upstream(
                 "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{},\
                  \"requests\":{},\"starts\":{},\"stops\":{},\"failed_starts\":{},\
                  \"cold_start_ms\":{{\"count\":{},\"sum\":{}}},\"draining\":{},\
-                 \"backoff_left_ms\":{},\"idle_ms\":{}}}",
+                 \"backoff_left_ms\":{},\"idle_ms\":{},\"started_here\":{}}}",
                 json_string(backend.server),
                 backend.program.as_deref().map(json_string).unwrap_or_else(|| "null".into()),
                 json_string(backend.status.as_str()),
@@ -81,7 +84,8 @@ pub fn render_upstream(
                 // A stop waits for the requests in flight before supervisord is asked.
                 backend.status == BackendStatus::ShuttingDown && backend.in_flight > 0,
                 optional(backend.backoff_left_ms),
-                optional(backend.idle_ms)
+                optional(backend.idle_ms),
+                backend.started_here
             )
             })
             .collect();
@@ -123,6 +127,7 @@ mod tests {
                 cold_starts: 1,
                 cold_start_ms_sum: 420,
                 backoff_left_ms: Some(1500),
+                started_here: false,
                 idle_ms: None,
             }],
         );
@@ -135,7 +140,7 @@ mod tests {
              \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
              \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
              \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
-             \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null}]}"
+             \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":false}]}"
         );
     }
 }

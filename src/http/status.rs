@@ -46,6 +46,7 @@ fn render(upstream: &UpstreamRuntime) -> String {
             backoff_left_ms: shared.backend(index).start_backoff().wait_left_ms(now),
             idle_ms: (shared.backend(index).status() == BackendStatus::Up)
                 .then(|| now.saturating_sub(shared.backend(index).idle_since())),
+            started_here: shared.backend(index).started_here(),
         })
         .collect();
     render_upstream(

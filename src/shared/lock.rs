@@ -93,6 +93,7 @@ impl ZoneLock<'_> {
             program_missing: backend.program_missing(),
             known_pid: backend.known_pid.load(Ordering::Acquire),
             failed_starts: backend.events(BackendEvent::StartFailed),
+            started_here: backend.started_here(),
             changes: backend.changes(),
         }
     }
@@ -131,6 +132,9 @@ impl ZoneLock<'_> {
             .program_missing
             .store(next.program_missing, Ordering::Release);
         backend.known_pid.store(next.known_pid, Ordering::Release);
+        backend
+            .started_here
+            .store(next.started_here, Ordering::Release);
         let failed = next.failed_starts.saturating_sub(before.failed_starts);
         if failed > 0 {
             backend.events[BackendEvent::StartFailed.slot()].fetch_add(failed, Ordering::Relaxed);

@@ -115,6 +115,8 @@ pub struct SharedBackend {
     pub(super) program_missing: AtomicBool,
     /// The process id of its program at the last read of supervisord (0: not running).
     pub(super) known_pid: AtomicI64,
+    /// This nginx started its program (`core::machine::Backend::started_here`).
+    pub(super) started_here: AtomicBool,
     // Worker liveness (see `slots.rs`):
     /// Per chunk of worker slots, each slot's share of `in_flight` (a row of
     /// `SLOTS_PER_CHUNK` inside the record's share block of that chunk; null until the zone
@@ -174,6 +176,11 @@ impl SharedBackend {
     /// supervisord has no program of its name, as far as the module knows.
     pub fn program_missing(&self) -> bool {
         self.program_missing.load(Ordering::Acquire)
+    }
+
+    /// This nginx started its program: only then is it stopped for idleness or light load.
+    pub fn started_here(&self) -> bool {
+        self.started_here.load(Ordering::Acquire)
     }
 
     pub fn start_backoff(&self) -> StartBackoff {

@@ -359,6 +359,7 @@ unsafe fn find_or_create(
                 }),
                 program_missing: AtomicBool::new(false),
                 known_pid: AtomicI64::new(0),
+                started_here: AtomicBool::new(false),
                 share_chunks: Default::default(),
                 overflow_in_flight: AtomicI32::new(0),
                 command_owner: AtomicU64::new(0),

@@ -15,7 +15,7 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG
 use super::readiness::{self, SharedHandshake};
 use super::{client, reconciler};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::call_outcome::{command_succeeded, CallError};
+use crate::core::call_outcome::{already_there, command_succeeded, CallError};
 use crate::core::command_reply::ReplyLog;
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::machine::{Action, Answer, Event, Step, Tell};
@@ -257,6 +257,7 @@ fn send(
             let answer = Answer {
                 command,
                 outcome: outcome.clone(),
+                already: already_there(command, &result),
                 caller_waits,
                 probing: handshake.get().probing,
                 supervisord_unreachable: upstream.supervisord_unreachable(),

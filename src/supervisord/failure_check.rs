@@ -9,7 +9,7 @@ use super::{client, commander, connect_check};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::failure::{worth_checking, FailureAction, ProgramSeen};
 use crate::core::machine::{Action, Event, Tell};
-use crate::core::process_state::parse_all_process_info;
+use crate::core::process_state::{parse_all_process_info, program_name, running_for_s};
 use crate::core::reconcile_plan::observed_states;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
@@ -48,7 +48,13 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
         backend.name.as_str(),
         Box::new(move |accepts| {
             if accepts {
-                conclude(upstream, index, failures, true, ProgramSeen::Unknown);
+                conclude(
+                    upstream,
+                    index,
+                    failures,
+                    true,
+                    (ProgramSeen::Unknown, false),
+                );
                 return;
             }
             client::call(
@@ -56,6 +62,16 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                 "supervisor.getAllProcessInfo",
                 &[],
                 Box::new(move |result| {
+                    let program_name = program_name(upstream.conf.program_prefix(), index);
+                    // Whole seconds by supervisord's clock: a program started within the start
+                    // phase, by anyone, is followed rather than restarted.
+                    let in_start_phase = result
+                        .as_ref()
+                        .ok()
+                        .and_then(|value| running_for_s(value, &program_name))
+                        .is_some_and(|running_s| {
+                            running_s.saturating_mul(1000) <= upstream.conf.timeout_ms()
+                        });
                     let program = match result
                         .map_err(|error| error.to_string())
                         .and_then(|value| parse_all_process_info(&value))
@@ -69,7 +85,7 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                         ),
                         Err(_) => ProgramSeen::Unknown,
                     };
-                    conclude(upstream, index, failures, false, program);
+                    conclude(upstream, index, failures, false, (program, in_start_phase));
                 }),
             );
         }),
@@ -81,7 +97,7 @@ fn conclude(
     index: usize,
     failures: u32,
     accepts: bool,
-    program: ProgramSeen,
+    (program, in_start_phase): (ProgramSeen, bool),
 ) {
     upstream.failure_checks.borrow_mut()[index] = false;
     let conf = upstream.conf;
@@ -92,6 +108,7 @@ fn conclude(
             mode: conf.mode(),
             accepts,
             program,
+            in_start_phase,
         },
         now_ms(),
     );

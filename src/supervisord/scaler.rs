@@ -66,6 +66,7 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
             program_missing: backend.program_missing(),
             idle_ms: now.saturating_sub(backend.idle_since()),
             in_flight: backend.in_flight(),
+            stoppable: backend.started_here() || !upstream.conf.supervised(),
         })
         .collect();
     let up = backends

@@ -24,6 +24,10 @@ pub struct Backend {
     pub known_pid: i64,
     /// Failed starts so far.
     pub failed_starts: u64,
+    /// This nginx started its program (it sent the start that made it run): only such a
+    /// program is stopped for idleness or light load, so that one nginx never stops what
+    /// another nginx in front of the same supervisord started and serves.
+    pub started_here: bool,
     /// Status settings so far: a probe or watch belongs to the start phase begun at one count,
     /// and a read of supervisord sent before the last setting is older news than the record.
     pub changes: u64,

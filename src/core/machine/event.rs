@@ -58,6 +58,8 @@ pub enum Event {
         mode: Mode,
         accepts: bool,
         program: ProgramSeen,
+        /// Its program was started within the start phase (by anyone).
+        in_start_phase: bool,
     },
 }
 
@@ -67,6 +69,9 @@ pub struct Answer {
     pub command: Command,
     /// ALREADY_STARTED and NOT_RUNNING count as success.
     pub outcome: Result<(), CallError>,
+    /// The program was already where the command wanted it (ALREADY_STARTED, NOT_RUNNING):
+    /// someone else started or stopped it.
+    pub already: bool,
     /// Someone (a control request) is answered with the outcome at once.
     pub caller_waits: bool,
     /// A readiness probe settles this start.

@@ -34,6 +34,7 @@ fn answer(command: Command, outcome: Result<(), CallError>) -> Event {
     Event::Answered(Answer {
         command,
         outcome,
+        already: false,
         caller_waits: false,
         probing: true,
         supervisord_unreachable: false,
@@ -89,6 +90,46 @@ fn an_on_demand_start_is_up_only_once_a_connection_is_accepted() {
     assert_eq!(step.next.command, CommandHolder::default());
     assert!(step.has(&Action::ColdStart { took_ms: 600 }));
     assert!(step.has(&Action::WakeHeld));
+}
+
+#[test]
+fn only_a_program_this_nginx_started_is_its_own() {
+    let (ours, _) = run(&[ask(Command::Start), answer(Command::Start, Ok(()))]);
+    assert!(ours.started_here);
+    let up = transition(&ours, &Event::Accepted { sent_ms: None }, at(2_000)).next;
+    assert!(up.started_here);
+    // Another nginx started it first: supervisord answers ALREADY_STARTED.
+    let (asked, _) = run(&[ask(Command::Start)]);
+    let already = Event::Answered(Answer {
+        command: Command::Start,
+        outcome: Ok(()),
+        already: true,
+        caller_waits: false,
+        probing: true,
+        supervisord_unreachable: false,
+        shared_in_host: false,
+        sent_ms: 1_000,
+    });
+    let theirs = transition(&asked, &already, at(1_100)).next;
+    assert_eq!(theirs.status, StartingUp);
+    assert!(!theirs.started_here);
+    // Found running by a read: not ours either.
+    let found = transition(
+        &Backend::default(),
+        &sync(Some(ProcessState::Running), 5, 0),
+        at(1_000),
+    )
+    .next;
+    assert!(!found.started_here);
+    // Down forgets it.
+    let down = transition(
+        &up,
+        &sync(Some(ProcessState::Exited), 0, up.changes),
+        at(3_000),
+    )
+    .next;
+    assert_eq!(down.status, Down);
+    assert!(!down.started_here);
 }
 
 #[test]
@@ -352,6 +393,7 @@ fn the_failure_rule_restarts_only_an_up_backend() {
                 mode: Mode::Supervised,
                 accepts: false,
                 program: ProgramSeen::Known(Some(ProcessState::Running)),
+                in_start_phase: false,
             },
             at(1_000),
         )
@@ -504,6 +546,7 @@ fn any_event() -> impl Strategy<Value = Event> {
                 Event::Answered(Answer {
                     command,
                     outcome,
+                    already: false,
                     caller_waits,
                     probing: true,
                     supervisord_unreachable: unreachable,
@@ -516,10 +559,13 @@ fn any_event() -> impl Strategy<Value = Event> {
         (0u64..4).prop_map(|start| Event::StartFailed { start }),
         (any_state(), 0i64..3, 0u64..4)
             .prop_map(|(observed, pid, changes)| sync(observed, pid, changes)),
-        (any::<bool>(), any_state()).prop_map(|(accepts, state)| Event::FailureChecked {
-            mode: Mode::Supervised,
-            accepts,
-            program: ProgramSeen::Known(state),
+        (any::<bool>(), any_state(), any::<bool>()).prop_map(|(accepts, state, young)| {
+            Event::FailureChecked {
+                mode: Mode::Supervised,
+                accepts,
+                program: ProgramSeen::Known(state),
+                in_start_phase: young,
+            }
         }),
     ]
 }
@@ -595,15 +641,30 @@ proptest! {
         }
     }
 
-    /// The failure rule never stops or restarts a backend in its start phase.
+    /// The failure rule never stops or restarts a backend in its start phase (this nginx's),
+    /// nor a program started within the start phase (by anyone).
     #[test]
     fn the_failure_rule_leaves_a_start_phase_alone(
-        backend in any_backend(), accepts in any::<bool>(), state in any_state()
+        backend in any_backend(), accepts in any::<bool>(), state in any_state(),
+        young in any::<bool>()
     ) {
         let backend = Backend { status: StartingUp, ..backend };
         let step = transition(&backend, &Event::FailureChecked {
             mode: Mode::Supervised, accepts, program: ProgramSeen::Known(state),
+            in_start_phase: young,
         }, at(2_000));
         prop_assert_eq!(step.next, backend);
+    }
+
+    #[test]
+    fn the_failure_rule_never_restarts_a_program_in_its_start_phase(
+        backend in any_backend(), state in any_state()
+    ) {
+        let backend = Backend { status: Up, ..backend };
+        let step = transition(&backend, &Event::FailureChecked {
+            mode: Mode::Supervised, accepts: false, program: ProgramSeen::Known(state),
+            in_start_phase: true,
+        }, at(2_000));
+        prop_assert!(!step.has(&Action::CarryOut(Command::Stop)), "{:?}", step.actions);
     }
 }

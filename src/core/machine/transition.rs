@@ -76,8 +76,9 @@ pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
             mode,
             accepts,
             program,
+            in_start_phase,
         } => {
-            let action = failure_action(*mode, backend.status, *accepts, *program);
+            let action = failure_action(*mode, backend.status, *accepts, *program, *in_start_phase);
             match action {
                 FailureAction::MarkDown => {
                     set_status(&mut step.next, BackendStatus::Down, at);
@@ -123,6 +124,9 @@ fn set_status(next: &mut Backend, status: BackendStatus, at: At) {
     }
     if matches!(status, BackendStatus::Up | BackendStatus::Down) {
         next.command = CommandHolder::default();
+    }
+    if status == BackendStatus::Down {
+        next.started_here = false;
     }
     next.status = status;
     next.changes += 1;
@@ -170,6 +174,9 @@ fn asked(
                 step.next.pending_start = (command == Command::Start).then_some(pending);
             }
             set_status(&mut step.next, status, at);
+            if command == Command::Start {
+                step.next.started_here = true;
+            }
             if let Some(cause) = cause {
                 step.actions.push(Action::Count(cause));
             }
@@ -203,6 +210,10 @@ fn answered(step: &mut Step, answer: &Answer, at: At) {
     let command = answer.command;
     if answer.outcome.is_ok() && answer.shared_in_host {
         step.actions.push(Action::ReadHostNow);
+    }
+    if command == Command::Start && answer.already && before == BackendStatus::StartingUp {
+        // Someone else (another nginx, supervisorctl) started it: not this nginx's to stop.
+        step.next.started_here = false;
     }
     let reply = reply_step(&ReplyFacts {
         command,
@@ -301,6 +312,7 @@ fn synced(step: &mut Step, sync: &Sync, at: At) {
             Holding::Settled => set_status(&mut step.next, to, at),
         }
         if change.started_outside {
+            step.next.started_here = false;
             step.actions.push(Action::Count(BackendEvent::StartByHand));
         }
         if change.ends_pending_start {
