@@ -1,4 +1,5 @@
-//! The backend state machine: which backend a command goes to and what it does to its status.
+//! Commands (start, stop): which backend one goes to and what it does to a status, the step
+//! of the backend state machine (`machine`) for an `Asked` event.
 //!
 //! With `supervisord none` a command takes effect at once. With a real supervisord it moves the
 //! backend into a transitional status (STARTING_UP, SHUTTING_DOWN) and the worker that made that
