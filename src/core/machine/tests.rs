@@ -668,3 +668,30 @@ proptest! {
         prop_assert!(!step.has(&Action::CarryOut(Command::Stop)), "{:?}", step.actions);
     }
 }
+
+proptest! {
+    #![proptest_config(crate::proptest_config())]
+
+    /// Over any run of events from a fresh backend: one start at a time (a second goes out only
+    /// when the first was taken over, or once the backend left STARTING_UP), and every failed
+    /// start moved the backoff on by one.
+    #[test]
+    fn any_run_of_events_sends_one_start_at_a_time_and_backs_off_each_failure(
+        events in proptest::collection::vec(any_event(), 1..30)
+    ) {
+        let mut backend = Backend::default();
+        let mut start_in_flight = false;
+        for (n, event) in events.iter().enumerate() {
+            let step = transition(&backend, event, at(2_000 + n as u64 * 10));
+            let sends_start = step.has(&Action::CarryOut(Command::Start));
+            if sends_start && !matches!(event, Event::TakenOver { .. }) {
+                prop_assert!(!start_in_flight, "a second start: {events:?}");
+            }
+            if step.next.failed_starts > backend.failed_starts {
+                prop_assert_eq!(step.next.backoff.failures, backend.backoff.failures + 1);
+            }
+            backend = step.next;
+            start_in_flight = (start_in_flight || sends_start) && backend.status == StartingUp;
+        }
+    }
+}
