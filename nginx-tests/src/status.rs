@@ -13,6 +13,8 @@ pub struct UpstreamStatus {
     pub name: String,
     /// The supervisord address (never the credentials), e.g. `unix:/run/s.sock`, `none`.
     pub supervisord: String,
+    /// Whether that supervisord answers (null without one).
+    pub supervisord_reachable: Option<bool>,
     /// Requests held until a backend of this upstream is up.
     pub held: u64,
     /// Holds that ended so far, and how long they lasted in total.
@@ -141,12 +143,13 @@ mod tests {
                        \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":true";
         let body = format!(
             "{{\"upstreams\":[{{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
+             \"supervisord_reachable\":true,\
              \"held\":3,\"holds\":{{\"count\":4,\"sum_ms\":1250}},\"backends\":[\
              {{\"index\":0,\"server\":\"127.0.0.1:8000\",\
              \"program\":\"backend0\",\"status\":\"starting up\",\"in_flight\":2,{figures}}},\
              {{\"index\":1,\"server\":\"127.0.0.1:8001\",\"program\":\"backend1\",\
              \"status\":\"shutting down\",\"in_flight\":0,{figures}}}]}},\
-             {{\"name\":\"plain \\\"q\\\"\",\"supervisord\":\"\",\"held\":0,\
+             {{\"name\":\"plain \\\"q\\\"\",\"supervisord\":\"\",\"supervisord_reachable\":null,\"held\":0,\
              \"holds\":{{\"count\":0,\"sum_ms\":0}},\"backends\":[\
              {{\"index\":0,\"server\":\"127.0.0.1:8002\",\"program\":null,\
              \"status\":\"up\",\"in_flight\":0,{figures}}}]}}]}}\n"
@@ -154,6 +157,7 @@ mod tests {
         let status = SupervisordStatus::parse(&body).unwrap();
         let backend = status.upstream("backend");
         assert_eq!(backend.supervisord, "127.0.0.1:9001");
+        assert_eq!(backend.supervisord_reachable, Some(true));
         assert_eq!(backend.held, 3);
         assert_eq!(
             backend.holds,

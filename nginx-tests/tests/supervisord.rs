@@ -332,20 +332,25 @@ fn supervisord_down_refused_or_socket_missing() {
     // A TCP connect on loopback may be refused at once or a moment later.
     assert!(
         (reply.status == 200 && reply.body.contains("down -> starting up"))
-            || (reply.status == 502 && reply.body.contains("connection refused")),
+            || (reply.status == 503
+                && reply.header("Retry-After") == Some("1")
+                && reply.body.contains("supervisord cannot be reached for now")
+                && reply.body.contains("connection refused")),
         "{reply:?}"
     );
     unreachable(&nginx, "connection refused");
 
     let missing = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
     let nginx = failing("sv-nosocket", &format!("unix:{}", missing.display()), &hold);
-    // Nothing could be sent: the control request says so, and the backend is down again.
+    // Nothing could be sent: the control request says so (503, try again: supervisord is away
+    // for now), and the backend is down again.
     let reply = nginx.get("/_start/0");
-    assert_eq!(reply.status, 502, "{reply:?}");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("Retry-After"), Some("1"), "{reply:?}");
     let expected = [
         "start: upstream \"backend\" backend 0 (127.0.0.1:",
         &format!(
-            "): supervisord call failed: connect to unix:{} failed: no such file or directory",
+            "): supervisord cannot be reached for now: connect to unix:{} failed: no such file or directory",
             missing.display()
         ),
         "; status back to down\n",

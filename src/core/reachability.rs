@@ -125,6 +125,21 @@ pub fn supervisord_away(
     }
 }
 
+/// The HTTP status of a control request (`/_start/N`, `/_stop/N`) whose call to supervisord
+/// failed at once with `error`: 503 (try again later) when supervisord cannot be reached for now
+/// (not running, restarting, its socket missing), 502 for anything else, a socket the workers
+/// may not open included (a setting to fix, not an outage to wait out).
+pub fn control_failure_status(error: &CallError, supervisord_unreachable: bool) -> u16 {
+    match error {
+        CallError::Transport(_) | CallError::Cut(_) | CallError::TimedOut
+            if supervisord_unreachable =>
+        {
+            503
+        }
+        _ => 502,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +254,16 @@ mod tests {
             true,
             false
         ));
+    }
+
+    #[test]
+    fn a_control_request_meeting_an_away_supervisord_gets_503_else_502() {
+        let refused = CallError::Transport("connect to unix:/x failed: connection refused".into());
+        assert_eq!(control_failure_status(&refused, true), 503);
+        assert_eq!(control_failure_status(&refused, false), 502);
+        let no_access = CallError::NoAccess("unix:/run/supervisor.sock".into());
+        assert_eq!(control_failure_status(&no_access, true), 502);
+        assert_eq!(control_failure_status(&CallError::Unauthorized, false), 502);
     }
 
     #[test]

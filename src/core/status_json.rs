@@ -52,11 +52,13 @@ pub fn json_string(text: &str) -> String {
     out
 }
 
-/// One upstream; `supervisord` is already a JSON string. `holds`: holds that ended, and the
-/// milliseconds they lasted in total.
+/// One upstream; `supervisord` is already a JSON string, `supervisord_reachable` whether it
+/// answers (`None` without one). `holds`: holds that ended, and the milliseconds they lasted
+/// in total.
 pub fn render_upstream(
     name: &str,
     supervisord: &str,
+    supervisord_reachable: Option<bool>,
     held: i64,
     holds: (u64, u64),
     backends: &[BackendView<'_>],
@@ -90,9 +92,10 @@ pub fn render_upstream(
             })
             .collect();
     format!(
-        "{{\"name\":{},\"supervisord\":{supervisord},\"held\":{held},\
-         \"holds\":{{\"count\":{},\"sum_ms\":{}}},\"backends\":[{}]}}",
+        "{{\"name\":{},\"supervisord\":{supervisord},\"supervisord_reachable\":{},\
+         \"held\":{held},\"holds\":{{\"count\":{},\"sum_ms\":{}}},\"backends\":[{}]}}",
         json_string(name),
+        supervisord_reachable.map_or_else(|| "null".to_string(), |reachable| reachable.to_string()),
         holds.0,
         holds.1,
         backends.join(",")
@@ -109,6 +112,7 @@ mod tests {
         let rendered = render_upstream(
             "backend",
             &json_string("127.0.0.1:9001"),
+            Some(false),
             3,
             (4, 1250),
             &[BackendView {
@@ -133,7 +137,8 @@ mod tests {
         );
         assert_eq!(
             rendered,
-            "{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\"held\":3,\
+            "{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
+             \"supervisord_reachable\":false,\"held\":3,\
              \"holds\":{\"count\":4,\"sum_ms\":1250},\"backends\":[\
              {\"index\":0,\"server\":\"127.0.0.1:8000\",\"program\":\"backend0\",\
              \"status\":\"starting up\",\"in_flight\":2,\"requests\":7,\

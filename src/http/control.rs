@@ -6,8 +6,8 @@
 //! is stopped once they are done (see `commander::stop_after_drain`).
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_CONFLICT,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_NOTICE,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_CONFLICT, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_NOTICE,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
@@ -16,6 +16,7 @@ use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::commands::{select_backend, Decision, SelectError};
 use crate::core::control_uri::parse_selector;
 use crate::core::machine::{Action, Event};
+use crate::core::reachability::control_failure_status;
 use crate::core::start_watch::PendingStart;
 use crate::module_type::Module;
 use crate::runtime::{worker, UpstreamRuntime};
@@ -27,11 +28,17 @@ use crate::util::time::now_ms;
 struct Reply {
     status: u32,
     body: String,
+    /// `Retry-After`, in seconds, for a 503.
+    retry_after_s: Option<u64>,
 }
 
 impl Reply {
     fn new(status: u32, body: String) -> Self {
-        Self { status, body }
+        Self {
+            status,
+            body,
+            retry_after_s: None,
+        }
     }
 }
 
@@ -52,8 +59,13 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc;
     }
     let reply = run(command, upstream, str_bytes(&uri), request);
+    let retry_after = reply.retry_after_s.map(|seconds| seconds.to_string());
+    let headers: Vec<(&str, &str)> = retry_after
+        .iter()
+        .map(|seconds| ("Retry-After", seconds.as_str()))
+        .collect();
     // SAFETY: r is live.
-    unsafe { send_text(r, reply.status, &reply.body, &[]) }
+    unsafe { send_text(r, reply.status, &reply.body, &headers) }
 }
 
 fn run(
@@ -150,17 +162,27 @@ fn run(
                 }
             }),
         };
-        if let Err(reason) = sent {
-            // Nothing reached supervisord; the commander put the status back.
-            return Reply::new(
-                NGX_HTTP_BAD_GATEWAY,
-                format!(
-                    "{command}: upstream \"{}\" backend {index} ({}): supervisord call failed: {reason}; status back to {}\n",
-                    conf.name,
-                    backend.name,
-                    upstream.shared().backend(index).status()
-                ),
-            );
+        if let Err(error) = sent {
+            // Nothing reached supervisord; the commander put the status back. The outage's
+            // one line is in the error log already (`client`).
+            let status = control_failure_status(&error, upstream.supervisord_unreachable());
+            let what = if status == 503 {
+                "supervisord cannot be reached for now"
+            } else {
+                "supervisord call failed"
+            };
+            return Reply {
+                retry_after_s: (status == 503).then_some(1),
+                ..Reply::new(
+                    u32::from(status),
+                    format!(
+                        "{command}: upstream \"{}\" backend {index} ({}): {what}: {error}; status back to {}\n",
+                        conf.name,
+                        backend.name,
+                        upstream.shared().backend(index).status()
+                    ),
+                )
+            };
         }
     }
     let draining_note = draining

@@ -24,7 +24,7 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe { send_text(r, NGX_HTTP_OK, &body, &[]) }
 }
 
-fn render(upstream: &UpstreamRuntime) -> String {
+fn render(upstream: &'static UpstreamRuntime) -> String {
     let conf = upstream.conf;
     let shared = upstream.shared();
     let now = now_ms();
@@ -58,6 +58,8 @@ fn render(upstream: &UpstreamRuntime) -> String {
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
         ),
+        conf.supervised()
+            .then(|| !upstream.supervisord_unreachable()),
         shared.held(),
         shared.holds(),
         &backends,

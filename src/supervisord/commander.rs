@@ -40,9 +40,9 @@ pub fn try_execute(
     upstream: &'static UpstreamRuntime,
     index: usize,
     command: Command,
-) -> Result<(), String> {
+) -> Result<(), CallError> {
     let calling = Rc::new(Cell::new(true));
-    let failed_at_once: Rc<RefCell<Option<String>>> = Rc::default();
+    let failed_at_once: Rc<RefCell<Option<CallError>>> = Rc::default();
     send(upstream, index, command, true, {
         let (calling, failed_at_once) = (calling.clone(), failed_at_once.clone());
         move |error| {
@@ -81,7 +81,7 @@ pub enum StopBegun {
 pub fn stop_after_drain(
     upstream: &'static UpstreamRuntime,
     index: usize,
-) -> Result<StopBegun, String> {
+) -> Result<StopBegun, CallError> {
     let conf = upstream.conf;
     let now = now_ms();
     let backend = upstream.shared().backend(index);
@@ -233,7 +233,7 @@ fn send(
     index: usize,
     command: Command,
     caller_waits: bool,
-    on_failure: impl FnOnce(String) + 'static,
+    on_failure: impl FnOnce(CallError) + 'static,
 ) {
     let conf = upstream.conf;
     let program = program_name(conf.program_prefix(), index);
@@ -292,11 +292,11 @@ fn send(
             let Some(tell) = step.tell() else {
                 return;
             };
-            let error = outcome.err().map(|error| error.to_string());
+            let error = outcome.err();
             if let (Some(error), Tell::Reply { .. }) = (&error, tell) {
                 on_failure(error.clone());
             }
-            let error = error.unwrap_or_default();
+            let error = error.map(|error| error.to_string()).unwrap_or_default();
             match *tell {
                 Tell::Parked { quiet } => {
                     log_parked(upstream, index, command, &error, step.next.status, quiet);
@@ -418,7 +418,7 @@ pub fn carry_out(upstream: &'static UpstreamRuntime, index: usize, step: &Step) 
             }
             Action::CarryOut(Command::Stop) => {
                 // A stop that failed at once was put back and logged.
-                let _: Result<StopBegun, String> = stop_after_drain(upstream, index);
+                let _: Result<StopBegun, CallError> = stop_after_drain(upstream, index);
             }
             _ => carry_out_effect(upstream, index, action),
         }
