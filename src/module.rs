@@ -9,7 +9,7 @@ use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_core_loc_conf_t,
     ngx_http_handler_pt, ngx_http_module_t, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
     ngx_module_t, ngx_process, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_CONF_TAKE123, NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE,
     NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
     NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
@@ -73,7 +73,7 @@ const fn upstream_directive(
 static mut COMMANDS: [ngx_command_t; 19] = [
     upstream_directive(
         ngx_string!("supervisord"),
-        NGX_CONF_TAKE12,
+        NGX_CONF_TAKE123,
         upstream::set_supervisord,
     ),
     upstream_directive(

@@ -81,6 +81,9 @@ pub struct BackendStatus {
     pub idle_ms: Option<u64>,
     /// This nginx started its program (only then does it stop it for idleness or light load).
     pub started_here: bool,
+    /// Its supervisord's address and whether it answers (null without one).
+    pub supervisord: Option<String>,
+    pub supervisord_reachable: Option<bool>,
 }
 
 impl BackendStatus {
@@ -189,6 +192,8 @@ mod tests {
                 backoff_left_ms: Some(1500),
                 idle_ms: None,
                 started_here: true,
+                supervisord: None,
+                supervisord_reachable: None,
             }
         );
         assert!(backend.any(Status::ShuttingDown));

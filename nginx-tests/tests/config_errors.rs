@@ -601,3 +601,83 @@ fn refuses_host_settings_that_differ_between_upstreams_of_one_supervisord() {
     let (ok, stderr, _, text) = check("host-settings-alike", &with(first).upstream(alike));
     assert!(ok, "{text}\n{stderr}");
 }
+
+/// Upstream `app` over two loopback "hosts" (ports 8000 and 8001 on 127.0.0.2, 8000 on
+/// 127.0.0.3), with `supervisord` lines `lines`.
+fn two_hosts(lines: &[&str]) -> Config {
+    let mut upstream = Upstream::new("app")
+        .server("127.0.0.2:8000")
+        .server("127.0.0.2:8001")
+        .server("127.0.0.3:8000");
+    for line in lines {
+        upstream = upstream.raw(*line);
+    }
+    with(upstream)
+}
+
+#[test]
+fn accepts_one_supervisord_per_host() {
+    for (name, lines) in [
+        (
+            "hosts-ok",
+            vec![
+                "supervisord 127.0.0.2:9001 admin:secret;",
+                "supervisord 127.0.0.3:9001 admin:secret;",
+            ],
+        ),
+        (
+            "hosts-ok-servers",
+            vec![
+                "supervisord 127.0.0.2:9001;",
+                "supervisord unix:/run/supervisor.sock servers=127.0.0.3;",
+            ],
+        ),
+    ] {
+        let (ok, stderr, _, text) = check(name, &two_hosts(&lines));
+        assert!(ok, "{stderr}\n{text}");
+    }
+}
+
+#[test]
+fn refuses_servers_without_exactly_one_supervisord() {
+    assert_refused(
+        "hosts-unclaimed",
+        &two_hosts(&["supervisord 127.0.0.2:9001;", "supervisord 127.0.0.4:9001;"]),
+        "upstream app",
+        "server \"127.0.0.3:8000\" of upstream \"app\"",
+    );
+    assert_refused(
+        "hosts-twice",
+        &two_hosts(&[
+            "supervisord 127.0.0.2:9001;",
+            "supervisord 127.0.0.9:9001 servers=127.0.0.2;",
+            "supervisord 127.0.0.3:9001;",
+        ]),
+        "upstream app",
+        "is managed by both \"supervisord 127.0.0.2:9001\" and \"supervisord 127.0.0.9:9001\"",
+    );
+    assert_refused(
+        "hosts-same",
+        &two_hosts(&[
+            "supervisord 127.0.0.2:9001;",
+            "supervisord 127.0.0.2:9001 admin:secret;",
+        ]),
+        "upstream app",
+        "name the same host",
+    );
+    assert_refused(
+        "hosts-socket",
+        &two_hosts(&[
+            "supervisord 127.0.0.2:9001;",
+            "supervisord unix:/run/supervisor.sock;",
+        ]),
+        "upstream app",
+        "a UNIX socket needs \"servers=HOST\"",
+    );
+    assert_refused(
+        "hosts-none",
+        &two_hosts(&["supervisord 127.0.0.2:9001;", "supervisord none; # mixed"]),
+        "# mixed",
+        "cannot be mixed with supervisord addresses",
+    );
+}

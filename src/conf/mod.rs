@@ -90,16 +90,33 @@ pub unsafe fn collect_upstreams(
     assign_hosts(main)
 }
 
-/// Gives every managed upstream its supervisord host (`core::supervisord_host`), and refuses
-/// a host whose upstreams disagree on its settings, naming both blocks.
+/// Gives every `supervisord` line of every managed upstream its host (`core::supervisord_host`):
+/// lines that name the same supervisord share one, led by the first. Refuses a host whose
+/// upstreams disagree on its settings, naming both blocks.
 fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
-    let keys: Vec<_> = main.upstreams().map(UpstreamConf::host_key).collect();
-    let leads = host_leads(&keys);
-    let settings: Vec<_> = main.upstreams().map(UpstreamConf::host_settings).collect();
-    if let Some(conflict) = first_conflict(&leads, &settings) {
-        let describe = |index: usize, value: u64| {
+    // Every line of every upstream, as (upstream, line).
+    let lines: Vec<(usize, usize)> = main
+        .upstreams()
+        .enumerate()
+        .flat_map(|(upstream, conf)| (0..conf.lines.len()).map(move |line| (upstream, line)))
+        .collect();
+    let keys: Vec<_> = lines
+        .iter()
+        .map(|&(upstream, line)| {
             // SAFETY: managed upstreams point at their srv conf, valid for the cycle.
-            let conf = unsafe { &*main.upstreams[index] };
+            Some(unsafe { &*main.upstreams[upstream] }.lines[line].host_key())
+        })
+        .collect();
+    let leads = host_leads(&keys);
+    let settings: Vec<_> = lines
+        .iter()
+        // SAFETY: as above.
+        .map(|&(upstream, _)| unsafe { &*main.upstreams[upstream] }.host_settings())
+        .collect();
+    if let Some(conflict) = first_conflict(&leads, &settings) {
+        let describe = |position: usize, value: u64| {
+            // SAFETY: as above.
+            let conf = unsafe { &*main.upstreams[lines[position].0] };
             // SAFETY: as above.
             let uscf = unsafe { &*conf.upstream };
             let value = if conflict.directive == "supervisord_max_reply_size" {
@@ -114,20 +131,22 @@ fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
                 uscf.line
             )
         };
+        let (lead_upstream, lead_line) = lines[conflict.lead];
         // SAFETY: as above.
-        let lead = unsafe { &*main.upstreams[conflict.lead] };
+        let lead = unsafe { &*main.upstreams[lead_upstream] };
         return Err(format!(
             "\"{}\" differs between {} and {}, which use the same supervisord at {}: set it alike in every upstream that names this supervisord",
             conflict.directive,
             describe(conflict.lead, conflict.lead_value),
             describe(conflict.other, conflict.other_value),
-            lead.supervisord.as_ref().map_or("?", |e| e.display.as_str())
+            lead.lines[lead_line].resolved.display
         ));
     }
-    for (index, lead) in leads.into_iter().enumerate() {
+    for (position, lead) in leads.into_iter().enumerate() {
+        let (upstream, line) = lines[position];
         // SAFETY: as above; nothing else refers to the confs while the configuration is read.
-        let conf = unsafe { &mut *main.upstreams[index] };
-        conf.host_lead = lead.unwrap_or(index);
+        let conf = unsafe { &mut *main.upstreams[upstream] };
+        conf.lines[line].host_lead = lines[lead.unwrap_or(position)];
     }
     Ok(())
 }

@@ -18,17 +18,23 @@ use crate::core::socket_access::{
 };
 use crate::core::supervisord_address::SupervisordEndpoint;
 
-/// Logs one `[warn]` per managed upstream whose supervisord socket the workers cannot reach.
+/// Logs one `[warn]` per supervisord socket of a managed upstream that the workers cannot reach.
 ///
 /// # Safety
 /// `cycle` must be the cycle nginx passes to `init_module`, its configuration complete.
 pub unsafe fn warn_unreachable_sockets(cycle: *mut ngx_cycle_t, main: &MainConf) {
     // SAFETY: the cycle is valid (caller's contract).
     let cycle_ref = unsafe { &*cycle };
-    for upstream in main.upstreams() {
-        let Some(SupervisordEndpoint::Unix { path }) = &upstream.endpoint else {
-            continue;
-        };
+    let sockets = main.upstreams().flat_map(|upstream| {
+        upstream
+            .lines
+            .iter()
+            .filter_map(move |line| match &line.endpoint {
+                SupervisordEndpoint::Unix { path } => Some((upstream, path)),
+                _ => None,
+            })
+    });
+    for (upstream, path) in sockets {
         // SAFETY: plain libc calls on the master's own credentials and the user database.
         let blocked = unsafe {
             if geteuid() == 0 {

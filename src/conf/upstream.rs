@@ -14,9 +14,13 @@ use super::balancer_hooks::BalancerHooks;
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
 use crate::core::failure::FailureLimit;
+use crate::core::process_state::program_name;
 use crate::core::reply_limit::{DEFAULT_MAX_REPLY_SIZE, MIN_MAX_REPLY_SIZE};
 use crate::core::scaling::{parse_scale_up, ScalePolicy, ScaleUp};
 use crate::core::server_addresses::check_servers;
+use crate::core::server_hosts::{
+    assign, server_host, sockaddr_ip, LinePlace, ServerPlace, MAX_SUPERVISORDS,
+};
 use crate::core::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
@@ -36,6 +40,22 @@ pub struct Backend {
     pub initial_status: BackendStatus,
     /// The server line's `max_fails` and `fail_timeout`.
     pub failure_limit: FailureLimit,
+    /// The `supervisord` line that manages it (`core::server_hosts`).
+    pub line: usize,
+    /// Its program's name in that supervisord: the prefix and its number on that host.
+    pub program: String,
+}
+
+/// One `supervisord` line of an upstream (one per host).
+pub struct SupervisordLine {
+    pub endpoint: SupervisordEndpoint,
+    pub resolved: ResolvedEndpoint,
+    pub credentials: Option<Credentials>,
+    /// `servers=HOST`: the host of the servers it manages, when its own address does not say.
+    pub servers: Option<String>,
+    /// The line that leads its host (`core::supervisord_host`), as (upstream, line): itself,
+    /// or the first line of the configuration naming the same supervisord.
+    pub host_lead: (usize, usize),
 }
 
 /// Where this worker connects to supervisord, resolved when the configuration is read.
@@ -49,6 +69,35 @@ pub struct ResolvedEndpoint {
     pub display: String,
 }
 
+impl SupervisordLine {
+    /// The resolved address's raw sockaddr bytes.
+    pub fn address_bytes(&self) -> &[u8] {
+        // SAFETY: the resolved address lives in the cycle pool, `socklen` bytes long.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.resolved.sockaddr as *const u8,
+                self.resolved.socklen as usize,
+            )
+        }
+    }
+
+    /// The IP address of a TCP supervisord (`None` for a UNIX socket).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        sockaddr_ip(self.address_bytes())
+    }
+
+    /// What tells its supervisord from another.
+    pub fn host_key(&self) -> HostKey {
+        HostKey {
+            address: self.address_bytes().to_vec(),
+            credentials: self
+                .credentials
+                .as_ref()
+                .map(|c| (c.user.clone(), c.password.clone())),
+        }
+    }
+}
+
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HOLD_LIMIT: u64 = 1000;
 pub const DEFAULT_HOLD_TIMEOUT_MS: u64 = 60_000;
@@ -59,9 +108,10 @@ pub const DEFAULT_LOAD_INTERVAL_MS: u64 = 60_000;
 
 /// The module's configuration of one `upstream {}` block.
 pub struct UpstreamConf {
+    /// The first `supervisord` line's address, or `none`.
     pub endpoint: Option<SupervisordEndpoint>,
-    pub supervisord: Option<ResolvedEndpoint>,
-    pub credentials: Option<Credentials>,
+    /// The `supervisord` lines with an address, one per host, in configuration order.
+    pub lines: Vec<SupervisordLine>,
     pub program_prefix: Option<String>,
     pub inherit_backend_status: bool,
     /// `supervisord_timeout`: the deadline of one call to supervisord.
@@ -91,9 +141,6 @@ pub struct UpstreamConf {
     /// Filled in once the configuration is read (see `attach`).
     /// Position among the managed upstreams: the same in the shared zone and each worker.
     pub index: usize,
-    /// Position of the upstream that leads this one's supervisord host
-    /// (`core::supervisord_host`): itself, or the first upstream naming the same supervisord.
-    pub host_lead: usize,
     pub name: String,
     pub backends: Vec<Backend>,
     pub identity: u64,
@@ -107,8 +154,7 @@ impl Default for UpstreamConf {
     fn default() -> Self {
         Self {
             endpoint: None,
-            supervisord: None,
-            credentials: None,
+            lines: Vec::new(),
             timeout: None,
             sync_interval: None,
             hold_limit: None,
@@ -122,7 +168,6 @@ impl Default for UpstreamConf {
             max_reply_size: None,
             hooks: BalancerHooks::default(),
             index: 0,
-            host_lead: 0,
             program_prefix: None,
             inherit_backend_status: false,
             name: String::new(),
@@ -189,23 +234,20 @@ impl UpstreamConf {
 
     /// Managed through a real supervisord (not `supervisord none`).
     pub fn supervised(&self) -> bool {
-        self.supervisord.is_some()
+        !self.lines.is_empty()
     }
 
-    /// What tells its supervisord from another (`None` without one).
-    pub fn host_key(&self) -> Option<HostKey> {
-        let endpoint = self.supervisord.as_ref()?;
-        // SAFETY: the resolved address lives in the cycle pool, `socklen` bytes long.
-        let address = unsafe {
-            std::slice::from_raw_parts(endpoint.sockaddr as *const u8, endpoint.socklen as usize)
-        };
-        Some(HostKey {
-            address: address.to_vec(),
-            credentials: self
-                .credentials
-                .as_ref()
-                .map(|c| (c.user.clone(), c.password.clone())),
-        })
+    /// The addresses of its supervisords as written (never the credentials), joined.
+    pub fn supervisord_text(&self) -> String {
+        match &self.endpoint {
+            Some(SupervisordEndpoint::None) => "none".into(),
+            _ => self
+                .lines
+                .iter()
+                .map(|line| line.resolved.display.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 
     /// The settings that belong to its supervisord host, defaults applied.
@@ -268,6 +310,45 @@ impl UpstreamConf {
         }
     }
 
+    /// Gives each server its `supervisord` line and program name (`core::server_hosts`).
+    fn assign_servers(&mut self, place: &str) -> Result<(), String> {
+        let servers: Vec<ServerPlace> = self
+            .backends
+            .iter()
+            .map(|backend| ServerPlace {
+                host: server_host(&backend.name),
+                ips: backend
+                    .sockaddrs
+                    .iter()
+                    .filter_map(|address| sockaddr_ip(address))
+                    .collect(),
+            })
+            .collect();
+        let lines: Vec<LinePlace> = self
+            .lines
+            .iter()
+            .map(|line| LinePlace {
+                servers: line.servers.clone(),
+                ip: line.ip(),
+            })
+            .collect();
+        let assignments = assign(&servers, &lines).map_err(|problem| {
+            let server_names: Vec<String> = self.backends.iter().map(|b| b.name.clone()).collect();
+            let line_names: Vec<String> = self
+                .lines
+                .iter()
+                .map(|line| line.resolved.display.clone())
+                .collect();
+            problem.message(&server_names, &line_names, &self.name, place)
+        })?;
+        let prefix = self.program_prefix().to_string();
+        for (backend, assignment) in self.backends.iter_mut().zip(assignments) {
+            backend.line = assignment.line;
+            backend.program = program_name(&prefix, assignment.program);
+        }
+        Ok(())
+    }
+
     /// Learns the upstream's servers once its block is fully parsed.
     ///
     /// # Safety
@@ -324,6 +405,8 @@ impl UpstreamConf {
                     } else {
                         BackendStatus::Down
                     },
+                    line: 0,
+                    program: String::new(),
                 }
             })
             .collect();
@@ -337,6 +420,7 @@ impl UpstreamConf {
             let names: Vec<String> = self.backends.iter().map(|b| b.name.clone()).collect();
             problem.message(&names, &self.name, &place)
         })?;
+        self.assign_servers(&place)?;
         let count = self.backends.len() as u64;
         let servers = |n: u64| format!("{n} server{}", if n == 1 { "" } else { "s" });
         for (directive, value) in [
@@ -388,7 +472,9 @@ fn server_sockaddrs(server: &ngx_http_upstream_server_t) -> Vec<Vec<u8>> {
 
 const DUPLICATE: *mut c_char = c"is duplicate".as_ptr() as *mut c_char;
 
-/// `supervisord host:port [user:pass]`, `supervisord unix:/path [user:pass]`, `supervisord none`.
+/// `supervisord host:port [user:pass] [servers=HOST]`, `supervisord unix:/path [user:pass]
+/// [servers=HOST]`, `supervisord none`. Given once per host when the servers are on several
+/// hosts (`core::server_hosts`); `none` stands alone.
 pub unsafe extern "C" fn set_supervisord(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -396,7 +482,7 @@ pub unsafe extern "C" fn set_supervisord(
 ) -> *mut c_char {
     // SAFETY: nginx passes this module's srv conf of the enclosing upstream block.
     let upstream = unsafe { &mut *(conf as *mut UpstreamConf) };
-    if upstream.endpoint.is_some() {
+    if upstream.endpoint == Some(SupervisordEndpoint::None) {
         return DUPLICATE;
     }
     // SAFETY: called by nginx as a directive handler.
@@ -407,25 +493,67 @@ pub unsafe extern "C" fn set_supervisord(
         Ok(endpoint) => endpoint,
         Err(error) => return conf_error(cf, &format!("invalid supervisord address: {error}")),
     };
-    if let Some(credentials) = args.get(2) {
-        if endpoint == SupervisordEndpoint::None {
-            return conf_error(cf, "\"supervisord none\" takes no credentials");
+    if endpoint == SupervisordEndpoint::None {
+        if args.len() > 2 {
+            return conf_error(
+                cf,
+                "\"supervisord none\" takes no credentials and no servers=",
+            );
         }
-        match parse_credentials(&String::from_utf8_lossy(str_bytes(credentials))) {
-            Ok(credentials) => upstream.credentials = Some(credentials),
+        if !upstream.lines.is_empty() {
+            return conf_error(
+                cf,
+                "\"supervisord none\" cannot be mixed with supervisord addresses",
+            );
+        }
+        upstream.endpoint = Some(endpoint);
+        return ptr::null_mut();
+    }
+    if upstream.lines.len() >= MAX_SUPERVISORDS {
+        return conf_error(
+            cf,
+            &format!("too many \"supervisord\" lines: an upstream may name {MAX_SUPERVISORDS} supervisords"),
+        );
+    }
+    let mut credentials = None;
+    let mut servers = None;
+    for arg in &args[2..] {
+        let text = String::from_utf8_lossy(str_bytes(arg));
+        if let Some(host) = text.strip_prefix("servers=") {
+            if servers.is_some() {
+                return conf_error(cf, "duplicate \"servers=\"");
+            }
+            let valid = !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+            if !valid {
+                return conf_error(
+                    cf,
+                    &format!("invalid \"servers={host}\": expected a host name or address"),
+                );
+            }
+            servers = Some(host.to_string());
+            continue;
+        }
+        if credentials.is_some() {
+            return conf_error(cf, "invalid supervisord parameter: credentials given twice");
+        }
+        match parse_credentials(&text) {
+            Ok(parsed) => credentials = Some(parsed),
             Err(error) => return conf_error(cf, &format!("invalid supervisord {error}")),
         }
     }
-    if endpoint != SupervisordEndpoint::None {
-        // SAFETY: cf is valid during the directive call; args[1] lives in its pool.
-        match unsafe { resolve(cf, &args[1], &endpoint) } {
-            Ok(resolved) => upstream.supervisord = Some(resolved),
-            Err(reason) => {
-                return conf_error(cf, &format!("invalid supervisord address: {reason}"))
-            }
-        }
-    }
-    upstream.endpoint = Some(endpoint);
+    // SAFETY: cf is valid during the directive call; args[1] lives in its pool.
+    let resolved = match unsafe { resolve(cf, &args[1], &endpoint) } {
+        Ok(resolved) => resolved,
+        Err(reason) => return conf_error(cf, &format!("invalid supervisord address: {reason}")),
+    };
+    upstream.endpoint.get_or_insert_with(|| endpoint.clone());
+    upstream.lines.push(SupervisordLine {
+        endpoint,
+        resolved,
+        credentials,
+        servers,
+        host_lead: (0, 0),
+    });
     ptr::null_mut()
 }
 

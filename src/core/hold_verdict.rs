@@ -6,6 +6,7 @@
 use super::backend_status::BackendStatus;
 use super::backend_status::Command;
 use super::commands::{decide, Decision, Mode};
+use super::placement::{pick, Placeable};
 
 /// What the gate knows of one backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct BackendView {
     /// supervisord has no program of its name (its last read said so, or a start's fault):
     /// it is not started until supervisord has one.
     pub program_missing: bool,
+    /// Its host (`supervisord` line) and whether that supervisord is away (`placement`).
+    pub host: usize,
+    pub host_away: bool,
 }
 
 impl BackendView {
@@ -24,6 +28,16 @@ impl BackendView {
             status,
             backoff_left_ms,
             program_missing: false,
+            host: 0,
+            host_away: false,
+        }
+    }
+
+    pub fn on_host(self, host: usize, host_away: bool) -> Self {
+        Self {
+            host,
+            host_away,
+            ..self
         }
     }
 
@@ -130,7 +144,16 @@ pub fn backend_to_start(backends: &[BackendView], mode: Mode) -> Option<StartPla
     }) {
         return None;
     }
-    let index = backends.iter().position(BackendView::startable)?;
+    let placeables: Vec<Placeable> = backends
+        .iter()
+        .map(|backend| Placeable {
+            startable: backend.startable(),
+            host: backend.host,
+            running: false,
+            host_away: backend.host_away,
+        })
+        .collect();
+    let index = pick(&placeables)?;
     let skipped_backing_off = backends[..index]
         .iter()
         .filter(|backend| {

@@ -23,6 +23,8 @@ pub struct BackendFigures<'a> {
     /// Starts that ended UP, and the milliseconds they took in total.
     pub cold_starts: u64,
     pub cold_start_ms_sum: u64,
+    /// The address of its supervisord (`None` without one).
+    pub supervisord: Option<&'a str>,
 }
 
 /// What the page shows of one upstream.
@@ -32,8 +34,11 @@ pub struct UpstreamFigures<'a> {
     /// Holds that ended, and the milliseconds they lasted in total.
     pub holds: u64,
     pub hold_ms_sum: u64,
-    /// Whether supervisord answers; `None` for an upstream without one.
+    /// Whether supervisord answers (every one, when it names several); `None` for an
+    /// upstream without one.
     pub supervisord_reachable: Option<bool>,
+    /// Each of its supervisords (address) and whether it answers.
+    pub supervisords: Vec<(&'a str, bool)>,
     pub backends: Vec<BackendFigures<'a>>,
 }
 
@@ -317,6 +322,44 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
                 .map(|reachable| u8::from(reachable).to_string())
         },
     );
+    family(
+        &mut out,
+        "backend_supervisord",
+        "gauge",
+        "1 for the supervisord (address) that manages the backend.",
+    );
+    for upstream in upstreams {
+        for (index, backend) in upstream.backends.iter().enumerate() {
+            let Some(supervisord) = backend.supervisord else {
+                continue;
+            };
+            let index = index.to_string();
+            let labels = [
+                ("upstream", upstream.name),
+                ("backend", index.as_str()),
+                ("server", backend.server),
+                ("supervisord", supervisord),
+            ];
+            sample(&mut out, "backend_supervisord", &labels, "1");
+        }
+    }
+    family(
+        &mut out,
+        "supervisord_reachable",
+        "gauge",
+        "Whether the last call to this supervisord of the upstream reached it.",
+    );
+    for upstream in upstreams {
+        for (supervisord, reachable) in &upstream.supervisords {
+            let labels = [("upstream", upstream.name), ("supervisord", *supervisord)];
+            sample(
+                &mut out,
+                "supervisord_reachable",
+                &labels,
+                &u8::from(*reachable).to_string(),
+            );
+        }
+    }
     upstream_family(
         &mut out,
         upstreams,
@@ -352,6 +395,7 @@ mod tests {
             events: [0; BackendEvent::COUNT],
             cold_starts: 0,
             cold_start_ms_sum: 0,
+            supervisord: None,
         }
     }
 
@@ -379,6 +423,7 @@ mod tests {
         first.events[BackendEvent::StartFailed.slot()] = 4;
         first.cold_starts = 2;
         first.cold_start_ms_sum = 1500;
+        first.supervisord = Some("127.0.0.2:9001");
         let upstreams = [
             UpstreamFigures {
                 name: "app",
@@ -386,6 +431,7 @@ mod tests {
                 holds: 6,
                 hold_ms_sum: 250,
                 supervisord_reachable: Some(false),
+                supervisords: vec![("127.0.0.2:9001", true), ("127.0.0.3:9001", false)],
                 backends: vec![
                     first,
                     backend("unix:/tmp/b.sock", BackendStatus::StartingUp),
@@ -397,6 +443,7 @@ mod tests {
                 holds: 0,
                 hold_ms_sum: 0,
                 supervisord_reachable: None,
+                supervisords: Vec::new(),
                 backends: vec![backend("10.0.0.1", BackendStatus::Down)],
             },
         ];
@@ -424,6 +471,9 @@ mod tests {
             "ngx_supervisord_upstream_hold_seconds_count{upstream=\"app\"} 6".to_string(),
             "ngx_supervisord_upstream_supervisord_reachable{upstream=\"app\"} 0".to_string(),
             "ngx_supervisord_upstream_backends_up{upstream=\"app\"} 1".to_string(),
+            format!("ngx_supervisord_backend_supervisord{{{app0},supervisord=\"127.0.0.2:9001\"}} 1"),
+            "ngx_supervisord_supervisord_reachable{upstream=\"app\",supervisord=\"127.0.0.2:9001\"} 1".to_string(),
+            "ngx_supervisord_supervisord_reachable{upstream=\"app\",supervisord=\"127.0.0.3:9001\"} 0".to_string(),
             "ngx_supervisord_upstream_backends_up{upstream=\"plain\"} 0".to_string(),
         ] {
             assert!(lines.contains(&expected.as_str()), "missing {expected} in\n{page}");
@@ -446,7 +496,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(families.len(), 12);
+        assert_eq!(families.len(), 14);
         assert_eq!(page.matches("# HELP ").count(), families.len());
         assert!(page.ends_with('\n'));
     }
@@ -454,6 +504,7 @@ mod tests {
     #[test]
     fn every_status_has_one_series() {
         let upstreams = [UpstreamFigures {
+            supervisords: Vec::new(),
             name: "a\"b",
             held: 0,
             holds: 0,

@@ -72,6 +72,13 @@ pub fn parse_all_process_info(value: &Value) -> Result<Vec<ProcessInfo>, String>
         .collect()
 }
 
+/// The program called `full_name` among those a reply lists.
+pub fn process_named<'a>(processes: &'a [ProcessInfo], full_name: &str) -> Option<&'a ProcessInfo> {
+    processes
+        .iter()
+        .find(|process| process.full_name == full_name)
+}
+
 /// What a `getAllProcessInfo` reply says in full of the program `full_name` (the same struct
 /// as `getProcessInfo`'s), when it has it.
 pub fn find_process_detail(value: &Value, full_name_wanted: &str) -> Option<ProcessDetail> {

@@ -20,6 +20,7 @@
 //! most 80 % of N over k - 1, for k >= 2).
 
 use super::backend_status::BackendStatus;
+use super::placement::{pick, Placeable};
 
 /// Below this share of the target per UP backend, over a whole window, one backend is stopped.
 pub const LIGHT_LOAD_PERCENT: u64 = 40;
@@ -101,6 +102,9 @@ pub struct BackendNow {
     /// such a backend is stopped for idleness or light load, so that an idle or passive nginx
     /// never stops what another nginx in front of the same supervisord serves.
     pub stoppable: bool,
+    /// Its host (`supervisord` line) and whether that supervisord is away (`placement`).
+    pub host: usize,
+    pub host_away: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,12 +234,25 @@ fn target_value(target: Target) -> u64 {
     }
 }
 
+/// The backend a start for load or the minimum goes to (`placement`): never one whose
+/// supervisord is away (the start would only wait for it).
 fn first_startable(backends: &[BackendNow]) -> Option<usize> {
-    backends.iter().position(|backend| {
-        backend.status == BackendStatus::Down
-            && backend.backoff_left_ms.is_none()
-            && !backend.program_missing
-    })
+    let placeables: Vec<Placeable> = backends
+        .iter()
+        .map(|backend| Placeable {
+            startable: backend.status == BackendStatus::Down
+                && backend.backoff_left_ms.is_none()
+                && !backend.program_missing
+                && !backend.host_away,
+            host: backend.host,
+            running: matches!(
+                backend.status,
+                BackendStatus::Up | BackendStatus::StartingUp
+            ),
+            host_away: backend.host_away,
+        })
+        .collect();
+    pick(&placeables)
 }
 
 fn highest_up(backends: &[BackendNow]) -> Option<usize> {
@@ -330,6 +347,8 @@ mod tests {
             idle_ms: 0,
             in_flight: 0,
             stoppable: true,
+            host: 0,
+            host_away: false,
         }
     }
 
@@ -766,6 +785,8 @@ mod properties {
                 idle_ms,
                 in_flight,
                 stoppable: true,
+                host: 0,
+                host_away: false,
             })
     }
 
@@ -815,6 +836,8 @@ mod properties {
                         idle_ms: 0,
                         in_flight: 0,
                         stoppable: true,
+                        host: 0,
+                        host_away: false,
                     },
                     0,
                 )

@@ -21,6 +21,9 @@ pub struct BackendView<'a> {
     /// This nginx started its program: only such a backend is stopped for idleness or
     /// light load.
     pub started_here: bool,
+    /// Its supervisord (address only) and whether it answers; `None` without one.
+    pub supervisord: Option<&'a str>,
+    pub supervisord_reachable: Option<bool>,
 }
 
 /// `{"cause":count,...}` of the events counted in `metric` (`starts`, `stops`).
@@ -31,6 +34,10 @@ fn events_by_cause(events: &[u64; BackendEvent::COUNT], metric: &str) -> String 
         .map(|event| format!("{}:{}", json_string(event.metric().1), events[event.slot()]))
         .collect();
     format!("{{{}}}", causes.join(","))
+}
+
+fn optional_bool(value: Option<bool>) -> String {
+    value.map_or_else(|| "null".into(), |value| value.to_string())
 }
 
 fn optional(value: Option<u64>) -> String {
@@ -72,7 +79,8 @@ pub fn render_upstream(
                 "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{},\
                  \"requests\":{},\"starts\":{},\"stops\":{},\"failed_starts\":{},\
                  \"cold_start_ms\":{{\"count\":{},\"sum\":{}}},\"draining\":{},\
-                 \"backoff_left_ms\":{},\"idle_ms\":{},\"started_here\":{}}}",
+                 \"backoff_left_ms\":{},\"idle_ms\":{},\"started_here\":{},\
+                 \"supervisord\":{},\"supervisord_reachable\":{}}}",
                 json_string(backend.server),
                 backend.program.as_deref().map(json_string).unwrap_or_else(|| "null".into()),
                 json_string(backend.status.as_str()),
@@ -87,7 +95,9 @@ pub fn render_upstream(
                 backend.status == BackendStatus::ShuttingDown && backend.in_flight > 0,
                 optional(backend.backoff_left_ms),
                 optional(backend.idle_ms),
-                backend.started_here
+                backend.started_here,
+                backend.supervisord.map_or_else(|| "null".into(), json_string),
+                optional_bool(backend.supervisord_reachable)
             )
             })
             .collect();
@@ -95,7 +105,7 @@ pub fn render_upstream(
         "{{\"name\":{},\"supervisord\":{supervisord},\"supervisord_reachable\":{},\
          \"held\":{held},\"holds\":{{\"count\":{},\"sum_ms\":{}}},\"backends\":[{}]}}",
         json_string(name),
-        supervisord_reachable.map_or_else(|| "null".to_string(), |reachable| reachable.to_string()),
+        optional_bool(supervisord_reachable),
         holds.0,
         holds.1,
         backends.join(",")
@@ -133,6 +143,8 @@ mod tests {
                 backoff_left_ms: Some(1500),
                 started_here: false,
                 idle_ms: None,
+                supervisord: Some("127.0.0.1:9001"),
+                supervisord_reachable: Some(false),
             }],
         );
         assert_eq!(
@@ -145,7 +157,8 @@ mod tests {
              \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
              \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
              \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
-             \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":false}]}"
+             \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":false,\
+             \"supervisord\":\"127.0.0.1:9001\",\"supervisord_reachable\":false}]}"
         );
     }
 }

@@ -165,7 +165,7 @@ fn run(
         if let Err(error) = sent {
             // Nothing reached supervisord; the commander put the status back. The outage's
             // one line is in the error log already (`client`).
-            let status = control_failure_status(&error, upstream.supervisord_unreachable());
+            let status = control_failure_status(&error, upstream.supervisord_unreachable(index));
             let what = if status == 503 {
                 "supervisord cannot be reached for now"
             } else {

@@ -77,8 +77,8 @@ fn backing_off(
     )
 }
 
-/// Starts the first DOWN backend not waiting out a start backoff, unless another worker got
-/// there first.
+/// Starts a DOWN backend not waiting out a start backoff (on a host whose supervisord
+/// answers, the least busy: `core::placement`), unless another worker got there first.
 fn start_one(upstream: &'static UpstreamRuntime) {
     let lock = upstream.lock();
     let now = now_ms();
@@ -86,7 +86,12 @@ fn start_one(upstream: &'static UpstreamRuntime) {
         .shared()
         .backends()
         .iter()
-        .map(|backend| view(backend, now))
+        .enumerate()
+        .map(|(index, backend)| {
+            let line = upstream.conf.backends[index].line;
+            let away = upstream.conf.supervised() && upstream.supervisord_unreachable(index);
+            view(backend, now).on_host(line, away)
+        })
         .collect();
     let Some(plan) = backend_to_start(&backends, upstream.conf.mode()) else {
         return;

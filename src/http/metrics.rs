@@ -32,7 +32,12 @@ fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
         hold_ms_sum,
         supervisord_reachable: conf
             .supervised()
-            .then(|| !upstream.supervisord_unreachable()),
+            .then(|| upstream.hosts().iter().all(|host| !host.unreachable())),
+        supervisords: upstream
+            .hosts()
+            .iter()
+            .map(|host| (host.display(), !host.unreachable()))
+            .collect(),
         backends: conf
             .backends
             .iter()
@@ -48,6 +53,7 @@ fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
                     events: BackendEvent::ALL.map(|event| record.events(event)),
                     cold_starts,
                     cold_start_ms_sum,
+                    supervisord: conf.supervised().then(|| upstream.host_of(index).display()),
                 }
             })
             .collect(),

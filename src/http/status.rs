@@ -6,7 +6,6 @@ use ngx::http::Request;
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
-use crate::core::process_state::program_name;
 use crate::core::status_json::{json_string, render_upstream, BackendView};
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::reply::{refuse_unless_get_or_head, send_text};
@@ -34,9 +33,7 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
         .enumerate()
         .map(|(index, backend)| BackendView {
             server: &backend.name,
-            program: conf
-                .supervised()
-                .then(|| program_name(conf.program_prefix(), index)),
+            program: conf.supervised().then(|| backend.program.clone()),
             status: shared.backend(index).status(),
             in_flight: shared.backend(index).in_flight(),
             requests: shared.backend(index).requests(),
@@ -47,19 +44,17 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
             idle_ms: (shared.backend(index).status() == BackendStatus::Up)
                 .then(|| now.saturating_sub(shared.backend(index).idle_since())),
             started_here: shared.backend(index).started_here(),
+            supervisord: conf.supervised().then(|| upstream.host_of(index).display()),
+            supervisord_reachable: conf
+                .supervised()
+                .then(|| !upstream.supervisord_unreachable(index)),
         })
         .collect();
     render_upstream(
         &conf.name,
-        &json_string(
-            &conf
-                .endpoint
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
+        &json_string(&conf.supervisord_text()),
         conf.supervised()
-            .then(|| !upstream.supervisord_unreachable()),
+            .then(|| upstream.hosts().iter().all(|host| !host.unreachable())),
         shared.held(),
         shared.holds(),
         &backends,

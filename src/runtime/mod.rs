@@ -3,9 +3,11 @@
 
 pub mod backend_monitor;
 pub mod hold_queue;
+pub mod host;
 pub mod init_busy;
 pub mod monitor_state;
 pub mod worker;
 
 pub use hold_queue::{HeldRequest, HoldQueue};
+pub use host::Host;
 pub use worker::UpstreamRuntime;

@@ -9,17 +9,17 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use nginx_sys::{
-    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_log_t,
-    ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
+    ngx_add_timer, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_log_t, ngx_pool_cleanup_add,
+    ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
 use super::hold_queue::HoldQueue;
+use super::host::{Host, LineRuntime};
 use super::monitor_state::BackendMonitorState;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::failure::FailureCount;
 use crate::core::machine::Action;
-use crate::core::process_state::program_name;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
 use crate::util::log::cycle_log;
@@ -27,19 +27,15 @@ use crate::util::log::cycle_log;
 pub struct UpstreamRuntime {
     pub conf: &'static UpstreamConf,
     record: SharedRecord,
-    /// This worker's kept-alive connection to supervisord, if any.
-    pub idle_connection: Cell<*mut ngx_connection_t>,
+    /// Per `supervisord` line, what this worker keeps of its supervisord (`runtime::host`).
+    pub lines: Box<[LineRuntime]>,
     /// Requests this worker holds until a backend is up.
     pub held: HoldQueue,
     /// While requests are held: watches the shared generation for them.
     pub wake_timer: UnsafeCell<ngx_event_t>,
     pub wake_seen_generation: Cell<u64>,
-    /// Reads supervisord's view every `supervisord_sync_interval`.
-    pub sync_timer: UnsafeCell<ngx_event_t>,
     /// Takes the scaling tick (`supervisord::scaler`).
     pub scale_timer: UnsafeCell<ngx_event_t>,
-    /// The last error reading supervisord's view, logged once until it changes.
-    pub last_sync_error: RefCell<Option<String>>,
     /// The shared generation this worker's peer list last reflected.
     pub synced_generation: Cell<u64>,
     /// Per backend, the shared up count this worker's peer list last reflected.
@@ -81,16 +77,15 @@ impl UpstreamRuntime {
         Self {
             conf,
             record,
-            idle_connection: Cell::new(ptr::null_mut()),
+            lines: (0..conf.lines.len())
+                .map(|line| LineRuntime::new(conf.index, line))
+                .collect(),
             held: HoldQueue::new(),
             // SAFETY: zeroed is a valid unset event.
             wake_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             wake_seen_generation: Cell::new(0),
-            // SAFETY: as above.
-            sync_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             // SAFETY: zeroed is a valid unset event.
             scale_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-            last_sync_error: RefCell::new(None),
             synced_generation: Cell::new(0),
             applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
             failure_counts: RefCell::new(vec![FailureCount::default(); conf.backends.len()]),
@@ -187,49 +182,40 @@ impl UpstreamRuntime {
         &self.conf.name
     }
 
-    /// The upstream that leads its supervisord host (`core::supervisord_host`), maybe itself:
-    /// what belongs to supervisord rather than to one upstream (reachability, the read of its
-    /// programs' states, the kept-alive connection) is kept in the lead's runtime and record.
-    pub fn host(&'static self) -> &'static UpstreamRuntime {
-        upstream(self.conf.host_lead).unwrap_or(self)
+    /// The supervisord host of backend `index` (`runtime::host`).
+    pub fn host_of(&'static self, index: usize) -> Host {
+        let line = self
+            .conf
+            .backends
+            .get(index)
+            .map_or(0, |backend| backend.line);
+        Host::of_line(self, line)
     }
 
-    /// Every upstream of the host this one leads (itself first), in configuration order.
-    pub fn host_members(&'static self) -> impl Iterator<Item = &'static UpstreamRuntime> {
-        let lead = self.conf.index;
-        upstreams()
-            .iter()
-            .filter(move |other| other.conf.supervised() && other.conf.host_lead == lead)
-    }
-
-    /// `upstream "a"`, or `upstreams "a", "b"`: the upstreams of the host this one leads, for
-    /// the host's log lines.
-    pub fn host_members_text(&'static self) -> String {
-        let names: Vec<String> = self
-            .host_members()
-            .map(|member| format!("\"{}\"", member.conf.name))
-            .collect();
-        if names.len() == 1 {
-            format!("upstream {}", names[0])
-        } else {
-            format!("upstreams {}", names.join(", "))
-        }
+    /// The hosts of its `supervisord` lines, one per line.
+    pub fn hosts(&'static self) -> Vec<Host> {
+        (0..self.conf.lines.len())
+            .map(|line| Host::of_line(self, line))
+            .collect()
     }
 
     /// Whether another upstream of its host manages the program of backend `index` too (two
     /// upstreams over the same programs): a command on it is news for that upstream as well.
     pub fn program_shared_in_host(&'static self, index: usize) -> bool {
-        let program = program_name(self.conf.program_prefix(), index);
-        self.host().host_members().any(|other| {
-            !std::ptr::eq(other, self)
-                && (0..other.conf.backends.len())
-                    .any(|j| program_name(other.conf.program_prefix(), j) == program)
+        let backend = &self.conf.backends[index];
+        self.host_of(index).members().iter().any(|(other, line)| {
+            !std::ptr::eq(*other, self)
+                && other
+                    .conf
+                    .backends
+                    .iter()
+                    .any(|theirs| theirs.line == *line && theirs.program == backend.program)
         })
     }
 
-    /// Whether its supervisord is known unreachable (the host's one fact).
-    pub fn supervisord_unreachable(&'static self) -> bool {
-        self.host().shared().supervisord_unreachable()
+    /// Whether the supervisord of backend `index` is known unreachable (its host's fact).
+    pub fn supervisord_unreachable(&'static self, index: usize) -> bool {
+        self.host_of(index).unreachable()
     }
 }
 

@@ -157,12 +157,13 @@ impl ZoneLock<'_> {
         self.upstream.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records whether supervisord can be reached, a change of what was recorded.
-    pub fn flip_supervisord_unreachable(&self, unreachable: bool) {
-        self.upstream
-            .supervisord_unreachable
+    /// Records whether the supervisord of line `line` (this record leads its host) can be
+    /// reached, a change of what was recorded.
+    pub fn flip_supervisord_unreachable(&self, line: usize, unreachable: bool) {
+        let host = self.upstream.host(line);
+        host.supervisord_unreachable
             .store(unreachable, Ordering::Release);
-        self.upstream.reach_epoch.fetch_add(1, Ordering::AcqRel);
+        host.reach_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Keeps one load sample (the oldest goes once the ring is full).

@@ -11,6 +11,7 @@ use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
 use crate::core::reply_limit::{next_mark, ReplySize};
 use crate::core::scaling::{Sample, SAMPLES_KEPT};
+use crate::core::server_hosts::MAX_SUPERVISORDS;
 use crate::core::start_backoff::StartBackoff;
 use crate::core::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
 
@@ -274,18 +275,13 @@ pub struct SharedUpstream {
     /// The reload (zone init) that last claimed this record; a record is claimed once per init.
     pub(super) claimed_in: u64,
     pub(super) generation: AtomicU64,
-    /// When supervisord's view was last read by any worker (nginx's monotonic msec).
-    pub(super) last_sync: AtomicU64,
+    /// Per `supervisord` line, what belongs to its supervisord (used in the record of the
+    /// line that leads the host: `core::supervisord_host`).
+    pub(super) hosts: [HostRecord; MAX_SUPERVISORDS],
     /// Requests held, over all workers.
     pub(super) held: AtomicI64,
     /// Starts that failed so far; held requests compare it with what they saw.
     pub(super) failed_starts: AtomicU64,
-    /// The last call to supervisord could not reach it; set and cleared under the lock, so
-    /// that exactly one worker logs each change.
-    pub(super) supervisord_unreachable: AtomicBool,
-    /// How many times `supervisord_unreachable` flipped: a call's verdict counts only when it
-    /// did not flip since the call began.
-    pub(super) reach_epoch: AtomicU64,
     pub(super) backend_count: usize,
     pub(super) backends: *mut SharedBackend,
     // Worker liveness and reloads (see `slots.rs`, `zone.rs`):
@@ -294,10 +290,6 @@ pub struct SharedUpstream {
     pub(super) held_chunks: [AtomicPtr<AtomicI64>; MAX_CHUNKS],
     /// The share of the workers without a slot (never taken off).
     pub(super) overflow_held: AtomicI64,
-    /// The newest zone generation whose workers read supervisord's view once at start.
-    pub(super) first_read_generation: AtomicU64,
-    /// While supervisord is unreachable: when a worker last asked whether it is back.
-    pub(super) last_reach_attempt: AtomicU64,
     // Scaling (see `core::scaling`):
     /// When the last scaling tick ran (one worker per tick wins it).
     pub(super) last_scale_tick: AtomicU64,
@@ -317,6 +309,25 @@ pub struct SharedUpstream {
     /// the upstream's request count then.
     pub(super) last_load_report: AtomicU64,
     pub(super) load_report_requests: AtomicU64,
+}
+
+/// What belongs to one supervisord rather than to an upstream: shared by every upstream (and
+/// `supervisord` line) that names it, kept in the record of the line that leads its host.
+#[repr(C)]
+#[derive(Default)]
+pub struct HostRecord {
+    /// When supervisord's view was last read by any worker (nginx's monotonic msec).
+    pub(super) last_sync: AtomicU64,
+    /// The last call to supervisord could not reach it; set and cleared under the lock, so
+    /// that exactly one worker logs each change.
+    pub(super) supervisord_unreachable: AtomicBool,
+    /// How many times `supervisord_unreachable` flipped: a call's verdict counts only when it
+    /// did not flip since the call began.
+    pub(super) reach_epoch: AtomicU64,
+    /// The newest zone generation whose workers read supervisord's view once at start.
+    pub(super) first_read_generation: AtomicU64,
+    /// While supervisord is unreachable: when a worker last asked whether it is back.
+    pub(super) last_reach_attempt: AtomicU64,
     /// The call whose reply was last reported over `supervisord_max_reply_size`
     /// (`core::reply_limit::method_mark`; 0: none).
     pub(super) oversized_reply: AtomicU64,
@@ -335,6 +346,11 @@ pub struct LoadSampleSlot {
 }
 
 impl SharedUpstream {
+    /// The host facts of `supervisord` line `line` (meaningful in the lead's record).
+    pub fn host(&self, line: usize) -> &HostRecord {
+        &self.hosts[line.min(MAX_SUPERVISORDS - 1)]
+    }
+
     pub fn backends(&self) -> &[SharedBackend] {
         // SAFETY: allocated with backend_count entries in the zone, freed only once no worker
         // uses the record (`zone::reclaim_unused`).
@@ -343,19 +359,6 @@ impl SharedUpstream {
 
     pub fn backend(&self, index: usize) -> &SharedBackend {
         &self.backends()[index]
-    }
-
-    /// Whether this worker is the one to read supervisord's view now: at most one worker per
-    /// interval wins.
-    pub fn take_sync_turn(&self, now_ms: u64, interval_ms: u64) -> bool {
-        let last = self.last_sync.load(Ordering::Acquire);
-        // A little slack so that workers whose timers fire together do not skip a round.
-        if now_ms.saturating_sub(last) + interval_ms / 10 < interval_ms {
-            return false;
-        }
-        self.last_sync
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
     }
 
     /// Counts one more held request unless `limit` are held already.
@@ -388,55 +391,12 @@ impl SharedUpstream {
         unsafe { &*row.add(offset) }
     }
 
-    /// Whether this worker, of zone generation `generation`, reads supervisord's view for its
-    /// generation's first time (one worker per generation wins).
-    pub fn take_first_read(&self, generation: u64, now_ms: u64) -> bool {
-        let seen = self.first_read_generation.load(Ordering::Acquire);
-        if seen >= generation {
-            return false;
-        }
-        let won = self
-            .first_read_generation
-            .compare_exchange(seen, generation, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if won {
-            self.last_sync.store(now_ms, Ordering::Release);
-        }
-        won
-    }
-
-    /// Marks a read of supervisord's view that did not wait for its turn (supervisord answers
-    /// again): the next turn is a whole interval away.
-    pub fn note_sync(&self, now_ms: u64) {
-        self.last_sync.store(now_ms, Ordering::Release);
-    }
-
-    /// While supervisord is unreachable: whether this worker asks now whether it is back (at
-    /// most one worker per `interval_ms` and upstream).
-    pub fn take_reach_attempt(&self, now_ms: u64, interval_ms: u64) -> bool {
-        let last = self.last_reach_attempt.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) < interval_ms {
-            return false;
-        }
-        self.last_reach_attempt
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
     pub fn held(&self) -> i64 {
         self.held.load(Ordering::Acquire)
     }
 
     pub fn failed_starts(&self) -> u64 {
         self.failed_starts.load(Ordering::Acquire)
-    }
-
-    pub fn supervisord_unreachable(&self) -> bool {
-        self.supervisord_unreachable.load(Ordering::Acquire)
-    }
-
-    pub fn reach_epoch(&self) -> u64 {
-        self.reach_epoch.load(Ordering::Acquire)
     }
 
     pub fn generation(&self) -> u64 {
@@ -456,11 +416,6 @@ impl SharedUpstream {
         self.last_scale_tick
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-    }
-
-    /// When supervisord's view was last asked for (0: never).
-    pub fn last_sync(&self) -> u64 {
-        self.last_sync.load(Ordering::Acquire)
     }
 
     /// Whether this worker tells the load monitor now: at most one worker per `interval_ms`.
@@ -520,6 +475,77 @@ impl SharedUpstream {
         self.holds.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests held so far and the milliseconds they were held in total.
+    pub fn holds(&self) -> (u64, u64) {
+        (
+            self.holds.load(Ordering::Relaxed),
+            self.hold_ms_sum.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl HostRecord {
+    /// Whether this worker is the one to read supervisord's view now: at most one worker per
+    /// interval wins.
+    pub fn take_sync_turn(&self, now_ms: u64, interval_ms: u64) -> bool {
+        let last = self.last_sync.load(Ordering::Acquire);
+        // A little slack so that workers whose timers fire together do not skip a round.
+        if now_ms.saturating_sub(last) + interval_ms / 10 < interval_ms {
+            return false;
+        }
+        self.last_sync
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether this worker, of zone generation `generation`, reads supervisord's view for its
+    /// generation's first time (one worker per generation wins).
+    pub fn take_first_read(&self, generation: u64, now_ms: u64) -> bool {
+        let seen = self.first_read_generation.load(Ordering::Acquire);
+        if seen >= generation {
+            return false;
+        }
+        let won = self
+            .first_read_generation
+            .compare_exchange(seen, generation, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.last_sync.store(now_ms, Ordering::Release);
+        }
+        won
+    }
+
+    /// Marks a read of supervisord's view that did not wait for its turn (supervisord answers
+    /// again): the next turn is a whole interval away.
+    pub fn note_sync(&self, now_ms: u64) {
+        self.last_sync.store(now_ms, Ordering::Release);
+    }
+
+    /// While supervisord is unreachable: whether this worker asks now whether it is back (at
+    /// most one worker per `interval_ms` and upstream).
+    pub fn take_reach_attempt(&self, now_ms: u64, interval_ms: u64) -> bool {
+        let last = self.last_reach_attempt.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) < interval_ms {
+            return false;
+        }
+        self.last_reach_attempt
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn supervisord_unreachable(&self) -> bool {
+        self.supervisord_unreachable.load(Ordering::Acquire)
+    }
+
+    pub fn reach_epoch(&self) -> u64 {
+        self.reach_epoch.load(Ordering::Acquire)
+    }
+
+    /// When supervisord's view was last asked for (0: never).
+    pub fn last_sync(&self) -> u64 {
+        self.last_sync.load(Ordering::Acquire)
+    }
+
     /// Notes how a reply of the call marked `method` compared with the size limit; true when
     /// this worker is the one to report it over the limit (once for all workers, until a
     /// reply of that call fits again; `core::reply_limit`).
@@ -540,13 +566,5 @@ impl SharedUpstream {
                 Err(now) => mark = now,
             }
         }
-    }
-
-    /// Requests held so far and the milliseconds they were held in total.
-    pub fn holds(&self) -> (u64, u64) {
-        (
-            self.holds.load(Ordering::Relaxed),
-            self.hold_ms_sum.load(Ordering::Relaxed),
-        )
     }
 }

@@ -359,7 +359,8 @@ unsafe fn find_or_create(
                 }),
                 program_missing: AtomicBool::new(false),
                 known_pid: AtomicI64::new(0),
-                started_here: AtomicBool::new(false),
+                // `supervisord_inherit_backend_status` declares them nginx's own, as 1.4 did.
+                started_here: AtomicBool::new(*status == BackendStatus::Up),
                 share_chunks: Default::default(),
                 overflow_in_flight: AtomicI32::new(0),
                 command_owner: AtomicU64::new(0),
@@ -381,17 +382,13 @@ unsafe fn find_or_create(
             identity: claim.identity,
             claimed_in: root.inits,
             generation: AtomicU64::new(1),
-            last_sync: AtomicU64::new(0),
+            hosts: Default::default(),
             held: AtomicI64::new(0),
             failed_starts: AtomicU64::new(0),
-            supervisord_unreachable: AtomicBool::new(false),
-            reach_epoch: AtomicU64::new(0),
             backend_count: count,
             backends,
             held_chunks: Default::default(),
             overflow_held: AtomicI64::new(0),
-            first_read_generation: AtomicU64::new(0),
-            last_reach_attempt: AtomicU64::new(0),
             last_scale_tick: AtomicU64::new(0),
             last_scale_action: AtomicU64::new(0),
             load_samples: Default::default(),
@@ -401,7 +398,6 @@ unsafe fn find_or_create(
             last_balancer_any_command: AtomicU64::new(0),
             last_load_report: AtomicU64::new(0),
             load_report_requests: AtomicU64::new(0),
-            oversized_reply: AtomicU64::new(0),
         })
     };
     // Shares for the slots the workers alive now may hold (workers of this configuration

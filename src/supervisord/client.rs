@@ -1,6 +1,6 @@
 //! The supervisord client: one XML-RPC exchange at a time per connection, driven by nginx's
 //! event loop in the worker (no threads). TCP or UNIX socket, Basic auth, HTTP/1.1 keep-alive
-//! (one idle connection kept per upstream and worker), one deadline per exchange, a size cap on
+//! (one idle connection kept per supervisord and worker), one deadline per exchange, a size cap on
 //! replies (`supervisord_max_reply_size`, a reply over it reported once), `text/xml` checked. Any error or a 401 closes the connection; the next exchange
 //! connects again. An exchange that finds its kept connection closed by supervisord before
 //! any reply retries once on a fresh connection.
@@ -22,13 +22,13 @@ use crate::core::reachability::{
 };
 use crate::core::reply_limit::{method_mark, ReplySize};
 use crate::core::xmlrpc::{encode_call, Param, Value};
-use crate::runtime::UpstreamRuntime;
+use crate::runtime::host::{Host, LineRuntime};
 use crate::util::log::cycle_log;
 
 pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
 
 /// Runs in the worker that sees supervisord answer again after an outage, once per return.
-pub type ReachableAgain = fn(&'static UpstreamRuntime);
+pub type ReachableAgain = fn(Host);
 
 thread_local! {
     static ON_REACHABLE_AGAIN: std::cell::Cell<Option<ReachableAgain>> =
@@ -42,7 +42,7 @@ pub fn on_reachable_again(hook: ReachableAgain) {
 }
 
 struct Exchange {
-    upstream: &'static UpstreamRuntime,
+    host: Host,
     method: &'static str,
     request: Vec<u8>,
     sent: usize,
@@ -56,21 +56,12 @@ struct Exchange {
     reach_epoch: u64,
 }
 
-/// Calls `method` on the upstream's supervisord; `done` runs exactly once, later or at once.
-pub fn call(
-    upstream: &'static UpstreamRuntime,
-    method: &'static str,
-    params: &[Param<'_>],
-    done: Completion,
-) {
-    // The host's settings, connection and reachability are its lead upstream's (the others'
-    // settings agree, `conf::assign_hosts`).
-    let upstream = upstream.host();
-    let conf = upstream.conf;
-    let Some(endpoint) = conf.supervisord.as_ref() else {
-        done(Err(CallError::Transport("no supervisord address".into())));
-        return;
-    };
+/// Calls `method` on the supervisord of `host`; `done` runs exactly once, later or at once.
+pub fn call(host: Host, method: &'static str, params: &[Param<'_>], done: Completion) {
+    // The host's settings are its lead upstream's (the others' agree, `conf::assign_hosts`).
+    let conf = host.upstream.conf;
+    let line = host.conf();
+    let endpoint = &line.resolved;
     ngx::ngx_log_debug!(
         cycle_log(),
         "supervisord: upstream \"{}\": calling {} on {}",
@@ -79,9 +70,9 @@ pub fn call(
         endpoint.display
     );
     let body = encode_call(method, params);
-    let request = encode_request(&endpoint.host_header, conf.credentials.as_ref(), &body);
+    let request = encode_request(&endpoint.host_header, line.credentials.as_ref(), &body);
     let exchange = Box::new(Exchange {
-        upstream,
+        host,
         method,
         request,
         sent: 0,
@@ -91,7 +82,7 @@ pub fn call(
         deadline: unsafe { std::mem::zeroed() },
         done: Some(done),
         reused: false,
-        reach_epoch: upstream.shared().reach_epoch(),
+        reach_epoch: host.shared().reach_epoch(),
     });
     let exchange = Box::into_raw(exchange);
     // SAFETY: the exchange is owned by the event loop from here until `finish` frees it.
@@ -108,7 +99,7 @@ pub fn call(
 unsafe fn start(exchange: *mut Exchange) {
     // SAFETY: the caller passes a live exchange.
     let ex = unsafe { &mut *exchange };
-    let idle = ex.upstream.idle_connection.replace(ptr::null_mut());
+    let idle = ex.host.runtime().idle_connection.replace(ptr::null_mut());
     if !idle.is_null() {
         ex.reused = true;
         // SAFETY: a parked connection is open and owned by the idle slot we just emptied.
@@ -119,12 +110,7 @@ unsafe fn start(exchange: *mut Exchange) {
         return;
     }
     ex.reused = false;
-    let endpoint = ex
-        .upstream
-        .conf
-        .supervisord
-        .as_ref()
-        .expect("checked in call");
+    let endpoint = &ex.host.conf().resolved;
     // nginx's own connect line (`[crit]` for a missing socket, `[error]` when refused) would
     // come back with every call of an outage; the module logs one line per outage instead.
     // SAFETY: the address is the cycle's; the exchange outlives its connection.
@@ -278,10 +264,10 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             return;
         }
         ex.received.extend_from_slice(&chunk[..n as usize]);
-        match parse_response(&ex.received, ex.upstream.conf.max_reply_size()) {
+        match parse_response(&ex.received, ex.host.upstream.conf.max_reply_size()) {
             Ok(Progress::Incomplete) => continue,
             Ok(Progress::Complete(response)) => {
-                note_reply_size(ex.upstream, ex.method, ReplySize::Fits, 0);
+                note_reply_size(ex.host, ex.method, ReplySize::Fits, 0);
                 let result = interpret_response(&response);
                 // Only a peer that speaks XML-RPC gets another request on this connection.
                 let keep = response.reusable
@@ -294,7 +280,7 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
             Err(error) => {
                 let error = match error {
                     HttpError::ReplyTooLarge { size, limit } => {
-                        note_reply_size(ex.upstream, ex.method, ReplySize::OverLimit, size);
+                        note_reply_size(ex.host, ex.method, ReplySize::OverLimit, size);
                         CallError::ReplyTooLarge { size, limit }
                     }
                     HttpError::TooLarge(_) => CallError::Malformed(error.to_string()),
@@ -311,20 +297,17 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
 /// Records how a reply of `method` compared with the upstream's size limit; the worker that
 /// first sees it over the limit logs it, once for all workers until a reply of that call fits
 /// again (`core::reply_limit`).
-fn note_reply_size(upstream: &UpstreamRuntime, method: &str, size: ReplySize, bytes: usize) {
-    if !upstream.shared().note_reply_size(method_mark(method), size) {
+fn note_reply_size(host: Host, method: &str, size: ReplySize, bytes: usize) {
+    if !host.shared().note_reply_size(method_mark(method), size) {
         return;
     }
-    let conf = upstream.conf;
+    let conf = host.upstream.conf;
     ngx::ngx_log_error!(
         NGX_LOG_ERR,
         cycle_log(),
-        "supervisord: upstream \"{}\": the reply of supervisord at {} to {} is {} bytes, more than supervisord_max_reply_size ({} bytes); it is refused until supervisord_max_reply_size is raised (about 1.3 KiB per program)",
-        conf.name,
-        conf.supervisord
-            .as_ref()
-            .map(|endpoint| endpoint.display.as_str())
-            .unwrap_or("?"),
+        "supervisord: {}: the reply of supervisord at {} to {} is {} bytes, more than supervisord_max_reply_size ({} bytes); it is refused until supervisord_max_reply_size is raised (about 1.3 KiB per program)",
+        host.members_text(),
+        host.display(),
         method,
         bytes,
         conf.max_reply_size()
@@ -386,9 +369,13 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
     // after that (a call its last drain made) would be left open when it exits.
     // SAFETY: a plain read of nginx's process flag.
     let exiting = unsafe { ngx_exiting != 0 };
-    if keep && !exiting && !connection.is_null() && ex.upstream.idle_connection.get().is_null() {
+    if keep
+        && !exiting
+        && !connection.is_null()
+        && ex.host.runtime().idle_connection.get().is_null()
+    {
         // SAFETY: the connection is healthy and now owned by the idle slot.
-        unsafe { park(ex.upstream, connection) };
+        unsafe { park(ex.host.runtime(), connection) };
         ex.peer.release();
     } else {
         // SAFETY: ours to close.
@@ -396,21 +383,21 @@ unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallErro
     }
     ngx::ngx_log_debug!(
         cycle_log(),
-        "supervisord: upstream \"{}\": {} {}",
-        ex.upstream.name(),
+        "supervisord: supervisord at {}: {} {}",
+        ex.host.display(),
         ex.method,
         match &result {
             Ok(_) => "answered".to_string(),
             Err(error) => format!("failed: {error}"),
         }
     );
-    let change = note_reachability(ex.upstream, ex.stage(), ex.reach_epoch, &result);
+    let change = note_reachability(ex.host, ex.stage(), ex.reach_epoch, &result);
     if let Some(done) = ex.done.take() {
         done(result);
     }
     if change == ReachChange::BecameReachable {
         if let Some(hook) = ON_REACHABLE_AGAIN.with(std::cell::Cell::get) {
-            hook(ex.upstream);
+            hook(ex.host);
         }
     }
 }
@@ -430,7 +417,7 @@ impl Exchange {
 /// Records what the call says about supervisord's reachability in the shared zone; the worker
 /// that changes it logs the change, once for all workers.
 fn note_reachability(
-    upstream: &'static UpstreamRuntime,
+    host: Host,
     stage: CallStage,
     reach_epoch_at_call: u64,
     result: &Result<Value, CallError>,
@@ -440,27 +427,22 @@ fn note_reachability(
     };
     let unreachable = reach == Reach::Unreachable;
     // The common case, nothing new, without the lock.
-    if upstream.shared().supervisord_unreachable() == unreachable {
+    if host.shared().supervisord_unreachable() == unreachable {
         return ReachChange::Unchanged;
     }
-    let lock = upstream.lock();
-    let shared = upstream.shared();
+    let lock = host.lock();
+    let shared = host.shared();
     let change = reach_change(
         shared.supervisord_unreachable(),
         Some(reach),
         shared.reach_epoch() != reach_epoch_at_call,
     );
     if change != ReachChange::Unchanged {
-        lock.flip_supervisord_unreachable(unreachable);
+        lock.flip_supervisord_unreachable(host.line, unreachable);
     }
     drop(lock);
-    let conf = upstream.conf;
-    let address = conf
-        .supervisord
-        .as_ref()
-        .map(|endpoint| endpoint.display.as_str())
-        .unwrap_or("?");
-    let upstreams = upstream.host_members_text();
+    let address = host.display();
+    let upstreams = host.members_text();
     match change {
         ReachChange::BecameUnreachable => {
             let (cause, consequence) = match result {
@@ -491,16 +473,16 @@ fn note_reachability(
     change
 }
 
-unsafe fn park(upstream: &'static UpstreamRuntime, connection: *mut ngx_connection_t) {
+unsafe fn park(line: &'static LineRuntime, connection: *mut ngx_connection_t) {
     // SAFETY: the connection is open; while idle its events only close it.
     unsafe {
-        (*connection).data = upstream as *const UpstreamRuntime as *mut c_void;
+        (*connection).data = line as *const LineRuntime as *mut c_void;
         (*connection).set_idle(1);
         (*(*connection).read).handler = Some(on_idle_event);
         (*(*connection).write).handler = Some(ignore_event);
-        upstream.idle_connection.set(connection);
+        line.idle_connection.set(connection);
         if ngx_handle_read_event((*connection).read, 0) != NGX_OK as isize {
-            drop_idle(upstream, connection);
+            drop_idle(line, connection);
         }
     }
 }
@@ -508,20 +490,20 @@ unsafe fn park(upstream: &'static UpstreamRuntime, connection: *mut ngx_connecti
 /// Anything on an idle connection (supervisord closing it, stray bytes, or nginx asking idle
 /// connections to close at shutdown) ends it.
 unsafe extern "C" fn on_idle_event(rev: *mut ngx_event_t) {
-    // SAFETY: an idle connection's data is its upstream's runtime.
+    // SAFETY: an idle connection's data is its line's runtime.
     unsafe {
         let connection = (*rev).data as *mut ngx_connection_t;
-        let upstream = &*((*connection).data as *const UpstreamRuntime);
+        let line = &*((*connection).data as *const LineRuntime);
         if (*connection).close() == 0 && (*rev).ready() == 0 {
             return;
         }
-        drop_idle(upstream, connection);
+        drop_idle(line, connection);
     }
 }
 
-unsafe fn drop_idle(upstream: &UpstreamRuntime, connection: *mut ngx_connection_t) {
-    if upstream.idle_connection.get() == connection {
-        upstream.idle_connection.set(ptr::null_mut());
+unsafe fn drop_idle(line: &LineRuntime, connection: *mut ngx_connection_t) {
+    if line.idle_connection.get() == connection {
+        line.idle_connection.set(ptr::null_mut());
     }
     // SAFETY: the idle slot owned this connection.
     unsafe { ngx_close_connection(connection) };

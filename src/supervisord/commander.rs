@@ -19,7 +19,7 @@ use crate::core::call_outcome::{already_there, command_succeeded, CallError};
 use crate::core::command_reply::ReplyLog;
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::machine::{Action, Answer, Event, Step, Tell};
-use crate::core::process_state::{parse_process_info, program_name, ProcessDetail};
+use crate::core::process_state::{parse_process_info, ProcessDetail};
 use crate::core::start_backoff::StartBackoff;
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -236,7 +236,8 @@ fn send(
     on_failure: impl FnOnce(CallError) + 'static,
 ) {
     let conf = upstream.conf;
-    let program = program_name(conf.program_prefix(), index);
+    let program = conf.backends[index].program.clone();
+    let host = upstream.host_of(index);
     let method = match command {
         Command::Start => "supervisor.startProcess",
         Command::Stop => "supervisor.stopProcess",
@@ -249,7 +250,7 @@ fn send(
         readiness::start(upstream, index, handshake.clone());
     }
     client::call(
-        upstream,
+        host,
         method,
         &params,
         Box::new(move |result| {
@@ -260,7 +261,7 @@ fn send(
                 already: already_there(command, &result),
                 caller_waits,
                 probing: handshake.get().probing,
-                supervisord_unreachable: upstream.supervisord_unreachable(),
+                supervisord_unreachable: host.unreachable(),
                 shared_in_host: upstream.program_shared_in_host(index),
                 sent_ms,
             };
@@ -279,7 +280,7 @@ fn send(
                 // settled with it.
                 let program = program_for_log.clone();
                 client::call(
-                    upstream,
+                    host,
                     "supervisor.getProcessInfo",
                     &[Param::Str(&program)],
                     Box::new(move |info| {
@@ -341,7 +342,7 @@ fn log_reply(
 ) {
     let conf = upstream.conf;
     let backend = &conf.backends[index];
-    let program = program_name(conf.program_prefix(), index);
+    let program = &backend.program;
     let next_start = backoff.map(readiness::next_start_note).unwrap_or_default();
     match log {
         ReplyLog::Transition => {
@@ -432,7 +433,7 @@ pub fn carry_out_effect(upstream: &'static UpstreamRuntime, index: usize, action
     }
     match action {
         Action::ProbeStart => readiness::watch_hand_start(upstream, index),
-        Action::ReadHostNow => reconciler::read_now(upstream),
+        Action::ReadHostNow => reconciler::read_now(upstream.host_of(index)),
         _ => {}
     }
 }
@@ -472,7 +473,7 @@ fn settle_exit(
                 conf.name,
                 index,
                 conf.backends[index].name,
-                program_name(conf.program_prefix(), index),
+                conf.backends[index].program,
                 state.map_or("?", |state| state.name()),
                 from,
                 to
@@ -523,7 +524,7 @@ fn log_parked(
             conf.name,
             index,
             conf.backends[index].name,
-            program_name(conf.program_prefix(), index),
+            conf.backends[index].program,
             command,
             error,
             status

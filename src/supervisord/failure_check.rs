@@ -9,8 +9,7 @@ use super::{client, commander, connect_check};
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::failure::{worth_checking, FailureAction, ProgramSeen};
 use crate::core::machine::{Action, Event, Tell};
-use crate::core::process_state::{parse_all_process_info, program_name, running_for_s};
-use crate::core::reconcile_plan::observed_states;
+use crate::core::process_state::{parse_all_process_info, process_named, running_for_s};
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -58,17 +57,17 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                 return;
             }
             client::call(
-                upstream,
+                upstream.host_of(index),
                 "supervisor.getAllProcessInfo",
                 &[],
                 Box::new(move |result| {
-                    let program_name = program_name(upstream.conf.program_prefix(), index);
+                    let program_name = &upstream.conf.backends[index].program;
                     // Whole seconds by supervisord's clock: a program started within the start
                     // phase, by anyone, is followed rather than restarted.
                     let in_start_phase = result
                         .as_ref()
                         .ok()
-                        .and_then(|value| running_for_s(value, &program_name))
+                        .and_then(|value| running_for_s(value, program_name))
                         .is_some_and(|running_s| {
                             running_s.saturating_mul(1000) <= upstream.conf.timeout_ms()
                         });
@@ -77,11 +76,7 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                         .and_then(|value| parse_all_process_info(&value))
                     {
                         Ok(processes) => ProgramSeen::Known(
-                            observed_states(
-                                &processes,
-                                upstream.conf.program_prefix(),
-                                upstream.conf.backends.len(),
-                            )[index],
+                            process_named(&processes, program_name).map(|process| process.state),
                         ),
                         Err(_) => ProgramSeen::Unknown,
                     };

@@ -28,7 +28,7 @@ use super::peer_conn::{connected, Connect, PeerConn};
 use crate::core::backend_status::BackendStatus;
 use crate::core::machine::{Event, Tell};
 use crate::core::probe_schedule::delay_after_round_ms;
-use crate::core::process_state::{parse_process_info, program_name, ProcessState};
+use crate::core::process_state::{parse_process_info, ProcessState};
 use crate::core::start_backoff::StartBackoff;
 use crate::core::start_handshake::{at_probe_deadline, AtProbeDeadline, StartHandshake};
 use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
@@ -318,7 +318,7 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
             conf.name,
             p.index,
             conf.backends[p.index].name,
-            program_name(conf.program_prefix(), p.index),
+            conf.backends[p.index].program,
             from,
             to,
             why
@@ -382,11 +382,13 @@ unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
     }
     if !exiting && !w.calling.get() && w.start.still_starting() {
         w.calling.set(true);
-        let program = program_name(w.start.upstream.conf.program_prefix(), w.start.index);
+        let program = w.start.upstream.conf.backends[w.start.index]
+            .program
+            .clone();
         let start = w.start.clone();
         let calling = watch;
         client::call(
-            start.upstream,
+            start.upstream.host_of(start.index),
             "supervisor.getProcessInfo",
             &[Param::Str(&program)],
             Box::new(move |result| {
@@ -456,7 +458,7 @@ pub fn log_failed_start(
         conf.name,
         index,
         conf.backends[index].name,
-        program_name(conf.program_prefix(), index),
+        conf.backends[index].program,
         what,
         error.map(|error| format!(": {error}")).unwrap_or_default(),
         next_start_note(backoff)

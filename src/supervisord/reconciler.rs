@@ -15,13 +15,12 @@ use super::{client, readiness};
 use crate::core::call_outcome::CallError;
 use crate::core::machine::{Action, Event, Sync, Tell};
 use crate::core::process_state::{
-    find_process_detail, names_like, parse_all_process_info, program_name, ProcessInfo,
+    find_process_detail, names_like, parse_all_process_info, process_named, ProcessInfo,
     ProcessState,
 };
 use crate::core::reachability::failure_told_by_reachability;
-use crate::core::reconcile_plan::{observed_pids, observed_states};
 use crate::core::xmlrpc::Value;
-use crate::runtime::{worker, UpstreamRuntime};
+use crate::runtime::{worker, Host, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 
@@ -30,21 +29,24 @@ use crate::util::time::now_ms;
 /// right away, so statuses match supervisord's from the start (a reload that adds servers
 /// routes their RUNNING programs at once), with or without `supervisord_sync_interval`.
 pub fn start(upstream: &'static UpstreamRuntime) {
-    // One read per supervisord, by the upstream that leads its host, for all its upstreams.
-    if !upstream.conf.supervised() || upstream.conf.host_lead != upstream.conf.index {
-        return;
+    // One read per supervisord, by the line that leads its host, for all its upstreams.
+    for host in upstream.hosts() {
+        if std::ptr::eq(host.upstream, upstream) {
+            host.arm_sync_timer(on_timer, 1);
+        }
     }
-    upstream.arm_timer(upstream.sync_timer.get(), on_timer, 1, true);
 }
 
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its upstream's runtime, which outlives its timers.
-    let host = unsafe { UpstreamRuntime::of_timer(event) };
+    // SAFETY: armed by `start` with `arm_sync_timer`.
+    let Some(host) = (unsafe { Host::of_timer(event) }) else {
+        return;
+    };
     // SAFETY: plain reads of nginx's process flags.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;
     }
-    let interval = host.conf.sync_interval_ms();
+    let interval = host.upstream.conf.sync_interval_ms();
     if interval != 0 {
         // SAFETY: re-arming our own event.
         unsafe { ngx_add_timer(event, interval as _) };
@@ -58,21 +60,21 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
 }
 
 /// Reads supervisord's view now, whoever's turn it is (a new configuration's first read,
-/// supervisord answering again after an outage), for every upstream of `upstream`'s host: one
-/// call, whatever the number of upstreams that name this supervisord.
-pub fn read_now(upstream: &'static UpstreamRuntime) {
-    let host = upstream.host();
+/// supervisord answering again after an outage), for every upstream line of `host`: one call,
+/// whatever the number of upstreams that name this supervisord.
+pub fn read_now(host: Host) {
     host.shared().note_sync(now_ms());
-    let members: Vec<(&'static UpstreamRuntime, Vec<u64>)> = host
-        .host_members()
-        .map(|member| {
+    let members: Vec<(&'static UpstreamRuntime, usize, Vec<u64>)> = host
+        .members()
+        .into_iter()
+        .map(|(member, line)| {
             let changes = member
                 .shared()
                 .backends()
                 .iter()
                 .map(|backend| backend.changes())
                 .collect();
-            (member, changes)
+            (member, line, changes)
         })
         .collect();
     client::call(
@@ -83,27 +85,19 @@ pub fn read_now(upstream: &'static UpstreamRuntime) {
             let Some(processes) = read_reply(host, &result) else {
                 return;
             };
-            for (member, changes_when_sent) in &members {
-                apply(member, changes_when_sent, &processes, &result);
+            for (member, line, changes_when_sent) in &members {
+                apply(member, *line, changes_when_sent, &processes, &result);
             }
         }),
     );
 }
 
 /// The programs a reply lists; `None` when the read failed (logged once per host and cause).
-fn read_reply(
-    host: &'static UpstreamRuntime,
-    result: &Result<Value, CallError>,
-) -> Option<Vec<ProcessInfo>> {
-    let conf = host.conf;
+fn read_reply(host: Host, result: &Result<Value, CallError>) -> Option<Vec<ProcessInfo>> {
     let log = cycle_log();
-    let address = conf
-        .supervisord
-        .as_ref()
-        .map(|e| e.display.as_str())
-        .unwrap_or("?");
+    let address = host.display();
     if let Err(error) = result {
-        if failure_told_by_reachability(error, host.supervisord_unreachable()) {
+        if failure_told_by_reachability(error, host.unreachable()) {
             ngx::ngx_log_debug!(
                 log,
                 "supervisord: reading program states from {} failed: {}",
@@ -120,13 +114,13 @@ fn read_reply(
     {
         Ok(processes) => processes,
         Err(error) => {
-            let mut last_error = host.last_sync_error.borrow_mut();
+            let mut last_error = host.runtime().last_sync_error.borrow_mut();
             if last_error.as_deref() != Some(error.as_str()) {
                 ngx::ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
                     "supervisord: {}: reading program states from {} failed: {}",
-                    host.host_members_text(),
+                    host.members_text(),
                     address,
                     error
                 );
@@ -135,12 +129,12 @@ fn read_reply(
             return None;
         }
     };
-    if host.last_sync_error.borrow_mut().take().is_some() {
+    if host.runtime().last_sync_error.borrow_mut().take().is_some() {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
             log,
             "supervisord: {}: reading program states from {} works again",
-            host.host_members_text(),
+            host.members_text(),
             address
         );
     }
@@ -151,22 +145,28 @@ fn read_reply(
 /// takes the read as an event of its state machine (`core::machine`).
 fn apply(
     upstream: &'static UpstreamRuntime,
+    line: usize,
     changes_when_sent: &[u64],
     processes: &[ProcessInfo],
     result: &Result<Value, CallError>,
 ) {
     let conf = upstream.conf;
     let log = cycle_log();
-    let observed = observed_states(processes, conf.program_prefix(), conf.backends.len());
-    let pids = observed_pids(processes, conf.program_prefix(), conf.backends.len());
     let now = now_ms();
     let mut changed = 0;
-    for (index, observed) in observed.iter().enumerate() {
+    let mut read = 0;
+    for (index, backend) in conf.backends.iter().enumerate() {
+        if backend.line != line {
+            continue;
+        }
+        read += 1;
+        let process = process_named(processes, &backend.program);
+        let observed = &process.map(|process| process.state);
         let sync = Sync {
             observed: *observed,
-            pid: pids[index],
+            pid: process.map_or(0, |process| process.pid),
             changes_when_sent: changes_when_sent.get(index).copied().unwrap_or(u64::MAX),
-            can_probe: !conf.backends[index].sockaddrs.is_empty(),
+            can_probe: !backend.sockaddrs.is_empty(),
             // A command whose worker vanished would hold its transitional status for ever.
             stale_after_ms: conf.timeout_ms() * 2,
         };
@@ -196,7 +196,7 @@ fn apply(
         "supervisord: upstream \"{}\": program states read, {} of {} backends change",
         conf.name,
         changed,
-        observed.len()
+        read
     );
 }
 
@@ -210,7 +210,7 @@ fn tell_sync(
     result: &Result<Value, CallError>,
 ) {
     let conf = upstream.conf;
-    let program = program_name(conf.program_prefix(), index);
+    let program = &conf.backends[index].program;
     match *tell {
         Tell::ProgramMissing => {
             ngx::ngx_log_error!(
@@ -221,14 +221,14 @@ fn tell_sync(
                 index,
                 conf.backends[index].name,
                 program,
-                names_like(&program, processes)
+                names_like(program, processes)
             );
         }
         Tell::FailedStart { backoff } => {
             let reason = result
                 .as_ref()
                 .ok()
-                .and_then(|value| find_process_detail(value, &program))
+                .and_then(|value| find_process_detail(value, program))
                 .map_or_else(|| "nothing more".into(), |detail| detail.reason());
             readiness::log_failed_start(
                 upstream,

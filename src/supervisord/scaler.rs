@@ -15,9 +15,14 @@ use crate::core::scaling::{
     Target,
 };
 use crate::core::start_watch::PendingStart;
-use crate::runtime::UpstreamRuntime;
+use crate::runtime::{Host, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
+
+/// A supervisord whose view was never read yet, or that cannot be reached now.
+fn host_away(host: &Host) -> bool {
+    host.shared().last_sync() == 0 || host.unreachable()
+}
 
 /// Starts this worker's scaling tick for an upstream whose policy acts.
 pub fn start(upstream: &'static UpstreamRuntime) {
@@ -44,11 +49,10 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
         return;
     }
     // Nothing is decided before supervisord's view was asked for once (a program already
-    // RUNNING is then UP rather than started again), nor while supervisord cannot be reached
-    // (commands would only wait for it).
-    if upstream.conf.supervised()
-        && (upstream.host().shared().last_sync() == 0 || upstream.supervisord_unreachable())
-    {
+    // RUNNING is then UP rather than started again), nor while no supervisord can be reached
+    // (commands would only wait for it); with several, the backends of one that is away are
+    // not started (`host_away`).
+    if upstream.conf.supervised() && upstream.hosts().iter().all(host_away) {
         return;
     }
     tick(upstream, &policy, now);
@@ -60,13 +64,16 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
     let backends: Vec<BackendNow> = shared
         .backends()
         .iter()
-        .map(|backend| BackendNow {
+        .enumerate()
+        .map(|(index, backend)| BackendNow {
             status: backend.status(),
             backoff_left_ms: backend.start_backoff().wait_left_ms(now),
             program_missing: backend.program_missing(),
             idle_ms: now.saturating_sub(backend.idle_since()),
             in_flight: backend.in_flight(),
             stoppable: backend.started_here() || !upstream.conf.supervised(),
+            host: upstream.conf.backends[index].line,
+            host_away: upstream.conf.supervised() && host_away(&upstream.host_of(index)),
         })
         .collect();
     let up = backends

@@ -12,7 +12,7 @@ use crate::core::backend_status::BackendStatus;
 use crate::core::liveness::command_orphaned;
 use crate::core::machine::{Action, Event};
 use crate::core::start_handshake::command_to_resend;
-use crate::runtime::{worker, UpstreamRuntime};
+use crate::runtime::{worker, Host, UpstreamRuntime};
 use crate::shared::slots;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -64,25 +64,27 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
         if !upstream.conf.supervised() {
             continue;
         }
-        resend_due(upstream, &live, false);
-        // One question per supervisord, by the upstream that leads its host.
-        let shared = upstream.shared();
-        if upstream.conf.host_lead == upstream.conf.index
-            && shared.supervisord_unreachable()
-            && shared.take_reach_attempt(now, REACH_ATTEMPT_MS)
-        {
-            // Its outcome is all in the reachability it records (see `client`).
-            client::call(upstream, "supervisor.getState", &[], Box::new(|_| {}));
+        resend_due(upstream, None, &live, false);
+        // One question per supervisord, by the line that leads its host.
+        for host in upstream.hosts() {
+            let shared = host.shared();
+            if std::ptr::eq(host.upstream, upstream)
+                && shared.supervisord_unreachable()
+                && shared.take_reach_attempt(now, REACH_ATTEMPT_MS)
+            {
+                // Its outcome is all in the reachability it records (see `client`).
+                client::call(host, "supervisor.getState", &[], Box::new(|_| {}));
+            }
         }
     }
 }
 
 /// supervisord answered again after an outage (in this worker, once per return), for every
-/// upstream of its host (`host` leads it).
-pub fn on_supervisord_back(host: &'static UpstreamRuntime) {
+/// upstream line of its host.
+pub fn on_supervisord_back(host: Host) {
     let live = slots::live_tokens();
-    for upstream in host.host_members() {
-        resend_due(upstream, &live, true);
+    for (upstream, line) in host.members() {
+        resend_due(upstream, Some(line), &live, true);
     }
     reconciler::read_now(host);
 }
@@ -90,12 +92,20 @@ pub fn on_supervisord_back(host: &'static UpstreamRuntime) {
 /// Sends again the starts and stops whose worker died, and those that waited for supervisord
 /// once it answers (`answered_now`: it just did; otherwise a command parked on a supervisord
 /// that was reachable but shutting down is tried again once a second); one worker takes each
-/// over, under the lock.
-fn resend_due(upstream: &'static UpstreamRuntime, live_tokens: &[u64], answered_now: bool) {
+/// over, under the lock. `line`: only the backends of that `supervisord` line (all: `None`).
+fn resend_due(
+    upstream: &'static UpstreamRuntime,
+    line: Option<usize>,
+    live_tokens: &[u64],
+    answered_now: bool,
+) {
     let shared = upstream.shared();
-    let reachable = !upstream.supervisord_unreachable();
     let now = now_ms();
     for (index, backend) in shared.backends().iter().enumerate() {
+        if line.is_some_and(|line| upstream.conf.backends[index].line != line) {
+            continue;
+        }
+        let reachable = !upstream.supervisord_unreachable(index);
         let status = backend.status();
         if !matches!(
             status,
