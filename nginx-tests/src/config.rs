@@ -222,8 +222,14 @@ impl Upstream {
 
     /// `server 127.0.0.1:PORT;` for each port.
     pub fn servers(self, ports: &[u16]) -> Self {
+        self.servers_on("127.0.0.1", ports)
+    }
+
+    /// `server HOST:PORT;` for each port (`host` another loopback address standing for another
+    /// machine, e.g. 127.0.0.2).
+    pub fn servers_on(self, host: &str, ports: &[u16]) -> Self {
         ports.iter().fold(self, |upstream, port| {
-            upstream.server(format!("127.0.0.1:{port}"))
+            upstream.server(format!("{host}:{port}"))
         })
     }
 

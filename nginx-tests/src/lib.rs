@@ -95,6 +95,18 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port as [`free_port`] gives it that is free on the loopback address `host` too (e.g.
+/// 127.0.0.2, standing for another machine): a program bound to `host` can take it, and
+/// nothing in this test process listens on it at 127.0.0.1 either.
+pub fn free_port_on(host: &str) -> u16 {
+    loop {
+        let port = free_port();
+        if TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while Instant::now() < deadline {

@@ -1,6 +1,10 @@
 //! A real supervisord (Debian's `supervisor` package) for the integration suite: its own
 //! configuration, TCP port with Basic auth, UNIX socket without auth, and programs that run the
 //! test backend.
+//!
+//! One machine stands for several: a loopback address (127.0.0.2, 127.0.0.3, ...) is a "host",
+//! whose supervisord listens there ([`Supervisord::start_on_host`]) and whose programs bind
+//! there ([`Program::backend_on`]).
 
 use std::fs;
 use std::path::PathBuf;
@@ -9,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 
-use crate::{free_port, scaled, scratch_path, Config, Nginx, Server, Upstream};
+use crate::{free_port, free_port_on, scaled, scratch_path, Config, Nginx, Server, Upstream};
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "s3cret-Pw";
@@ -26,15 +30,21 @@ pub struct Program {
 }
 
 impl Program {
-    /// A program running the test backend on `port`.
+    /// A program running the test backend on `port` (of 127.0.0.1).
     pub fn backend(name: &str, port: u16, startsecs: u32) -> Self {
-        Self {
-            name: name.into(),
-            command: format!("{} {port}", crate::backend_binary().display()),
-            startsecs,
-            stopwaitsecs: 2,
-            extra: String::new(),
-        }
+        Self::backend_at(name, &port.to_string(), startsecs)
+    }
+
+    /// A program running the test backend on `port` of the loopback address `host` only (a
+    /// program of another machine, e.g. 127.0.0.2): `test-backend HOST:PORT`.
+    pub fn backend_on(name: &str, host: &str, port: u16, startsecs: u32) -> Self {
+        Self::backend_at(name, &format!("{host}:{port}"), startsecs)
+    }
+
+    /// The test backend listening at `address`, as its first argument takes it.
+    fn backend_at(name: &str, address: &str, startsecs: u32) -> Self {
+        let binary = crate::backend_binary();
+        Self::command(name, &format!("{} {address}", binary.display()), startsecs)
     }
 
     /// A program running the test backend on `port` with extra arguments
@@ -56,10 +66,24 @@ impl Program {
     }
 }
 
+/// Which way nginx reaches a supervisord; the harness's own calls (`supervisorctl`, XML-RPC)
+/// take the other way, so that supervisord's log tells nginx's calls from the harness's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NginxWay {
+    /// nginx over the UNIX socket ([`Supervisord::start`]); the harness over TCP.
+    Socket,
+    /// nginx over TCP with Basic auth, as it reaches another machine's supervisord
+    /// ([`Supervisord::start_on_host`]); the harness over the UNIX socket.
+    Tcp,
+}
+
 pub struct Supervisord {
     pub dir: PathBuf,
+    /// The TCP port of its `inet_http_server`, on [`Self::host`].
     pub port: u16,
+    host: String,
     credentials: (String, String),
+    nginx_way: NginxWay,
     child: Child,
 }
 
@@ -76,7 +100,30 @@ impl Supervisord {
         programs: &[Program],
         groups: &str,
         port: u16,
-        (user, password): (&str, &str),
+        credentials: (&str, &str),
+    ) -> Self {
+        let listen = ("127.0.0.1", port, credentials);
+        Self::launch(name, programs, groups, listen, NginxWay::Socket)
+    }
+
+    /// supervisord of the "machine" `host` (a loopback address other than 127.0.0.1, e.g.
+    /// 127.0.0.2): its XML-RPC listens on TCP at `host` on a free port (see [`free_port_on`]),
+    /// with the harness's credentials ([`USER`], [`PASSWORD`]); `groups` are extra `[group:x]`
+    /// sections. nginx reaches it over TCP, as [`Self::address`] says; the harness's own calls
+    /// go through its UNIX socket.
+    pub fn start_on_host(name: &str, host: &str, programs: &[Program], groups: &str) -> Self {
+        let listen = (host, free_port_on(host), (USER, PASSWORD));
+        Self::launch(name, programs, groups, listen, NginxWay::Tcp)
+    }
+
+    /// Writes the configuration (TCP at `host:port` with `user:password`, the UNIX socket, the
+    /// programs), starts supervisord and waits until it answers.
+    fn launch(
+        name: &str,
+        programs: &[Program],
+        groups: &str,
+        (host, port, (user, password)): (&str, u16, (&str, &str)),
+        nginx_way: NginxWay,
     ) -> Self {
         let dir = scratch_path("sv", name);
         let _ = fs::remove_dir_all(&dir);
@@ -84,7 +131,7 @@ impl Supervisord {
         let mut conf = format!(
             "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
              childlogdir={d}\nloglevel=trace\n\
-             [inet_http_server]\nport=127.0.0.1:{port}\nusername={user}\npassword={password}\n\
+             [inet_http_server]\nport={host}:{port}\nusername={user}\npassword={password}\n\
              [unix_http_server]\nfile={d}/supervisor.sock\nchmod=0777\n\
              [rpcinterface:supervisor]\n\
              supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
@@ -108,7 +155,9 @@ impl Supervisord {
         let supervisord = Self {
             dir,
             port,
+            host: host.into(),
             credentials: (user.into(), password.into()),
+            nginx_way,
             child,
         };
         supervisord.wait_until_up();
@@ -181,19 +230,48 @@ impl Supervisord {
         self.dir.join("supervisor.sock")
     }
 
-    /// Its address as the `supervisord` directive takes it: `unix:/path/supervisor.sock`.
-    pub fn address(&self) -> String {
-        format!("unix:{}", self.socket().display())
+    /// The loopback address its TCP port listens on: 127.0.0.1, or the "machine" of
+    /// [`Self::start_on_host`].
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
-    /// `supervisorctl`, through supervisord's TCP port, so that its calls are told apart from
-    /// nginx's (which come through the UNIX socket, see [`Self::reads_over_socket`]).
+    /// Its address as the `supervisord` directive takes it (what follows `supervisord`):
+    /// `unix:/path/supervisor.sock`, or `HOST:PORT USER:PASSWORD` for [`Self::start_on_host`].
+    pub fn address(&self) -> String {
+        match self.nginx_way {
+            NginxWay::Socket => format!("unix:{}", self.socket().display()),
+            NginxWay::Tcp => format!(
+                "{}:{} {}:{}",
+                self.host, self.port, self.credentials.0, self.credentials.1
+            ),
+        }
+    }
+
+    /// Upstream `name` over `ports` of [`Self::host`], managed by this supervisord (at
+    /// [`Self::address`]).
+    pub fn upstream(&self, name: &str, ports: &[u16]) -> Upstream {
+        Upstream::new(name)
+            .servers_on(&self.host, ports)
+            .supervisord(self.address())
+    }
+
+    /// The URL of the harness's own way to supervisord (see [`NginxWay`]).
+    fn harness_url(&self) -> String {
+        match self.nginx_way {
+            NginxWay::Socket => format!("http://{}:{}", self.host, self.port),
+            NginxWay::Tcp => format!("unix://{}", self.socket().display()),
+        }
+    }
+
+    /// `supervisorctl`, the way nginx does not take (see [`NginxWay`]), so that its calls are
+    /// told apart from nginx's (see [`Self::reads_by_nginx`]).
     pub fn ctl(&self, args: &[&str]) -> String {
         let output = Command::new("supervisorctl")
             .arg("-c")
             .arg(self.dir.join("supervisord.conf"))
             .arg("-s")
-            .arg(format!("http://127.0.0.1:{}", self.port))
+            .arg(self.harness_url())
             .args(["-u", &self.credentials.0, "-p", &self.credentials.1])
             .args(args)
             .output()
@@ -249,17 +327,16 @@ impl Supervisord {
         fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
     }
 
-    /// One XML-RPC call (`supervisor.getPID`) over TCP, answered; nothing if supervisord
-    /// does not answer.
+    /// One XML-RPC call (`supervisor.getPID`), answered; nothing if supervisord does not
+    /// answer.
     fn settle(&self) {
         let _ = self.rpc("supervisor.getPID", "");
     }
 
     /// The body of supervisord's answer to `method` with `params` (XML `<param>` elements),
-    /// called over TCP with the harness's credentials (milliseconds, where supervisorctl
-    /// takes a Python start-up); `None` if supervisord does not answer.
+    /// called the harness's way (see [`NginxWay`]) with its credentials (milliseconds, where
+    /// supervisorctl takes a Python start-up); `None` if supervisord does not answer.
     fn rpc(&self, method: &str, params: &str) -> Option<String> {
-        use std::io::{Read, Write};
         let body = format!(
             "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName>\
              <params>{params}</params></methodCall>"
@@ -271,17 +348,19 @@ impl Supervisord {
             BASE64_STANDARD.encode(credentials),
             body.len()
         );
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream
-            .set_read_timeout(Some(scaled(Duration::from_secs(10))))
-            .ok()?;
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).ok()?;
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
+        let timeout = Some(scaled(Duration::from_secs(10)));
+        match self.nginx_way {
+            NginxWay::Socket => {
+                let stream = std::net::TcpStream::connect((self.host.as_str(), self.port)).ok()?;
+                stream.set_read_timeout(timeout).ok()?;
+                exchange(stream, &request)
+            }
+            NginxWay::Tcp => {
+                let stream = std::os::unix::net::UnixStream::connect(self.socket()).ok()?;
+                stream.set_read_timeout(timeout).ok()?;
+                exchange(stream, &request)
+            }
+        }
     }
 
     /// How many `method` calls (e.g. `supervisor.getAllProcessInfo`) supervisord answered so
@@ -292,32 +371,34 @@ impl Supervisord {
             .count()
     }
 
-    /// How many times a client of the UNIX socket (nginx, given [`Self::address`]; the
-    /// harness's supervisorctl uses TCP) read every program's state (`getAllProcessInfo`, a
-    /// reconciliation round or a failure check) and got the answer, by supervisord's log: the
-    /// answer's line is followed by its access line, whose client is `localhost:0` on the
-    /// socket.
-    pub fn reads_over_socket(&self) -> usize {
+    /// How many times nginx (given [`Self::address`]; the harness takes the other way, see
+    /// [`NginxWay`]) read every program's state (`getAllProcessInfo`, a reconciliation round
+    /// or a failure check) and got the answer, by supervisord's log: the answer's line is
+    /// followed by its access line, whose client is `localhost:0` on the UNIX socket and
+    /// `127.0.0.1:PORT` over TCP.
+    pub fn reads_by_nginx(&self) -> usize {
+        let over_socket = self.nginx_way == NginxWay::Socket;
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines
             .windows(2)
             .filter(|pair| {
                 pair[0].contains("XML-RPC method supervisor.getAllProcessInfo() returned")
-                    && pair[1].contains(" localhost:0 - - [")
+                    && pair[1].contains(" - - [")
+                    && pair[1].contains(" localhost:0 - - [") == over_socket
             })
             .count()
     }
 
     /// Waits until nginx has read every program's state `count` more times (see
-    /// [`Self::reads_over_socket`]): with `count` 2, a whole reconciliation round that began
+    /// [`Self::reads_by_nginx`]): with `count` 2, a whole reconciliation round that began
     /// after this call was answered and applied before the next began. A positive signal
     /// that what nginx would do on reading supervisord's view has been done.
     #[track_caller]
     pub fn wait_for_reads(&self, count: usize) {
-        let target = self.reads_over_socket() + count;
+        let target = self.reads_by_nginx() + count;
         let deadline = Instant::now() + scaled(Duration::from_secs(10));
-        while self.reads_over_socket() < target {
+        while self.reads_by_nginx() < target {
             assert!(
                 Instant::now() < deadline,
                 "nginx did not read supervisord {count} more time(s):\n{}",
@@ -368,6 +449,18 @@ impl Supervisord {
     pub fn spawns(&self, program: &str) -> usize {
         self.log().matches(&format!("spawned: '{program}'")).count()
     }
+}
+
+/// Writes `request` to `stream` and reads the whole answer (the server closes the connection);
+/// the body of the answer, `None` if it fails.
+fn exchange(mut stream: impl std::io::Read + std::io::Write, request: &str) -> Option<String> {
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
 }
 
 /// The time of a supervisord log line (`2026-12-07 17:25:27,961 INFO ...`, UTC) since the epoch.
@@ -466,10 +559,7 @@ pub fn nginx_with_controls(
     supervisord: &Supervisord,
     extra: &[&str],
 ) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(supervisord.address())
-        .directives(extra);
+    let upstream = supervisord.upstream("backend", ports).directives(extra);
     Nginx::start(
         name,
         &Config::new().workers(2).upstream(upstream).server(

@@ -39,13 +39,13 @@ fn four_upstreams(name: &str) -> (Supervisord, Nginx) {
 fn four_upstreams_read_their_supervisord_once_per_interval() {
     let (supervisord, nginx) = four_upstreams("one-host-reads");
     supervisord.wait_for_reads(1);
-    let before = supervisord.reads_over_socket();
+    let before = supervisord.reads_by_nginx();
     let began = Instant::now();
     // Reads come at their own pace: whatever the machine's load, never more than one per
     // interval (one upstream's worth), plus one in progress at each end.
-    assert!(eventually(10, || supervisord.reads_over_socket() >= before + 4));
+    assert!(eventually(10, || supervisord.reads_by_nginx() >= before + 4));
     let elapsed = began.elapsed();
-    let reads = supervisord.reads_over_socket() - before;
+    let reads = supervisord.reads_by_nginx() - before;
     let most = (elapsed.as_millis() as u64 / INTERVAL_MS) as usize + 2;
     eprintln!("{reads} reads in {elapsed:?} (interval {INTERVAL_MS} ms, 4 upstreams)");
     assert!(reads <= most, "{reads} reads in {elapsed:?}");

@@ -3,8 +3,10 @@
 //! `/status/<code>` answers with that status (an application error, e.g. 500); `/gated` answers
 //! once the file of `--gate` exists (a request kept in flight for as long as a test needs).
 //!
-//! Usage: test-backend <port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
+//! Usage: test-backend [HOST:]<port> [--listen-after MS] [--protocol http|raw|fastcgi] [--ready-file PATH]
 //!                     [--record PATH] [--exit-after MS] [--gate PATH]
+//!   HOST                the IPv4 address to listen on (127.0.0.1 unless given), e.g. another
+//!                       loopback address standing for another machine (127.0.0.2)
 //!   --listen-after      sleep that long before listening (a slow-starting application)
 //!   --protocol raw      read what arrives, answer one HTTP response, close (for uwsgi_pass,
 //!                       scgi_pass, grpc_pass: their servers reply in HTTP or fail visibly)
@@ -15,6 +17,7 @@
 //!                       as an application that crashes at start-up would
 //!   --gate PATH         (http) hold requests for `/gated` until PATH exists
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -26,10 +29,9 @@ const BACKLOG: u32 = 4096;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let port: u16 = args
-        .get(1)
-        .and_then(|arg| arg.parse().ok())
-        .expect("usage: test-backend <port> [--listen-after MS] [--protocol P] [--ready-file F]");
+    let (host, port) = args.get(1).and_then(|arg| bind_address(arg)).expect(
+        "usage: test-backend [HOST:]<port> [--listen-after MS] [--protocol P] [--ready-file F]",
+    );
     let option = |name: &str| {
         args.iter()
             .position(|arg| arg == name)
@@ -61,7 +63,7 @@ fn main() {
     runtime.block_on(async move {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_reuseaddr(true).expect("reuseaddr");
-        socket.bind(([127, 0, 0, 1], port).into()).expect("bind");
+        socket.bind((host, port).into()).expect("bind");
         let listener = socket.listen(BACKLOG).expect("listen");
         if let Some(path) = ready_file {
             let now = std::time::SystemTime::now()
@@ -85,6 +87,14 @@ fn main() {
             });
         }
     });
+}
+
+/// `PORT` (on 127.0.0.1) or `HOST:PORT` (an IPv4 address).
+fn bind_address(arg: &str) -> Option<(Ipv4Addr, u16)> {
+    match arg.split_once(':') {
+        Some((host, port)) => Some((host.parse().ok()?, port.parse().ok()?)),
+        None => Some((Ipv4Addr::LOCALHOST, arg.parse().ok()?)),
+    }
 }
 
 async fn serve_http(
