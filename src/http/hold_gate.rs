@@ -89,7 +89,7 @@ fn start_one(upstream: &'static UpstreamRuntime) {
         .enumerate()
         .map(|(index, backend)| {
             let line = upstream.conf.backends[index].line;
-            let away = upstream.conf.supervised() && upstream.supervisord_unreachable(index);
+            let away = upstream.conf.supervised() && upstream.host_of(index).away();
             view(backend, now).on_host(line, away)
         })
         .collect();

@@ -89,6 +89,12 @@ impl Host {
         self.shared().supervisord_unreachable()
     }
 
+    /// Not to be started on while another host can: it never answered yet (its programs'
+    /// states are unknown), or it cannot be reached now (`core::placement`).
+    pub fn away(&self) -> bool {
+        !self.shared().ever_answered() || self.unreachable()
+    }
+
     /// Every upstream line of this host, as (upstream, line), in configuration order.
     pub fn members(&self) -> Vec<(&'static UpstreamRuntime, usize)> {
         let lead = (self.upstream.conf.index, self.line);

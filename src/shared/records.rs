@@ -331,6 +331,8 @@ pub struct HostRecord {
     /// The call whose reply was last reported over `supervisord_max_reply_size`
     /// (`core::reply_limit::method_mark`; 0: none).
     pub(super) oversized_reply: AtomicU64,
+    /// supervisord answered a call at least once (since the record was made).
+    pub(super) answered: AtomicBool,
 }
 
 /// Room for two windows of samples (`core::scaling::SAMPLES_KEPT`).
@@ -533,17 +535,24 @@ impl HostRecord {
             .is_ok()
     }
 
+    /// supervisord answered a call at least once.
+    pub fn ever_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// A call got an answer from supervisord.
+    pub fn note_answered(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Release);
+        }
+    }
+
     pub fn supervisord_unreachable(&self) -> bool {
         self.supervisord_unreachable.load(Ordering::Acquire)
     }
 
     pub fn reach_epoch(&self) -> u64 {
         self.reach_epoch.load(Ordering::Acquire)
-    }
-
-    /// When supervisord's view was last asked for (0: never).
-    pub fn last_sync(&self) -> u64 {
-        self.last_sync.load(Ordering::Acquire)
     }
 
     /// Notes how a reply of the call marked `method` compared with the size limit; true when

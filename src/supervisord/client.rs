@@ -426,6 +426,9 @@ fn note_reachability(
         return ReachChange::Unchanged;
     };
     let unreachable = reach == Reach::Unreachable;
+    if !unreachable {
+        host.shared().note_answered();
+    }
     // The common case, nothing new, without the lock.
     if host.shared().supervisord_unreachable() == unreachable {
         return ReachChange::Unchanged;

@@ -52,7 +52,7 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                     index,
                     failures,
                     true,
-                    (ProgramSeen::Unknown, false),
+                    (ProgramSeen::Unknown, false, 0),
                 );
                 return;
             }
@@ -63,24 +63,28 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
                 Box::new(move |result| {
                     let program_name = &upstream.conf.backends[index].program;
                     // Whole seconds by supervisord's clock: a program started within the start
-                    // phase, by anyone, is followed rather than restarted.
-                    let in_start_phase = result
+                    // phase by someone else is followed rather than restarted (`machine`).
+                    let young = result
                         .as_ref()
                         .ok()
                         .and_then(|value| running_for_s(value, program_name))
                         .is_some_and(|running_s| {
                             running_s.saturating_mul(1000) <= upstream.conf.timeout_ms()
                         });
-                    let program = match result
+                    let (program, pid) = match result
                         .map_err(|error| error.to_string())
                         .and_then(|value| parse_all_process_info(&value))
                     {
-                        Ok(processes) => ProgramSeen::Known(
-                            process_named(&processes, program_name).map(|process| process.state),
-                        ),
-                        Err(_) => ProgramSeen::Unknown,
+                        Ok(processes) => {
+                            let process = process_named(&processes, program_name);
+                            (
+                                ProgramSeen::Known(process.map(|process| process.state)),
+                                process.map_or(0, |process| process.pid),
+                            )
+                        }
+                        Err(_) => (ProgramSeen::Unknown, 0),
                     };
-                    conclude(upstream, index, failures, false, (program, in_start_phase));
+                    conclude(upstream, index, failures, false, (program, young, pid));
                 }),
             );
         }),
@@ -92,7 +96,7 @@ fn conclude(
     index: usize,
     failures: u32,
     accepts: bool,
-    (program, in_start_phase): (ProgramSeen, bool),
+    (program, young, pid): (ProgramSeen, bool, i64),
 ) {
     upstream.failure_checks.borrow_mut()[index] = false;
     let conf = upstream.conf;
@@ -103,7 +107,8 @@ fn conclude(
             mode: conf.mode(),
             accepts,
             program,
-            in_start_phase,
+            young,
+            pid,
         },
         now_ms(),
     );

@@ -19,11 +19,6 @@ use crate::runtime::{Host, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 
-/// A supervisord whose view was never read yet, or that cannot be reached now.
-fn host_away(host: &Host) -> bool {
-    host.shared().last_sync() == 0 || host.unreachable()
-}
-
 /// Starts this worker's scaling tick for an upstream whose policy acts.
 pub fn start(upstream: &'static UpstreamRuntime) {
     let policy = upstream.conf.scale_policy();
@@ -52,7 +47,7 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
     // RUNNING is then UP rather than started again), nor while no supervisord can be reached
     // (commands would only wait for it); with several, the backends of one that is away are
     // not started (`host_away`).
-    if upstream.conf.supervised() && upstream.hosts().iter().all(host_away) {
+    if upstream.conf.supervised() && upstream.hosts().iter().all(Host::away) {
         return;
     }
     tick(upstream, &policy, now);
@@ -73,7 +68,7 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
             in_flight: backend.in_flight(),
             stoppable: backend.started_here() || !upstream.conf.supervised(),
             host: upstream.conf.backends[index].line,
-            host_away: upstream.conf.supervised() && host_away(&upstream.host_of(index)),
+            host_away: upstream.conf.supervised() && upstream.host_of(index).away(),
         })
         .collect();
     let up = backends

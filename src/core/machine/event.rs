@@ -58,8 +58,10 @@ pub enum Event {
         mode: Mode,
         accepts: bool,
         program: ProgramSeen,
-        /// Its program was started within the start phase (by anyone).
-        in_start_phase: bool,
+        /// Its program has been running for less than the start phase (by supervisord's clock).
+        young: bool,
+        /// Its program's process id now (0: not running).
+        pid: i64,
     },
 }
 

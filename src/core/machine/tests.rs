@@ -393,7 +393,8 @@ fn the_failure_rule_restarts_only_an_up_backend() {
                 mode: Mode::Supervised,
                 accepts: false,
                 program: ProgramSeen::Known(Some(ProcessState::Running)),
-                in_start_phase: false,
+                young: false,
+                pid: 42,
             },
             at(1_000),
         )
@@ -412,6 +413,34 @@ fn the_failure_rule_restarts_only_an_up_backend() {
             })]
         );
     }
+}
+
+#[test]
+fn a_young_program_is_followed_only_when_it_is_another_process_than_nginx_saw() {
+    let up = Backend {
+        status: Up,
+        known_pid: 5,
+        ..Backend::default()
+    };
+    let checked = |pid| {
+        transition(
+            &up,
+            &Event::FailureChecked {
+                mode: Mode::Supervised,
+                accepts: false,
+                program: ProgramSeen::Known(Some(ProcessState::Running)),
+                young: true,
+                pid,
+            },
+            at(1_000),
+        )
+    };
+    // The process nginx saw, crashed or hung (supervisord has yet to notice): restarted.
+    assert!(checked(5).has(&Action::CarryOut(Command::Stop)));
+    // Another process, started a moment ago by someone else: followed and probed.
+    let followed = checked(6);
+    assert_eq!(followed.next.status, StartingUp);
+    assert!(followed.has(&Action::ProbeStart));
 }
 
 #[test]
@@ -559,14 +588,15 @@ fn any_event() -> impl Strategy<Value = Event> {
         (0u64..4).prop_map(|start| Event::StartFailed { start }),
         (any_state(), 0i64..3, 0u64..4)
             .prop_map(|(observed, pid, changes)| sync(observed, pid, changes)),
-        (any::<bool>(), any_state(), any::<bool>()).prop_map(|(accepts, state, young)| {
-            Event::FailureChecked {
+        (any::<bool>(), any_state(), any::<bool>(), 0i64..3).prop_map(
+            |(accepts, state, young, pid)| Event::FailureChecked {
                 mode: Mode::Supervised,
                 accepts,
                 program: ProgramSeen::Known(state),
-                in_start_phase: young,
+                young,
+                pid,
             }
-        }),
+        ),
     ]
 }
 
@@ -651,19 +681,19 @@ proptest! {
         let backend = Backend { status: StartingUp, ..backend };
         let step = transition(&backend, &Event::FailureChecked {
             mode: Mode::Supervised, accepts, program: ProgramSeen::Known(state),
-            in_start_phase: young,
+            young, pid: 7,
         }, at(2_000));
         prop_assert_eq!(step.next, backend);
     }
 
     #[test]
-    fn the_failure_rule_never_restarts_a_program_in_its_start_phase(
+    fn the_failure_rule_never_restarts_a_program_someone_just_started(
         backend in any_backend(), state in any_state()
     ) {
-        let backend = Backend { status: Up, ..backend };
+        let backend = Backend { status: Up, known_pid: 5, ..backend };
         let step = transition(&backend, &Event::FailureChecked {
             mode: Mode::Supervised, accepts: false, program: ProgramSeen::Known(state),
-            in_start_phase: true,
+            young: true, pid: 6,
         }, at(2_000));
         prop_assert!(!step.has(&Action::CarryOut(Command::Stop)), "{:?}", step.actions);
     }

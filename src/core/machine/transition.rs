@@ -76,9 +76,14 @@ pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
             mode,
             accepts,
             program,
-            in_start_phase,
+            young,
+            pid,
         } => {
-            let action = failure_action(*mode, backend.status, *accepts, *program, *in_start_phase);
+            // Young and another process than the last read saw: someone (another nginx,
+            // supervisorctl) started it since, and it may not listen yet. The process this
+            // nginx saw running, crashed or hung, is restarted as ever.
+            let in_start_phase = *young && *pid != 0 && *pid != backend.known_pid;
+            let action = failure_action(*mode, backend.status, *accepts, *program, in_start_phase);
             match action {
                 FailureAction::MarkDown => {
                     set_status(&mut step.next, BackendStatus::Down, at);
