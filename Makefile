@@ -16,7 +16,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build lint unit integration distro-build distro-test asan patched \
+.PHONY: all deps build demo-hosts lint unit integration distro-build distro-test asan patched \
         patched-1.22 patched-1.22-test patched-test test test-under-load demo bench fuzz \
         fuzz-smoke clean
 
@@ -130,6 +130,10 @@ test:
 
 demo: build
 	bash examples/demo.sh
+
+# One upstream over two hosts (loopback addresses), each with its own supervisord (example #3).
+demo-hosts: build
+	bash examples/demo-hosts.sh
 
 # Cold start (200 concurrent requests while everything is stopped), capacity (10,000 held
 # requests) and throughput (managed vs plain upstream, wrk), in one run; figures, not pass/fail.
