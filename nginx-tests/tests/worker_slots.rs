@@ -228,7 +228,8 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
 
     // Each killed worker reported once, with what it counted (the line comes once its shares
     // are taken off, a moment after the counts drop).
-    assert!(eventually(10, || gone_workers(&nginx.error_log()).len() >= workers.len()));
+    assert!(eventually(10, || gone_workers(&nginx.error_log()).len()
+        >= workers.len()));
     let gone = gone_workers(&nginx.error_log());
     assert_eq!(gone.keys().copied().collect::<BTreeSet<u32>>(), workers);
     let (gone_held, gone_in_flight) = gone.values().fold((0, 0), |(h, f), (held, in_flight)| {

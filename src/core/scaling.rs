@@ -11,6 +11,9 @@
 //! - **Light load**: over the whole window under `LIGHT_LOAD_PERCENT` of N per UP backend, the
 //!   highest-index UP backend is drained and stopped, never below the minimum nor below one
 //!   (going to zero is the idle rule's).
+//! - With servers on several hosts, starts go where `placement` says, and a stop goes to the
+//!   host running the most backends first (its highest-index one). Only backends this nginx
+//!   started are stopped (`BackendNow::stoppable`).
 //!
 //! Against flapping: a load action (up or down) waits until the window after the previous
 //! action is over (the cool-down equals the window), no action is taken while a backend is
@@ -256,9 +259,36 @@ fn first_startable(backends: &[BackendNow]) -> Option<usize> {
 }
 
 fn highest_up(backends: &[BackendNow]) -> Option<usize> {
+    stop_candidate(backends, |_| true)
+}
+
+/// The backend a stop goes to among the stoppable UP ones that `eligible` lets through: on the
+/// host running the most of the upstream's backends, the highest-index one there (with one
+/// host, the highest-index one).
+fn stop_candidate(
+    backends: &[BackendNow],
+    eligible: impl Fn(&BackendNow) -> bool,
+) -> Option<usize> {
+    let running_on = |host: usize| {
+        backends
+            .iter()
+            .filter(|backend| {
+                backend.host == host
+                    && matches!(
+                        backend.status,
+                        BackendStatus::Up | BackendStatus::StartingUp
+                    )
+            })
+            .count()
+    };
     backends
         .iter()
-        .rposition(|backend| backend.status == BackendStatus::Up && backend.stoppable)
+        .enumerate()
+        .filter(|(_, backend)| {
+            backend.status == BackendStatus::Up && backend.stoppable && eligible(backend)
+        })
+        .max_by_key(|(index, backend)| (running_on(backend.host), *index))
+        .map(|(index, _)| index)
 }
 
 /// The one action of this tick. `last_action_ms`: when the previous load action was taken (0:
@@ -289,11 +319,8 @@ pub fn decide(
     }
     if let Some(idle_timeout) = policy.idle_timeout_ms {
         if up > min {
-            let idle = backends.iter().rposition(|backend| {
-                backend.status == BackendStatus::Up
-                    && backend.stoppable
-                    && backend.in_flight == 0
-                    && backend.idle_ms >= idle_timeout
+            let idle = stop_candidate(backends, |backend| {
+                backend.in_flight == 0 && backend.idle_ms >= idle_timeout
             });
             if let Some(index) = idle {
                 return ScaleAction::Stop {
@@ -350,6 +377,32 @@ mod tests {
             host: 0,
             host_away: false,
         }
+    }
+
+    #[test]
+    fn scale_down_stops_on_the_most_loaded_host_first() {
+        let on = |host: usize, status: BackendStatus| BackendNow {
+            host,
+            idle_ms: 60_000,
+            ..backend(status)
+        };
+        // Host 0 runs two, host 1 one: host 0's highest goes first, though host 1's is higher.
+        let backends = [on(0, Up), on(0, Up), on(1, Up)];
+        assert_eq!(highest_up(&backends), Some(1));
+        let idle_policy = ScalePolicy {
+            idle_timeout_ms: Some(1_000),
+            ..policy(0, 3, Target::InFlight(4))
+        };
+        assert_eq!(
+            decide(&idle_policy, &[], &backends, 70_000, 0),
+            ScaleAction::Stop {
+                index: 1,
+                cause: StopCause::Idle
+            }
+        );
+        // One host: the highest index, as before.
+        let one_host = [on(0, Up), on(0, Down), on(0, Up)];
+        assert_eq!(highest_up(&one_host), Some(2));
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! One supervisord, one host: upstreams that name the same supervisord (the same resolved
-//! address and the same credentials) share one host, whose first upstream in the configuration
-//! leads it. What belongs to supervisord rather than to one upstream is the host's: whether it
-//! can be reached (one line per outage whatever the number of upstreams), when its programs'
-//! states were last read (one `getAllProcessInfo` per interval per supervisord, applied to
-//! every upstream of the host), the kept-alive connection. The settings that shape those
-//! (`supervisord_sync_interval`, `supervisord_timeout`, `supervisord_max_reply_size`) must then
-//! agree across the host's upstreams.
+//! One supervisord, one host: `supervisord` lines (of one upstream or several) that name the
+//! same supervisord (the same resolved address and the same credentials) share one host, whose
+//! first line in the configuration leads it. What belongs to supervisord rather than to one
+//! upstream is the host's: whether it can be reached (one line per outage whatever the number
+//! of upstreams), when its programs' states were last read (one `getAllProcessInfo` per
+//! interval per supervisord, applied to every upstream line of the host), the kept-alive
+//! connection. The settings that shape those (`supervisord_sync_interval`,
+//! `supervisord_timeout`, `supervisord_max_reply_size`) must then agree across the host's
+//! upstreams.
 
 /// What tells one supervisord from another: its resolved address and the credentials used.
 /// No `Debug`: it holds a password.
@@ -17,8 +18,8 @@ pub struct HostKey {
     pub credentials: Option<(String, String)>,
 }
 
-/// For each upstream (`None`: not managed through a supervisord), the index of the upstream
-/// that leads its host: the first one with the same key.
+/// For each `supervisord` line (`None`: none), the position of the line that leads its host:
+/// the first one with the same key.
 pub fn host_leads(keys: &[Option<HostKey>]) -> Vec<Option<usize>> {
     keys.iter()
         .map(|key| {
