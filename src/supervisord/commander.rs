@@ -20,6 +20,7 @@ use crate::core::command_reply::ReplyLog;
 use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::machine::{Action, Answer, Event, Step, Tell};
 use crate::core::process_state::{parse_process_info, ProcessDetail};
+use crate::core::reachability::supervisord_away;
 use crate::core::start_backoff::StartBackoff;
 use crate::core::xmlrpc::Param;
 use crate::runtime::UpstreamRuntime;
@@ -284,8 +285,13 @@ fn send(
                     "supervisor.getProcessInfo",
                     &[Param::Str(&program)],
                     Box::new(move |info| {
+                        // supervisord gone or going as it answered the start: it stopped the
+                        // program with itself.
+                        let away = info.as_ref().err().is_some_and(|error| {
+                            supervisord_away(Command::Start, error, host.unreachable(), false)
+                        });
                         let detail = info.ok().and_then(|value| parse_process_info(&value).ok());
-                        settle_exit(upstream, index, outcome, detail);
+                        settle_exit(upstream, index, outcome, detail, away);
                     }),
                 );
                 return;
@@ -447,12 +453,18 @@ fn settle_exit(
     index: usize,
     outcome: Result<(), CallError>,
     detail: Option<ProcessDetail>,
+    supervisord_away: bool,
 ) {
     let conf = upstream.conf;
     let state = detail.as_ref().and_then(|detail| detail.state);
-    let step = upstream
-        .lock()
-        .step(index, &Event::ExitExplained { state }, now_ms());
+    let step = upstream.lock().step(
+        index,
+        &Event::ExitExplained {
+            state,
+            supervisord_away,
+        },
+        now_ms(),
+    );
     carry_out(upstream, index, &step);
     match step.tell() {
         Some(Tell::SettledMeanwhile { status }) => {
@@ -474,7 +486,7 @@ fn settle_exit(
                 index,
                 conf.backends[index].name,
                 conf.backends[index].program,
-                state.map_or("?", |state| state.name()),
+                state.map_or("nothing: it is going away", |state| state.name()),
                 from,
                 to
             );

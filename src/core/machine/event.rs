@@ -42,8 +42,12 @@ pub enum Event {
     /// supervisord answered a start or stop this worker sent (or the call failed).
     Answered(Answer),
     /// supervisord refused a start as if the program exited at start-up; this is the
-    /// program's state read just after (`None`: it could not be read).
-    ExitExplained { state: Option<ProcessState> },
+    /// program's state read just after (`None`: it could not be read; `supervisord_away`: for
+    /// supervisord was going away, as when it shuts down and stops its programs).
+    ExitExplained {
+        state: Option<ProcessState>,
+        supervisord_away: bool,
+    },
     /// A readiness probe saw a connection accepted; `sent_ms`: when nginx sent the start
     /// (`None` for a start made outside nginx, which has no cold-start time).
     Accepted { sent_ms: Option<u64> },

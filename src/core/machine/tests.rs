@@ -182,6 +182,7 @@ fn every_kind_of_failed_start_backs_off() {
                 answer(Command::Start, fault(50)),
                 Event::ExitExplained {
                     state: Some(ProcessState::Backoff),
+                    supervisord_away: false,
                 },
             ],
         ),
@@ -351,7 +352,10 @@ fn a_start_refused_while_supervisord_stops_the_program_is_followed_not_failed() 
         let (backend, actions) = run(&[
             ask(Command::Start),
             answer(Command::Start, fault(40)),
-            Event::ExitExplained { state: Some(state) },
+            Event::ExitExplained {
+                state: Some(state),
+                supervisord_away: false,
+            },
         ]);
         assert_eq!(backend.status, to);
         assert_eq!(backend.failed_starts, 0);
@@ -364,6 +368,32 @@ fn a_start_refused_while_supervisord_stops_the_program_is_followed_not_failed() 
             assert_eq!(backend.command.owner, 0);
         }
     }
+}
+
+#[test]
+fn a_start_cut_short_by_supervisord_going_away_is_no_failed_start() {
+    let asked = run(&[ask(Command::Start), answer(Command::Start, fault(40))]).0;
+    let away = transition(
+        &asked,
+        &Event::ExitExplained {
+            state: None,
+            supervisord_away: true,
+        },
+        at(2_000),
+    );
+    assert_eq!(away.next.status, Down);
+    assert_eq!(away.next.failed_starts, 0);
+    assert!(!away.next.backing_off(2_001));
+    // Unread for another reason: the exit counts.
+    let unread = transition(
+        &asked,
+        &Event::ExitExplained {
+            state: None,
+            supervisord_away: false,
+        },
+        at(2_000),
+    );
+    assert_eq!(unread.next.failed_starts, 1);
 }
 
 #[test]
@@ -583,7 +613,10 @@ fn any_event() -> impl Strategy<Value = Event> {
                     sent_ms: 900,
                 })
             }),
-        any_state().prop_map(|state| Event::ExitExplained { state }),
+        (any_state(), any::<bool>()).prop_map(|(state, supervisord_away)| Event::ExitExplained {
+            state,
+            supervisord_away,
+        }),
         Just(Event::Accepted { sent_ms: Some(900) }),
         (0u64..4).prop_map(|start| Event::StartFailed { start }),
         (any_state(), 0i64..3, 0u64..4)

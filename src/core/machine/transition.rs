@@ -48,7 +48,10 @@ pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
             }
         }
         Event::Answered(answer) => answered(&mut step, answer, at),
-        Event::ExitExplained { state } => exit_explained(&mut step, *state, at),
+        Event::ExitExplained {
+            state,
+            supervisord_away,
+        } => exit_explained(&mut step, *state, *supervisord_away, at),
         Event::Accepted { sent_ms } => {
             if let Some(up) = settle_ready(backend.status) {
                 set_status(&mut step.next, up, at);
@@ -277,7 +280,7 @@ fn answered(step: &mut Step, answer: &Answer, at: At) {
     }));
 }
 
-fn exit_explained(step: &mut Step, state: Option<ProcessState>, at: At) {
+fn exit_explained(step: &mut Step, state: Option<ProcessState>, supervisord_away: bool, at: At) {
     let before = step.next.status;
     // Not pending any more: its watch or a read of supervisord saw the exit first, and said so.
     let pending = step.next.pending_start.take();
@@ -286,7 +289,14 @@ fn exit_explained(step: &mut Step, state: Option<ProcessState>, at: At) {
             .push(Action::Tell(Tell::SettledMeanwhile { status: before }));
         return;
     }
-    if let Some(to) = state.and_then(start_refused_by_a_stop) {
+    // supervisord went away as it started the program (it stops its programs as it shuts
+    // down): the start was cut short, not a program that exits at start-up.
+    let went_with_supervisord =
+        (state.is_none() && supervisord_away).then_some(BackendStatus::Down);
+    if let Some(to) = state
+        .and_then(start_refused_by_a_stop)
+        .or(went_with_supervisord)
+    {
         follow(step, to, at);
         step.actions.push(Action::WakeHeld);
         step.actions
