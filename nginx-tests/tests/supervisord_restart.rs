@@ -406,6 +406,16 @@ struct Bench {
     records: Vec<Vec<std::path::PathBuf>>,
 }
 
+impl Drop for Bench {
+    /// The records are the test's scratch files: gone with it (nginx and supervisord keep
+    /// their directories only when a test fails).
+    fn drop(&mut self) {
+        for record in self.records.iter().flatten() {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
 impl Bench {
     fn start(name: &str, upstreams: usize, servers: usize) -> Self {
         let mut programs = Vec::new();

@@ -513,8 +513,15 @@ unsafe fn refuse_peer(
 ) {
     // A keepalive cache may have handed over an idle connection to this peer.
     if !pc.connection.is_null() {
-        // SAFETY: the connection was handed to this request by the balancer and is unused.
-        unsafe { ngx_close_connection(pc.connection) };
+        // SAFETY: the connection was handed to this request by the balancer and is unused; a
+        // kept connection owns its pool (made at its connect), freed with it as nginx does.
+        unsafe {
+            let pool = (*pc.connection).pool;
+            if !pool.is_null() {
+                ngx_destroy_pool(pool);
+            }
+            ngx_close_connection(pc.connection);
+        }
         pc.connection = ptr::null_mut();
         pc.set_cached(0);
     }
