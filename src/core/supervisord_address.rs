@@ -140,7 +140,9 @@ pub fn parse_endpoint(text: &str) -> Result<SupervisordEndpoint, AddressError> {
     let host_ok = host
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || b".-_:".contains(&byte));
-    if !host_ok || (!text.starts_with('[') && host.contains(':')) {
+    // Brackets are for an IPv6 address only (`[::1]:9001`), and an IPv6 address needs them:
+    // `[unix]:1` would be written back as the UNIX socket `unix:1`.
+    if !host_ok || text.starts_with('[') != host.contains(':') {
         return Err(AddressError::BadHost);
     }
     Ok(SupervisordEndpoint::Tcp {
@@ -239,6 +241,10 @@ mod tests {
             Err(AddressError::UnixPathNotAbsolute)
         );
         assert_eq!(parse_endpoint("None"), Err(AddressError::NoPort));
+        // Brackets hold an IPv6 address only: `[unix]:1` would be written back as a UNIX
+        // socket (found by the fuzzer).
+        assert_eq!(parse_endpoint("[unix]:1"), Err(AddressError::BadHost));
+        assert_eq!(parse_endpoint("[localhost]:9001"), Err(AddressError::BadHost));
     }
 
     #[test]
