@@ -244,7 +244,10 @@ mod tests {
         // Brackets hold an IPv6 address only: `[unix]:1` would be written back as a UNIX
         // socket (found by the fuzzer).
         assert_eq!(parse_endpoint("[unix]:1"), Err(AddressError::BadHost));
-        assert_eq!(parse_endpoint("[localhost]:9001"), Err(AddressError::BadHost));
+        assert_eq!(
+            parse_endpoint("[localhost]:9001"),
+            Err(AddressError::BadHost)
+        );
     }
 
     #[test]
