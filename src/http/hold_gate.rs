@@ -89,7 +89,9 @@ fn start_one(upstream: &'static UpstreamRuntime) {
         .enumerate()
         .map(|(index, backend)| {
             let line = upstream.conf.backends[index].line;
-            let away = upstream.conf.supervised() && upstream.host_of(index).away();
+            // Known unreachable only: at start, whichever supervisord answers its first read
+            // first must not decide where the first request's start goes (ties by order).
+            let away = upstream.conf.supervised() && upstream.supervisord_unreachable(index);
             view(backend, now).on_host(line, away)
         })
         .collect();
