@@ -4,43 +4,16 @@
 //! the lead upstream's record, its kept-alive connection, sync timer and last read error in the
 //! lead upstream's runtime. Every upstream line naming the same supervisord is a member.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::c_void;
-use std::ptr;
 
-use nginx_sys::{ngx_add_timer, ngx_connection_t, ngx_event_t};
+use nginx_sys::{ngx_add_timer, ngx_event_t};
 
+use super::line_runtime::LineRuntime;
 use super::worker::{upstream, upstreams, UpstreamRuntime};
 use crate::conf::upstream::SupervisordLine;
 use crate::shared::records::HostRecord;
 use crate::shared::ZoneLock;
 use crate::util::log::cycle_log;
-
-/// What this worker keeps of one `supervisord` line (used when the line leads its host).
-pub struct LineRuntime {
-    /// The upstream and line it belongs to, for its timers.
-    upstream: usize,
-    line: usize,
-    /// This worker's kept-alive connection to supervisord, if any.
-    pub idle_connection: Cell<*mut ngx_connection_t>,
-    /// Reads supervisord's view every `supervisord_sync_interval`.
-    pub sync_timer: UnsafeCell<ngx_event_t>,
-    /// The last error reading supervisord's view, logged once until it changes.
-    pub last_sync_error: RefCell<Option<String>>,
-}
-
-impl LineRuntime {
-    pub fn new(upstream: usize, line: usize) -> Self {
-        Self {
-            upstream,
-            line,
-            idle_connection: Cell::new(ptr::null_mut()),
-            // SAFETY: zeroed is a valid unset event.
-            sync_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-            last_sync_error: RefCell::new(None),
-        }
-    }
-}
 
 /// A supervisord host: the lead line's upstream runtime and line.
 #[derive(Clone, Copy)]
@@ -154,5 +127,44 @@ impl Host {
             upstream: upstream(runtime.upstream)?,
             line: runtime.line,
         })
+    }
+}
+
+/// The host-side questions an upstream asks of its backends.
+impl UpstreamRuntime {
+    /// The supervisord host of backend `index` .
+    pub fn host_of(&'static self, index: usize) -> Host {
+        let line = self
+            .conf
+            .backends
+            .get(index)
+            .map_or(0, |backend| backend.line);
+        Host::of_line(self, line)
+    }
+
+    /// The hosts of its `supervisord` lines, one per line.
+    pub fn hosts(&'static self) -> Vec<Host> {
+        (0..self.conf.lines.len())
+            .map(|line| Host::of_line(self, line))
+            .collect()
+    }
+
+    /// Whether another upstream of its host manages the program of backend `index` too (two
+    /// upstreams over the same programs): a command on it is news for that upstream as well.
+    pub fn program_shared_in_host(&'static self, index: usize) -> bool {
+        let backend = &self.conf.backends[index];
+        self.host_of(index).members().iter().any(|(other, line)| {
+            !std::ptr::eq(*other, self)
+                && other
+                    .conf
+                    .backends
+                    .iter()
+                    .any(|theirs| theirs.line == *line && theirs.program == backend.program)
+        })
+    }
+
+    /// Whether the supervisord of backend `index` is known unreachable (its host's fact).
+    pub fn supervisord_unreachable(&'static self, index: usize) -> bool {
+        self.host_of(index).unreachable()
     }
 }

@@ -5,6 +5,7 @@ pub mod backend_monitor;
 pub mod hold_queue;
 pub mod host;
 pub mod init_busy;
+pub mod line_runtime;
 pub mod monitor_state;
 pub mod worker;
 

@@ -14,7 +14,7 @@ use nginx_sys::{
 };
 
 use super::hold_queue::HoldQueue;
-use super::host::{Host, LineRuntime};
+use super::line_runtime::LineRuntime;
 use super::monitor_state::BackendMonitorState;
 use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
@@ -180,42 +180,6 @@ impl UpstreamRuntime {
 
     pub fn name(&self) -> &str {
         &self.conf.name
-    }
-
-    /// The supervisord host of backend `index` (`runtime::host`).
-    pub fn host_of(&'static self, index: usize) -> Host {
-        let line = self
-            .conf
-            .backends
-            .get(index)
-            .map_or(0, |backend| backend.line);
-        Host::of_line(self, line)
-    }
-
-    /// The hosts of its `supervisord` lines, one per line.
-    pub fn hosts(&'static self) -> Vec<Host> {
-        (0..self.conf.lines.len())
-            .map(|line| Host::of_line(self, line))
-            .collect()
-    }
-
-    /// Whether another upstream of its host manages the program of backend `index` too (two
-    /// upstreams over the same programs): a command on it is news for that upstream as well.
-    pub fn program_shared_in_host(&'static self, index: usize) -> bool {
-        let backend = &self.conf.backends[index];
-        self.host_of(index).members().iter().any(|(other, line)| {
-            !std::ptr::eq(*other, self)
-                && other
-                    .conf
-                    .backends
-                    .iter()
-                    .any(|theirs| theirs.line == *line && theirs.program == backend.program)
-        })
-    }
-
-    /// Whether the supervisord of backend `index` is known unreachable (its host's fact).
-    pub fn supervisord_unreachable(&'static self, index: usize) -> bool {
-        self.host_of(index).unreachable()
     }
 }
 

@@ -22,7 +22,8 @@ use crate::core::reachability::{
 };
 use crate::core::reply_limit::{method_mark, ReplySize};
 use crate::core::xmlrpc::{encode_call, Param, Value};
-use crate::runtime::host::{Host, LineRuntime};
+use crate::runtime::host::Host;
+use crate::runtime::line_runtime::LineRuntime;
 use crate::util::log::cycle_log;
 
 pub type Completion = Box<dyn FnOnce(Result<Value, CallError>)>;
