@@ -11,9 +11,9 @@ use super::control_uri::{last_segment, parse_selector, BackendSelector};
 use super::http_exchange::{parse_response, HttpError, Progress};
 use super::liveness::parse_proc_stat;
 use super::process_state::{
-    find_process_detail, names_like, parse_all_process_info, parse_process_info,
+    find_process_detail, names_like, parse_all_process_info, parse_process_info, process_named,
+    running_for_s,
 };
-use super::reconcile_plan::{observed_pids, observed_states};
 use super::scaling::{parse_scale_up, ScalePolicy, Target, MIN_TICK_MS};
 use super::start_watch::fault_means_exit;
 use super::supervisord_address::{parse_credentials, parse_endpoint, Credentials};
@@ -53,10 +53,11 @@ pub fn xmlrpc_reply(data: &[u8]) {
 
 fn read_reply_value(value: &Value) {
     if let Ok(processes) = parse_all_process_info(value) {
-        let _ = observed_states(&processes, "backend", 3);
-        let _ = observed_pids(&processes, "web:web_", 3);
+        let _ = process_named(&processes, "backend0");
+        let _ = process_named(&processes, "web:web_1");
         let _ = names_like("backend0", &processes);
     }
+    let _ = running_for_s(value, "backend0");
     if let Ok(detail) = parse_process_info(value) {
         let _ = detail.reason();
     }

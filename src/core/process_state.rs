@@ -285,6 +285,26 @@ mod tests {
     }
 
     #[test]
+    fn programs_are_matched_by_their_full_name() {
+        let processes = vec![
+            ProcessInfo {
+                full_name: "web:web_1".into(),
+                state: ProcessState::Running,
+                pid: 7,
+            },
+            ProcessInfo {
+                full_name: "web:web_10".into(),
+                state: ProcessState::Fatal,
+                pid: 0,
+            },
+        ];
+        assert_eq!(process_named(&processes, "web:web_0"), None);
+        let web_1 = process_named(&processes, "web:web_1").unwrap();
+        assert_eq!((web_1.state, web_1.pid), (ProcessState::Running, 7));
+        assert_eq!(process_named(&processes, "web_1"), None);
+    }
+
+    #[test]
     fn tells_how_long_a_program_has_been_running_by_supervisord_s_clock() {
         let info = |name: &str, pid: i64, start: i64, now: i64| {
             Value::Struct(vec![

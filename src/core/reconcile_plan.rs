@@ -11,7 +11,7 @@
 //! start made outside nginx, supervisord's own autorestart.
 
 use super::backend_status::BackendStatus;
-use super::process_state::{program_name, ProcessInfo, ProcessState};
+use super::process_state::ProcessState;
 use super::start_watch::sync_fails_start;
 
 /// One backend as the reply finds it.
@@ -150,37 +150,6 @@ pub fn reconciled_status(backend: &BackendAtReply) -> Option<BackendStatus> {
         _ => BackendStatus::Down,
     };
     (implied != current).then_some(implied)
-}
-
-/// The state supervisord reports for each backend's program (`prefix` + index).
-pub fn observed_states(
-    processes: &[ProcessInfo],
-    prefix: &str,
-    backend_count: usize,
-) -> Vec<Option<ProcessState>> {
-    (0..backend_count)
-        .map(|index| {
-            let program = program_name(prefix, index);
-            processes
-                .iter()
-                .find(|process| process.full_name == program)
-                .map(|process| process.state)
-        })
-        .collect()
-}
-
-/// The process id supervisord reports for each backend's program (0: not running, or no such
-/// program).
-pub fn observed_pids(processes: &[ProcessInfo], prefix: &str, backend_count: usize) -> Vec<i64> {
-    (0..backend_count)
-        .map(|index| {
-            let program = program_name(prefix, index);
-            processes
-                .iter()
-                .find(|process| process.full_name == program)
-                .map_or(0, |process| process.pid)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -388,27 +357,6 @@ mod tests {
                 to: Down
             }]
         );
-    }
-
-    #[test]
-    fn programs_are_matched_by_their_full_name() {
-        let processes = vec![
-            ProcessInfo {
-                full_name: "web:web_1".into(),
-                state: ProcessState::Running,
-                pid: 7,
-            },
-            ProcessInfo {
-                full_name: "web:web_10".into(),
-                state: ProcessState::Fatal,
-                pid: 0,
-            },
-        ];
-        assert_eq!(
-            observed_states(&processes, "web:web_", 2),
-            vec![None, Some(ProcessState::Running)]
-        );
-        assert_eq!(observed_pids(&processes, "web:web_", 2), vec![0, 7]);
     }
 }
 
