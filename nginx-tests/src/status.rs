@@ -52,9 +52,10 @@ pub struct Stops {
     pub balancer: u64,
 }
 
-/// Starts that ended up, and how long they took in total.
+/// How many times something took a while (a cold start, a start until ready), and how long in
+/// total.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct ColdStarts {
+pub struct Timings {
     pub count: u64,
     pub sum: u64,
 }
@@ -72,7 +73,10 @@ pub struct BackendStatus {
     pub starts: Starts,
     pub stops: Stops,
     pub failed_starts: u64,
-    pub cold_start_ms: ColdStarts,
+    /// From the first request held while none was to its first response header.
+    pub cold_start_ms: Timings,
+    /// From a start nginx sent to the backend accepting connections.
+    pub ready_ms: Timings,
     /// Shutting down, waiting for its requests in flight.
     pub draining: bool,
     /// Left of its start backoff, if it waits one out.
@@ -142,7 +146,7 @@ mod tests {
         let figures = "\"requests\":7,\
                        \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
                        \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
-                       \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
+                       \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\"ready_ms\":{\"count\":1,\"sum\":300},\
                        \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":true";
         let body = format!(
             "{{\"upstreams\":[{{\"name\":\"backend\",\"supervisord\":\"127.0.0.1:9001\",\
@@ -187,7 +191,8 @@ mod tests {
                     ..Stops::default()
                 },
                 failed_starts: 3,
-                cold_start_ms: ColdStarts { count: 1, sum: 420 },
+                cold_start_ms: Timings { count: 1, sum: 420 },
+                ready_ms: Timings { count: 1, sum: 300 },
                 draining: false,
                 backoff_left_ms: Some(1500),
                 idle_ms: None,
@@ -213,7 +218,7 @@ mod tests {
              {\"index\":0,\"server\":\"s\",\"program\":null,\"status\":\"sleeping\",\"in_flight\":0,\
              \"requests\":0,\"starts\":{\"on_demand\":0,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
              \"stops\":{\"by_hand\":0,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
-             \"failed_starts\":0,\"cold_start_ms\":{\"count\":0,\"sum\":0}}]}]}"
+             \"failed_starts\":0,\"cold_start_ms\":{\"count\":0,\"sum\":0},\"ready_ms\":{\"count\":0,\"sum\":0}}]}]}"
         )
         .is_err());
     }

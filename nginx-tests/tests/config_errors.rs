@@ -507,7 +507,7 @@ fn refuses_scaling_mistakes() {
             .upstream(upstream(directives))
             .server(Server::on(8080).location("/", "proxy_pass http://backend;"))
     };
-    let cases: [(&[&str], &str, &str); 6] = [
+    let cases: [(&[&str], &str, &str); 7] = [
         (
             &["supervisord_min_servers 3"],
             "upstream backend",
@@ -527,6 +527,11 @@ fn refuses_scaling_mistakes() {
             &["supervisord_scale_up in_flight=0"],
             "supervisord_scale_up",
             "supervisord_scale_up: invalid in_flight \"0\"",
+        ),
+        (
+            &["supervisord_scale_up in_flight=1.005"],
+            "supervisord_scale_up",
+            "supervisord_scale_up: invalid in_flight \"1.005\": expected a number from 0.01 to 1000000, with at most two decimals",
         ),
         (
             &["supervisord_scale_up rate=5 window=10ms"],

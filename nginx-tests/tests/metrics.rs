@@ -133,8 +133,9 @@ fn the_metrics_page_parses_and_counts_what_happened() {
         0.0
     );
 
-    // One cold start with a held request, then direct requests, then a stop by hand.
-    let first = nginx.get("/");
+    // One cold start with a held request that the backend answers in 400 ms, then direct
+    // requests, then a stop by hand.
+    let first = nginx.get("/slow/400");
     assert_eq!(first.status, 200, "{first:?}");
     let direct = 4;
     for _ in 0..direct {
@@ -199,8 +200,17 @@ fn the_metrics_page_parses_and_counts_what_happened() {
     );
     let cold_start = backend0("ngx_supervisord_backend_cold_start_seconds_sum", &[]);
     assert!(
-        (0.25..10.0).contains(&cold_start),
-        "cold start took {cold_start} s; the program listens after 300 ms"
+        (0.65..10.0).contains(&cold_start),
+        "cold start took {cold_start} s; the program listens after 300 ms, answers in 400 ms"
+    );
+    assert_eq!(
+        backend0("ngx_supervisord_backend_ready_seconds_count", &[]),
+        1.0
+    );
+    let ready = backend0("ngx_supervisord_backend_ready_seconds_sum", &[]);
+    assert!(
+        (0.25..10.0).contains(&ready) && ready + 0.35 <= cold_start,
+        "ready after {ready} s, cold start {cold_start} s"
     );
     // Backend 1 was never used.
     let backend1 = |name: &str| value(&samples, name, &[("backend", "1")]);
@@ -212,8 +222,10 @@ fn the_metrics_page_parses_and_counts_what_happened() {
     let upstream = |name: &str| value(&samples, name, &[("upstream", "backend")]);
     assert_eq!(upstream("ngx_supervisord_upstream_hold_seconds_count"), 1.0);
     let held_for = upstream("ngx_supervisord_upstream_hold_seconds_sum");
+    // Held until the backend was ready, then answered: the hold and the backend's answer
+    // add up to the cold start.
     assert!(
-        (0.25..10.0).contains(&held_for) && held_for <= cold_start + 0.05,
+        (0.25..10.0).contains(&held_for) && held_for + 0.35 <= cold_start,
         "held {held_for} s, cold start {cold_start} s"
     );
     assert_eq!(upstream("ngx_supervisord_upstream_held"), 0.0);
@@ -235,6 +247,8 @@ fn the_metrics_page_parses_and_counts_what_happened() {
     assert_eq!(b0.failed_starts, 0);
     assert_eq!(b0.cold_start_ms.count, 1);
     assert_eq!(b0.cold_start_ms.sum, (cold_start * 1000.0).round() as u64);
+    assert_eq!(b0.ready_ms.count, 1);
+    assert_eq!(b0.ready_ms.sum, (ready * 1000.0).round() as u64);
     assert_eq!(json.backends[1].requests, 0);
     // One line per step in the error log.
     let log = nginx.error_log();

@@ -170,9 +170,14 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
         1,
         "{log}"
     );
+    // The two the load asked for (8 in flight, 2 per backend: 4 wanted, 3 at most), started
+    // as the window's mean asked for them, both for load.
     assert_eq!(
-        lines("requests in flight per backend over 1000 ms (target 2, 1 up); starting it")
-            + lines("requests in flight per backend over 1000 ms (target 2, 2 up); starting it"),
+        log.lines()
+            .filter(|line| line.contains(": load ")
+                && line.contains(" requests in flight over 1000 ms, target 2 per backend: ")
+                && line.ends_with("; starting it"))
+            .count(),
         2,
         "{log}"
     );
@@ -336,5 +341,65 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     );
     assert!(supervisord.log().contains("stopped: backend2"));
     assert!(supervisord.log().contains("stopped: backend1"));
+    nginx.assert_clean_log();
+}
+
+/// Backends that take 1.5 s to listen (longer than the window) under a load that needs two:
+/// the one starting counts as the capacity it brings, and no third is started, neither while
+/// it starts nor once it is UP.
+#[test]
+fn a_slow_starter_under_a_load_that_needs_two_never_gets_a_third() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let programs: Vec<Program> = ports
+        .iter()
+        .enumerate()
+        .map(|(index, port)| {
+            Program::backend_with(&format!("backend{index}"), *port, 0, "--listen-after 1500")
+        })
+        .collect();
+    let supervisord = Supervisord::start("scale-slow", &programs, "");
+    let nginx = nginx_with_controls(
+        "scale-slow",
+        &ports,
+        &supervisord,
+        &[
+            "supervisord_min_servers 1",
+            "supervisord_max_servers 4",
+            "supervisord_scale_up in_flight=4 window=1s",
+        ],
+    );
+    assert!(eventually(10, || up_count(&nginx) == 1));
+    // 6 clients: at most 6 in flight, ceil(6 / 4) = 2 backends.
+    let load = Load::start(nginx.port, 6, "/slow/100");
+    let running = |nginx: &Nginx| {
+        nginx
+            .backend_statuses()
+            .iter()
+            .filter(|status| matches!(status, Status::Up | Status::StartingUp))
+            .count()
+    };
+    let mut seen = Vec::new();
+    assert!(
+        eventually(15, || {
+            seen.push(running(&nginx));
+            up_count(&nginx) == 2
+        }),
+        "{seen:?}"
+    );
+    // Four more windows of the same load, watched all along: still two.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        seen.push(running(&nginx));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers = load.finish();
+    assert!(seen.iter().all(|running| *running <= 2), "{seen:?}");
+    assert!(answers.len() >= 50, "{}", answers.len());
+    assert!(answers.iter().all(|status| *status == 200));
+    assert_eq!(supervisord.spawns("backend1"), 1);
+    assert_eq!(supervisord.spawns("backend2"), 0);
+    assert_eq!(supervisord.spawns("backend3"), 0);
+    let log = nginx.error_log();
+    assert_eq!(log.matches("; starting it").count(), 2, "{log}");
     nginx.assert_clean_log();
 }

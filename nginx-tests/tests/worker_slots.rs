@@ -228,9 +228,37 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
 
     // Each killed worker reported once, with what it counted (the line comes once its shares
     // are taken off, a moment after the counts drop).
-    assert!(eventually(10, || gone_workers(&nginx.error_log()).len()
-        >= workers.len()));
+    let reported = eventually(10, || {
+        gone_workers(&nginx.error_log()).len() >= workers.len()
+    });
     let gone = gone_workers(&nginx.error_log());
+    if !reported {
+        // What the log says of the workers never reported, to tell a lost line from a slot
+        // never freed.
+        let log = nginx.error_log();
+        let missing: Vec<&u32> = workers
+            .iter()
+            .filter(|pid| !gone.contains_key(pid))
+            .collect();
+        let about: Vec<&str> = log
+            .lines()
+            .filter(|line| {
+                missing.iter().any(|pid| line.contains(&format!(" {pid} ")))
+                    || line.contains("[warn]")
+                    || line.contains("[crit]")
+                    || line.contains("[alert]")
+            })
+            .collect();
+        panic!(
+            "{} of {} killed workers reported; missing {missing:?}; held {}, in flight {}; \
+             their lines:\n{}",
+            gone.len(),
+            workers.len(),
+            held(&nginx),
+            in_flight(&nginx),
+            about.join("\n")
+        );
+    }
     assert_eq!(gone.keys().copied().collect::<BTreeSet<u32>>(), workers);
     let (gone_held, gone_in_flight) = gone.values().fold((0, 0), |(h, f), (held, in_flight)| {
         (h + held, f + in_flight)

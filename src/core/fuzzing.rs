@@ -14,7 +14,7 @@ use super::process_state::{
     find_process_detail, names_like, parse_all_process_info, parse_process_info, process_named,
     running_for_s,
 };
-use super::scaling::{parse_scale_up, ScalePolicy, Target, MIN_TICK_MS};
+use super::scaling::{decimal, parse_scale_up, ScalePolicy, MAX_TARGET_HUNDREDTHS, MIN_TICK_MS};
 use super::start_watch::fault_means_exit;
 use super::supervisord_address::{parse_credentials, parse_endpoint, Credentials};
 use super::xmlrpc::{parse_method_response, MethodResponse, Value, MAX_DEPTH};
@@ -202,9 +202,9 @@ pub fn supervisord_address(data: &[u8]) {
 /// The arguments of `supervisord_scale_up`, one a line. nginx parses times itself; a stand-in
 /// with nginx's units reads `window=`.
 ///
-/// Invariants: no panic; an accepted rule has a target from 1 to 1,000,000 and a window of at
-/// least the shortest tick, and the tick it implies is no shorter than the shortest
-/// and no longer than the window.
+/// Invariants: no panic; an accepted rule has a target from 0.01 to 1,000,000 (written back
+/// as a decimal, it reads the same) and a window of at least the shortest tick, and the tick
+/// it implies is no shorter than the shortest and no longer than the window.
 pub fn scale_up_args(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let words: Vec<&str> = if text.is_empty() {
@@ -215,8 +215,15 @@ pub fn scale_up_args(data: &[u8]) {
     let Ok(scale_up) = parse_scale_up(&words, time_ms) else {
         return;
     };
-    let (Target::InFlight(target) | Target::Rate(target)) = scale_up.target;
-    assert!((1..=1_000_000).contains(&target));
+    let target = scale_up.target.hundredths();
+    assert!((1..=MAX_TARGET_HUNDREDTHS).contains(&target));
+    // Written back as a decimal, the target reads the same.
+    let (name, _) = words
+        .iter()
+        .find_map(|word| word.split_once('=').filter(|(n, _)| *n != "window"))
+        .unwrap();
+    let again = parse_scale_up(&[&format!("{name}={}", decimal(target))], time_ms).unwrap();
+    assert_eq!(again.target, scale_up.target);
     assert!(scale_up.window_ms >= MIN_TICK_MS);
     let policy = ScalePolicy {
         min_servers: 0,

@@ -20,7 +20,11 @@ pub struct BackendFigures<'a> {
     pub requests: u64,
     /// Per `BackendEvent` (indexed by its `slot()`), how many times it happened.
     pub events: [u64; BackendEvent::COUNT],
-    /// Starts that ended UP, and the milliseconds they took in total.
+    /// Starts that ended UP (accepting connections), and the milliseconds they took in total.
+    pub readies: u64,
+    pub ready_ms_sum: u64,
+    /// Cold starts (first held request's arrival to its first response header), and the
+    /// milliseconds they took in total.
     pub cold_starts: u64,
     pub cold_start_ms_sum: u64,
     /// The address of its supervisord (`None` without one).
@@ -125,6 +129,32 @@ fn backend_family<F>(
                 labels.extend(extra);
                 sample(out, name, &labels, &value);
             }
+        }
+    }
+}
+
+/// Writes one summary of milliseconds per backend as seconds: `figures` gives each backend's
+/// (count, total milliseconds).
+fn summary_family<F>(
+    out: &mut String,
+    upstreams: &[UpstreamFigures<'_>],
+    (name, help): (&str, &str),
+    figures: F,
+) where
+    F: Fn(&BackendFigures<'_>) -> (u64, u64),
+{
+    family(out, name, "summary", help);
+    for upstream in upstreams {
+        for (index, backend) in upstream.backends.iter().enumerate() {
+            let index = index.to_string();
+            let labels = [
+                ("upstream", upstream.name),
+                ("backend", index.as_str()),
+                ("server", backend.server),
+            ];
+            let (count, sum_ms) = figures(backend);
+            sample(out, &format!("{name}_sum"), &labels, &seconds(sum_ms));
+            sample(out, &format!("{name}_count"), &labels, &count.to_string());
         }
     }
 }
@@ -249,34 +279,25 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
         ),
         |backend| one(backend.events[BackendEvent::StartFailed.slot()]),
     );
-    family(
+    summary_family(
         &mut out,
-        "backend_cold_start_seconds",
-        "summary",
-        "Time from a start nginx sent to the backend accepting connections.",
+        upstreams,
+        (
+            "backend_cold_start_seconds",
+            "Time from the arrival of the first request held while no backend was up to the \
+             first response header it got from the backend.",
+        ),
+        |backend| (backend.cold_starts, backend.cold_start_ms_sum),
     );
-    for upstream in upstreams {
-        for (index, backend) in upstream.backends.iter().enumerate() {
-            let index = index.to_string();
-            let labels = [
-                ("upstream", upstream.name),
-                ("backend", index.as_str()),
-                ("server", backend.server),
-            ];
-            sample(
-                &mut out,
-                "backend_cold_start_seconds_sum",
-                &labels,
-                &seconds(backend.cold_start_ms_sum),
-            );
-            sample(
-                &mut out,
-                "backend_cold_start_seconds_count",
-                &labels,
-                &backend.cold_starts.to_string(),
-            );
-        }
-    }
+    summary_family(
+        &mut out,
+        upstreams,
+        (
+            "backend_ready_seconds",
+            "Time from a start nginx sent to the backend accepting connections.",
+        ),
+        |backend| (backend.readies, backend.ready_ms_sum),
+    );
     upstream_family(
         &mut out,
         upstreams,
@@ -393,6 +414,8 @@ mod tests {
             in_flight: 0,
             requests: 0,
             events: [0; BackendEvent::COUNT],
+            readies: 0,
+            ready_ms_sum: 0,
             cold_starts: 0,
             cold_start_ms_sum: 0,
             supervisord: None,
@@ -423,6 +446,8 @@ mod tests {
         first.events[BackendEvent::StartFailed.slot()] = 4;
         first.cold_starts = 2;
         first.cold_start_ms_sum = 1500;
+        first.readies = 2;
+        first.ready_ms_sum = 620;
         first.supervisord = Some("127.0.0.2:9001");
         let upstreams = [
             UpstreamFigures {
@@ -466,6 +491,8 @@ mod tests {
             format!("ngx_supervisord_backend_failed_starts_total{{{app0}}} 4"),
             format!("ngx_supervisord_backend_cold_start_seconds_sum{{{app0}}} 1.500"),
             format!("ngx_supervisord_backend_cold_start_seconds_count{{{app0}}} 2"),
+            format!("ngx_supervisord_backend_ready_seconds_sum{{{app0}}} 0.620"),
+            format!("ngx_supervisord_backend_ready_seconds_count{{{app0}}} 2"),
             "ngx_supervisord_upstream_held{upstream=\"app\"} 1".to_string(),
             "ngx_supervisord_upstream_hold_seconds_sum{upstream=\"app\"} 0.250".to_string(),
             "ngx_supervisord_upstream_hold_seconds_count{upstream=\"app\"} 6".to_string(),
@@ -496,7 +523,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(families.len(), 14);
+        assert_eq!(families.len(), 15);
         assert_eq!(page.matches("# HELP ").count(), families.len());
         assert!(page.ends_with('\n'));
     }

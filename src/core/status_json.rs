@@ -11,7 +11,11 @@ pub struct BackendView<'a> {
     pub requests: u64,
     /// Per `BackendEvent` (indexed by its `slot()`), how many times it happened.
     pub events: [u64; BackendEvent::COUNT],
-    /// Starts that ended UP, and the milliseconds they took in total.
+    /// Starts that ended UP (accepting connections), and the milliseconds they took in total.
+    pub readies: u64,
+    pub ready_ms_sum: u64,
+    /// Cold starts (first held request's arrival to its first response header), and the
+    /// milliseconds they took in total.
     pub cold_starts: u64,
     pub cold_start_ms_sum: u64,
     /// Left of its start backoff, if it waits one out.
@@ -78,7 +82,8 @@ pub fn render_upstream(
                 format!(
                 "{{\"index\":{index},\"server\":{},\"program\":{},\"status\":{},\"in_flight\":{},\
                  \"requests\":{},\"starts\":{},\"stops\":{},\"failed_starts\":{},\
-                 \"cold_start_ms\":{{\"count\":{},\"sum\":{}}},\"draining\":{},\
+                 \"cold_start_ms\":{{\"count\":{},\"sum\":{}}},\
+                 \"ready_ms\":{{\"count\":{},\"sum\":{}}},\"draining\":{},\
                  \"backoff_left_ms\":{},\"idle_ms\":{},\"started_here\":{},\
                  \"supervisord\":{},\"supervisord_reachable\":{}}}",
                 json_string(backend.server),
@@ -91,6 +96,8 @@ pub fn render_upstream(
                 backend.events[BackendEvent::StartFailed.slot()],
                 backend.cold_starts,
                 backend.cold_start_ms_sum,
+                backend.readies,
+                backend.ready_ms_sum,
                 // A stop waits for the requests in flight before supervisord is asked.
                 backend.status == BackendStatus::ShuttingDown && backend.in_flight > 0,
                 optional(backend.backoff_left_ms),
@@ -138,6 +145,8 @@ mod tests {
                     events[BackendEvent::StartFailed.slot()] = 3;
                     events
                 },
+                readies: 1,
+                ready_ms_sum: 300,
                 cold_starts: 1,
                 cold_start_ms_sum: 420,
                 backoff_left_ms: Some(1500),
@@ -157,6 +166,7 @@ mod tests {
              \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
              \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\
              \"failed_starts\":3,\"cold_start_ms\":{\"count\":1,\"sum\":420},\
+             \"ready_ms\":{\"count\":1,\"sum\":300},\
              \"draining\":false,\"backoff_left_ms\":1500,\"idle_ms\":null,\"started_here\":false,\
              \"supervisord\":\"127.0.0.1:9001\",\"supervisord_reachable\":false}]}"
         );

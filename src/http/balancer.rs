@@ -552,6 +552,8 @@ unsafe extern "C" fn free_peer(
         context.last_failure_cached = pc.cached() != 0;
     }
     if backend != NO_BACKEND {
+        // SAFETY: as above.
+        unsafe { hold_gate::note_response_header(context.request, upstream, backend) };
         let shared_backend = upstream.shared().backend(backend);
         shared_backend.request_finished();
         shared_backend.note_request_end(now_ms());

@@ -18,8 +18,8 @@ use std::ptr::addr_of_mut;
 use nginx_sys::{
     ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_handle_write_event, ngx_http_core_run_phases,
     ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_test_reading, ngx_int_t, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
-    ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY,
+    ngx_http_test_reading, ngx_int_t, ngx_msec_t, ngx_pool_cleanup_add, ngx_post_event,
+    ngx_posted_events, ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_BAD_GATEWAY,
     NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{
@@ -234,7 +234,7 @@ pub(super) fn enqueue<'r>(
     place: &str,
 ) -> Result<&'r mut HeldRequest, ngx_int_t> {
     let limit = upstream.conf.hold_limit();
-    if !upstream.shared().try_hold(limit) {
+    let Some(first) = upstream.shared().try_hold(limit) else {
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
             request.log(),
@@ -247,7 +247,7 @@ pub(super) fn enqueue<'r>(
             NGX_HTTP_SERVICE_UNAVAILABLE,
             RETRY_AFTER,
         ));
-    }
+    };
     // SAFETY: a non-null record lives in the request's pool, as long as the request; only this
     // thread touches it.
     let Some(held) = (unsafe { held_request(request, upstream).as_mut() }) else {
@@ -256,6 +256,9 @@ pub(super) fn enqueue<'r>(
     };
     held.failures_seen = failures_seen;
     held.hold_began_ms = now_ms();
+    if first && held.holds_ended == 0 {
+        held.cold_start_from_ms = Some(held.hold_began_ms);
+    }
     upstream.held.push(held);
     ngx::ngx_log_debug!(
         request.log(),
@@ -335,7 +338,12 @@ pub unsafe fn reserve_hold_again(
     let request = unsafe { Request::from_ngx_http_request(r) };
     let gate_phase = gate_phase(r)?;
     let held = held_request(request, upstream);
-    if held.is_null() || !upstream.shared().try_hold(upstream.conf.hold_limit()) {
+    if held.is_null()
+        || upstream
+            .shared()
+            .try_hold(upstream.conf.hold_limit())
+            .is_none()
+    {
         return None;
     }
     // SAFETY: a non-null record lives in the request's pool.
@@ -497,6 +505,48 @@ pub fn note_backend(r: *mut ngx_http_request_t, upstream: &'static UpstreamRunti
     if let Some(record) = unsafe { held_request(request, upstream).as_mut() } {
         record.backend = Some(index);
     }
+}
+
+/// The first response header `r` got from backend `index` ends a cold start it began (the
+/// first request held while none was): its time from the hold's start is the backend's.
+///
+/// # Safety
+/// `r` must be live, with its upstream, whose peer the balancer is handing back.
+pub unsafe fn note_response_header(
+    r: *mut ngx_http_request_t,
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+) {
+    // SAFETY: caller's contract.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool.
+    let Some(record) = (unsafe { held_context(request).as_mut() }) else {
+        return;
+    };
+    let Some(from_ms) = record.cold_start_from_ms else {
+        return;
+    };
+    // SAFETY: caller's contract: the upstream and its state (the attempt's) are live.
+    let Some(state) = (unsafe { (*(*r).upstream).state.as_ref() }) else {
+        return;
+    };
+    if state.header_time == ngx_msec_t::MAX {
+        // No header from this attempt (refused, reset, timed out): the next one may have it.
+        return;
+    }
+    // SAFETY: as above.
+    let attempt_began = unsafe { (*(*r).upstream).start_time };
+    let header_at = attempt_began.wrapping_add(state.header_time) as u64;
+    let took_ms = header_at.saturating_sub(from_ms);
+    record.cold_start_from_ms = None;
+    upstream.shared().backend(index).note_cold_start(took_ms);
+    ngx::ngx_log_debug!(
+        request.log(),
+        "supervisord: upstream \"{}\" backend {}: cold start: first held request's first response header {} ms after it arrived",
+        upstream.name(),
+        index,
+        took_ms
+    );
 }
 
 /// What the log variables show of `r`: how long it was held in all (`None`: never), and the

@@ -45,12 +45,15 @@ fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
             .map(|(index, backend)| {
                 let record = shared.backend(index);
                 let (cold_starts, cold_start_ms_sum) = record.cold_starts();
+                let (readies, ready_ms_sum) = record.readies();
                 BackendFigures {
                     server: &backend.name,
                     status: record.status(),
                     in_flight: record.in_flight(),
                     requests: record.requests(),
                     events: BackendEvent::ALL.map(|event| record.events(event)),
+                    readies,
+                    ready_ms_sum,
                     cold_starts,
                     cold_start_ms_sum,
                     supervisord: conf.supervised().then(|| upstream.host_of(index).display()),

@@ -38,6 +38,8 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
             in_flight: shared.backend(index).in_flight(),
             requests: shared.backend(index).requests(),
             events: BackendEvent::ALL.map(|event| shared.backend(index).events(event)),
+            readies: shared.backend(index).readies().0,
+            ready_ms_sum: shared.backend(index).readies().1,
             cold_starts: shared.backend(index).cold_starts().0,
             cold_start_ms_sum: shared.backend(index).cold_starts().1,
             backoff_left_ms: shared.backend(index).start_backoff().wait_left_ms(now),

@@ -39,6 +39,9 @@ pub struct HeldRequest {
     pub held_ms: u64,
     /// The backend the balancer last picked for it (`$supervisord_backend`).
     pub backend: Option<usize>,
+    /// The first request held while no request of its upstream was (in any worker): when its
+    /// hold began, until it gets its first response header from a backend (the cold start).
+    pub cold_start_from_ms: Option<u64>,
     /// Held by its balancer's peer.init (nginx patched with init_busy), not by the gate: it
     /// goes on, or is answered, through the patch's resume.
     pub paused_in_peer_init: bool,
@@ -67,6 +70,7 @@ impl HeldRequest {
             holds_ended: 0,
             held_ms: 0,
             backend: None,
+            cold_start_from_ms: None,
             paused_in_peer_init: false,
             // SAFETY: zeroed is a valid unset event.
             deadline: unsafe { std::mem::zeroed() },

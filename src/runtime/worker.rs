@@ -121,7 +121,7 @@ impl UpstreamRuntime {
         let backend = self.shared().backend(index);
         match *action {
             Action::Count(event) => backend.count_event(event),
-            Action::ColdStart { took_ms } => backend.note_cold_start(took_ms),
+            Action::Ready { took_ms } => backend.note_ready(took_ms),
             Action::WakeHeld => self.wake_held_now(),
             _ => return false,
         }

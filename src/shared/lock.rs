@@ -173,7 +173,7 @@ impl ZoneLock<'_> {
         slot.at_ms.store(sample.at_ms, Ordering::Relaxed);
         slot.in_flight.store(sample.in_flight, Ordering::Relaxed);
         slot.requests.store(sample.requests, Ordering::Relaxed);
-        slot.up.store(sample.up, Ordering::Relaxed);
+        slot.held.store(sample.held, Ordering::Relaxed);
         self.upstream
             .load_samples_taken
             .store(taken as u64 + 1, Ordering::Release);

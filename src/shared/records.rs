@@ -142,7 +142,12 @@ pub struct SharedBackend {
     pub(super) last_request_end: AtomicU64,
     /// Per `BackendEvent`, how many times it happened.
     pub(super) events: [AtomicU64; BackendEvent::COUNT],
-    /// Starts that ended UP, and the time they took in total (from the start command).
+    /// Starts that ended UP (accepting connections), and the time they took in total (from
+    /// the start command).
+    pub(super) readies: AtomicU64,
+    pub(super) ready_ms_sum: AtomicU64,
+    /// Cold starts: the first request held while no backend was UP, from its arrival to the
+    /// first response header it got from this backend; how many, and their total.
     pub(super) cold_starts: AtomicU64,
     pub(super) cold_start_ms_sum: AtomicU64,
 }
@@ -216,6 +221,11 @@ impl SharedBackend {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// When it last came UP (0: never).
+    pub fn up_since(&self) -> u64 {
+        self.up_since.load(Ordering::Acquire)
+    }
+
     /// Since when it has had no request: its last one's end, or its coming UP if later.
     pub fn idle_since(&self) -> u64 {
         self.last_request_end
@@ -231,13 +241,28 @@ impl SharedBackend {
         self.events[event.slot()].load(Ordering::Relaxed)
     }
 
-    /// A start that ended UP after `took_ms`.
+    /// A start that ended UP (accepting connections) `took_ms` after it was sent.
+    pub fn note_ready(&self, took_ms: u64) {
+        self.ready_ms_sum.fetch_add(took_ms, Ordering::Relaxed);
+        self.readies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts that ended UP, and the milliseconds they took in total.
+    pub fn readies(&self) -> (u64, u64) {
+        (
+            self.readies.load(Ordering::Relaxed),
+            self.ready_ms_sum.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A cold start's first held request got its first response header `took_ms` after it
+    /// arrived.
     pub fn note_cold_start(&self, took_ms: u64) {
         self.cold_start_ms_sum.fetch_add(took_ms, Ordering::Relaxed);
         self.cold_starts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Starts that ended UP, and the milliseconds they took in total.
+    /// Cold starts, and the milliseconds they took in total.
     pub fn cold_starts(&self) -> (u64, u64) {
         (
             self.cold_starts.load(Ordering::Relaxed),
@@ -344,7 +369,7 @@ pub struct LoadSampleSlot {
     pub(super) at_ms: AtomicU64,
     pub(super) in_flight: AtomicU64,
     pub(super) requests: AtomicU64,
-    pub(super) up: AtomicU64,
+    pub(super) held: AtomicU64,
 }
 
 impl SharedUpstream {
@@ -364,14 +389,16 @@ impl SharedUpstream {
     }
 
     /// Counts one more held request unless `limit` are held already.
-    pub fn try_hold(&self, limit: u64) -> bool {
+    /// Counts one more request held, within `limit`: `None` when there is no room, otherwise
+    /// whether it is the first (no request of the upstream was held in any worker).
+    pub fn try_hold(&self, limit: u64) -> Option<bool> {
         let before = self.held.fetch_add(1, Ordering::AcqRel);
         if before >= limit as i64 {
             self.held.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return None;
         }
         self.slot_held(own_slot()).fetch_add(1, Ordering::AcqRel);
-        true
+        Some(before <= 0)
     }
 
     pub fn release_hold(&self) {
@@ -465,7 +492,7 @@ impl SharedUpstream {
                     at_ms: slot.at_ms.load(Ordering::Relaxed),
                     in_flight: slot.in_flight.load(Ordering::Relaxed),
                     requests: slot.requests.load(Ordering::Relaxed),
-                    up: slot.up.load(Ordering::Relaxed),
+                    held: slot.held.load(Ordering::Relaxed),
                 }
             })
             .collect()

@@ -370,6 +370,8 @@ unsafe fn find_or_create(
                 requests: AtomicU64::new(0),
                 last_request_end: AtomicU64::new(0),
                 events: Default::default(),
+                readies: AtomicU64::new(0),
+                ready_ms_sum: AtomicU64::new(0),
                 cold_starts: AtomicU64::new(0),
                 cold_start_ms_sum: AtomicU64::new(0),
             })

@@ -1,7 +1,7 @@
 //! Scaling: every tick (`ScalePolicy::tick_ms`), one worker (whichever takes the tick's turn in
-//! the shared zone) samples the upstream's load into the shared ring and carries out the one
-//! action `core::scaling::decide` takes: start a backend (the minimum, or load), or drain and
-//! stop one (idle, light load). Starts count for the start backoff like on-demand starts, so a
+//! the shared zone) samples the upstream's load into the shared ring and carries out the
+//! actions `core::scaling::decide` takes: start the backends the minimum and the load ask for,
+//! all at once, or drain and stop one (idle, light load). Starts count for the start backoff like on-demand starts, so a
 //! program that exits at start-up is not started again and again to reach the minimum.
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
@@ -11,8 +11,8 @@ use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::machine::{Action, Event};
 use crate::core::scaling::{
-    decide, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause,
-    Target,
+    decide, decimal, desired_count, window_load, BackendNow, Sample, ScaleAction, ScalePolicy,
+    StartCause, StopCause,
 };
 use crate::core::start_watch::PendingStart;
 use crate::runtime::{Host, UpstreamRuntime};
@@ -60,77 +60,110 @@ fn tick(upstream: &'static UpstreamRuntime, policy: &ScalePolicy, now: u64) {
         .backends()
         .iter()
         .enumerate()
-        .map(|(index, backend)| BackendNow {
-            status: backend.status(),
-            backoff_left_ms: backend.start_backoff().wait_left_ms(now),
-            program_missing: backend.program_missing(),
-            idle_ms: now.saturating_sub(backend.idle_since()),
-            in_flight: backend.in_flight(),
-            stoppable: backend.started_here() || !upstream.conf.supervised(),
-            host: upstream.conf.backends[index].line,
-            host_away: upstream.conf.supervised() && upstream.host_of(index).away(),
+        .map(|(index, backend)| {
+            let status = backend.status();
+            BackendNow {
+                status,
+                backoff_left_ms: backend.start_backoff().wait_left_ms(now),
+                program_missing: backend.program_missing(),
+                idle_ms: now.saturating_sub(backend.idle_since()),
+                up_ms: if status == BackendStatus::Up {
+                    now.saturating_sub(backend.up_since())
+                } else {
+                    0
+                },
+                in_flight: backend.in_flight(),
+                stoppable: backend.started_here() || !upstream.conf.supervised(),
+                host: upstream.conf.backends[index].line,
+                host_away: upstream.conf.supervised() && upstream.host_of(index).away(),
+            }
         })
         .collect();
-    let up = backends
-        .iter()
-        .filter(|backend| backend.status == BackendStatus::Up)
-        .count() as u64;
     lock.push_load_sample(Sample {
         at_ms: now,
         in_flight: backends
             .iter()
             .map(|backend| backend.in_flight.max(0) as u64)
             .sum(),
+        held: shared.held().max(0) as u64,
         requests: shared
             .backends()
             .iter()
             .map(|backend| backend.requests())
             .sum(),
-        up,
     });
     let samples = shared.load_samples();
-    let action = decide(policy, &samples, &backends, now, shared.last_scale_action());
+    let actions = decide(policy, &samples, &backends, now, shared.last_scale_action());
+    if actions.is_empty() {
+        return;
+    }
     let load = policy
         .scale_up
         .and_then(|scale_up| window_load(scale_up, &samples, now));
-    let (index, command) = match action {
-        ScaleAction::Nothing => return,
-        ScaleAction::Start { index, .. } => (index, Command::Start),
-        ScaleAction::Stop { index, .. } => (index, Command::Stop),
-    };
-    let before = lock.status(index);
-    let event = match action {
-        ScaleAction::Start {
-            cause: StartCause::Minimum,
-            ..
-        } => BackendEvent::StartMinimum,
-        ScaleAction::Start { .. } => BackendEvent::StartLoad,
-        ScaleAction::Stop {
-            cause: StopCause::Idle,
-            ..
-        } => BackendEvent::StopIdle,
-        _ => BackendEvent::StopLightLoad,
-    };
-    let step = lock.step(
-        index,
-        &Event::Asked {
-            command,
-            mode: upstream.conf.mode(),
-            cause: Some(event),
-            // Counts for the start backoff, as a request's start does.
-            pending: PendingStart::OnDemand,
-        },
-        now,
-    );
-    if matches!(step.actions.first(), Some(Action::Declined(_))) {
-        return;
-    }
-    if event != BackendEvent::StartMinimum {
-        lock.note_scale_action(now);
+    let mut steps = Vec::new();
+    for action in actions {
+        let (index, command, event) = match action {
+            ScaleAction::Start {
+                index,
+                cause: StartCause::Minimum,
+            } => (index, Command::Start, BackendEvent::StartMinimum),
+            ScaleAction::Start { index, .. } => (index, Command::Start, BackendEvent::StartLoad),
+            ScaleAction::Stop {
+                index,
+                cause: StopCause::Idle,
+            } => (index, Command::Stop, BackendEvent::StopIdle),
+            ScaleAction::Stop { index, .. } => (index, Command::Stop, BackendEvent::StopLightLoad),
+        };
+        let before = lock.status(index);
+        let step = lock.step(
+            index,
+            &Event::Asked {
+                command,
+                mode: upstream.conf.mode(),
+                cause: Some(event),
+                // Counts for the start backoff, as a request's start does.
+                pending: PendingStart::OnDemand,
+            },
+            now,
+        );
+        if matches!(step.actions.first(), Some(Action::Declined(_))) {
+            continue;
+        }
+        if event != BackendEvent::StartMinimum {
+            lock.note_scale_action(now);
+        }
+        steps.push((action, index, before, step));
     }
     drop(lock);
-    log_action(upstream, policy, action, load, up, before);
-    commander::carry_out(upstream, index, &step);
+    let figures = Figures {
+        load,
+        up: backends
+            .iter()
+            .filter(|backend| backend.status == BackendStatus::Up)
+            .count(),
+        running: backends
+            .iter()
+            .filter(|backend| {
+                matches!(
+                    backend.status,
+                    BackendStatus::Up | BackendStatus::StartingUp
+                )
+            })
+            .count(),
+    };
+    for (action, index, before, step) in steps {
+        log_action(upstream, policy, action, &figures, before);
+        commander::carry_out(upstream, index, &step);
+    }
+}
+
+/// What the tick saw, for its log lines.
+struct Figures {
+    /// The window's load, in hundredths.
+    load: Option<u64>,
+    up: usize,
+    /// UP or starting.
+    running: usize,
 }
 
 /// One line per scaling action, saying why.
@@ -138,36 +171,34 @@ fn log_action(
     upstream: &UpstreamRuntime,
     policy: &ScalePolicy,
     action: ScaleAction,
-    load: Option<u64>,
-    up: u64,
+    figures: &Figures,
     before: BackendStatus,
 ) {
     let conf = upstream.conf;
-    let load_text = || match (policy.scale_up, load) {
-        (Some(scale_up), Some(load)) => {
-            let (what, target) = match scale_up.target {
-                Target::InFlight(n) => ("requests in flight", n),
-                Target::Rate(n) => ("requests/s", n),
-            };
-            format!(
-                "{}.{:02} {what} per backend over {} ms (target {target}, {up} up)",
-                load / 100,
-                load % 100,
-                scale_up.window_ms
-            )
-        }
+    let load_text = || match (policy.scale_up, figures.load) {
+        (Some(scale_up), Some(load)) => format!(
+            "{} {} over {} ms, target {} per backend: {} wanted, {} up, {} up or starting",
+            decimal(load),
+            scale_up.target.unit(),
+            scale_up.window_ms,
+            decimal(scale_up.target.hundredths()),
+            desired_count(load, scale_up.target)
+                .min(policy.max_servers)
+                .max(policy.min_servers.min(policy.max_servers)),
+            figures.up,
+            figures.running
+        ),
         _ => String::new(),
     };
     let (index, why) = match action {
-        ScaleAction::Nothing => return,
         ScaleAction::Start {
             index,
             cause: StartCause::Minimum,
         } => (
             index,
             format!(
-                "{up} up, fewer than supervisord_min_servers {}",
-                policy.min_servers
+                "{} up or starting, fewer than supervisord_min_servers {}",
+                figures.running, policy.min_servers
             ),
         ),
         ScaleAction::Start { index, .. } => (index, format!("load {}", load_text())),
@@ -185,7 +216,7 @@ fn log_action(
     };
     let verb = match action {
         ScaleAction::Start { .. } => "starting",
-        _ => "stopping",
+        ScaleAction::Stop { .. } => "stopping",
     };
     ngx::ngx_log_error!(
         NGX_LOG_NOTICE,

@@ -46,8 +46,8 @@ pub enum Action {
     ProbeStart,
     /// Requests held in this worker learn the news now, not at their next tick.
     WakeHeld,
-    /// A start nginx sent ended UP `took_ms` after it was sent.
-    ColdStart {
+    /// A start nginx sent ended UP (accepting connections) `took_ms` after it was sent.
+    Ready {
         took_ms: u64,
     },
     Count(BackendEvent),

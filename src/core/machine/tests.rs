@@ -88,7 +88,7 @@ fn an_on_demand_start_is_up_only_once_a_connection_is_accepted() {
     assert_eq!(step.next.status, Up);
     assert_eq!(step.next.up_since_ms, 1_500);
     assert_eq!(step.next.command, CommandHolder::default());
-    assert!(step.has(&Action::ColdStart { took_ms: 600 }));
+    assert!(step.has(&Action::Ready { took_ms: 600 }));
     assert!(step.has(&Action::WakeHeld));
 }
 

@@ -56,7 +56,7 @@ pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
             if let Some(up) = settle_ready(backend.status) {
                 set_status(&mut step.next, up, at);
                 if let Some(sent_ms) = sent_ms {
-                    step.actions.push(Action::ColdStart {
+                    step.actions.push(Action::Ready {
                         took_ms: at.now_ms.saturating_sub(*sent_ms),
                     });
                 }
@@ -267,7 +267,7 @@ fn answered(step: &mut Step, answer: &Answer, at: At) {
         }
         if command == Command::Start && settlement.status == BackendStatus::Up {
             // Settled by supervisord's answer (nothing to probe): its cold-start time.
-            step.actions.push(Action::ColdStart {
+            step.actions.push(Action::Ready {
                 took_ms: at.now_ms.saturating_sub(answer.sent_ms),
             });
         }
