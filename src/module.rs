@@ -19,7 +19,8 @@ use ngx::ngx_string;
 use crate::api::load_monitor;
 use crate::conf::{self, location, upstream};
 use crate::core::backend_status::Command;
-use crate::http::{balancer, control, hold_gate, metrics, status, variables};
+use crate::http::hold::gate;
+use crate::http::{balancer, control, metrics, status, variables};
 use crate::module_type::{upstream_conf, Module};
 use crate::runtime::{backend_monitor, worker};
 use crate::shared::slots;
@@ -352,7 +353,7 @@ unsafe fn add_hold_gate(cf: *mut ngx_conf_t) -> Result<(), ()> {
         }
         let first = handlers.elts as *mut ngx_http_handler_pt;
         ptr::copy(first, first.add(1), handlers.nelts - 1);
-        first.write(Some(hold_gate::gate));
+        first.write(Some(gate::gate));
     }
     Ok(())
 }

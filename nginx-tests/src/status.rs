@@ -1,4 +1,4 @@
-//! The JSON of the `supervisord_status` location (`src/core/status_json.rs`), parsed.
+//! The JSON of the `supervisord_status` location (`src/core/render/status_json.rs`), parsed.
 
 use serde::Deserialize;
 
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn parses_what_the_module_renders() {
-        // As src/core/status_json.rs renders it, plus an upstream without supervisord.
+        // As src/core/render/status_json.rs renders it, plus an upstream without supervisord.
         let figures = "\"requests\":7,\
                        \"starts\":{\"on_demand\":1,\"by_hand\":0,\"minimum\":0,\"load\":0,\"balancer\":0},\
                        \"stops\":{\"by_hand\":2,\"idle\":0,\"light_load\":0,\"failure\":0,\"balancer\":0},\

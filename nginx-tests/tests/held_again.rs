@@ -164,6 +164,9 @@ fn a_request_held_again_is_let_go_when_its_client_leaves() {
     supervisord.ctl(&["start", "backend0"]);
     supervisord.wait_state("backend0", "RUNNING");
     let nginx = nginx_for("again-gone", port, &supervisord, "");
+    // nginx has seen this process RUNNING: a failure is then its own (restarted), not a start
+    // made outside nginx a moment before (followed, until supervisord_timeout).
+    supervisord.wait_for_reads(2);
     let mut client = RawConnection::open(nginx.port);
     client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(eventually(3, || held_now(&nginx) == 1));

@@ -1,6 +1,6 @@
 //! A command a C balancer sends (`ngx_supervisord_execute`): applied like a command of
 //! `/_start`, `/_stop` (the same transitions, drain before a stop) with 1.4's rules for "any"
-//! (`core::balancer_api`); a stop waits for the balancer's checker too, within the drain
+//! (`core::policy::balancer_api`); a stop waits for the balancer's checker too, within the drain
 //! timeout.
 
 use nginx_sys::NGX_LOG_NOTICE;
@@ -8,9 +8,11 @@ use nginx_sys::NGX_LOG_NOTICE;
 use crate::conf::balancer_hooks::Checker;
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::Command;
-use crate::core::balancer_api::{any_command_spacing_ms, pick_any, AnySkipped, BackendNow};
 use crate::core::machine::{Action, Event};
-use crate::core::start_watch::PendingStart;
+use crate::core::policy::balancer_api::{
+    any_command_spacing_ms, pick_any, AnyCandidate, AnySkipped,
+};
+use crate::core::start::start_watch::PendingStart;
 use crate::runtime::UpstreamRuntime;
 use crate::supervisord::commander;
 use crate::util::log::cycle_log;
@@ -31,10 +33,10 @@ pub fn send(
     let index = match target {
         Some(index) => index,
         None => {
-            let backends: Vec<BackendNow> = shared
+            let backends: Vec<AnyCandidate> = shared
                 .backends()
                 .iter()
-                .map(|backend| BackendNow {
+                .map(|backend| AnyCandidate {
                     status: backend.status(),
                     backing_off: backend.start_backoff().wait_left_ms(now).is_some(),
                     program_missing: backend.program_missing(),

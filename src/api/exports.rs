@@ -12,7 +12,7 @@ use super::balancer_command;
 use crate::conf::balancer_hooks::{BackendMonitor, Checker, LoadMonitor};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::Command;
-use crate::http::peer_init_hold;
+use crate::http::hold::peer_init;
 use crate::module_type::upstream_conf;
 use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::util::log::cycle_log;
@@ -50,7 +50,7 @@ unsafe fn managed(uscf: *mut ngx_http_upstream_srv_conf_t) -> Option<&'static Up
 /// nginx's contract for peer.init: `r` is the live request whose balancer's peer.init runs.
 #[no_mangle]
 pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_t) -> ngx_int_t {
-    if peer_init_hold::inside_wrapped_init() {
+    if peer_init::inside_wrapped_init() {
         // The module's balancer wrapper around this balancer holds, if need be, once every
         // balancer it wraps said NGX_OK.
         return NGX_OK as ngx_int_t;
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_
             // As in 1.4, the balancer's view is brought up to date first.
             backend_monitor::tell_changes(upstream);
             // SAFETY: caller's contract.
-            unsafe { peer_init_hold::check(r, upstream) }
+            unsafe { peer_init::check(r, upstream) }
         }
         None => NGX_OK as ngx_int_t,
     }

@@ -1,6 +1,6 @@
 //! Telling a C balancer's load monitor the load: every `supervisord_load_interval`, in one
 //! worker (whichever takes the interval's turn in the shared zone), with the figures of the
-//! interval just ended over all workers (`core::balancer_api::load_figures`).
+//! interval just ended over all workers (`core::policy::balancer_api::load_figures`).
 //!
 //! ngx_supervisord 1.4 told the monitor in every worker, each with the global count of its
 //! own window, so a balancer acting on the figures acted once per worker; here it acts once.
@@ -9,7 +9,7 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate
 
 use crate::conf::balancer_hooks::LoadReport;
 use crate::core::backend_status::BackendStatus;
-use crate::core::balancer_api::load_figures;
+use crate::core::policy::balancer_api::load_figures;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;

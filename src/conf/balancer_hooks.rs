@@ -4,7 +4,7 @@
 
 use nginx_sys::{ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_uint_t};
 
-use crate::core::balancer_api::LoadFigures;
+use crate::core::policy::balancer_api::LoadFigures;
 
 /// `ngx_supervisord_backend_pt`: told each backend's new status.
 pub type BackendMonitor = unsafe extern "C" fn(

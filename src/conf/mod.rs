@@ -11,7 +11,7 @@ pub mod upstream;
 use nginx_sys::{ngx_conf_t, ngx_http_upstream_srv_conf_t};
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
-use crate::core::supervisord_host::{first_conflict, host_leads};
+use crate::core::config::supervisord_host::{first_conflict, host_leads};
 use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 pub use location::{LocationConf, UpstreamLookup};
@@ -90,7 +90,7 @@ pub unsafe fn collect_upstreams(
     assign_hosts(main)
 }
 
-/// Gives every `supervisord` line of every managed upstream its host (`core::supervisord_host`):
+/// Gives every `supervisord` line of every managed upstream its host (`core::config::supervisord_host`):
 /// lines that name the same supervisord share one, led by the first. Refuses a host whose
 /// upstreams disagree on its settings, naming both blocks.
 fn assign_hosts(main: &mut MainConf) -> Result<(), String> {

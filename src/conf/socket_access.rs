@@ -1,7 +1,7 @@
 //! Once the configuration is read (at start-up, on reload and under `nginx -t`), warns about
 //! every supervisord UNIX socket nginx's workers could not connect to. Runs in the master: the
 //! workers' user is only known once the core module's settings are complete, after http's
-//! postconfiguration. The decision and the wording are in `core::socket_access`; this file
+//! postconfiguration. The decision and the wording are in `core::config::socket_access`; this file
 //! reads the file system and the user database.
 
 use std::ffi::{c_char, CStr, CString};
@@ -13,10 +13,10 @@ use nginx_sys::{
 use ngx::core::{CoreModuleMainConf, NgxCoreModule};
 
 use super::MainConf;
-use crate::core::socket_access::{
+use crate::core::config::socket_access::{
     check_reach, directories_of, warning, Blocked, FileMode, Names, WorkerIdentity,
 };
-use crate::core::supervisord_address::SupervisordEndpoint;
+use crate::core::config::supervisord_address::SupervisordEndpoint;
 
 /// Logs one `[warn]` per supervisord socket of a managed upstream that the workers cannot reach.
 ///

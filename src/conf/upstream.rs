@@ -13,26 +13,26 @@ use nginx_sys::{
 use super::balancer_hooks::BalancerHooks;
 use crate::core::backend_status::BackendStatus;
 use crate::core::commands::Mode;
-use crate::core::failure::FailureLimit;
-use crate::core::process_state::program_name;
-use crate::core::reply_limit::{DEFAULT_MAX_REPLY_SIZE, MIN_MAX_REPLY_SIZE};
-use crate::core::scaling::{parse_scale_up, ScalePolicy, ScaleUp};
-use crate::core::server_addresses::check_servers;
-use crate::core::server_hosts::{
+use crate::core::config::server_addresses::check_servers;
+use crate::core::config::server_hosts::{
     assign, server_host, sockaddr_ip, LinePlace, ServerPlace, MAX_SUPERVISORDS,
 };
-use crate::core::supervisord_address::{
+use crate::core::config::supervisord_address::{
     parse_credentials, parse_endpoint, Credentials, SupervisordEndpoint,
 };
-use crate::core::supervisord_host::{HostKey, HostSettings};
-use crate::core::upstream_identity::IdentityHasher;
+use crate::core::config::supervisord_host::{HostKey, HostSettings};
+use crate::core::config::upstream_identity::IdentityHasher;
+use crate::core::policy::scaling::{parse_scale_up, ScalePolicy, ScaleUp};
+use crate::core::protocol::process_state::program_name;
+use crate::core::protocol::reply_limit::{DEFAULT_MAX_REPLY_SIZE, MIN_MAX_REPLY_SIZE};
+use crate::core::start::failure::FailureLimit;
 use crate::util::conf_args::{
     conf_error, directive_args, parse_size_bytes, parse_time_ms, parse_time_text,
 };
 use crate::util::text::{cstr_lossy, str_bytes, str_lossy};
 
 /// One `server` line of a managed upstream.
-pub struct Backend {
+pub struct BackendConf {
     /// The address as written in the `server` line, e.g. `127.0.0.1:8000`.
     pub name: String,
     /// Every address the server line resolved to, as raw sockaddr bytes.
@@ -40,7 +40,7 @@ pub struct Backend {
     pub initial_status: BackendStatus,
     /// The server line's `max_fails` and `fail_timeout`.
     pub failure_limit: FailureLimit,
-    /// The `supervisord` line that manages it (`core::server_hosts`).
+    /// The `supervisord` line that manages it (`core::config::server_hosts`).
     pub line: usize,
     /// Its program's name in that supervisord: the prefix and its number on that host.
     pub program: String,
@@ -53,7 +53,7 @@ pub struct SupervisordLine {
     pub credentials: Option<Credentials>,
     /// `servers=HOST`: the host of the servers it manages, when its own address does not say.
     pub servers: Option<String>,
-    /// The line that leads its host (`core::supervisord_host`), as (upstream, line): itself,
+    /// The line that leads its host (`core::config::supervisord_host`), as (upstream, line): itself,
     /// or the first line of the configuration naming the same supervisord.
     pub host_lead: (usize, usize),
 }
@@ -142,7 +142,7 @@ pub struct UpstreamConf {
     /// Position among the managed upstreams: the same in the shared zone and each worker.
     pub index: usize,
     pub name: String,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendConf>,
     pub identity: u64,
     pub original_init_peer: ngx_http_upstream_init_peer_pt,
     /// The balancer is one of nginx's own, built on its round-robin peer list.
@@ -209,7 +209,7 @@ impl UpstreamConf {
         self.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL_MS)
     }
 
-    /// The scaling rules of the upstream (`core::scaling`).
+    /// The scaling rules of the upstream (`core::policy::scaling`).
     pub fn scale_policy(&self) -> ScalePolicy {
         let count = self.backends.len();
         ScalePolicy {
@@ -310,7 +310,7 @@ impl UpstreamConf {
         }
     }
 
-    /// Gives each server its `supervisord` line and program name (`core::server_hosts`).
+    /// Gives each server its `supervisord` line and program name (`core::config::server_hosts`).
     fn assign_servers(&mut self, place: &str) -> Result<(), String> {
         let servers: Vec<ServerPlace> = self
             .backends
@@ -391,7 +391,7 @@ impl UpstreamConf {
                 identity = identity
                     .field(str_bytes(&server.name))
                     .field(&[u8::from(down), server.backup() as u8]);
-                Backend {
+                BackendConf {
                     name: str_lossy(&server.name),
                     sockaddrs: server_sockaddrs(server),
                     failure_limit: FailureLimit {
@@ -474,7 +474,7 @@ const DUPLICATE: *mut c_char = c"is duplicate".as_ptr() as *mut c_char;
 
 /// `supervisord host:port [user:pass] [servers=HOST]`, `supervisord unix:/path [user:pass]
 /// [servers=HOST]`, `supervisord none`. Given once per host when the servers are on several
-/// hosts (`core::server_hosts`); `none` stands alone.
+/// hosts (`core::config::server_hosts`); `none` stands alone.
 pub unsafe extern "C" fn set_supervisord(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -488,7 +488,7 @@ pub unsafe extern "C" fn set_supervisord(
     // SAFETY: called by nginx as a directive handler.
     let args = unsafe { directive_args(cf) };
     // Neither argument is ever repeated in an error: swapped or written as a URL, either may
-    // hold the password (see core::supervisord_address); nginx adds the file and line.
+    // hold the password (see core::config::supervisord_address); nginx adds the file and line.
     let endpoint = match parse_endpoint(&String::from_utf8_lossy(str_bytes(&args[1]))) {
         Ok(endpoint) => endpoint,
         Err(error) => return conf_error(cf, &format!("invalid supervisord address: {error}")),
@@ -881,7 +881,7 @@ pub unsafe extern "C" fn set_max_reply_size(
 }
 
 /// `supervisord_scale_up in_flight=number | rate=number [window=time]`: when load starts one
-/// more backend (`core::scaling`).
+/// more backend (`core::policy::scaling`).
 pub unsafe extern "C" fn set_scale_up(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,

@@ -6,7 +6,7 @@
 //! move is the one that talks to supervisord; the outcome then settles the status.
 
 use super::backend_status::{BackendStatus, Command};
-use super::control_uri::BackendSelector;
+use crate::config::control_uri::BackendSelector;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

@@ -6,18 +6,20 @@
 //! and panics when an invariant stated in its doc comment does not hold: a panic is a finding.
 
 use super::backend_status::Command;
-use super::call_outcome::{command_succeeded, interpret_response};
-use super::control_uri::{last_segment, parse_selector, BackendSelector};
-use super::http_exchange::{parse_response, HttpError, Progress};
-use super::liveness::parse_proc_stat;
-use super::process_state::{
+use crate::config::control_uri::{last_segment, parse_selector, BackendSelector};
+use crate::config::supervisord_address::{parse_credentials, parse_endpoint, Credentials};
+use crate::policy::scaling::{
+    decimal, parse_scale_up, ScalePolicy, MAX_TARGET_HUNDREDTHS, MIN_TICK_MS,
+};
+use crate::protocol::call_outcome::{command_succeeded, interpret_response};
+use crate::protocol::http_exchange::{parse_response, HttpError, Progress};
+use crate::protocol::process_state::{
     find_process_detail, names_like, parse_all_process_info, parse_process_info, process_named,
     running_for_s,
 };
-use super::scaling::{decimal, parse_scale_up, ScalePolicy, MAX_TARGET_HUNDREDTHS, MIN_TICK_MS};
-use super::start_watch::fault_means_exit;
-use super::supervisord_address::{parse_credentials, parse_endpoint, Credentials};
-use super::xmlrpc::{parse_method_response, MethodResponse, Value, MAX_DEPTH};
+use crate::protocol::xmlrpc::{parse_method_response, MethodResponse, Value, MAX_DEPTH};
+use crate::start::start_watch::fault_means_exit;
+use crate::zone::liveness::parse_proc_stat;
 
 /// A target's body: takes any bytes, panics on a finding.
 pub type FuzzBody = fn(&[u8]);

@@ -10,44 +10,17 @@
 
 pub mod backend_event;
 pub mod backend_status;
-pub mod balancer_api;
-pub mod call_outcome;
-pub mod command_reply;
 pub mod commands;
-pub mod control_uri;
-pub mod drain;
-pub mod failure;
+pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-pub mod hold_verdict;
-pub mod http_exchange;
-pub mod liveness;
+pub mod hold;
 pub mod machine;
-pub mod metrics_text;
-pub mod placement;
-pub mod probe_schedule;
-pub mod process_state;
-pub mod reachability;
-pub mod reclaim;
-pub mod reconcile_plan;
-pub mod refused_attempt;
-pub mod reply_limit;
-pub mod scaling;
-pub mod server_addresses;
-pub mod server_hosts;
-pub mod socket_access;
-pub mod start_backoff;
-pub mod start_handshake;
-pub mod start_watch;
-pub mod status_json;
-pub mod supervisord_address;
-pub mod supervisord_host;
-pub mod upstream_identity;
-pub mod worker_slots;
-pub mod xmlrpc;
-
-#[cfg(test)]
-mod captures;
+pub mod policy;
+pub mod protocol;
+pub mod render;
+pub mod start;
+pub mod zone;
 
 /// The settings of every property test of the core.
 #[cfg(test)]

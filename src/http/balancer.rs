@@ -5,29 +5,26 @@
 //! A peer the inner balancer picks but that is not UP is handed back to it as "not used"
 //! and the inner balancer is asked again; balancers remember which peers a request has tried,
 //! so this ends with an UP peer or with none. With none, the request is held (again) when
-//! `core::refused_attempt::no_peer_verdict` says so (every backend went away, as in a
+//! `core::hold::refused_attempt::no_peer_verdict` says so (every backend went away, as in a
 //! supervisord restart); otherwise nginx answers "no live upstreams" (502).
 
 use std::ffi::c_void;
 use std::ptr;
 
 use nginx_sys::{
-    ngx_close_connection, ngx_current_msec, ngx_destroy_pool, ngx_event_free_peer_pt,
-    ngx_event_get_peer_pt, ngx_http_request_t, ngx_http_upstream_rr_peer_t,
-    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pcalloc,
-    ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_LOCK, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_ERROR,
-    NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT, NGX_OK, NGX_PEER_FAILED,
+    ngx_close_connection, ngx_destroy_pool, ngx_event_free_peer_pt, ngx_event_get_peer_pt,
+    ngx_http_request_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc, ngx_peer_connection_t, ngx_str_t,
+    ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_LOCK, NGX_HTTP_PATCH,
+    NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT, NGX_OK, NGX_PEER_FAILED,
 };
 use ngx::http::HttpModuleServerConf;
 
-use super::{hold_gate, peer_init_hold};
+use super::hold::again::{hold_again_if_refused, hold_instead_of_no_peer, AttemptsSoFar};
+use super::hold::{peer_init, record};
 use crate::conf::UpstreamConf;
 use crate::core::backend_status::BackendStatus;
-use crate::core::refused_attempt::{
-    forgive_failed_peer, hold_again, hold_counts, no_peer_verdict, EarlierAttempts, FailedAttempt,
-    NoPeerLeft, NoPeerVerdict,
-};
+use crate::core::hold::refused_attempt::{forgive_failed_peer, EarlierAttempts};
 use crate::module_type::Module;
 use crate::runtime::{backend_monitor, worker, UpstreamRuntime};
 use crate::supervisord::failure_check;
@@ -222,7 +219,7 @@ unsafe extern "C" fn init_peer(
     // SAFETY: the upstream's srv conf is valid for the cycle.
     catch_up(upstream, unsafe { &mut *uscf });
     // SAFETY: forwarding nginx's own arguments to the balancer we wrapped.
-    let rc = peer_init_hold::wrapped(|| unsafe { inner_init(r, uscf) });
+    let rc = peer_init::wrapped(|| unsafe { inner_init(r, uscf) });
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
@@ -263,7 +260,7 @@ unsafe extern "C" fn init_peer(
         }
     }
     // SAFETY: r is the live request whose peer.init this is.
-    unsafe { peer_init_hold::check(r, upstream) }
+    unsafe { peer_init::check(r, upstream) }
 }
 
 fn peer_sockaddr(pc: &ngx_peer_connection_t) -> &[u8] {
@@ -301,7 +298,13 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     pc.name = unsafe { &mut (*conf.upstream).host };
     // SAFETY: nginx asks for a peer from its upstream code, with the request live and its
     // attempt not finalized; no peer is held by this attempt (each was handed back).
-    if unsafe { hold_instead_of_no_peer(context, pc, upstream) } {
+    let attempts = AttemptsSoFar {
+        request: context.request,
+        earlier: context.earlier,
+        last_failed: (context.last_failed != NO_BACKEND).then_some(context.last_failed),
+        last_failure_cached: context.last_failure_cached,
+    };
+    if unsafe { hold_instead_of_no_peer(&attempts, pc, upstream) } {
         // nginx takes this as a failed connect without a peer: it frees none, has no try
         // left and finalizes the attempt, which is over already (see end_attempt).
         return NGX_DECLINED as ngx_int_t;
@@ -352,7 +355,7 @@ unsafe fn pick_up_peer(
         if backend.status().takes_requests() {
             backend.request_sent();
             context.current_backend = index;
-            hold_gate::note_backend(context.request, upstream, index);
+            record::note_backend(context.request, upstream, index);
             return Some(rc);
         }
         backend.request_finished();
@@ -367,7 +370,7 @@ unsafe fn pick_up_peer(
 /// while the module, on that same count, checks the backend and may leave it UP (it accepts
 /// connections: a program still alive as supervisord stops its programs one by one, say).
 /// When nothing else is left, the module's verdict wins: nginx's count of the backends it
-/// checked and left UP is cleared (`core::refused_attempt::forgive_failed_peer`). True when
+/// checked and left UP is cleared (`core::hold::refused_attempt::forgive_failed_peer`). True when
 /// a peer was.
 ///
 /// # Safety
@@ -406,104 +409,6 @@ unsafe fn forgive_checked_peers(
         );
     }
     forgiven
-}
-
-/// A request for which nginx asks a peer when none is UP is held (again), when
-/// `core::refused_attempt::no_peer_verdict` says so, rather than answered "no live
-/// upstreams". True when it was: its attempt is then ended, as after a refused attempt.
-///
-/// # Safety
-/// `pc` must be the peer connection of the context's live request, from within nginx's
-/// `peer.get`, holding no peer and no connection.
-unsafe fn hold_instead_of_no_peer(
-    context: &mut PeerContext,
-    pc: &mut ngx_peer_connection_t,
-    upstream: &'static UpstreamRuntime,
-) -> bool {
-    let r = context.request;
-    // SAFETY: caller's contract: the request and its upstream are live.
-    let request = unsafe { &mut *r };
-    let gate_would_hold = hold_gate::would_hold(upstream);
-    let pending_check = upstream
-        .failure_checks
-        .borrow()
-        .iter()
-        .position(|pending| *pending);
-    let facts = NoPeerLeft {
-        earlier: context.earlier,
-        main_request: ptr::eq(request.main, r),
-        body_kept: request.request_body_no_buffering() == 0,
-        // SAFETY: the request's connection is live.
-        client_gone: unsafe { (*request.connection).error() } != 0,
-        // SAFETY: as above.
-        stale_cache_answer: unsafe { stale_cache_answer(&*request.upstream) },
-        gate_covers: hold_gate::gate_covers(r, upstream),
-        times_held_again: hold_gate::times_held_again(r),
-        gate_would_hold: gate_would_hold.is_some(),
-        check_pending: pending_check.is_some(),
-        failed_backend_left_up: context.last_failed != NO_BACKEND
-            && upstream.shared().backend(context.last_failed).status() == BackendStatus::Up
-            && !upstream.failure_checks.borrow()[context.last_failed],
-        last_failure_cached: context.last_failure_cached,
-    };
-    let verdict = no_peer_verdict(&facts);
-    ngx::ngx_log_debug!(
-        // SAFETY: caller's contract: the request is live.
-        unsafe { ngx::http::Request::from_ngx_http_request(r) }.log(),
-        "supervisord: upstream \"{}\": no backend up for the request in the balancer: {:?}: {:?}",
-        upstream.name(),
-        facts,
-        verdict
-    );
-    let (retry_after_ms, why) = match verdict {
-        NoPeerVerdict::Answer => return false,
-        NoPeerVerdict::Hold => (None, "no backend up for it in the balancer"),
-        NoPeerVerdict::RetryAfter(ms) => (
-            Some(ms),
-            "its backend failed it but accepts connections, sending it again shortly",
-        ),
-    };
-    // With a backend still UP, the request waits for the check that finds out about it.
-    let awaiting_check = if facts.gate_would_hold {
-        None
-    } else {
-        pending_check
-    };
-    let counted = hold_counts(&facts);
-    // SAFETY: a main request the gate covers (checked above).
-    let Some(place) =
-        (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check, counted) })
-    else {
-        return false;
-    };
-    // Nothing for nginx to free or retry: no peer, no cached connection to count again.
-    pc.sockaddr = ptr::null_mut();
-    pc.set_cached(0);
-    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would.
-    unsafe {
-        end_attempt(r, pc);
-        hold_gate::hold_again(r, upstream, place, retry_after_ms, why);
-    }
-    if gate_would_hold == Some(true) {
-        hold_gate::start_for_held(upstream);
-    }
-    true
-}
-
-/// Whether nginx may answer `u`'s request from a stale cache entry instead.
-///
-/// # Safety
-/// `u` must be a live request's upstream.
-unsafe fn stale_cache_answer(u: &nginx_sys::ngx_http_upstream_t) -> bool {
-    #[cfg(ngx_feature = "http_cache")]
-    {
-        u.cache_status() == nginx_sys::NGX_HTTP_CACHE_EXPIRED
-    }
-    #[cfg(not(ngx_feature = "http_cache"))]
-    {
-        let _ = u;
-        false
-    }
 }
 
 unsafe fn refuse_peer(
@@ -553,7 +458,7 @@ unsafe extern "C" fn free_peer(
     }
     if backend != NO_BACKEND {
         // SAFETY: as above.
-        unsafe { hold_gate::note_response_header(context.request, upstream, backend) };
+        unsafe { record::note_response_header(context.request, upstream, backend) };
         let shared_backend = upstream.shared().backend(backend);
         shared_backend.request_finished();
         shared_backend.note_request_end(now_ms());
@@ -593,107 +498,6 @@ unsafe fn attempt_seen(r: *mut ngx_http_request_t, pc: &ngx_peer_connection_t) -
             || next_upstream & NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT as ngx_uint_t != 0,
         nothing_received: u.buffer.start.is_null() || u.buffer.last == u.buffer.start,
         timed_out,
-    }
-}
-
-/// A request its backend failed before answering (a refused connect, a reset) is held again
-/// rather than answered 502, when `core::refused_attempt::hold_again` says so (nginx has no
-/// try left for it; with one left, `get_peer` decides). nginx goes on from here to finalize
-/// the upstream attempt, which this has done already: it then only drops the reference taken
-/// here.
-///
-/// # Safety
-/// `r` must be the live request whose peer `pc` nginx is handing back after a failure (from
-/// `ngx_http_upstream_next`), the inner balancer having had it back.
-unsafe fn hold_again_if_refused(
-    r: *mut ngx_http_request_t,
-    pc: &mut ngx_peer_connection_t,
-    upstream: &'static UpstreamRuntime,
-    backend: usize,
-    seen: EarlierAttempts,
-) {
-    // SAFETY: caller's contract: the request and its upstream are live.
-    let (request, u) = unsafe { (&mut *r, &mut *(*r).upstream) };
-    // SAFETY: the upstream's conf is set for as long as the upstream.
-    let next_upstream = unsafe { (*u.conf).next_upstream };
-    let attempt = FailedAttempt {
-        nothing_sent: seen.nothing_sent,
-        resend_allowed: seen.resend_allowed,
-        nothing_received: seen.nothing_received,
-        timed_out: seen.timed_out,
-        nginx_gives_up: pc.tries == 0
-            || next_upstream & NGX_HTTP_UPSTREAM_FT_ERROR as ngx_uint_t == 0,
-        main_request: ptr::eq(request.main, r),
-        body_kept: request.request_body_no_buffering() == 0,
-        // SAFETY: the request's connection is live.
-        client_gone: unsafe { (*request.connection).error() } != 0,
-        cached_connection: pc.cached() != 0,
-        // SAFETY: as above.
-        stale_cache_answer: unsafe { stale_cache_answer(u) },
-        gate_covers: hold_gate::gate_covers(r, upstream),
-        times_held_again: hold_gate::times_held_again(r),
-        backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
-        check_pending: upstream.failure_checks.borrow()[backend],
-    };
-    if !hold_again(&attempt) {
-        return;
-    }
-    let awaiting_check = attempt.check_pending.then_some(backend);
-    // SAFETY: a main request the gate covers (checked above).
-    let Some(place) = (unsafe { hold_gate::reserve_hold_again(r, upstream, awaiting_check, true) })
-    else {
-        return;
-    };
-    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would, short of
-    // answering the client.
-    unsafe {
-        end_attempt(r, pc);
-        hold_gate::hold_again(
-            r,
-            upstream,
-            place,
-            None,
-            "backend failed the request before answering",
-        );
-    }
-}
-
-/// Ends the request's failed upstream attempt the way nginx's upstream finalization does, and
-/// takes a reference on the request for nginx to drop: nginx then finds the attempt finalized
-/// and only drops that reference. The content handler starts a new attempt when the request
-/// goes through its phases again.
-///
-/// # Safety
-/// `r` must be the live request whose peer connection `pc` is, inside nginx's upstream code
-/// (handing a peer back after a failure, or asking for one) before it finalizes the attempt.
-unsafe fn end_attempt(r: *mut ngx_http_request_t, pc: &mut ngx_peer_connection_t) {
-    // SAFETY: caller's contract.
-    unsafe {
-        let u = &mut *(*r).upstream;
-        if !pc.connection.is_null() {
-            let c = pc.connection;
-            if !(*c).pool.is_null() {
-                ngx_destroy_pool((*c).pool);
-            }
-            ngx_close_connection(c);
-            pc.connection = ptr::null_mut();
-        }
-        if !u.cleanup.is_null() {
-            *u.cleanup = None;
-            u.cleanup = ptr::null_mut();
-        }
-        if let Some(state) = u.state.as_mut() {
-            if state.response_time == ngx_msec_t::MAX {
-                state.response_time = ngx_current_msec.wrapping_sub(u.start_time);
-            }
-        }
-        if let Some(finalize) = u.finalize_request {
-            finalize(r, NGX_DECLINED as ngx_int_t);
-        }
-        // No other peer: nginx goes straight to finalizing.
-        pc.tries = 0;
-        let main = (*r).main;
-        (*main).set_count((*main).count() + 1);
     }
 }
 

@@ -1,11 +1,11 @@
 //! `supervisord_metrics;`: the Prometheus page of every managed upstream and backend, the same
-//! from every worker (it reads the shared zone). The text is `core::metrics_text`'s.
+//! from every worker (it reads the shared zone). The text is `core::render::metrics_text`'s.
 
 use nginx_sys::{ngx_http_request_t, ngx_int_t, NGX_HTTP_OK};
 use ngx::http::Request;
 
 use crate::core::backend_event::BackendEvent;
-use crate::core::metrics_text::{render, BackendFigures, UpstreamFigures, CONTENT_TYPE};
+use crate::core::render::metrics_text::{render, BackendFigures, UpstreamFigures, CONTENT_TYPE};
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::reply::{refuse_unless_get_or_head, send_typed};
 

@@ -6,7 +6,7 @@ use ngx::http::Request;
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
-use crate::core::status_json::{json_string, render_upstream, BackendView};
+use crate::core::render::status_json::{json_string, render_upstream, BackendRow};
 use crate::runtime::{worker, UpstreamRuntime};
 use crate::util::reply::{refuse_unless_get_or_head, send_text};
 use crate::util::time::now_ms;
@@ -27,11 +27,11 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
     let conf = upstream.conf;
     let shared = upstream.shared();
     let now = now_ms();
-    let backends: Vec<BackendView> = conf
+    let backends: Vec<BackendRow> = conf
         .backends
         .iter()
         .enumerate()
-        .map(|(index, backend)| BackendView {
+        .map(|(index, backend)| BackendRow {
             server: &backend.name,
             program: conf.supervised().then(|| backend.program.clone()),
             status: shared.backend(index).status(),

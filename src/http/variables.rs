@@ -9,8 +9,8 @@ use nginx_sys::{
     ngx_pnalloc, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 
-use super::hold_gate::log_figures;
-use crate::core::metrics_text::seconds;
+use super::hold::record::log_figures;
+use crate::core::render::metrics_text::seconds;
 
 type Getter = unsafe extern "C" fn(
     *mut ngx_http_request_t,

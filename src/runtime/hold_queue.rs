@@ -25,7 +25,7 @@ pub struct HeldRequest {
     pub shared: SharedRecord,
     /// The upstream's failed-start count when the request began waiting.
     pub failures_seen: u64,
-    /// How many times it was held again after its backend failed it (`core::refused_attempt`).
+    /// How many times it was held again after its backend failed it (`core::hold::refused_attempt`).
     pub times_held_again: u32,
     /// Held again while a failure check of this backend runs: it waits for the check's
     /// outcome even while the backend still shows UP.

@@ -1,4 +1,4 @@
-//! One supervisord as this worker sees it: a host (`core::supervisord_host`), named by the
+//! One supervisord as this worker sees it: a host (`core::config::supervisord_host`), named by the
 //! `supervisord` line that leads it. What belongs to supervisord rather than to one upstream
 //! lives with that line: its shared facts (reachability, when its programs were last read) in
 //! the lead upstream's record, its kept-alive connection, sync timer and last read error in the
@@ -63,7 +63,7 @@ impl Host {
     }
 
     /// Not to be started on while another host can: it never answered yet (its programs'
-    /// states are unknown), or it cannot be reached now (`core::placement`).
+    /// states are unknown), or it cannot be reached now (`core::policy::placement`).
     pub fn away(&self) -> bool {
         !self.shared().ever_answered() || self.unreachable()
     }

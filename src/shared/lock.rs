@@ -13,8 +13,8 @@ use super::records::{
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
 use crate::core::machine::{transition, At, Backend, CommandHolder, Event, Step};
-use crate::core::scaling::Sample;
-use crate::core::start_watch::PendingStart;
+use crate::core::policy::scaling::Sample;
+use crate::core::start::start_watch::PendingStart;
 
 /// Where one upstream's record lives: valid from zone init for as long as the zone, which
 /// outlives every cycle that points into it.

@@ -1,9 +1,9 @@
 //! Whether a process still runs, from its pid and its start time (`/proc/PID/stat`), for the
-//! worker slots: the decision is `core::liveness`'s.
+//! worker slots: the decision is `core::zone::liveness`'s.
 
 use nginx_sys::{kill, ngx_pid};
 
-use crate::core::liveness::{parse_proc_stat, slot_holder_alive, ProcStat, SignalProbe};
+use crate::core::zone::liveness::{parse_proc_stat, slot_holder_alive, ProcStat, SignalProbe};
 
 fn proc_stat(pid: i32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

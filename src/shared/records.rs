@@ -9,11 +9,11 @@ use std::sync::atomic::{
 
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::BackendStatus;
-use crate::core::reply_limit::{next_mark, ReplySize};
-use crate::core::scaling::{Sample, SAMPLES_KEPT};
-use crate::core::server_hosts::MAX_SUPERVISORDS;
-use crate::core::start_backoff::StartBackoff;
-use crate::core::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
+use crate::core::config::server_hosts::MAX_SUPERVISORDS;
+use crate::core::policy::scaling::{Sample, SAMPLES_KEPT};
+use crate::core::protocol::reply_limit::{next_mark, ReplySize};
+use crate::core::start::start_backoff::StartBackoff;
+use crate::core::zone::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
 
 /// The own slot of a process that has none (before it claimed one, or when the zone had no
 /// room for another chunk): it counts in the records' overflow entries, which are never taken
@@ -47,7 +47,7 @@ pub struct ZoneRoot {
     pub(super) reclaim_due: AtomicBool,
     /// When a worker last looked for dead workers (one worker per watchdog tick does).
     pub(super) last_worker_check: AtomicU64,
-    /// Chunks of slots in use (`core::worker_slots`): slots `0..chunks * SLOTS_PER_CHUNK`
+    /// Chunks of slots in use (`core::zone::worker_slots`): slots `0..chunks * SLOTS_PER_CHUNK`
     /// exist, and every record has a block of shares for each of these chunks. Only grows,
     /// under the lock.
     pub(super) chunks: AtomicUsize,
@@ -60,7 +60,8 @@ impl ZoneRoot {
     /// The slots of the chunks in use.
     pub(super) fn slots_in_use(&self) -> &[WorkerSlot] {
         let chunks = self.chunks.load(Ordering::Acquire).min(MAX_CHUNKS);
-        &self.slots[..(chunks * crate::core::worker_slots::SLOTS_PER_CHUNK).min(MAX_WORKER_SLOTS)]
+        &self.slots
+            [..(chunks * crate::core::zone::worker_slots::SLOTS_PER_CHUNK).min(MAX_WORKER_SLOTS)]
     }
 
     /// Whether this worker looks for dead workers now: at most one worker per `tick_ms`, so
@@ -106,7 +107,7 @@ pub struct SharedBackend {
     /// How many times its status changed: a reply to a call sent before the last change is
     /// older news than the status.
     pub(super) changes: AtomicU64,
-    /// Start backoff (`core::start_backoff`): consecutive on-demand starts that failed, when
+    /// Start backoff (`core::start::start_backoff`): consecutive on-demand starts that failed, when
     /// the last one failed, and since when the backend is UP (its failures are forgotten when
     /// it leaves UP after `STABLE_AFTER_MS`). Written under the lock.
     pub(super) start_failures: AtomicU32,
@@ -301,7 +302,7 @@ pub struct SharedUpstream {
     pub(super) claimed_in: u64,
     pub(super) generation: AtomicU64,
     /// Per `supervisord` line, what belongs to its supervisord (used in the record of the
-    /// line that leads the host: `core::supervisord_host`).
+    /// line that leads the host: `core::config::supervisord_host`).
     pub(super) hosts: [HostRecord; MAX_SUPERVISORDS],
     /// Requests held, over all workers.
     pub(super) held: AtomicI64,
@@ -315,7 +316,7 @@ pub struct SharedUpstream {
     pub(super) held_chunks: [AtomicPtr<AtomicI64>; MAX_CHUNKS],
     /// The share of the workers without a slot (never taken off).
     pub(super) overflow_held: AtomicI64,
-    // Scaling (see `core::scaling`):
+    // Scaling (see `core::policy::scaling`):
     /// When the last scaling tick ran (one worker per tick wins it).
     pub(super) last_scale_tick: AtomicU64,
     /// When the last load action (start or stop for load) was taken.
@@ -327,7 +328,7 @@ pub struct SharedUpstream {
     /// Requests held so far, and the milliseconds they were held in total.
     pub(super) holds: AtomicU64,
     pub(super) hold_ms_sum: AtomicU64,
-    // The C API (see `core::balancer_api`):
+    // The C API (see `core::policy::balancer_api`):
     /// When a balancer's last "any" command went ahead.
     pub(super) last_balancer_any_command: AtomicU64,
     /// When the load monitor was last told (one worker per interval wins it; 0: never), and
@@ -354,13 +355,13 @@ pub struct HostRecord {
     /// While supervisord is unreachable: when a worker last asked whether it is back.
     pub(super) last_reach_attempt: AtomicU64,
     /// The call whose reply was last reported over `supervisord_max_reply_size`
-    /// (`core::reply_limit::method_mark`; 0: none).
+    /// (`core::protocol::reply_limit::method_mark`; 0: none).
     pub(super) oversized_reply: AtomicU64,
     /// supervisord answered a call at least once (since the record was made).
     pub(super) answered: AtomicBool,
 }
 
-/// Room for two windows of samples (`core::scaling::SAMPLES_KEPT`).
+/// Room for two windows of samples (`core::policy::scaling::SAMPLES_KEPT`).
 pub const LOAD_SAMPLES: usize = SAMPLES_KEPT;
 
 #[repr(C)]
@@ -584,7 +585,7 @@ impl HostRecord {
 
     /// Notes how a reply of the call marked `method` compared with the size limit; true when
     /// this worker is the one to report it over the limit (once for all workers, until a
-    /// reply of that call fits again; `core::reply_limit`).
+    /// reply of that call fits again; `core::protocol::reply_limit`).
     pub fn note_reply_size(&self, method: u64, size: ReplySize) -> bool {
         let mut mark = self.oversized_reply.load(Ordering::Acquire);
         loop {

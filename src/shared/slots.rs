@@ -6,7 +6,7 @@
 //!
 //! The zone has a slot for every worker alive at once, whatever `worker_processes` says and
 //! old generations included: slots come in chunks that the zone adds as workers need them
-//! (`core::worker_slots`), up to nginx's own limit on the processes of one master.
+//! (`core::zone::worker_slots`), up to nginx's own limit on the processes of one master.
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -17,7 +17,7 @@ use super::lock::PoolLock;
 use super::process;
 use super::records::{own_slot, own_token, set_own_slot, SharedUpstream, ZoneRoot, NO_SLOT};
 use super::zone::{add_shares, free_shares, reclaim_locked};
-use crate::core::worker_slots::{choose_slot, locate, SlotChoice};
+use crate::core::zone::worker_slots::{choose_slot, locate, SlotChoice};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
 

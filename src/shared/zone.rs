@@ -5,7 +5,7 @@
 //! nginx hands the zone over to the new cycle on `nginx -s reload` when its size is unchanged;
 //! an upstream whose identity (name and server lines) is unchanged then keeps its record, so
 //! statuses survive the reload. Each zone init is a generation; records no live worker uses
-//! any more are freed (`core::reclaim` decides), at zone init and by the workers' watchdog.
+//! any more are freed (`core::zone::reclaim` decides), at zone init and by the workers' watchdog.
 
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
@@ -24,8 +24,11 @@ use super::lock::{PoolLock, SharedRecord};
 use super::process;
 use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE};
 use crate::core::backend_status::BackendStatus;
-use crate::core::reclaim::{record_reusable, record_unused};
-use crate::core::worker_slots::{max_share_bytes, share_block_size, MAX_CHUNKS, SLOTS_PER_CHUNK};
+use crate::core::machine::NEVER_READ;
+use crate::core::zone::reclaim::{record_reusable, record_unused};
+use crate::core::zone::worker_slots::{
+    max_share_bytes, share_block_size, MAX_CHUNKS, SLOTS_PER_CHUNK,
+};
 use crate::util::time::now_ms;
 
 const ZONE_NAME: &[u8] = b"ngx_supervisord";
@@ -57,7 +60,7 @@ pub struct ZoneView {
 }
 
 /// Shared bytes of one record with `backends` backends, with room for the shares of every
-/// worker slot nginx may need (`core::worker_slots`): they are allocated chunk by chunk as
+/// worker slot nginx may need (`core::zone::worker_slots`): they are allocated chunk by chunk as
 /// workers claim slots, so most of that room is never touched.
 fn record_size(backends: usize) -> usize {
     size_of::<SharedUpstream>() + backends * size_of::<SharedBackend>() + max_share_bytes(backends)
@@ -358,7 +361,7 @@ unsafe fn find_or_create(
                     0
                 }),
                 program_missing: AtomicBool::new(false),
-                known_pid: AtomicI64::new(0),
+                known_pid: AtomicI64::new(NEVER_READ),
                 // `supervisord_inherit_backend_status` declares them nginx's own, as 1.4 did.
                 started_here: AtomicBool::new(*status == BackendStatus::Up),
                 share_chunks: Default::default(),

@@ -15,13 +15,13 @@ use nginx_sys::{
 };
 
 use super::peer_conn::{Connect, PeerConn};
-use crate::core::call_outcome::{interpret_response, CallError};
-use crate::core::http_exchange::{encode_request, parse_response, HttpError, Progress};
-use crate::core::reachability::{
+use crate::core::protocol::call_outcome::{interpret_response, CallError};
+use crate::core::protocol::http_exchange::{encode_request, parse_response, HttpError, Progress};
+use crate::core::protocol::reply_limit::{method_mark, ReplySize};
+use crate::core::protocol::xmlrpc::{encode_call, Param, Value};
+use crate::core::start::reachability::{
     reach_after_call, reach_change, while_unreachable, CallStage, Reach, ReachChange,
 };
-use crate::core::reply_limit::{method_mark, ReplySize};
-use crate::core::xmlrpc::{encode_call, Param, Value};
 use crate::runtime::host::Host;
 use crate::runtime::line_runtime::LineRuntime;
 use crate::util::log::cycle_log;
@@ -297,7 +297,7 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
 
 /// Records how a reply of `method` compared with the upstream's size limit; the worker that
 /// first sees it over the limit logs it, once for all workers until a reply of that call fits
-/// again (`core::reply_limit`).
+/// again (`core::protocol::reply_limit`).
 fn note_reply_size(host: Host, method: &str, size: ReplySize, bytes: usize) {
     if !host.shared().note_reply_size(method_mark(method), size) {
         return;

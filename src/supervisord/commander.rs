@@ -15,14 +15,16 @@ use nginx_sys::{ngx_add_timer, ngx_event_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG
 use super::readiness::{self, SharedHandshake};
 use super::{client, reconciler};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::call_outcome::{already_there, command_succeeded, CallError};
-use crate::core::command_reply::ReplyLog;
-use crate::core::drain::{drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS};
 use crate::core::machine::{Action, Answer, Event, Step, Tell};
-use crate::core::process_state::{parse_process_info, ProcessDetail};
-use crate::core::reachability::supervisord_away;
-use crate::core::start_backoff::StartBackoff;
-use crate::core::xmlrpc::Param;
+use crate::core::policy::drain::{
+    drain_step, stop_call_due_ms, DrainStep, DRAIN_CHECK_INTERVAL_MS,
+};
+use crate::core::protocol::call_outcome::{already_there, command_succeeded, CallError};
+use crate::core::protocol::command_reply::ReplyLog;
+use crate::core::protocol::process_state::{parse_process_info, ProcessDetail};
+use crate::core::protocol::xmlrpc::Param;
+use crate::core::start::reachability::supervisord_away;
+use crate::core::start::start_backoff::StartBackoff;
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -63,7 +65,7 @@ pub fn try_execute(
 // Draining before a stop. The worker that moved a backend UP -> SHUTTING_DOWN took it out of
 // rotation for every worker with that move (only UP backends get new requests); it then sends
 // stopProcess only once the backend's requests in flight over all workers are done, or once
-// `supervisord_drain_timeout` has passed (`core::drain`). The wait is a timer in this worker's
+// `supervisord_drain_timeout` has passed (`core::policy::drain`). The wait is a timer in this worker's
 // runtime (one per backend), so that whoever asked for the stop is answered at once.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,7 +509,7 @@ fn settle_exit(
 }
 
 /// The line of a command that waits for supervisord in its transitional status (see
-/// `core::start_handshake::park_until_reachable`); the watchdog sends it again once
+/// `core::start::start_handshake::park_until_reachable`); the watchdog sends it again once
 /// supervisord answers. `quiet`: the outage's one line tells it already.
 fn log_parked(
     upstream: &'static UpstreamRuntime,

@@ -1,15 +1,15 @@
 //! Failed requests, counted per backend as nginx counts them (`max_fails` within
 //! `fail_timeout`); a backend that reaches its limit is checked (does it accept connections?
 //! is its program running?) and only then left UP, taken DOWN or restarted
-//! (`core::failure` decides).
+//! (`core::start::failure` decides).
 
 use nginx_sys::{NGX_LOG_NOTICE, NGX_LOG_WARN};
 
 use super::{client, commander, connect_check};
 use crate::core::backend_status::{BackendStatus, Command};
-use crate::core::failure::{worth_checking, FailureAction, ProgramSeen};
 use crate::core::machine::{Action, Event, Tell};
-use crate::core::process_state::{parse_all_process_info, process_named, running_for_s};
+use crate::core::protocol::process_state::{parse_all_process_info, process_named, running_for_s};
+use crate::core::start::failure::{worth_checking, FailureAction, ProgramSeen};
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -123,7 +123,7 @@ fn conclude(
     if action != FailureAction::Ignore {
         upstream.failure_counts.borrow_mut()[index].record_success();
     }
-    // Requests held again while the check ran (`core::refused_attempt`) learn its outcome now.
+    // Requests held again while the check ran (`core::hold::refused_attempt`) learn its outcome now.
     upstream.reevaluate_held_now();
     let seen = match program {
         ProgramSeen::Known(Some(state)) => {

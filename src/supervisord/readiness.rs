@@ -1,6 +1,6 @@
 //! Readiness: while a backend is STARTING_UP, the worker that started it tries TCP (or UNIX
 //! socket) connections to every address of the backend in rounds, every millisecond at first
-//! (`core::probe_schedule`); the first accepted one makes it UP and wakes the requests this
+//! (`core::start::probe_schedule`); the first accepted one makes it UP and wakes the requests this
 //! worker holds at once. Held requests so resume the moment the program listens, on whichever
 //! of its addresses, not after supervisord's `startsecs`. Attempts are not logged (nginx's own
 //! `connect() failed` lines go to the worker's quiet log), only the outcome.
@@ -11,7 +11,7 @@
 //! again.
 //!
 //! Meanwhile the same worker watches the program's state (`getProcessInfo`, see
-//! `core::start_watch`): a program that exits at start-up (EXITED, BACKOFF, FATAL) fails the
+//! `core::start::start_watch`): a program that exits at start-up (EXITED, BACKOFF, FATAL) fails the
 //! start at once, with supervisord's reason in the log; requests held for it get 502.
 
 use std::cell::Cell;
@@ -27,12 +27,12 @@ use super::client;
 use super::peer_conn::{connected, Connect, PeerConn};
 use crate::core::backend_status::BackendStatus;
 use crate::core::machine::{Event, Tell};
-use crate::core::probe_schedule::delay_after_round_ms;
-use crate::core::process_state::{parse_process_info, ProcessState};
-use crate::core::start_backoff::StartBackoff;
-use crate::core::start_handshake::{at_probe_deadline, AtProbeDeadline, StartHandshake};
-use crate::core::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
-use crate::core::xmlrpc::Param;
+use crate::core::protocol::process_state::{parse_process_info, ProcessState};
+use crate::core::protocol::xmlrpc::Param;
+use crate::core::start::probe_schedule::delay_after_round_ms;
+use crate::core::start::start_backoff::StartBackoff;
+use crate::core::start::start_handshake::{at_probe_deadline, AtProbeDeadline, StartHandshake};
+use crate::core::start::start_watch::{exited_at_start_up, WATCH_FIRST_MS, WATCH_INTERVAL_MS};
 use crate::runtime::UpstreamRuntime;
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;
@@ -436,7 +436,7 @@ fn fail_start(start: &StartRef, what: &str, error: Option<&str>) {
 }
 
 /// How a program that exits at start-up reads in a failed start's line; `reason` is
-/// supervisord's account (`core::process_state::ProcessDetail::reason`).
+/// supervisord's account (`core::protocol::process_state::ProcessDetail::reason`).
 pub fn exit_text(reason: &str) -> String {
     format!("program exits at start-up (supervisord says {reason})")
 }

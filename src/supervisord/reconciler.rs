@@ -4,7 +4,7 @@
 //! a backend that is not UP (a fresh shared state, a hand `start` or `restart`) is probed for
 //! readiness like an on-demand start, so that requests wait for it and resume the moment it
 //! listens, and nothing takes it for up (or failed) before (the plan itself is
-//! `core::reconcile_plan`); one stopping outside nginx holds requests meanwhile.
+//! `core::start::reconcile_plan`); one stopping outside nginx holds requests meanwhile.
 //! A backend whose program supervisord does not have is reported at the first read, once.
 
 use nginx_sys::{
@@ -12,14 +12,14 @@ use nginx_sys::{
 };
 
 use super::{client, readiness};
-use crate::core::call_outcome::CallError;
 use crate::core::machine::{Action, Event, Sync, Tell};
-use crate::core::process_state::{
+use crate::core::protocol::call_outcome::CallError;
+use crate::core::protocol::process_state::{
     find_process_detail, names_like, parse_all_process_info, process_named, ProcessInfo,
     ProcessState,
 };
-use crate::core::reachability::failure_told_by_reachability;
-use crate::core::xmlrpc::Value;
+use crate::core::protocol::xmlrpc::Value;
+use crate::core::start::reachability::failure_told_by_reachability;
 use crate::runtime::{worker, Host, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;

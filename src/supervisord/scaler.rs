@@ -1,6 +1,6 @@
 //! Scaling: every tick (`ScalePolicy::tick_ms`), one worker (whichever takes the tick's turn in
 //! the shared zone) samples the upstream's load into the shared ring and carries out the
-//! actions `core::scaling::decide` takes: start the backends the minimum and the load ask for,
+//! actions `core::policy::scaling::decide` takes: start the backends the minimum and the load ask for,
 //! all at once, or drain and stop one (idle, light load). Starts count for the start backoff like on-demand starts, so a
 //! program that exits at start-up is not started again and again to reach the minimum.
 
@@ -10,11 +10,11 @@ use super::commander;
 use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::machine::{Action, Event};
-use crate::core::scaling::{
+use crate::core::policy::scaling::{
     decide, decimal, desired_count, window_load, BackendNow, Sample, ScaleAction, ScalePolicy,
     StartCause, StopCause,
 };
-use crate::core::start_watch::PendingStart;
+use crate::core::start::start_watch::PendingStart;
 use crate::runtime::{Host, UpstreamRuntime};
 use crate::util::log::cycle_log;
 use crate::util::time::now_ms;

@@ -3,15 +3,15 @@
 //! configuration used are freed), sends again a start or stop whose worker died, and, while
 //! supervisord is unreachable, asks it once a second per upstream whether it is back. When it
 //! is (whichever call finds out), starts and stops that waited for it are sent and its view is
-//! read at once, for every upstream that names it (one question, one read per supervisord). The decisions are `core::liveness`'s and `core::start_handshake`'s.
+//! read at once, for every upstream that names it (one question, one read per supervisord). The decisions are `core::zone::liveness`'s and `core::start::start_handshake`'s.
 
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_exiting, ngx_quit, ngx_terminate, NGX_LOG_NOTICE};
 
 use super::{client, commander, reconciler};
 use crate::core::backend_status::BackendStatus;
-use crate::core::liveness::command_orphaned;
 use crate::core::machine::{Action, Event};
-use crate::core::start_handshake::command_to_resend;
+use crate::core::start::start_handshake::command_to_resend;
+use crate::core::zone::liveness::command_orphaned;
 use crate::runtime::{worker, Host, UpstreamRuntime};
 use crate::shared::slots;
 use crate::util::log::cycle_log;

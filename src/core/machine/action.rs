@@ -2,10 +2,10 @@
 
 use crate::backend_event::BackendEvent;
 use crate::backend_status::{BackendStatus, Command};
-use crate::command_reply::ReplyLog;
 use crate::commands::Decision;
-use crate::failure::FailureAction;
-use crate::start_backoff::StartBackoff;
+use crate::protocol::command_reply::ReplyLog;
+use crate::start::failure::FailureAction;
+use crate::start::start_backoff::StartBackoff;
 
 use super::backend::Backend;
 

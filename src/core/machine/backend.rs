@@ -1,8 +1,11 @@
 //! One backend's record as the machine reads and writes it.
 
 use crate::backend_status::BackendStatus;
-use crate::start_backoff::StartBackoff;
-use crate::start_watch::PendingStart;
+use crate::start::start_backoff::StartBackoff;
+use crate::start::start_watch::PendingStart;
+
+/// `Backend::known_pid` of a backend no read of supervisord has seen yet.
+pub const NEVER_READ: i64 = -1;
 
 /// What the shared zone keeps of one backend, read under the zone's lock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,7 +23,8 @@ pub struct Backend {
     /// supervisord has no program of its name (a fault or a read said so): never started on
     /// demand until a read finds the program.
     pub program_missing: bool,
-    /// The process id of its program at the last read of supervisord (0: none).
+    /// The process id of its program at the last read of supervisord (0: none;
+    /// `NEVER_READ` before the first read).
     pub known_pid: i64,
     /// Failed starts so far.
     pub failed_starts: u64,

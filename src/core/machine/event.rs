@@ -2,11 +2,11 @@
 
 use crate::backend_event::BackendEvent;
 use crate::backend_status::{BackendStatus, Command};
-use crate::call_outcome::CallError;
 use crate::commands::Mode;
-use crate::failure::ProgramSeen;
-use crate::process_state::ProcessState;
-use crate::start_watch::PendingStart;
+use crate::protocol::call_outcome::CallError;
+use crate::protocol::process_state::ProcessState;
+use crate::start::failure::ProgramSeen;
+use crate::start::start_watch::PendingStart;
 
 /// When and by whom an event is handled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -26,7 +26,7 @@ mod event;
 mod transition;
 
 pub use action::{Action, Step, Tell};
-pub use backend::{Backend, CommandHolder};
+pub use backend::{Backend, CommandHolder, NEVER_READ};
 pub use event::{Answer, At, Event, Sync};
 pub use transition::transition;
 

@@ -5,14 +5,14 @@ use proptest::prelude::*;
 use super::*;
 use crate::backend_event::BackendEvent;
 use crate::backend_status::{BackendStatus, Command};
-use crate::call_outcome::CallError;
-use crate::command_reply::ReplyLog;
 use crate::commands::{Decision, Mode};
-use crate::failure::{FailureAction, ProgramSeen};
-use crate::process_state::ProcessState;
-use crate::start_backoff::StartBackoff;
-use crate::start_watch::PendingStart;
-use crate::xmlrpc::Fault;
+use crate::protocol::call_outcome::CallError;
+use crate::protocol::command_reply::ReplyLog;
+use crate::protocol::process_state::ProcessState;
+use crate::protocol::xmlrpc::Fault;
+use crate::start::failure::{FailureAction, ProgramSeen};
+use crate::start::start_backoff::StartBackoff;
+use crate::start::start_watch::PendingStart;
 use BackendStatus::*;
 
 const ME: u64 = 7;
@@ -471,6 +471,42 @@ fn a_young_program_is_followed_only_when_it_is_another_process_than_nginx_saw() 
     let followed = checked(6);
     assert_eq!(followed.next.status, StartingUp);
     assert!(followed.has(&Action::ProbeStart));
+}
+
+/// Found by `held_again.rs` on a busy machine: a backend taken as UP from the configuration
+/// (`supervisord_inherit_backend_status`) failed its first request before nginx had read
+/// supervisord once; its young program was taken for someone else's start and followed until
+/// `supervisord_timeout` instead of restarted.
+#[test]
+fn a_young_program_nginx_never_read_is_restarted_as_ever() {
+    let up = Backend {
+        status: Up,
+        known_pid: NEVER_READ,
+        ..Backend::default()
+    };
+    let step = transition(
+        &up,
+        &Event::FailureChecked {
+            mode: Mode::Supervised,
+            accepts: false,
+            program: ProgramSeen::Known(Some(ProcessState::Running)),
+            young: true,
+            pid: 6,
+        },
+        at(1_000),
+    );
+    assert!(step.has(&Action::CarryOut(Command::Stop)));
+    // The first read records the pid without taking it for a restart.
+    let sync = Sync {
+        observed: Some(ProcessState::Running),
+        pid: 6,
+        can_probe: true,
+        stale_after_ms: 60_000,
+        ..Sync::default()
+    };
+    let read = transition(&up, &Event::Synced(sync), at(1_000));
+    assert_eq!(read.next.known_pid, 6);
+    assert_eq!(read.next.status, Up);
 }
 
 #[test]

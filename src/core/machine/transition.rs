@@ -2,17 +2,17 @@
 
 use crate::backend_event::BackendEvent;
 use crate::backend_status::{BackendStatus, Command};
-use crate::call_outcome::CallError;
-use crate::command_reply::{reply_step, ReplyFacts, ReplyStep};
 use crate::commands::{decide, Decision};
-use crate::failure::{failure_action, FailureAction};
-use crate::process_state::{restarted, ProcessState};
-use crate::reconcile_plan::{sync_steps, BackendAtReply, Holding};
-use crate::start_handshake::settle_ready;
-use crate::start_watch::{start_refused_by_a_stop, PendingStart};
+use crate::protocol::call_outcome::CallError;
+use crate::protocol::command_reply::{reply_step, ReplyFacts, ReplyStep};
+use crate::protocol::process_state::{restarted, ProcessState};
+use crate::start::failure::{failure_action, FailureAction};
+use crate::start::reconcile_plan::{sync_steps, BackendAtReply, Holding};
+use crate::start::start_handshake::settle_ready;
+use crate::start::start_watch::{start_refused_by_a_stop, PendingStart};
 
 use super::action::{Action, Step, Tell};
-use super::backend::{Backend, CommandHolder};
+use super::backend::{Backend, CommandHolder, NEVER_READ};
 use super::event::{Answer, At, Event, Sync};
 
 pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
@@ -84,8 +84,10 @@ pub fn transition(backend: &Backend, event: &Event, at: At) -> Step {
         } => {
             // Young and another process than the last read saw: someone (another nginx,
             // supervisorctl) started it since, and it may not listen yet. The process this
-            // nginx saw running, crashed or hung, is restarted as ever.
-            let in_start_phase = *young && *pid != 0 && *pid != backend.known_pid;
+            // nginx saw running, crashed or hung, is restarted as ever; so is one taken as UP
+            // from the configuration before any read (nothing says it is someone's start).
+            let in_start_phase =
+                *young && *pid != 0 && backend.known_pid != NEVER_READ && *pid != backend.known_pid;
             let action = failure_action(*mode, backend.status, *accepts, *program, in_start_phase);
             match action {
                 FailureAction::MarkDown => {
@@ -315,7 +317,7 @@ fn synced(step: &mut Step, sync: &Sync, at: At) {
         changed_since_sent: sync.changes_when_sent != backend.changes,
         command_is_stale: backend.command_older_than(at.now_ms, sync.stale_after_ms),
         observed: sync.observed,
-        restarted: restarted(backend.known_pid, sync.pid),
+        restarted: restarted(backend.known_pid.max(0), sync.pid),
         can_probe: sync.can_probe,
         backing_off: backend.backing_off(at.now_ms),
         pending_start: backend.pending_start.is_some(),

@@ -2,7 +2,7 @@
 //! takes no new requests), and its program is stopped once no request is in flight to it over
 //! all workers, or once the drain timeout has passed.
 
-use super::backend_status::BackendStatus;
+use crate::backend_status::BackendStatus;
 
 /// How often the worker that drains a backend looks at its in-flight count.
 pub const DRAIN_CHECK_INTERVAL_MS: u64 = 20;

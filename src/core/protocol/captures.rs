@@ -1,14 +1,14 @@
 //! The parsers against byte-exact captures of a real supervisord 4.2.5 (see captures/README.md).
 
-use super::backend_status::Command;
-use super::call_outcome::{command_succeeded, interpret_response, CallError};
-use super::http_exchange::{parse_response, HttpResponse, Progress};
-use super::process_state::{parse_all_process_info, ProcessState};
-use super::xmlrpc::Value;
+use crate::backend_status::Command;
+use crate::protocol::call_outcome::{command_succeeded, interpret_response, CallError};
+use crate::protocol::http_exchange::{parse_response, HttpResponse, Progress};
+use crate::protocol::process_state::{parse_all_process_info, ProcessState};
+use crate::protocol::xmlrpc::Value;
 
 /// The RESPONSE blocks of a capture file.
 fn responses(file: &str) -> Vec<Vec<u8>> {
-    let path = format!("{}/captures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/protocol/captures/{file}", env!("CARGO_MANIFEST_DIR"));
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut blocks = Vec::new();
     let mut rest = &raw[..];

@@ -10,9 +10,9 @@
 //! running: a fresh shared state (nginx started, a reload that changed the server list), a
 //! start made outside nginx, supervisord's own autorestart.
 
-use super::backend_status::BackendStatus;
-use super::process_state::ProcessState;
-use super::start_watch::sync_fails_start;
+use crate::backend_status::BackendStatus;
+use crate::protocol::process_state::ProcessState;
+use crate::start::start_watch::sync_fails_start;
 
 /// One backend as the reply finds it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,7 +155,7 @@ pub fn reconciled_status(backend: &BackendAtReply) -> Option<BackendStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process_state::restarted;
+    use crate::protocol::process_state::restarted;
     use BackendStatus::*;
 
     fn at_reply(status: BackendStatus, observed: Option<ProcessState>) -> BackendAtReply {
@@ -430,7 +430,7 @@ mod properties {
                 );
                 if step.start_failed {
                     prop_assert!(step.ends_pending_start);
-                    prop_assert!(backend.observed.is_some_and(crate::start_watch::exited_at_start_up));
+                    prop_assert!(backend.observed.is_some_and(crate::start::start_watch::exited_at_start_up));
                 }
                 prop_assert_eq!(
                     step.holding == Holding::OwnProbe,

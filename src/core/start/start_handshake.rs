@@ -5,8 +5,8 @@
 //! probe. Whoever settles, the status changes only if the backend is still in the command's
 //! transitional status (a reconciliation may have settled an orphaned command meanwhile).
 
-use super::backend_status::{BackendStatus, Command};
-use super::commands::settle;
+use crate::backend_status::{BackendStatus, Command};
+use crate::commands::settle;
 
 /// What the two parties of one start have told each other so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! What supervisord says about programs, and what that means for a backend's status.
 
-use super::xmlrpc::Value;
+use crate::protocol::xmlrpc::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessState {

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
-use super::backend_status::Command;
-use super::http_exchange::HttpResponse;
-use super::xmlrpc::{parse_method_response, Fault, MethodResponse, Value};
+use crate::backend_status::Command;
+use crate::protocol::http_exchange::HttpResponse;
+use crate::protocol::xmlrpc::{parse_method_response, Fault, MethodResponse, Value};
 
 pub const FAULT_ALREADY_STARTED: i64 = 60;
 pub const FAULT_NOT_RUNNING: i64 = 70;

@@ -13,7 +13,9 @@ use std::ffi::c_void;
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_BUSY, NGX_OK};
 use ngx::http::Request;
 
-use super::hold_gate::{arm_wake_timer, enqueue, hold_step, time_out, HoldStep};
+use super::gate::{hold_step, HoldStep};
+use super::record::{enqueue, time_out};
+use super::wake::arm_wake_timer;
 use crate::runtime::{init_busy, HeldRequest, UpstreamRuntime};
 
 thread_local! {

@@ -1,12 +1,12 @@
 //! The hold gate's decisions: may a request go on to the balancer, must it wait for a backend,
 //! or has the start it waited for failed; and which backend a waiting request starts. A backend
-//! waiting out its start backoff (`core::start_backoff`) is not started on demand: another DOWN
+//! waiting out its start backoff (`core::start::start_backoff`) is not started on demand: another DOWN
 //! backend is, and when every DOWN backend waits, requests are answered at once.
 
-use super::backend_status::BackendStatus;
-use super::backend_status::Command;
-use super::commands::{decide, Decision, Mode};
-use super::placement::{pick, Placeable};
+use crate::backend_status::BackendStatus;
+use crate::backend_status::Command;
+use crate::commands::{decide, Decision, Mode};
+use crate::policy::placement::{pick, Placeable};
 
 /// What the gate knows of one backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

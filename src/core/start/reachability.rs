@@ -11,8 +11,8 @@
 //! request never waits for the next `supervisord_sync_interval`). Such calls are quiet: their
 //! failures are covered by the one "unreachable" line.
 
-use super::backend_status::Command;
-use super::call_outcome::CallError;
+use crate::backend_status::Command;
+use crate::protocol::call_outcome::CallError;
 
 /// How far one call got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub fn control_failure_status(error: &CallError, supervisord_unreachable: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmlrpc::Fault;
+    use crate::protocol::xmlrpc::Fault;
 
     #[test]
     fn only_a_call_that_could_not_send_means_unreachable() {

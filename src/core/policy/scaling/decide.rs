@@ -1,11 +1,11 @@
 //! The actions of one tick.
 
-use super::super::backend_status::BackendStatus;
-use super::super::placement::{pick, Placeable};
 use super::load::{desired_count, window_load};
 use super::{
     BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause, LIGHT_LOAD_PERCENT,
 };
+use crate::backend_status::BackendStatus;
+use crate::policy::placement::{pick, Placeable};
 
 /// The actions of this tick: every start the minimum and the load ask for, all at once, or at
 /// most one stop. `last_action_ms`: when the previous load action was taken (0: never).

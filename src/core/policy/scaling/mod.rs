@@ -39,7 +39,7 @@ pub use decide::decide;
 pub use load::{desired_count, window_load};
 pub use target::{decimal, parse_scale_up};
 
-use super::backend_status::BackendStatus;
+use crate::backend_status::BackendStatus;
 
 /// Below this share of the target per UP backend, over a whole window, one backend is stopped.
 pub const LIGHT_LOAD_PERCENT: u64 = 40;

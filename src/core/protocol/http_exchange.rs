@@ -7,7 +7,7 @@ use std::fmt;
 
 use base64::Engine;
 
-use super::supervisord_address::Credentials;
+use crate::config::supervisord_address::Credentials;
 
 pub fn encode_request(host: &str, credentials: Option<&Credentials>, body: &str) -> Vec<u8> {
     let mut head = format!("POST /RPC2 HTTP/1.1\r\nHost: {host}\r\n");

@@ -6,9 +6,9 @@
 //! without a stop call when its program is not running, and is restarted (stopped, then
 //! started by the next request) when its program runs but refuses connections.
 
-use super::backend_status::BackendStatus;
-use super::commands::Mode;
-use super::process_state::ProcessState;
+use crate::backend_status::BackendStatus;
+use crate::commands::Mode;
+use crate::protocol::process_state::ProcessState;
 
 /// nginx's `max_fails` and `fail_timeout` of one server line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,11 +2,11 @@
 //! gathers the facts (the call's outcome, the backend's status under the zone's lock, whether
 //! a probe settles the start) and carries out the step this returns.
 
-use super::backend_status::{BackendStatus, Command};
-use super::call_outcome::CallError;
-use super::reachability::{failure_told_by_reachability, supervisord_away};
-use super::start_handshake::{park_until_reachable, settle_reply, Settlement};
-use super::start_watch::{fault_means_exit, fault_means_no_program};
+use crate::backend_status::{BackendStatus, Command};
+use crate::protocol::call_outcome::CallError;
+use crate::start::reachability::{failure_told_by_reachability, supervisord_away};
+use crate::start::start_handshake::{park_until_reachable, settle_reply, Settlement};
+use crate::start::start_watch::{fault_means_exit, fault_means_no_program};
 
 /// What the commander knows when supervisord's answer (or the call's failure) arrives.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,7 +118,7 @@ pub fn reply_step(facts: &ReplyFacts) -> ReplyStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmlrpc::Fault;
+    use crate::protocol::xmlrpc::Fault;
     use BackendStatus::*;
 
     fn facts(
@@ -228,7 +228,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::xmlrpc::Fault;
+    use crate::protocol::xmlrpc::Fault;
     use proptest::prelude::*;
 
     fn any_outcome() -> impl Strategy<Value = Result<(), CallError>> {

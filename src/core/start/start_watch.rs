@@ -5,9 +5,9 @@
 //! `startsecs` is (with `startsecs=0` supervisord confirms a start before the program can
 //! exit).
 
-use super::backend_status::BackendStatus;
-use super::process_state::ProcessState;
-use super::xmlrpc::Fault;
+use crate::backend_status::BackendStatus;
+use crate::protocol::process_state::ProcessState;
+use crate::protocol::xmlrpc::Fault;
 
 /// The first read of the program's state, after the start was sent.
 pub const WATCH_FIRST_MS: u64 = 200;

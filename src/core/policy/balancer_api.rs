@@ -2,7 +2,7 @@
 //! command of a balancer acts on, when such a command comes too soon after the last one, and
 //! the load figures its load monitor is told. As in ngx_supervisord 1.4, except where noted.
 
-use super::backend_status::{BackendStatus, Command};
+use crate::backend_status::{BackendStatus, Command};
 
 /// ngx_supervisord 1.4 dropped an "any" command within 30 s of the last command.
 pub const ANY_COMMAND_SPACING_MAX_MS: u64 = 30_000;
@@ -12,7 +12,7 @@ pub const LOAD_MULTIPLIER: u64 = 100;
 
 /// What a balancer's backend looks like to an "any" command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackendNow {
+pub struct AnyCandidate {
     pub status: BackendStatus,
     /// Waiting out a start backoff: not started by "start any".
     pub backing_off: bool,
@@ -42,7 +42,7 @@ pub fn any_command_spacing_ms(load_interval_ms: u64) -> u64 {
 /// on-demand start picks first: it would be started again for the next request after a lull).
 pub fn pick_any(
     command: Command,
-    backends: &[BackendNow],
+    backends: &[AnyCandidate],
     since_last_any_ms: Option<u64>,
     spacing_ms: u64,
 ) -> Result<usize, AnySkipped> {
@@ -108,10 +108,10 @@ mod tests {
     use super::*;
     use BackendStatus::*;
 
-    fn backends(statuses: &[BackendStatus]) -> Vec<BackendNow> {
+    fn backends(statuses: &[BackendStatus]) -> Vec<AnyCandidate> {
         statuses
             .iter()
-            .map(|&status| BackendNow {
+            .map(|&status| AnyCandidate {
                 status,
                 backing_off: false,
                 program_missing: false,

@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use super::backend_event::BackendEvent;
-use super::backend_status::BackendStatus;
+use crate::backend_event::BackendEvent;
+use crate::backend_status::BackendStatus;
 
 /// The `Content-Type` of the page.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,9 +1,9 @@
 //! The JSON of `supervisord_status`. Credentials are never part of it: only the address.
 
-use super::backend_event::BackendEvent;
-use super::backend_status::BackendStatus;
+use crate::backend_event::BackendEvent;
+use crate::backend_status::BackendStatus;
 
-pub struct BackendView<'a> {
+pub struct BackendRow<'a> {
     pub server: &'a str,
     pub program: Option<String>,
     pub status: BackendStatus,
@@ -72,7 +72,7 @@ pub fn render_upstream(
     supervisord_reachable: Option<bool>,
     held: i64,
     holds: (u64, u64),
-    backends: &[BackendView<'_>],
+    backends: &[BackendRow<'_>],
 ) -> String {
     let backends: Vec<String> =
         backends
@@ -132,7 +132,7 @@ mod tests {
             Some(false),
             3,
             (4, 1250),
-            &[BackendView {
+            &[BackendRow {
                 server: "127.0.0.1:8000",
                 program: Some("backend0".into()),
                 status: BackendStatus::StartingUp,
