@@ -100,7 +100,7 @@ pub fn send(
         if target.is_none() { " any" } else { "" }
     );
     if step.has(&Action::CarryOut(Command::Stop)) {
-        upstream.stop_checkers.borrow_mut()[index] = checker;
+        upstream.backends[index].stop_checker.set(checker);
     }
     commander::carry_out(upstream, index, &step);
 }

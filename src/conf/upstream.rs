@@ -601,6 +601,9 @@ pub unsafe extern "C" fn set_inherit_backend_status(
 }
 
 /// Resolves the address as nginx does for its own upstreams (at configuration time).
+///
+/// # Safety
+/// `cf` is the live configuration being read (its pool and log are used).
 unsafe fn resolve(
     cf: *mut ngx_conf_t,
     text: &ngx_str_t,
@@ -636,6 +639,10 @@ unsafe fn resolve(
 
 /// Sets one numeric upstream option from the directive's argument: `slot` picks the field,
 /// `parse` reads the text (None when invalid), `expected` tells the operator what would do.
+///
+/// # Safety
+/// `cf` is the live configuration being read; `conf` is this module's upstream
+/// configuration (`UpstreamConf`) of the block the directive is in.
 unsafe fn set_number(
     cf: *mut ngx_conf_t,
     conf: *mut c_void,

@@ -13,10 +13,11 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_close_connection, ngx_destroy_pool, ngx_event_free_peer_pt, ngx_event_get_peer_pt,
-    ngx_http_request_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc, ngx_peer_connection_t, ngx_str_t,
-    ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_LOCK, NGX_HTTP_PATCH,
-    NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT, NGX_OK, NGX_PEER_FAILED,
+    ngx_event_notify_peer_pt, ngx_http_request_t, ngx_http_upstream_rr_peer_t,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_pcalloc,
+    ngx_peer_connection_t, ngx_str_t, ngx_uint_t, NGX_BUSY, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_LOCK, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT, NGX_OK,
+    NGX_PEER_FAILED,
 };
 use ngx::http::HttpModuleServerConf;
 
@@ -39,6 +40,7 @@ struct PeerContext {
     inner_data: *mut c_void,
     inner_get: ngx_event_get_peer_pt,
     inner_free: ngx_event_free_peer_pt,
+    inner_notify: ngx_event_notify_peer_pt,
     #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
     inner_set_session: nginx_sys::ngx_event_set_peer_session_pt,
     #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
@@ -81,8 +83,6 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
         return;
     }
     let shared = upstream.shared();
-    let mut applied_up_counts = upstream.applied_up_counts.borrow_mut();
-    applied_up_counts.resize(conf.backends.len(), 0);
     // SAFETY: peer.data is nginx's round-robin peer list (checked by has_nginx_peer_list).
     unsafe {
         each_managed_peer(
@@ -90,7 +90,7 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
             uscf,
             |peer, index| {
                 let backend = shared.backend(index);
-                if applied_up_counts[index] != backend.up_count() {
+                if upstream.backends[index].applied_up_count.get() != backend.up_count() {
                     // A backend that came (back) up starts with a clean slate: failures
                     // counted before it was stopped must not keep it out for fail_timeout.
                     peer.fails = 0;
@@ -101,8 +101,8 @@ fn sync_peer_list(upstream: &UpstreamRuntime, uscf: &mut ngx_http_upstream_srv_c
             |list| list.tries = list.number,
         );
     }
-    for (index, applied) in applied_up_counts.iter_mut().enumerate() {
-        *applied = shared.backend(index).up_count();
+    for (index, mine) in upstream.backends.iter().enumerate() {
+        mine.applied_up_count.set(shared.backend(index).up_count());
     }
 }
 
@@ -237,6 +237,7 @@ unsafe extern "C" fn init_peer(
             inner_data: peer.data,
             inner_get: peer.get,
             inner_free: peer.free,
+            inner_notify: peer.notify,
             #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
             inner_set_session: peer.set_session,
             #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
@@ -249,6 +250,10 @@ unsafe extern "C" fn init_peer(
         peer.data = context as *mut c_void;
         peer.get = Some(get_peer);
         peer.free = Some(free_peer);
+        // nginx hands notify the peer's data, which is now this wrapper's context.
+        if peer.notify.is_some() {
+            peer.notify = Some(notify_peer);
+        }
         #[cfg(any(ngx_feature = "ssl", ngx_feature = "compat"))]
         {
             if peer.set_session.is_some() {
@@ -384,8 +389,6 @@ unsafe fn forgive_checked_peers(
         return false;
     }
     let shared = upstream.shared();
-    let checks = upstream.failure_checks.borrow();
-    let counts = upstream.failure_counts.borrow();
     let mut forgiven = false;
     // SAFETY: caller's contract: nginx's round-robin peer list (uses_nginx_peer_list).
     unsafe {
@@ -397,8 +400,8 @@ unsafe fn forgive_checked_peers(
                 if failed_by_count
                     && forgive_failed_peer(
                         shared.backend(index).status() == BackendStatus::Up,
-                        checks[index],
-                        counts[index].failures,
+                        upstream.backends[index].failure_check.get(),
+                        upstream.backends[index].failures.get().failures,
                     )
                 {
                     peer.fails = 0;
@@ -411,6 +414,11 @@ unsafe fn forgive_checked_peers(
     forgiven
 }
 
+/// Hands a peer the inner balancer picked but that is not UP back to it, unused.
+///
+/// # Safety
+/// `pc` is the peer connection of a live request, from within nginx's `peer.get`, holding
+/// the peer `inner_free` (the wrapped balancer's, with its `inner_data`) gave out.
 unsafe fn refuse_peer(
     pc: &mut ngx_peer_connection_t,
     inner_data: *mut c_void,
@@ -498,6 +506,21 @@ unsafe fn attempt_seen(r: *mut ngx_http_request_t, pc: &ngx_peer_connection_t) -
             || next_upstream & NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT as ngx_uint_t != 0,
         nothing_received: u.buffer.start.is_null() || u.buffer.last == u.buffer.start,
         timed_out,
+    }
+}
+
+/// Forwards an event nginx tells the peer of (`peer.notify`) to the wrapped balancer, with its
+/// own data.
+unsafe extern "C" fn notify_peer(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    kind: ngx_uint_t,
+) {
+    // SAFETY: data is the context init_peer installed; only set when the inner hook exists.
+    let context = unsafe { &*(data as *const PeerContext) };
+    if let Some(inner) = context.inner_notify {
+        // SAFETY: forwarding to the wrapped balancer with its own data and nginx's arguments.
+        unsafe { inner(pc, context.inner_data, kind) };
     }
 }
 

@@ -25,21 +25,19 @@ pub fn tell_changes(upstream: &UpstreamRuntime) {
         return;
     }
     state.generation.set(generation);
-    let changes: Vec<(usize, BackendStatus)> = {
-        let mut told = state.told.borrow_mut();
-        shared
-            .backends()
-            .iter()
-            .enumerate()
-            .filter_map(|(index, backend)| {
-                let status = backend.status();
-                (told[index] != Some(status)).then(|| {
-                    told[index] = Some(status);
-                    (index, status)
-                })
+    let changes: Vec<(usize, BackendStatus)> = shared
+        .backends()
+        .iter()
+        .zip(upstream.backends.iter())
+        .enumerate()
+        .filter_map(|(index, (backend, mine))| {
+            let status = backend.status();
+            (mine.monitor_told.get() != Some(status)).then(|| {
+                mine.monitor_told.set(Some(status));
+                (index, status)
             })
-            .collect()
-    };
+        })
+        .collect();
     // Called with nothing borrowed: a monitor may well call back into the C API.
     for (index, status) in changes {
         ngx::ngx_log_debug!(

@@ -2,6 +2,7 @@
 //! worker's cycle (freed with its pool), reached from any handler through `worker::upstream`.
 
 pub mod backend_monitor;
+pub mod backend_runtime;
 pub mod hold_queue;
 pub mod host;
 pub mod init_busy;

@@ -3,7 +3,7 @@
 //! list last reflected). Built once per worker in `init_process` and freed with the cycle's
 //! pool when the worker exits; the timers and connections it holds are gone by then.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -13,13 +13,12 @@ use nginx_sys::{
     ngx_post_event, ngx_posted_events, NGX_LOG_ALERT, NGX_LOG_DEBUG,
 };
 
+use super::backend_runtime::BackendRuntime;
 use super::hold_queue::HoldQueue;
 use super::line_runtime::LineRuntime;
 use super::monitor_state::BackendMonitorState;
-use crate::conf::balancer_hooks::Checker;
 use crate::conf::UpstreamConf;
 use crate::core::machine::Action;
-use crate::core::start::failure::FailureCount;
 use crate::shared::records::SharedUpstream;
 use crate::shared::{SharedRecord, ZoneLock};
 use crate::util::log::cycle_log;
@@ -38,38 +37,12 @@ pub struct UpstreamRuntime {
     pub scale_timer: UnsafeCell<ngx_event_t>,
     /// The shared generation this worker's peer list last reflected.
     pub synced_generation: Cell<u64>,
-    /// Per backend, the shared up count this worker's peer list last reflected.
-    pub applied_up_counts: RefCell<Vec<u64>>,
-    /// Per backend, the failed requests this worker counted (nginx's max_fails/fail_timeout).
-    pub failure_counts: RefCell<Vec<FailureCount>>,
-    /// Per backend, a failure check is under way in this worker.
-    pub failure_checks: RefCell<Vec<bool>>,
-    /// Per backend, the drain this worker watches before stopping it (see
-    /// `commander::stop_after_drain`).
-    pub drains: Box<[DrainTimer]>,
-    /// Per backend, the C balancer's checker a stop this worker drains waits for too.
-    pub stop_checkers: RefCell<Vec<Option<Checker>>>,
+    /// Per backend, what this worker keeps of it.
+    pub backends: Box<[BackendRuntime]>,
     /// The C balancer's backend monitor: what it was last told (`runtime::backend_monitor`).
     pub monitor: BackendMonitorState,
     /// Takes the turn to tell the C balancer's load monitor (`api::load_monitor`).
     pub load_timer: UnsafeCell<ngx_event_t>,
-}
-
-/// One backend's drain as watched by the worker that took its stop: a timer that looks at the
-/// backend's in-flight count over all workers, and when the drain began.
-pub struct DrainTimer {
-    pub event: UnsafeCell<ngx_event_t>,
-    pub started_ms: Cell<u64>,
-}
-
-impl DrainTimer {
-    fn new() -> Self {
-        Self {
-            // SAFETY: zeroed is a valid unset event.
-            event: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-            started_ms: Cell::new(0),
-        }
-    }
 }
 
 impl UpstreamRuntime {
@@ -87,12 +60,12 @@ impl UpstreamRuntime {
             // SAFETY: zeroed is a valid unset event.
             scale_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             synced_generation: Cell::new(0),
-            applied_up_counts: RefCell::new(vec![0; conf.backends.len()]),
-            failure_counts: RefCell::new(vec![FailureCount::default(); conf.backends.len()]),
-            failure_checks: RefCell::new(vec![false; conf.backends.len()]),
-            drains: conf.backends.iter().map(|_| DrainTimer::new()).collect(),
-            stop_checkers: RefCell::new(vec![None; conf.backends.len()]),
-            monitor: BackendMonitorState::new(conf.backends.len()),
+            backends: conf
+                .backends
+                .iter()
+                .map(|_| BackendRuntime::new())
+                .collect(),
+            monitor: BackendMonitorState::new(),
             // SAFETY: zeroed is a valid unset event.
             load_timer: UnsafeCell::new(unsafe { std::mem::zeroed() }),
         }

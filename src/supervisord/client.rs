@@ -97,6 +97,10 @@ pub fn call(host: Host, method: &'static str, params: &[Param<'_>], done: Comple
     }
 }
 
+/// Sends the call: on the host's idle connection if it has one, else on a new one.
+///
+/// # Safety
+/// `exchange` is live (leaked by `call`, not finished yet).
 unsafe fn start(exchange: *mut Exchange) {
     // SAFETY: the caller passes a live exchange.
     let ex = unsafe { &mut *exchange };
@@ -151,6 +155,9 @@ unsafe fn start(exchange: *mut Exchange) {
     }
 }
 
+/// # Safety
+/// `exchange` is live and `connection` an open connection to its supervisord that nothing
+/// else uses: from now on its events call back into this exchange.
 unsafe fn attach(exchange: *mut Exchange, connection: *mut ngx_connection_t) {
     // SAFETY: both are live; the connection's events call back into this exchange.
     unsafe {
@@ -323,6 +330,9 @@ unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
 }
 
 /// A kept connection that supervisord closed in the meantime gets one fresh try.
+///
+/// # Safety
+/// `exchange` is live; it is finished or sent again here.
 unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
     // SAFETY: live exchange.
     let ex = unsafe { &mut *exchange };
@@ -339,6 +349,10 @@ unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
     unsafe { fail_transport(exchange, cause) };
 }
 
+/// Ends the call with the transport's failure (a cut, if it was sent whole).
+///
+/// # Safety
+/// `exchange` is live; it is finished here and must not be used after.
 unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
     // SAFETY: live exchange.
     let error = match unsafe { (*exchange).stage() } {
@@ -349,15 +363,26 @@ unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
     unsafe { finish(exchange, Err(error)) };
 }
 
+/// # Safety
+/// The exchange's connection, if any, is open and owned by it (no other exchange or idle
+/// slot refers to it).
 unsafe fn close_connection(ex: &mut Exchange) {
     ex.peer.close();
 }
 
+/// # Safety
+/// As `finish_keeping`.
 unsafe fn finish(exchange: *mut Exchange, result: Result<Value, CallError>) {
     // SAFETY: forwarded.
     unsafe { finish_keeping(exchange, result, false) };
 }
 
+/// Takes the exchange back, closes or keeps its connection (`keep`: idle for the next call),
+/// and hands `result` to its callback.
+///
+/// # Safety
+/// `exchange` was leaked by `call` and is finished exactly once: nothing (its events, its
+/// timer) refers to it afterwards.
 unsafe fn finish_keeping(exchange: *mut Exchange, result: Result<Value, CallError>, keep: bool) {
     // SAFETY: the exchange was leaked by `call`; this is its single owner taking it back.
     let mut ex = unsafe { Box::from_raw(exchange) };
@@ -477,6 +502,10 @@ fn note_reachability(
     change
 }
 
+/// Keeps an open connection idle for the host's next call.
+///
+/// # Safety
+/// `connection` is open, owned by no exchange, and its events are this worker's.
 unsafe fn park(line: &'static LineRuntime, connection: *mut ngx_connection_t) {
     // SAFETY: the connection is open; while idle its events only close it.
     unsafe {
@@ -505,6 +534,9 @@ unsafe extern "C" fn on_idle_event(rev: *mut ngx_event_t) {
     }
 }
 
+/// # Safety
+/// `connection` is open and owned by no exchange (idle, or never handed out); it is closed
+/// here and must not be used after.
 unsafe fn drop_idle(line: &LineRuntime, connection: *mut ngx_connection_t) {
     if line.idle_connection.get() == connection {
         line.idle_connection.set(ptr::null_mut());

@@ -97,7 +97,7 @@ pub fn stop_after_drain(
         conf.drain_timeout_ms(),
     );
     if step != DrainStep::Wait {
-        upstream.stop_checkers.borrow_mut()[index] = None;
+        upstream.backends[index].stop_checker.set(None);
     }
     ngx::ngx_log_debug!(
         cycle_log(),
@@ -138,7 +138,7 @@ pub fn stop_after_drain(
 /// Whether the C balancer that asked for this stop (`ngx_supervisord_execute` with a checker)
 /// lets it go now; true when no checker waits.
 fn balancer_allows_stop(upstream: &UpstreamRuntime, index: usize) -> bool {
-    let Some(checker) = upstream.stop_checkers.borrow()[index] else {
+    let Some(checker) = upstream.backends[index].stop_checker.get() else {
         return true;
     };
     // SAFETY: the balancer gave this checker for this upstream's srv conf, which lives as long
@@ -148,7 +148,7 @@ fn balancer_allows_stop(upstream: &UpstreamRuntime, index: usize) -> bool {
 }
 
 fn watch(upstream: &'static UpstreamRuntime, index: usize, now: u64) {
-    let drain = &upstream.drains[index];
+    let drain = &upstream.backends[index].drain;
     drain.started_ms.set(now);
     // Not cancelable: a worker that exits gracefully (reload) finishes its drains first,
     // bounded by the drain timeout, as it finishes its requests in flight.
@@ -159,9 +159,9 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     // SAFETY: armed by `watch`.
     let upstream = unsafe { UpstreamRuntime::of_timer(event) };
     let Some(index) = upstream
-        .drains
+        .backends
         .iter()
-        .position(|drain| drain.event.get() == event)
+        .position(|backend| backend.drain.event.get() == event)
     else {
         return;
     };
@@ -172,12 +172,12 @@ unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
         backend.status(),
         in_flight,
         in_flight > 0 || balancer_allows_stop(upstream, index),
-        upstream.drains[index].started_ms.get(),
+        upstream.backends[index].drain.started_ms.get(),
         now_ms(),
         conf.drain_timeout_ms(),
     );
     if step != DrainStep::Wait {
-        upstream.stop_checkers.borrow_mut()[index] = None;
+        upstream.backends[index].stop_checker.set(None);
     }
     ngx::ngx_log_debug!(
         cycle_log(),

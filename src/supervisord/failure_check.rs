@@ -16,16 +16,18 @@ use crate::util::time::now_ms;
 
 /// A request to backend `index` ended, `failed` or not (nginx's NGX_PEER_FAILED).
 pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed: bool) {
-    let mut counts = upstream.failure_counts.borrow_mut();
+    let mine = &upstream.backends[index];
+    let mut count = mine.failures.get();
     if !failed {
-        counts[index].record_success();
+        count.record_success();
+        mine.failures.set(count);
         return;
     }
     let conf = upstream.conf;
     let limit = conf.backends[index].failure_limit;
-    let reached = counts[index].record_failure(now_ms(), limit);
-    let failures = counts[index].failures;
-    drop(counts);
+    let reached = count.record_failure(now_ms(), limit);
+    mine.failures.set(count);
+    let failures = count.failures;
     ngx::ngx_log_debug!(
         cycle_log(),
         "supervisord: upstream \"{}\" backend {}: failed request {} of max_fails {}",
@@ -35,12 +37,12 @@ pub fn request_finished(upstream: &'static UpstreamRuntime, index: usize, failed
         limit.max_fails
     );
     if !reached
-        || upstream.failure_checks.borrow()[index]
+        || upstream.backends[index].failure_check.get()
         || !worth_checking(conf.mode(), upstream.shared().backend(index).status())
     {
         return;
     }
-    upstream.failure_checks.borrow_mut()[index] = true;
+    upstream.backends[index].failure_check.set(true);
     let backend = &conf.backends[index];
     connect_check::accepts_connections(
         backend.sockaddrs.clone(),
@@ -98,7 +100,7 @@ fn conclude(
     accepts: bool,
     (program, young, pid): (ProgramSeen, bool, i64),
 ) {
-    upstream.failure_checks.borrow_mut()[index] = false;
+    upstream.backends[index].failure_check.set(false);
     let conf = upstream.conf;
     let backend = &conf.backends[index];
     let step = upstream.lock().step(
@@ -121,7 +123,10 @@ fn conclude(
         }
     }
     if action != FailureAction::Ignore {
-        upstream.failure_counts.borrow_mut()[index].record_success();
+        let mine = &upstream.backends[index];
+        let mut count = mine.failures.get();
+        count.record_success();
+        mine.failures.set(count);
     }
     // Requests held again while the check ran (`core::hold::refused_attempt`) learn its outcome now.
     upstream.reevaluate_held_now();

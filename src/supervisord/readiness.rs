@@ -163,6 +163,8 @@ fn still_starting(probe: &Probe) -> bool {
     probe.start.still_starting()
 }
 
+/// # Safety
+/// `probe` is live (leaked by `start`, not finished yet).
 unsafe fn try_connect(probe: *mut Probe) {
     // SAFETY: live probe (caller's contract).
     let p = unsafe { &mut *probe };
@@ -241,6 +243,9 @@ unsafe fn try_connect(probe: *mut Probe) {
 }
 
 /// No address accepted in this round: the next one starts after a pause.
+///
+/// # Safety
+/// `p` is a live probe; its timer event is its own.
 unsafe fn end_round(p: &mut Probe) {
     let delay = delay_after_round_ms(p.round);
     p.round += 1;
@@ -250,6 +255,9 @@ unsafe fn end_round(p: &mut Probe) {
 }
 
 /// The connect to the current address failed: on to the next one, or the round ends.
+///
+/// # Safety
+/// `probe` is live and has no connection open.
 unsafe fn next_address(probe: *mut Probe) {
     // SAFETY: live probe (caller's contract).
     let p = unsafe { &mut *probe };
@@ -298,6 +306,10 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
     }
 }
 
+/// The backend accepts connections: the start phase ends UP.
+///
+/// # Safety
+/// `probe` is live; it is finished here and must not be used after.
 unsafe fn ready(probe: *mut Probe, why: &str) {
     // SAFETY: live probe.
     let p = unsafe { &mut *probe };
@@ -328,6 +340,9 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
     unsafe { finish(probe) };
 }
 
+/// # Safety
+/// `probe` was leaked by `start` and is finished exactly once: nothing (its connection,
+/// its timer) refers to it afterwards.
 unsafe fn finish(probe: *mut Probe) {
     // SAFETY: the probe was leaked by `start`; this takes it back once.
     let mut p = unsafe { Box::from_raw(probe) };

@@ -210,10 +210,9 @@ pub unsafe fn hold_instead_of_no_peer(
     let request = unsafe { &mut *r };
     let gate_would_hold = would_hold(upstream);
     let pending_check = upstream
-        .failure_checks
-        .borrow()
+        .backends
         .iter()
-        .position(|pending| *pending);
+        .position(|backend| backend.failure_check.get());
     let facts = NoPeerLeft {
         earlier: attempts.earlier,
         main_request: ptr::eq(request.main, r),
@@ -228,7 +227,7 @@ pub unsafe fn hold_instead_of_no_peer(
         check_pending: pending_check.is_some(),
         failed_backend_left_up: attempts.last_failed.is_some_and(|failed| {
             upstream.shared().backend(failed).status() == BackendStatus::Up
-                && !upstream.failure_checks.borrow()[failed]
+                && !upstream.backends[failed].failure_check.get()
         }),
         last_failure_cached: attempts.last_failure_cached,
     };
@@ -327,7 +326,7 @@ pub unsafe fn hold_again_if_refused(
         gate_covers: gate_covers(r, upstream),
         times_held_again: times_held_again(r),
         backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
-        check_pending: upstream.failure_checks.borrow()[backend],
+        check_pending: upstream.backends[backend].failure_check.get(),
     };
     if !refused_attempt::hold_again(&attempt) {
         return;

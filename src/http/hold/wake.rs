@@ -113,7 +113,7 @@ fn awaiting_check(upstream: &UpstreamRuntime, held: &mut HeldRequest) -> bool {
     let Some(index) = held.awaiting_check else {
         return false;
     };
-    if upstream.failure_checks.borrow()[index] {
+    if upstream.backends[index].failure_check.get() {
         return true;
     }
     held.awaiting_check = None;
