@@ -255,7 +255,7 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
         (
             "backend_starts_total",
             "counter",
-            "Starts of the backend by cause: on_demand (a request found none up), by_hand (/_start, or started outside nginx), minimum (supervisord_min_servers), load (supervisord_scale_up).",
+            "Starts of the backend by cause: on_demand (a request found none up), by_hand (/_start, or started outside nginx), minimum (supervisord_min_servers), load (supervisord_scale_up), balancer (a balancer module through the C API).",
         ),
         |backend| events_of(backend, "starts"),
     );
@@ -265,7 +265,7 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
         (
             "backend_stops_total",
             "counter",
-            "Stops of the backend by cause: by_hand (/_stop), idle (supervisord_idle_timeout), light_load, failure (the failure rule took it down or restarted it).",
+            "Stops of the backend by cause: by_hand (/_stop), idle (supervisord_idle_timeout), light_load, failure (the failure rule took it down or restarted it), balancer (a balancer module through the C API).",
         ),
         |backend| events_of(backend, "stops"),
     );
