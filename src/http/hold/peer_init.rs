@@ -77,7 +77,12 @@ pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRunti
 
 /// The hold timeout of a request paused in peer.init: 503, as for one the gate holds.
 unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
-    // SAFETY: the event's data is its record, alive while its timer is set; its request is
-    // live, held, paused in peer.init.
-    unsafe { time_out(&mut *((*event).data as *mut HeldRequest)) };
+    // SAFETY: the event's data is its record, alive while its timer is set (the record's pool
+    // cleanup deletes it); the hold's end deletes it too (`wake::stop_deadline`).
+    let held = unsafe { &mut *((*event).data as *mut HeldRequest) };
+    if !held.is_held() || !held.paused_in_peer_init {
+        return;
+    }
+    // SAFETY: its request is live (its pool holds the record), held, paused in peer.init.
+    unsafe { time_out(held) };
 }

@@ -140,6 +140,7 @@ unsafe fn stop_hold_timer(r: *mut ngx_http_request_t) {
 pub(super) unsafe fn go_on(held: &mut HeldRequest) {
     if held.paused_in_peer_init {
         held.paused_in_peer_init = false;
+        stop_deadline(held);
         // SAFETY: caller's contract: paused by peer.init, which only happens with the patch.
         unsafe { init_busy::resume(held.request, NGX_OK as ngx_int_t) };
     } else {
@@ -155,11 +156,21 @@ pub(super) unsafe fn go_on(held: &mut HeldRequest) {
 pub(super) unsafe fn answer(held: &mut HeldRequest, rc: ngx_int_t) {
     if held.paused_in_peer_init {
         held.paused_in_peer_init = false;
+        stop_deadline(held);
         // SAFETY: as in go_on; the patch's resume finalizes the upstream request with rc.
         unsafe { init_busy::resume(held.request, rc) };
     } else {
         // SAFETY: caller's contract.
         unsafe { end_with(held.request, rc) };
+    }
+}
+
+/// The hold deadline of a request paused in peer.init (its record's own timer) ends with its
+/// hold: the request may live on long after, talking to its backend.
+fn stop_deadline(held: &mut HeldRequest) {
+    if held.deadline.timer_set() != 0 {
+        // SAFETY: the event lives in the record, which only this worker's thread touches.
+        unsafe { ngx_del_timer(&mut held.deadline) };
     }
 }
 
