@@ -193,7 +193,8 @@ unsafe extern "C" fn set_supervisord_start(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this location directive's handler (LOC_CONF_OFFSET) with the live
+    // `cf` and `conf`, this module's LocationConf, as set_control needs.
     unsafe { set_control(cf, conf, Command::Start) }
 }
 
@@ -202,7 +203,8 @@ unsafe extern "C" fn set_supervisord_stop(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this location directive's handler (LOC_CONF_OFFSET) with the live
+    // `cf` and `conf`, this module's LocationConf, as set_control needs.
     unsafe { set_control(cf, conf, Command::Stop) }
 }
 
@@ -214,7 +216,8 @@ unsafe fn set_control(cf: *mut ngx_conf_t, conf: *mut c_void, command: Command) 
     let Some(main) = Module::main_conf_mut(cf_ref) else {
         return conf_error(cf, "internal error: no main configuration");
     };
-    // SAFETY: forwarded.
+    // SAFETY: `cf` and `conf` are what nginx passed to this module's location directive
+    // handler (this fn's contract), as location::set_control needs.
     let rc = unsafe { location::set_control(cf, conf, command, main) };
     if !rc.is_null() {
         return rc;
@@ -233,7 +236,8 @@ unsafe extern "C" fn set_supervisord_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this location directive's handler with the live `cf`, as
+    // set_content_handler needs.
     unsafe { set_content_handler(cf, status::handle) }
 }
 
@@ -243,7 +247,8 @@ unsafe extern "C" fn set_supervisord_metrics(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this location directive's handler with the live `cf`, as
+    // set_content_handler needs.
     unsafe { set_content_handler(cf, metrics::handle) }
 }
 
@@ -272,7 +277,8 @@ unsafe extern "C" fn merge_loc_conf(
     _parent: *mut c_void,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's merge call.
+    // SAFETY: nginx calls merge_loc_conf with the live `cf` and this module's LocationConf of
+    // the location being merged, as note_held_upstream needs.
     unsafe { location::note_held_upstream(cf, conf, upstream_conf) }
 }
 
@@ -306,9 +312,11 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 unsafe fn wire(cf: *mut ngx_conf_t) -> Result<(), String> {
     // SAFETY: cf is valid (caller's contract).
     let main = Module::main_conf_mut(unsafe { &*cf }).ok_or("no main configuration")?;
-    // SAFETY: forwarded.
+    // SAFETY: `cf` is the http block's configuration in postconfiguration (this fn's
+    // contract): every upstream block is parsed, as collect_upstreams needs.
     unsafe { conf::collect_upstreams(cf, main, upstream_conf) }?;
-    // SAFETY: forwarded.
+    // SAFETY: `cf` is the http block's configuration in postconfiguration (this fn's
+    // contract): every upstream block is parsed, as resolve_control_locations needs.
     unsafe { conf::resolve_control_locations(cf, main, upstream_conf) }?;
     if main.upstreams.is_empty() {
         return Ok(());
@@ -378,7 +386,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if main.upstreams.is_empty() {
         return NGX_OK as ngx_int_t;
     }
-    // SAFETY: as above.
+    // SAFETY: `cycle` is the running cycle nginx passed to init_process, live for the call.
     let view = zone::find(unsafe { &*cycle }, zone_tag());
     let (records, generation) = view
         .as_ref()

@@ -27,11 +27,13 @@ impl HttpModule for Module {
 unsafe impl HttpModuleMainConf for Module {
     type MainConf = MainConf;
 }
-// SAFETY: as above.
+// SAFETY: create_srv_conf is `Module::create_srv_conf` (`module.rs`), which allocates an
+// UpstreamConf for every srv conf of this module (server and upstream blocks).
 unsafe impl HttpModuleServerConf for Module {
     type ServerConf = UpstreamConf;
 }
-// SAFETY: as above.
+// SAFETY: create_loc_conf is `Module::create_loc_conf` (`module.rs`), which allocates a
+// LocationConf for every loc conf of this module.
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = LocationConf;
 }

@@ -25,7 +25,7 @@ use crate::util::log::cycle_log;
 unsafe fn configuration(
     uscf: *mut ngx_http_upstream_srv_conf_t,
 ) -> Option<&'static mut UpstreamConf> {
-    // SAFETY: caller's contract.
+    // SAFETY: `uscf` is null or a live upstream srv conf (this fn's contract).
     let uscf = unsafe { uscf.as_ref() }?;
     if uscf.srv_conf.is_null() {
         return None;
@@ -38,7 +38,7 @@ unsafe fn configuration(
 /// # Safety
 /// As `configuration`.
 unsafe fn managed(uscf: *mut ngx_http_upstream_srv_conf_t) -> Option<&'static UpstreamRuntime> {
-    // SAFETY: caller's contract.
+    // SAFETY: `uscf` is null or a live upstream srv conf (this fn's contract).
     let conf = unsafe { configuration(uscf) }?;
     conf.endpoint.as_ref()?;
     worker::upstream(conf.index).filter(|upstream| ptr::eq(upstream.conf, conf))
@@ -55,7 +55,8 @@ pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_
         // balancer it wraps said NGX_OK.
         return NGX_OK as ngx_int_t;
     }
-    // SAFETY: caller's contract; the upstream is set before peer.init runs.
+    // SAFETY: `r` is the live request whose peer.init runs (this fn's contract); nginx sets
+    // `r->upstream` before it calls peer.init (ngx_http_upstream_init_request).
     let upstream = unsafe { r.as_ref().and_then(|r| r.upstream.as_ref()) };
     let Some(u) = upstream else {
         ngx::ngx_log_error!(
@@ -75,7 +76,8 @@ pub unsafe extern "C" fn ngx_supervisord_check_servers(r: *mut ngx_http_request_
         Some(upstream) => {
             // As in 1.4, the balancer's view is brought up to date first.
             backend_monitor::tell_changes(upstream);
-            // SAFETY: caller's contract.
+            // SAFETY: `r` is the live request whose balancer's peer.init runs (this fn's
+            // contract), as peer_init::check requires.
             unsafe { peer_init::check(r, upstream) }
         }
         None => NGX_OK as ngx_int_t,
@@ -94,7 +96,7 @@ pub unsafe extern "C" fn ngx_supervisord_execute(
     backend: ngx_int_t,
     checker: Option<Checker>,
 ) -> ngx_int_t {
-    // SAFETY: caller's contract.
+    // SAFETY: `uscf` is null or a live upstream srv conf (this fn's contract).
     let Some(upstream) = (unsafe { managed(uscf) }) else {
         return NGX_OK as ngx_int_t;
     };
@@ -126,7 +128,7 @@ pub unsafe extern "C" fn ngx_supervisord_add_backend_monitor(
     let Some(monitor) = monitor else {
         return NGX_ERROR as ngx_int_t;
     };
-    // SAFETY: caller's contract.
+    // SAFETY: `uscf` is null or a live upstream srv conf (this fn's contract).
     if let Some(conf) = unsafe { configuration(uscf) } {
         conf.hooks.backend_monitor = Some(monitor);
     }
@@ -145,7 +147,7 @@ pub unsafe extern "C" fn ngx_supervisord_add_load_monitor(
     let Some(monitor) = monitor else {
         return NGX_ERROR as ngx_int_t;
     };
-    // SAFETY: caller's contract.
+    // SAFETY: `uscf` is null or a live upstream srv conf (this fn's contract).
     if let Some(conf) = unsafe { configuration(uscf) } {
         conf.hooks.load_monitor = Some(monitor);
     }

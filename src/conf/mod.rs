@@ -61,7 +61,8 @@ pub unsafe fn collect_upstreams(
     main: &mut MainConf,
     upstream_conf: UpstreamLookup,
 ) -> Result<(), String> {
-    // SAFETY: forwarded (caller's contract).
+    // SAFETY: `cf` is the http block's configuration with its upstream blocks parsed (this
+    // fn's contract), as all_upstreams needs.
     for &uscf in unsafe { all_upstreams(cf) } {
         // SAFETY: entries of the upstreams array are valid srv confs.
         let uscf_ref = unsafe { &*uscf };
@@ -110,14 +111,14 @@ fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
     let leads = host_leads(&keys);
     let settings: Vec<_> = lines
         .iter()
-        // SAFETY: as above.
+        // SAFETY: main.upstreams holds managed upstreams' confs, in the cycle's pool.
         .map(|&(upstream, _)| unsafe { &*main.upstreams[upstream] }.host_settings())
         .collect();
     if let Some(conflict) = first_conflict(&leads, &settings) {
         let describe = |position: usize, value: u64| {
-            // SAFETY: as above.
+            // SAFETY: main.upstreams holds managed upstreams' confs, in the cycle's pool.
             let conf = unsafe { &*main.upstreams[lines[position].0] };
-            // SAFETY: as above.
+            // SAFETY: `attach` pointed conf.upstream at its block's srv conf, live for the cycle.
             let uscf = unsafe { &*conf.upstream };
             let value = if conflict.directive == "supervisord_max_reply_size" {
                 format!("{value} bytes")
@@ -132,7 +133,7 @@ fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
             )
         };
         let (lead_upstream, lead_line) = lines[conflict.lead];
-        // SAFETY: as above.
+        // SAFETY: main.upstreams holds managed upstreams' confs, in the cycle's pool.
         let lead = unsafe { &*main.upstreams[lead_upstream] };
         return Err(format!(
             "\"{}\" differs between {} and {}, which use the same supervisord at {}: set it alike in every upstream that names this supervisord",
@@ -144,7 +145,8 @@ fn assign_hosts(main: &mut MainConf) -> Result<(), String> {
     }
     for (position, lead) in leads.into_iter().enumerate() {
         let (upstream, line) = lines[position];
-        // SAFETY: as above; nothing else refers to the confs while the configuration is read.
+        // SAFETY: a managed upstream's conf, in the cycle's pool; no other reference to it is
+        // alive here, and nothing else uses the confs while the configuration is read.
         let conf = unsafe { &mut *main.upstreams[upstream] };
         conf.lines[line].host_lead = lines[lead.unwrap_or(position)];
     }
@@ -160,7 +162,8 @@ pub unsafe fn resolve_control_locations(
     main: &MainConf,
     upstream_conf: UpstreamLookup,
 ) -> Result<(), String> {
-    // SAFETY: forwarded (caller's contract).
+    // SAFETY: `cf` is the http block's configuration with its upstream blocks parsed (this
+    // fn's contract), as all_upstreams needs.
     let all = unsafe { all_upstreams(cf) };
     for &location in &main.control_locations {
         // SAFETY: registered by the start/stop directive handlers; lives in the cycle pool.

@@ -358,7 +358,8 @@ impl UpstreamConf {
         uscf: *mut ngx_http_upstream_srv_conf_t,
         index: usize,
     ) -> Result<(), String> {
-        // SAFETY: see above.
+        // SAFETY: `uscf` is the live explicit upstream block this configuration belongs to
+        // (this fn's contract).
         let uscf_ref = unsafe { &*uscf };
         self.upstream = uscf;
         self.index = index;
@@ -692,7 +693,8 @@ pub unsafe extern "C" fn set_timeout(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -711,7 +713,8 @@ pub unsafe extern "C" fn set_sync_interval(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -729,7 +732,8 @@ pub unsafe extern "C" fn set_hold_limit(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -755,7 +759,8 @@ pub unsafe extern "C" fn set_hold_timeout(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -774,7 +779,8 @@ pub unsafe extern "C" fn set_drain_timeout(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -800,7 +806,8 @@ pub unsafe extern "C" fn set_min_servers(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -818,7 +825,8 @@ pub unsafe extern "C" fn set_max_servers(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -837,7 +845,8 @@ pub unsafe extern "C" fn set_idle_timeout(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -856,7 +865,8 @@ pub unsafe extern "C" fn set_load_interval(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,
@@ -875,7 +885,8 @@ pub unsafe extern "C" fn set_max_reply_size(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: forwarded from nginx's directive call.
+    // SAFETY: nginx calls this upstream-block directive's handler (SRV_CONF_OFFSET) with the
+    // live `cf` and `conf`, this module's UpstreamConf of that block, as set_number needs.
     unsafe {
         set_number(
             cf,

@@ -121,8 +121,8 @@ unsafe fn each_managed_peer(
     mut end_list: impl FnMut(&mut ngx_http_upstream_rr_peers_t),
 ) {
     let mut peers = uscf.peer.data as *mut ngx_http_upstream_rr_peers_t;
-    // SAFETY: caller's contract: the peers form a linked list, the backup list hangs off
-    // `next`, and both stay in place; each is locked while it is walked.
+    // SAFETY: peer.data is nginx's round-robin list for the cycle, backup list off `next`, and
+    // no list lock is held (this fn's contract); a list in a zone is write-locked while walked.
     unsafe {
         while !peers.is_null() {
             let _lock = PeersWriteLock::acquire(peers);
@@ -293,7 +293,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     }
     // SAFETY: the upstream's srv conf is valid for the cycle; no peer list lock is held here.
     if unsafe { forgive_checked_peers(upstream, &mut *conf.upstream) } {
-        // SAFETY: as above.
+        // SAFETY: still nginx's peer.get for the context's own live request, with the wrapped
+        // balancer's hooks; the first pick handed back every peer it refused.
         if let Some(rc) = unsafe { pick_up_peer(context, pc, upstream, inner_get, inner_free) } {
             return rc;
         }
@@ -301,14 +302,14 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     // SAFETY: the upstream conf's host is a string of the cycle; nginx logs it as the peer
     // (and $upstream_addr shows it for this attempt).
     pc.name = unsafe { &mut (*conf.upstream).host };
-    // SAFETY: nginx asks for a peer from its upstream code, with the request live and its
-    // attempt not finalized; no peer is held by this attempt (each was handed back).
     let attempts = AttemptsSoFar {
         request: context.request,
         earlier: context.earlier,
         last_failed: (context.last_failed != NO_BACKEND).then_some(context.last_failed),
         last_failure_cached: context.last_failure_cached,
     };
+    // SAFETY: nginx asks for a peer from its upstream code, with the request live and its
+    // attempt not finalized; no peer is held by this attempt (each was handed back).
     if unsafe { hold_instead_of_no_peer(&attempts, pc, upstream) } {
         // nginx takes this as a failed connect without a peer: it frees none, has no try
         // left and finalizes the attempt, which is over already (see end_attempt).
@@ -390,7 +391,8 @@ unsafe fn forgive_checked_peers(
     }
     let shared = upstream.shared();
     let mut forgiven = false;
-    // SAFETY: caller's contract: nginx's round-robin peer list (uses_nginx_peer_list).
+    // SAFETY: uses_nginx_peer_list (checked above) says peer.data is nginx's round-robin
+    // list; `uscf` is the upstream's srv conf and no peer list lock is held (this fn's contract).
     unsafe {
         each_managed_peer(
             conf,
@@ -465,7 +467,8 @@ unsafe extern "C" fn free_peer(
         context.last_failure_cached = pc.cached() != 0;
     }
     if backend != NO_BACKEND {
-        // SAFETY: as above.
+        // SAFETY: nginx's peer.free runs with `context.request` and its upstream live, handing
+        // back the peer of `backend`, as note_response_header needs.
         unsafe { record::note_response_header(context.request, upstream, backend) };
         let shared_backend = upstream.shared().backend(backend);
         shared_backend.request_finished();
@@ -491,7 +494,7 @@ unsafe extern "C" fn free_peer(
 /// # Safety
 /// `r` must be the live request whose peer `pc` is, its upstream live.
 unsafe fn attempt_seen(r: *mut ngx_http_request_t, pc: &ngx_peer_connection_t) -> EarlierAttempts {
-    // SAFETY: caller's contract.
+    // SAFETY: `r` and its upstream are live (this fn's contract: nginx hands `pc` back).
     let (request, u) = unsafe { (&*r, &*(*r).upstream) };
     // SAFETY: the upstream's conf is set for as long as the upstream.
     let next_upstream = unsafe { (*u.conf).next_upstream };

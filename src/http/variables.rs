@@ -74,7 +74,8 @@ unsafe fn set_value(
     v: *mut ngx_http_variable_value_t,
     text: Option<String>,
 ) -> ngx_int_t {
-    // SAFETY: caller's contract.
+    // SAFETY: `v` is the value nginx passed with live `r` to the variable's get handler (this
+    // fn's contract), ours to fill during the call.
     let v = unsafe { &mut *v };
     let Some(text) = text else {
         v.set_not_found(1);

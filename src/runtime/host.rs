@@ -121,7 +121,8 @@ impl Host {
     /// # Safety
     /// `event` must be a timer armed with `arm_sync_timer`.
     pub unsafe fn of_timer(event: *mut ngx_event_t) -> Option<Host> {
-        // SAFETY: caller's contract: the event's data is its line's runtime, which outlives it.
+        // SAFETY: `arm_sync_timer` armed `event` (this fn's contract) with its LineRuntime as
+        // data, inside the worker's runtime, which lives until the worker exits.
         let runtime = unsafe { &*((*event).data as *const LineRuntime) };
         Some(Host {
             upstream: upstream(runtime.upstream)?,

@@ -28,7 +28,8 @@ fn resume_fn() -> Option<Resume> {
             )
         };
         (!found.is_null()).then(|| {
-            // SAFETY: as above.
+            // SAFETY: `found` is the non-null address of the patch's exported function, whose C
+            // signature (`r`, `rc`, no result) is `Resume`'s.
             unsafe { std::mem::transmute::<*mut c_void, Resume>(found) }
         })
     })
@@ -48,7 +49,8 @@ pub unsafe fn resume(r: *mut ngx_http_request_t, rc: ngx_int_t) {
     let Some(resume) = resume_fn() else {
         return;
     };
-    // SAFETY: caller's contract; the connection outlives the call (the request may not).
+    // SAFETY: `r` is live and paused by peer.init's NGX_BUSY (this fn's contract); its
+    // connection, read first, stays a valid slot even if resume frees `r` and closes it.
     unsafe {
         let connection = (*r).connection;
         resume(r, rc);

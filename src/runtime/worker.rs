@@ -135,7 +135,8 @@ impl UpstreamRuntime {
     /// # Safety
     /// `event` must be a timer armed with `arm_timer`.
     pub unsafe fn of_timer(event: *mut ngx_event_t) -> &'static UpstreamRuntime {
-        // SAFETY: caller's contract: the event's data is its runtime, which outlives it.
+        // SAFETY: `arm_timer` armed `event` (this fn's contract) with its UpstreamRuntime as data,
+        // inside the worker's runtime, which lives until the worker exits.
         unsafe { &*((*event).data as *const UpstreamRuntime) }
     }
 
@@ -240,7 +241,8 @@ pub fn upstream(index: usize) -> Option<&'static UpstreamRuntime> {
 /// Every managed upstream's runtime in this worker.
 pub fn upstreams() -> &'static [UpstreamRuntime] {
     let worker = WORKER.load(Ordering::Acquire);
-    // SAFETY: as in `upstream`.
+    // SAFETY: null, or the box `install` leaked, freed by the cycle pool's cleanup only as the
+    // worker exits, after its last event.
     unsafe { worker.as_ref() }
         .map(|worker| &*worker.upstreams)
         .unwrap_or(&[])
@@ -250,7 +252,8 @@ pub fn upstreams() -> &'static [UpstreamRuntime] {
 /// reports itself; the cycle's log outside a worker.
 pub fn quiet_log() -> *mut ngx_log_t {
     let worker = WORKER.load(Ordering::Acquire);
-    // SAFETY: as in `upstream`.
+    // SAFETY: null, or the box `install` leaked, freed by the cycle pool's cleanup only as the
+    // worker exits, after its last event.
     match unsafe { worker.as_ref() } {
         Some(worker) => worker.quiet_log.get(),
         None => ngx::log::ngx_cycle_log().as_ptr(),
@@ -260,13 +263,15 @@ pub fn quiet_log() -> *mut ngx_log_t {
 /// The zone generation of this worker's configuration (0 outside a worker).
 pub fn generation() -> u64 {
     let worker = WORKER.load(Ordering::Acquire);
-    // SAFETY: as in `upstream`.
+    // SAFETY: null, or the box `install` leaked, freed by the cycle pool's cleanup only as the
+    // worker exits, after its last event.
     unsafe { worker.as_ref() }.map_or(0, |worker| worker.generation)
 }
 
 /// The worker's watchdog timer event; none outside a worker.
 pub fn watchdog_timer() -> Option<*mut ngx_event_t> {
     let worker = WORKER.load(Ordering::Acquire);
-    // SAFETY: as in `upstream`.
+    // SAFETY: null, or the box `install` leaked, freed by the cycle pool's cleanup only as the
+    // worker exits, after its last event.
     unsafe { worker.as_ref() }.map(|worker| worker.watchdog_timer.get())
 }

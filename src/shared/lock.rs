@@ -202,7 +202,8 @@ impl PoolLock {
     /// # Safety
     /// `pool` must be the zone's slab pool.
     pub(super) unsafe fn new(pool: *mut ngx_slab_pool_t) -> Self {
-        // SAFETY: the caller's contract.
+        // SAFETY: `pool` is the zone's slab pool (this fn's contract); nginx made its mutex in
+        // ngx_init_zone_pool, before any zone init or worker runs.
         unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*pool).mutex)) };
         Self(pool)
     }

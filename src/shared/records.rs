@@ -381,7 +381,7 @@ impl SharedUpstream {
 
     pub fn backends(&self) -> &[SharedBackend] {
         // SAFETY: allocated with backend_count entries in the zone, freed only once no worker
-        // uses the record (`zone::reclaim_unused`).
+        // uses the record (`zone::reclaim_locked`).
         unsafe { std::slice::from_raw_parts(self.backends, self.backend_count) }
     }
 

@@ -27,7 +27,8 @@ static OWN_POOL: AtomicPtr<ngx_slab_pool_t> = AtomicPtr::new(ptr::null_mut());
 /// # Safety
 /// `pool` is the zone's slab pool, whose root `zone.rs` set up at zone init.
 unsafe fn root<'a>(pool: *mut ngx_slab_pool_t) -> &'a mut ZoneRoot {
-    // SAFETY: the caller's contract.
+    // SAFETY: `pool` is the zone's slab pool (this fn's contract); zone init
+    // (`zone::claim_records`) set its `data` to the ZoneRoot, which lives as long as the zone.
     unsafe { &mut *((*pool).data as *mut ZoneRoot) }
 }
 
@@ -45,9 +46,10 @@ pub enum Claimed {
 /// `pool` is the zone's slab pool (from `zone::find`), in `init_process`.
 pub unsafe fn claim(pool: *mut ngx_slab_pool_t, generation: u64) -> Claimed {
     let (pid, start_time) = process::own_identity();
-    // SAFETY: the caller's contract.
+    // SAFETY: `pool` is the zone's slab pool, from `zone::find` (this fn's contract).
     let _lock = unsafe { PoolLock::new(pool) };
-    // SAFETY: as above; the zone is locked.
+    // SAFETY: the same pool, its root set up at zone init; the lock taken above keeps other
+    // workers from writing the root while `root` is used.
     let root = unsafe { root(pool) };
     // A free slot, else one whose worker died unnoticed (freed first), else a new chunk.
     let chunks = root.chunks.load(Ordering::Acquire);
@@ -103,7 +105,7 @@ pub fn release() {
     }
     // SAFETY: the pool was stored by `claim`; the zone outlives every worker.
     let _lock = unsafe { PoolLock::new(pool) };
-    // SAFETY: as above; locked.
+    // SAFETY: the pool `claim` stored, its root set up at zone init; locked just above.
     let root = unsafe { root(pool) };
     if root.slots[index].token.load(Ordering::Acquire) == own_token() {
         // SAFETY: locked.
@@ -126,7 +128,8 @@ unsafe fn grow_locked(root: &mut ZoneRoot, pool: *mut ngx_slab_pool_t, chunk: us
         if unsafe { add_shares(pool, upstream, chunk) }.is_err() {
             let mut added = root.first;
             while added != record {
-                // SAFETY: as above; no worker was handed a slot of this chunk.
+                // SAFETY: the pool is locked (this fn's contract); `added`, a listed record,
+                // got this chunk's block above, and no worker has a slot of the chunk yet.
                 unsafe {
                     free_shares(pool, &*added, chunk);
                     added = (*added).next;
@@ -189,7 +192,8 @@ pub fn check_workers(tick_ms: u64) -> (Vec<DeadWorker>, usize) {
     if dead.is_empty() && !root_view.reclaim_due.load(Ordering::Acquire) {
         return (Vec::new(), 0);
     }
-    // SAFETY: as above.
+    // SAFETY: the zone's pool, stored by `claim` (non-null, checked above); the zone outlives
+    // every worker.
     let _lock = unsafe { PoolLock::new(pool) };
     // SAFETY: locked.
     let root = unsafe { root(pool) };

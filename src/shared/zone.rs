@@ -162,7 +162,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void)
     };
     // SAFETY: pool is the zone's slab pool; locking guards against old workers still running.
     let lock = unsafe { PoolLock::new(pool) };
-    // SAFETY: as above, pool is locked.
+    // SAFETY: `lock` holds the pool's mutex, as claim_records requires, until it is dropped.
     let result = unsafe { claim_records(registration, pool, !old_data.is_null()) };
     drop(lock);
     match result {

@@ -185,11 +185,13 @@ unsafe extern "C" fn on_write(wev: *mut ngx_event_t) {
         let connection = (*wev).data as *mut ngx_connection_t;
         (connection, (*connection).data as *mut Exchange)
     };
-    // SAFETY: live exchange and connection.
+    // SAFETY: the connection's handlers are `attach`'s, so its exchange is live: `finish_keeping`
+    // closes the connection or parks it (other data, handlers) before it frees the exchange.
     let ex = unsafe { &mut *exchange };
     // SAFETY: reading a field of the live connection.
     let Some(send) = (unsafe { (*connection).send }) else {
-        // SAFETY: live exchange.
+        // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+        // fail_transport frees it.
         unsafe { fail_transport(exchange, "connection cannot send".into()) };
         return;
     };
@@ -200,14 +202,16 @@ unsafe extern "C" fn on_write(wev: *mut ngx_event_t) {
         if n == NGX_AGAIN as isize {
             // SAFETY: wev belongs to the live connection.
             if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as isize {
-                // SAFETY: live exchange.
+                // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+                // fail_transport frees it.
                 unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
             }
             return;
         }
         if n < 0 {
             let cause = os_error_text();
-            // SAFETY: live exchange.
+            // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+            // fail_or_retry, which finishes it or sends it again.
             unsafe { fail_or_retry(exchange, format!("send failed: {cause}")) };
             return;
         }
@@ -233,7 +237,8 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
         let connection = (*rev).data as *mut ngx_connection_t;
         (connection, (*connection).data as *mut Exchange)
     };
-    // SAFETY: live exchange and connection.
+    // SAFETY: the connection's handlers are `attach`'s, so its exchange is live: `finish_keeping`
+    // closes the connection or parks it (other data, handlers) before it frees the exchange.
     let ex = unsafe { &mut *exchange };
     if ex.sent < ex.request.len() {
         // A read event before the request is out: the peer spoke first or closed.
@@ -244,7 +249,8 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
     }
     // SAFETY: reading a field of the live connection.
     let Some(recv) = (unsafe { (*connection).recv }) else {
-        // SAFETY: live exchange.
+        // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+        // fail_transport frees it.
         unsafe { fail_transport(exchange, "connection cannot receive".into()) };
         return;
     };
@@ -255,19 +261,22 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
         if n == NGX_AGAIN as isize {
             // SAFETY: rev belongs to the live connection.
             if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as isize {
-                // SAFETY: live exchange.
+                // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+                // fail_transport frees it.
                 unsafe { fail_transport(exchange, "cannot wait for the socket".into()) };
             }
             return;
         }
         if n == 0 {
-            // SAFETY: live exchange.
+            // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+            // fail_or_retry, which finishes it or sends it again.
             unsafe { fail_or_retry(exchange, "connection closed by supervisord".into()) };
             return;
         }
         if n < 0 {
             let cause = os_error_text();
-            // SAFETY: live exchange.
+            // SAFETY: `exchange` is live (its connection's handler is ours); not used after
+            // fail_or_retry, which finishes it or sends it again.
             unsafe { fail_or_retry(exchange, format!("receive failed: {cause}")) };
             return;
         }
@@ -281,7 +290,8 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
                 let keep = response.reusable
                     && response.status == 200
                     && !matches!(result, Err(CallError::NotXml | CallError::Malformed(_)));
-                // SAFETY: live exchange; finish frees it.
+                // SAFETY: `exchange` is live and finished only here; neither it nor `ex` is
+                // used after.
                 unsafe { finish_keeping(exchange, result, keep) };
                 return;
             }
@@ -294,7 +304,8 @@ unsafe extern "C" fn on_read(rev: *mut ngx_event_t) {
                     HttpError::TooLarge(_) => CallError::Malformed(error.to_string()),
                     HttpError::Malformed(_) => CallError::Malformed(error.to_string()),
                 };
-                // SAFETY: live exchange; finish frees it.
+                // SAFETY: `exchange` is live and finished only here; neither it nor `ex` is
+                // used after.
                 unsafe { finish(exchange, Err(error)) };
                 return;
             }
@@ -334,7 +345,7 @@ unsafe extern "C" fn on_deadline(event: *mut ngx_event_t) {
 /// # Safety
 /// `exchange` is live; it is finished or sent again here.
 unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
-    // SAFETY: live exchange.
+    // SAFETY: `exchange` is live (this fn's contract: leaked by `call`, not finished).
     let ex = unsafe { &mut *exchange };
     if ex.reused && ex.received.is_empty() {
         // SAFETY: the failed connection is ours to close.
@@ -345,7 +356,8 @@ unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
         unsafe { start(exchange) };
         return;
     }
-    // SAFETY: live exchange.
+    // SAFETY: `exchange` is still live (this fn's contract), and not used after
+    // fail_transport frees it.
     unsafe { fail_transport(exchange, cause) };
 }
 
@@ -354,12 +366,12 @@ unsafe fn fail_or_retry(exchange: *mut Exchange, cause: String) {
 /// # Safety
 /// `exchange` is live; it is finished here and must not be used after.
 unsafe fn fail_transport(exchange: *mut Exchange, cause: String) {
-    // SAFETY: live exchange.
+    // SAFETY: `exchange` is live (this fn's contract).
     let error = match unsafe { (*exchange).stage() } {
         CallStage::Sent => CallError::Cut(cause),
         _ => CallError::Transport(cause),
     };
-    // SAFETY: live exchange.
+    // SAFETY: `exchange` is live and finished here (this fn's contract); not used after.
     unsafe { finish(exchange, Err(error)) };
 }
 
@@ -373,7 +385,8 @@ unsafe fn close_connection(ex: &mut Exchange) {
 /// # Safety
 /// As `finish_keeping`.
 unsafe fn finish(exchange: *mut Exchange, result: Result<Value, CallError>) {
-    // SAFETY: forwarded.
+    // SAFETY: `exchange` was leaked by `call` and is finished once, here (this fn's
+    // contract, which is finish_keeping's).
     unsafe { finish_keeping(exchange, result, false) };
 }
 

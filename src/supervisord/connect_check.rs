@@ -52,7 +52,8 @@ pub fn accepts_connections(addresses: Vec<Vec<u8>>, name: &'static str, done: Ve
 /// # Safety
 /// `check` must be live (not finished).
 unsafe fn try_next(check: *mut Check) {
-    // SAFETY: caller's contract.
+    // SAFETY: `check` is live (this fn's contract): leaked by `accepts_connections`, freed
+    // only by `finish`; only this worker's thread touches it.
     let c = unsafe { &mut *check };
     loop {
         let Some(address) = c.addresses.get(c.next) else {

@@ -136,7 +136,7 @@ fn begin(
             len: name.len(),
             data: name.as_ptr() as *mut u8,
         },
-        // SAFETY: as above.
+        // SAFETY: zeroed is a valid unset event (no handler, no timer), filled in below.
         timer: unsafe { std::mem::zeroed() },
         attempts: 0,
         round: 1,
@@ -164,9 +164,10 @@ fn still_starting(probe: &Probe) -> bool {
 }
 
 /// # Safety
-/// `probe` is live (leaked by `start`, not finished yet).
+/// `probe` is live (leaked by `begin`, not finished yet).
 unsafe fn try_connect(probe: *mut Probe) {
-    // SAFETY: live probe (caller's contract).
+    // SAFETY: `probe` is live (this fn's contract): leaked by `begin`, freed only by
+    // `finish`; only this worker's thread touches it.
     let p = unsafe { &mut *probe };
     if !still_starting(p) {
         // SAFETY: ends the probe.
@@ -238,7 +239,7 @@ unsafe fn try_connect(probe: *mut Probe) {
         // Refused (not listening yet) or another error: the next address.
         p.address += 1;
     }
-    // SAFETY: live probe.
+    // SAFETY: `p` is the live probe (not finished above), `p.timer` its own event.
     unsafe { end_round(p) };
 }
 
@@ -259,14 +260,14 @@ unsafe fn end_round(p: &mut Probe) {
 /// # Safety
 /// `probe` is live and has no connection open.
 unsafe fn next_address(probe: *mut Probe) {
-    // SAFETY: live probe (caller's contract).
+    // SAFETY: `probe` is live (this fn's contract): leaked by `begin`, freed only by `finish`.
     let p = unsafe { &mut *probe };
     p.address += 1;
     if p.address < p.upstream.conf.backends[p.index].sockaddrs.len() {
-        // SAFETY: live probe.
+        // SAFETY: `probe` is live (this fn's contract); `p` is not used after.
         unsafe { try_connect(probe) };
     } else {
-        // SAFETY: live probe.
+        // SAFETY: `p` is the live probe (this fn's contract), `p.timer` its own event.
         unsafe { end_round(p) };
     }
 }
@@ -274,7 +275,8 @@ unsafe fn next_address(probe: *mut Probe) {
 unsafe extern "C" fn on_timer(event: *mut ngx_event_t) {
     // SAFETY: the timer's data is its probe.
     let probe = unsafe { (*event).data as *mut Probe };
-    // SAFETY: live probe.
+    // SAFETY: the probe is live: `finish` deletes its timer before freeing it; next_address
+    // gets it with its connection closed, as it requires.
     unsafe {
         if (*probe).peer.connection().is_null() {
             // The pause between two rounds is over.
@@ -311,7 +313,7 @@ unsafe extern "C" fn on_connect_event(event: *mut ngx_event_t) {
 /// # Safety
 /// `probe` is live; it is finished here and must not be used after.
 unsafe fn ready(probe: *mut Probe, why: &str) {
-    // SAFETY: live probe.
+    // SAFETY: `probe` is live (this fn's contract): leaked by `begin`, freed only by `finish`.
     let p = unsafe { &mut *probe };
     let sent_ms = p.start.sent_by_nginx.then_some(p.start.began_ms);
     let step = p
@@ -341,10 +343,10 @@ unsafe fn ready(probe: *mut Probe, why: &str) {
 }
 
 /// # Safety
-/// `probe` was leaked by `start` and is finished exactly once: nothing (its connection,
+/// `probe` was leaked by `begin` and is finished exactly once: nothing (its connection,
 /// its timer) refers to it afterwards.
 unsafe fn finish(probe: *mut Probe) {
-    // SAFETY: the probe was leaked by `start`; this takes it back once.
+    // SAFETY: the probe was leaked by `begin`; this takes it back once.
     let mut p = unsafe { Box::from_raw(probe) };
     if p.timer.timer_set() != 0 {
         // SAFETY: the probe's own timer.
@@ -386,7 +388,7 @@ fn watch(start: StartRef) {
 unsafe extern "C" fn on_watch_timer(event: *mut ngx_event_t) {
     // SAFETY: the timer's data is its watch, alive until freed here.
     let watch = unsafe { (*event).data as *mut Watch };
-    // SAFETY: as above.
+    // SAFETY: the watch is live: only this handler frees it, and then leaves its timer unset.
     let w = unsafe { &mut *watch };
     // SAFETY: plain reads of nginx's process flags.
     let exiting = unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 };

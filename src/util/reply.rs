@@ -19,7 +19,7 @@ pub unsafe fn send_text(
     body: &str,
     headers: &[(&str, &str)],
 ) -> ngx_int_t {
-    // SAFETY: forwarded (caller's contract).
+    // SAFETY: `r` is live and has sent no header (this fn's contract), as send_typed needs.
     unsafe { send_typed(r, status, "text/plain", body, headers) }
 }
 

@@ -71,7 +71,7 @@ pub unsafe fn reserve_hold_again(
     awaiting_check: Option<usize>,
     counted: bool,
 ) -> Option<HoldAgain> {
-    // SAFETY: caller's contract.
+    // SAFETY: `r` is a live main request (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     let gate_phase = gate_phase(r)?;
     let held = held_request(request, upstream);
@@ -110,7 +110,8 @@ pub unsafe fn hold_again(
     retry_after_ms: Option<u64>,
     why: &str,
 ) {
-    // SAFETY: caller's contract; the record lives in the request's pool.
+    // SAFETY: `r` is the live request `place` was reserved for (this fn's contract), its record
+    // non-null in r's pool; it is queued before `start_hold`, as that requires.
     unsafe {
         (*r).phase_handler = place.gate_phase as _;
         (*place.held).failures_seen = place.failures_seen;
@@ -133,7 +134,7 @@ pub unsafe fn hold_again(
         }
     }
     ngx::ngx_log_debug!(
-        // SAFETY: as above.
+        // SAFETY: `r` is still the live request: holding it again freed nothing.
         unsafe { Request::from_ngx_http_request(r) }.log(),
         "supervisord: upstream \"{}\": {}, holding it again, {} held in all workers",
         upstream.name(),
@@ -206,7 +207,8 @@ pub unsafe fn hold_instead_of_no_peer(
     upstream: &'static UpstreamRuntime,
 ) -> bool {
     let r = attempts.request;
-    // SAFETY: caller's contract: the request and its upstream are live.
+    // SAFETY: `pc` is the peer connection of the context's live request, in peer.get (this
+    // fn's contract), so `r` is live; only this worker's thread touches it.
     let request = unsafe { &mut *r };
     let gate_would_hold = would_hold(upstream);
     let pending_check = upstream
@@ -219,7 +221,7 @@ pub unsafe fn hold_instead_of_no_peer(
         body_kept: request.request_body_no_buffering() == 0,
         // SAFETY: the request's connection is live.
         client_gone: unsafe { (*request.connection).error() } != 0,
-        // SAFETY: as above.
+        // SAFETY: the live request's upstream, whose peer.get runs (this fn's contract).
         stale_cache_answer: unsafe { stale_cache_answer(&*request.upstream) },
         gate_covers: gate_covers(r, upstream),
         times_held_again: times_held_again(r),
@@ -233,7 +235,7 @@ pub unsafe fn hold_instead_of_no_peer(
     };
     let verdict = no_peer_verdict(&facts);
     ngx::ngx_log_debug!(
-        // SAFETY: caller's contract: the request is live.
+        // SAFETY: `r` is live (this fn's contract: nginx's peer.get for it runs).
         unsafe { ngx::http::Request::from_ngx_http_request(r) }.log(),
         "supervisord: upstream \"{}\": no backend up for the request in the balancer: {:?}: {:?}",
         upstream.name(),
@@ -262,7 +264,8 @@ pub unsafe fn hold_instead_of_no_peer(
     // Nothing for nginx to free or retry: no peer, no cached connection to count again.
     pc.sockaddr = ptr::null_mut();
     pc.set_cached(0);
-    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would.
+    // SAFETY: in nginx's peer.get for live `r`, `pc` its peer connection (this fn's contract),
+    // as end_attempt needs; `place` was just reserved for `r`, as hold_again needs.
     unsafe {
         end_attempt(r, pc);
         hold_again(r, upstream, place, retry_after_ms, why);
@@ -305,7 +308,8 @@ pub unsafe fn hold_again_if_refused(
     backend: usize,
     seen: EarlierAttempts,
 ) {
-    // SAFETY: caller's contract: the request and its upstream are live.
+    // SAFETY: nginx hands `r`'s peer back from ngx_http_upstream_next (this fn's contract),
+    // so `r` and `r->upstream` are live.
     let (request, u) = unsafe { (&mut *r, &mut *(*r).upstream) };
     // SAFETY: the upstream's conf is set for as long as the upstream.
     let next_upstream = unsafe { (*u.conf).next_upstream };
@@ -321,7 +325,7 @@ pub unsafe fn hold_again_if_refused(
         // SAFETY: the request's connection is live.
         client_gone: unsafe { (*request.connection).error() } != 0,
         cached_connection: pc.cached() != 0,
-        // SAFETY: as above.
+        // SAFETY: `u` is the live request's upstream (this fn's contract).
         stale_cache_answer: unsafe { stale_cache_answer(u) },
         gate_covers: gate_covers(r, upstream),
         times_held_again: times_held_again(r),
@@ -336,8 +340,8 @@ pub unsafe fn hold_again_if_refused(
     let Some(place) = (unsafe { reserve_hold_again(r, upstream, awaiting_check, true) }) else {
         return;
     };
-    // SAFETY: caller's contract; ends the attempt as nginx's own finalization would, short of
-    // answering the client.
+    // SAFETY: nginx hands `pc`, live `r`'s failed peer, back before it finalizes the attempt
+    // (this fn's contract), as end_attempt needs; `place` was reserved for `r` just above.
     unsafe {
         end_attempt(r, pc);
         hold_again(
@@ -359,7 +363,8 @@ pub unsafe fn hold_again_if_refused(
 /// `r` must be the live request whose peer connection `pc` is, inside nginx's upstream code
 /// (handing a peer back after a failure, or asking for one) before it finalizes the attempt.
 pub unsafe fn end_attempt(r: *mut ngx_http_request_t, pc: &mut ngx_peer_connection_t) {
-    // SAFETY: caller's contract.
+    // SAFETY: `r` is live with its upstream, `pc` its peer connection, inside nginx's upstream
+    // code before it finalizes the attempt (this fn's contract); `c` is the attempt's own.
     unsafe {
         let u = &mut *(*r).upstream;
         if !pc.connection.is_null() {

@@ -49,7 +49,7 @@ pub unsafe fn check(r: *mut ngx_http_request_t, upstream: &'static UpstreamRunti
     if !init_busy::available() {
         return NGX_OK as ngx_int_t;
     }
-    // SAFETY: caller's contract.
+    // SAFETY: `r` is the live request whose balancer's peer.init runs (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     let failures_seen = upstream.shared().failed_starts();
     match hold_step(request, upstream, failures_seen) {

@@ -155,7 +155,7 @@ pub unsafe fn note_response_header(
     upstream: &'static UpstreamRuntime,
     index: usize,
 ) {
-    // SAFETY: caller's contract.
+    // SAFETY: `r` is live (this fn's contract: the balancer's peer.free hands its peer back).
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: the context, when set, is this request's record in its pool.
     let Some(record) = (unsafe { held_context(request).as_mut() }) else {
@@ -164,7 +164,8 @@ pub unsafe fn note_response_header(
     let Some(from_ms) = record.cold_start_from_ms else {
         return;
     };
-    // SAFETY: caller's contract: the upstream and its state (the attempt's) are live.
+    // SAFETY: `r` and its upstream are live while its peer is handed back (this fn's contract);
+    // `state` is null or the attempt's entry of `r->upstream_states`, in the request's pool.
     let Some(state) = (unsafe { (*(*r).upstream).state.as_ref() }) else {
         return;
     };
@@ -172,7 +173,7 @@ pub unsafe fn note_response_header(
         // No header from this attempt (refused, reset, timed out): the next one may have it.
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: `r->upstream` is live while its peer is handed back (this fn's contract).
     let attempt_began = unsafe { (*(*r).upstream).start_time };
     let header_at = attempt_began.wrapping_add(state.header_time) as u64;
     let took_ms = header_at.saturating_sub(from_ms);
@@ -221,21 +222,24 @@ unsafe extern "C" fn on_request_freed(data: *mut c_void) {
 unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this with the live, held request.
     let wev = unsafe { (*(*r).connection).write };
-    // SAFETY: as above.
+    // SAFETY: `wev` is the write event of the live request's connection, read just above.
     if unsafe { (*wev).delayed() } != 0 {
-        // SAFETY: as above.
+        // SAFETY: `wev` is the live connection's write event; re-arming it after a spurious wake
+        // is what ngx_http_writer does for a delayed event.
         if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as ngx_int_t {
-            // SAFETY: as above.
+            // SAFETY: `r` is the live request nginx called this write handler with; it is not
+            // touched after it is finalized.
             unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         }
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: `r` is the live request nginx called this write handler with.
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: the context, when set, is this request's record in its pool; only this thread
     // touches it.
     let Some(held) = (unsafe { held_context(request).as_mut() }) else {
-        // SAFETY: as above.
+        // SAFETY: `r` is the live request nginx called this write handler with; it is not
+        // touched after it is finalized.
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         return;
     };
@@ -250,7 +254,8 @@ unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
 pub(super) unsafe fn time_out(held: &mut HeldRequest) {
     let upstream = held.upstream;
     release(held);
-    // SAFETY: caller's contract.
+    // SAFETY: `held` is the record of a live, held request (this fn's contract), so
+    // `held.request` is live; `release` above only took it off the queue.
     let request = unsafe { Request::from_ngx_http_request(held.request) };
     ngx::ngx_log_error!(
         NGX_LOG_WARN,
@@ -260,6 +265,7 @@ pub(super) unsafe fn time_out(held: &mut HeldRequest) {
         upstream.hold_timeout_ms()
     );
     let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
-    // SAFETY: caller's contract; its hold just ended.
+    // SAFETY: `held.request` is live and has sent nothing (this fn's contract), and its hold
+    // just ended (`release` above), as `answer` requires.
     unsafe { answer(held, rc) };
 }

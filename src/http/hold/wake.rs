@@ -83,7 +83,8 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
             HoldVerdict::StartFailed | HoldVerdict::NoProgram => {
                 held.let_go(now_ms());
                 failed += 1;
-                // SAFETY: as above.
+                // SAFETY: a popped record's request is live (a freed one unlinks itself from the
+                // batch), and its hold just ended (`let_go`), as `answer` requires.
                 unsafe { answer(held, NGX_HTTP_BAD_GATEWAY as ngx_int_t) };
             }
             HoldVerdict::BackingOff { retry_after_ms } => {
@@ -92,7 +93,8 @@ fn wake_held(upstream: &'static UpstreamRuntime) {
                 // SAFETY: the request is held and live.
                 let request = unsafe { Request::from_ngx_http_request(r) };
                 let rc = backing_off(request, upstream, retry_after_ms);
-                // SAFETY: as above.
+                // SAFETY: the popped record's request is live and its hold just ended (`let_go`
+                // above), as `answer` requires.
                 unsafe { answer(held, rc) };
             }
         }
@@ -123,7 +125,8 @@ fn awaiting_check(upstream: &UpstreamRuntime, held: &mut HeldRequest) -> bool {
 /// # Safety
 /// `r` must be live and held.
 unsafe fn stop_hold_timer(r: *mut ngx_http_request_t) {
-    // SAFETY: caller's contract; its write event carries the hold deadline.
+    // SAFETY: `r` is live and held (this fn's contract), so its connection and write event,
+    // whose timer is the hold deadline (`start_hold`), are live.
     unsafe {
         let wev = (*(*r).connection).write;
         if (*wev).timer_set() != 0 {
@@ -141,10 +144,12 @@ pub(super) unsafe fn go_on(held: &mut HeldRequest) {
     if held.paused_in_peer_init {
         held.paused_in_peer_init = false;
         stop_deadline(held);
-        // SAFETY: caller's contract: paused by peer.init, which only happens with the patch.
+        // SAFETY: `held.request` is live (this fn's contract), paused by peer.init's NGX_BUSY,
+        // which only a patched nginx allows: `init_busy::available()` holds.
         unsafe { init_busy::resume(held.request, NGX_OK as ngx_int_t) };
     } else {
-        // SAFETY: caller's contract.
+        // SAFETY: `held.request` is live (this fn's contract) and held by the gate, suspended in
+        // its phases, as `resume` requires.
         unsafe { resume(held.request) };
     }
 }
@@ -157,10 +162,12 @@ pub(super) unsafe fn answer(held: &mut HeldRequest, rc: ngx_int_t) {
     if held.paused_in_peer_init {
         held.paused_in_peer_init = false;
         stop_deadline(held);
-        // SAFETY: as in go_on; the patch's resume finalizes the upstream request with rc.
+        // SAFETY: `held.request` is live (this fn's contract), paused by peer.init's NGX_BUSY
+        // (patched nginx); the patch's resume finalizes its upstream with `rc`.
         unsafe { init_busy::resume(held.request, rc) };
     } else {
-        // SAFETY: caller's contract.
+        // SAFETY: `held.request` is live (this fn's contract) and held by the gate, as
+        // `end_with` requires.
         unsafe { end_with(held.request, rc) };
     }
 }
@@ -177,7 +184,8 @@ fn stop_deadline(held: &mut HeldRequest) {
 /// # Safety
 /// `r` must be live and held.
 unsafe fn resume(r: *mut ngx_http_request_t) {
-    // SAFETY: caller's contract; re-running its phases lets the gate see the UP backend.
+    // SAFETY: `r` is live and held by the gate (this fn's contract); its connection is read
+    // before the phases run, which may free `r` (the connection slot stays valid).
     unsafe {
         stop_hold_timer(r);
         let connection = (*r).connection;
@@ -190,7 +198,8 @@ unsafe fn resume(r: *mut ngx_http_request_t) {
 /// # Safety
 /// `r` must be live and held.
 unsafe fn end_with(r: *mut ngx_http_request_t, rc: ngx_int_t) {
-    // SAFETY: caller's contract.
+    // SAFETY: `r` is live and held by the gate (this fn's contract); its connection is read
+    // before finalizing, which may free `r` (the connection slot stays valid).
     unsafe {
         stop_hold_timer(r);
         let connection = (*r).connection;
