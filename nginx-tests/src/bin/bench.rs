@@ -365,7 +365,7 @@ fn throughput() {
     let median = |values: &mut Vec<f64>| {
         values.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let middle = values.len() / 2;
-        if values.len() % 2 == 0 {
+        if values.len().is_multiple_of(2) {
             (values[middle - 1] + values[middle]) / 2.0
         } else {
             values[middle]
