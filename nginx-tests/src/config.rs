@@ -215,6 +215,11 @@ impl Upstream {
         }
     }
 
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `server ADDRESS;` (`address` may carry parameters: `"127.0.0.1:8000 down"`).
     pub fn server(self, address: impl Display) -> Self {
         self.directive(format!("server {address}"))

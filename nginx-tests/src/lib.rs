@@ -393,6 +393,12 @@ impl Nginx {
             .collect()
     }
 
+    /// How many requests upstream `upstream` holds now, as the `supervisord_status` location
+    /// at `/_status` shows it (the name every test uses).
+    pub fn held(&self, upstream: &str) -> u64 {
+        self.supervisord_status("/_status").upstream(upstream).held
+    }
+
     /// Lets error-log lines containing `substring` pass the check on drop, although they are
     /// `[crit]`, `[alert]`, `[emerg]` or "exited on signal" lines: the test provokes them on
     /// purpose, for the reason `why`.

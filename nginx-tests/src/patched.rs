@@ -38,6 +38,21 @@ pub fn pids_logging(log: &str, level: &str, needle: &str) -> HashSet<u32> {
         .collect()
 }
 
+/// Whether each of `workers` (pids of `nginx`'s workers) logs, at `debug`, a line containing
+/// `needle` after the first `since` bytes of the error log, within 5 s ([`crate::scaled`]): the
+/// workers' balancers were told what the test did since.
+pub fn every_worker_logged(
+    nginx: &crate::Nginx,
+    workers: &HashSet<u32>,
+    since: usize,
+    needle: &str,
+) -> bool {
+    crate::eventually(5, || {
+        let log = nginx.error_log();
+        workers.is_subset(&pids_logging(&log[since.min(log.len())..], "debug", needle))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

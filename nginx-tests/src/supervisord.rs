@@ -93,6 +93,25 @@ impl Supervisord {
         Self::start_on(name, programs, groups, free_port(), (USER, PASSWORD))
     }
 
+    /// supervisord with a program `backend{i}` for each of `ports` (in order): the test backend
+    /// on that port of 127.0.0.1, `startsecs=0`, given the `test-backend` options `args` (e.g.
+    /// `--listen-after 500`; empty for none); no groups.
+    pub fn with_backends(name: &str, ports: &[u16], args: &str) -> Self {
+        let programs: Vec<Program> = ports
+            .iter()
+            .enumerate()
+            .map(|(index, &port)| {
+                let name = format!("backend{index}");
+                if args.is_empty() {
+                    Program::backend(&name, port, 0)
+                } else {
+                    Program::backend_with(&name, port, 0, args)
+                }
+            })
+            .collect();
+        Self::start(name, &programs, "")
+    }
+
     /// As [`Self::start`], its TCP port and Basic-auth credentials given (e.g. those of a
     /// documented example).
     pub fn start_on(
@@ -241,11 +260,15 @@ impl Supervisord {
     pub fn address(&self) -> String {
         match self.nginx_way {
             NginxWay::Socket => format!("unix:{}", self.socket().display()),
-            NginxWay::Tcp => format!(
-                "{}:{} {}:{}",
-                self.host, self.port, self.credentials.0, self.credentials.1
-            ),
+            NginxWay::Tcp => self.tcp_address(),
         }
+    }
+
+    /// Its TCP port with its credentials, as the `supervisord` directive takes them
+    /// (`HOST:PORT USER:PASSWORD`), whichever way [`Self::address`] goes.
+    pub fn tcp_address(&self) -> String {
+        let (user, password) = &self.credentials;
+        format!("{}:{} {user}:{password}", self.host, self.port)
     }
 
     /// Upstream `name` over `ports` of [`Self::host`], managed by this supervisord (at
@@ -550,27 +573,37 @@ impl Drop for FakeSupervisord {
     }
 }
 
-/// nginx (2 workers) with upstream `backend` over `ports`, managed by `supervisord`, with the
-/// `extra` upstream directives; `/` passes to it, `/_start/` and `/_stop/` control it and
-/// `= /_status` shows it.
-pub fn nginx_with_controls(
-    name: &str,
-    ports: &[u16],
-    supervisord: &Supervisord,
-    extra: &[&str],
-) -> Nginx {
-    let upstream = supervisord.upstream("backend", ports).directives(extra);
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
+/// The suite's usual server, for upstream `upstream`: it listens with `reuseport` (successive
+/// connections spread over the workers) and names the worker of each answer in `X-Worker` (see
+/// [`crate::backends_by_worker`]); `/` passes to the upstream, `/_start/` and `/_stop/` start
+/// and stop its backends by hand, `= /_status` shows the module's status.
+pub fn controls_server(upstream: &str) -> Server {
+    Server::new()
+        .reuseport()
+        .directive("add_header X-Worker $pid always")
+        .location("/", &format!("proxy_pass http://{upstream};"))
+        .location("/_start/", &format!("supervisord_start {upstream};"))
+        .location("/_stop/", &format!("supervisord_stop {upstream};"))
+        .location("= /_status", "supervisord_status;")
+}
+
+/// nginx's configuration (2 workers) for `upstream` behind [`controls_server`], for
+/// [`Nginx::start`] or [`Nginx::reload`].
+pub fn controls_config(upstream: Upstream) -> Config {
+    let server = controls_server(upstream.name());
+    Config::new().workers(2).upstream(upstream).server(server)
+}
+
+/// nginx with upstream `backend` over `ports`, managed through `supervisord ADDRESS` as given
+/// (a [`Supervisord::address`], its TCP port with other credentials, a fake supervisord, an
+/// address where nothing listens), with the `extra` directives after that, behind
+/// [`controls_server`].
+pub fn nginx_with_controls(name: &str, ports: &[u16], address: &str, extra: &[&str]) -> Nginx {
+    let upstream = Upstream::new("backend")
+        .servers(ports)
+        .supervisord(address)
+        .directives(extra);
+    Nginx::start(name, &controls_config(upstream))
 }
 
 #[cfg(test)]

@@ -114,6 +114,16 @@ fn refuses_credentials_without_colon_and_never_prints_them() {
     );
 }
 
+#[test]
+fn refuses_credentials_with_none() {
+    assert_refused(
+        "none-creds",
+        &with(backend().supervisord("none admin:super")),
+        "supervisord none",
+        "takes no credentials",
+    );
+}
+
 /// Runs `nginx -t` on `config` and returns what the operator sees: stderr and the error log.
 /// `-e` makes nginx log to the prefix's error log before it has read `error_log` (Debian's
 /// build would use /var/log/nginx/error.log otherwise).
@@ -224,16 +234,6 @@ fn refuses_two_servers_with_one_address() {
         .server("127.0.0.1:8000");
     let (ok, stderr, _, _) = check("dup-server-plain", &with(plain));
     assert!(ok, "{stderr}");
-}
-
-#[test]
-fn refuses_credentials_with_none() {
-    assert_refused(
-        "none-creds",
-        &with(backend().supervisord("none admin:super")),
-        "supervisord none",
-        "takes no credentials",
-    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nginx_tests::config::line_of;
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
+use nginx_tests::supervisord::{controls_config, nginx_with_controls, Program, Supervisord};
 use nginx_tests::{
     eventually, free_port, recorded_requests, request_with_body, scaled, Config, Gate, Nginx,
     Response, Server, Upstream,
@@ -44,6 +44,30 @@ fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
 }
 
+/// Starts backend `index` by hand and waits until nginx has it UP.
+fn start_by_hand(nginx: &Nginx, index: usize) {
+    assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
+    assert!(eventually(10, || backend_status(nginx, index).0 == Status::Up));
+}
+
+/// One backend on `port` whose requests for `/gated` wait for the gate, started by hand (nginx
+/// with the `extra` upstream directives), with `count` of them in flight, half of them POSTs.
+fn gated_requests_in_flight(
+    name: &str,
+    port: u16,
+    count: usize,
+    extra: &[&str],
+) -> (Gate, Supervisord, Nginx, Vec<JoinHandle<Response>>) {
+    let ports = [port];
+    let gate = Gate::new(name);
+    let supervisord = Supervisord::with_backends(name, &ports, &gate.arg());
+    let nginx = nginx_with_controls(name, &ports, &supervisord.address(), extra);
+    start_by_hand(&nginx, 0);
+    let slow = spawn_mixed(nginx.port, count, "/gated");
+    assert!(eventually(5, || backend_status(&nginx, 0).1 == count as i64));
+    (gate, supervisord, nginx, slow)
+}
+
 #[test]
 fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
     let ports = [free_port(), free_port()];
@@ -68,9 +92,8 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
         ],
         "",
     );
-    let nginx = nginx_with_controls("drain", &ports, &supervisord, &[]);
-    assert_eq!(nginx.get("/_start/0").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
+    let nginx = nginx_with_controls("drain", &ports, &supervisord.address(), &[]);
+    start_by_hand(&nginx, 0);
     assert_eq!(recorded_requests(&records[0]), Vec::<String>::new());
 
     // 20 slow requests, half of them POSTs, all to backend 0 (the only one up).
@@ -80,8 +103,7 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
         "{:?}",
         backend_status(&nginx, 0)
     );
-    assert_eq!(nginx.get("/_start/1").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 1).0 == Status::Up));
+    start_by_hand(&nginx, 1);
 
     let stop_asked = Instant::now();
     let reply = nginx.get("/_stop/0");
@@ -171,24 +193,13 @@ fn a_stop_waits_for_requests_in_flight_and_sends_no_new_ones() {
 
 #[test]
 fn a_drain_times_out() {
-    let ports = [free_port()];
     // The request stays in flight: the gate never opens.
-    let gate = Gate::new("drain-timeout");
-    let supervisord = Supervisord::start(
+    let (_gate, supervisord, nginx, slow) = gated_requests_in_flight(
         "drain-timeout",
-        &[Program::backend_with("backend0", ports[0], 0, &gate.arg())],
-        "",
-    );
-    let nginx = nginx_with_controls(
-        "drain-timeout",
-        &ports,
-        &supervisord,
+        free_port(),
+        1,
         &["supervisord_drain_timeout 500ms"],
     );
-    assert_eq!(nginx.get("/_start/0").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
-    let slow = spawn_mixed(nginx.port, 1, "/gated");
-    assert!(eventually(5, || backend_status(&nginx, 0).1 == 1));
 
     let reply = nginx.get("/_stop/0");
     let stop_answered = Instant::now();
@@ -230,17 +241,9 @@ fn a_drain_times_out() {
 #[test]
 fn an_idle_backend_is_stopped_at_once() {
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "drain-idle",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
-    let nginx = nginx_with_controls("drain-idle", &ports, &supervisord, &[]);
-    assert_eq!(nginx.get("/_start/0").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
+    let supervisord = Supervisord::with_backends("drain-idle", &ports, "");
+    let nginx = nginx_with_controls("drain-idle", &ports, &supervisord.address(), &[]);
+    start_by_hand(&nginx, 0);
     assert_eq!(nginx.get("/").status, 200);
 
     let reply = nginx.get("/_stop/any");
@@ -270,18 +273,8 @@ fn an_idle_backend_is_stopped_at_once() {
 
 #[test]
 fn a_start_during_a_drain_is_refused_until_the_stop_is_done() {
-    let ports = [free_port()];
-    let gate = Gate::new("drain-start");
-    let supervisord = Supervisord::start(
-        "drain-start",
-        &[Program::backend_with("backend0", ports[0], 0, &gate.arg())],
-        "",
-    );
-    let nginx = nginx_with_controls("drain-start", &ports, &supervisord, &[]);
-    assert_eq!(nginx.get("/_start/0").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
-    let slow = spawn_mixed(nginx.port, 2, "/gated");
-    assert!(eventually(5, || backend_status(&nginx, 0).1 == 2));
+    let (gate, supervisord, nginx, slow) =
+        gated_requests_in_flight("drain-start", free_port(), 2, &[]);
     assert!(nginx
         .get("/_stop/0")
         .body
@@ -306,36 +299,14 @@ fn a_start_during_a_drain_is_refused_until_the_stop_is_done() {
 
 #[test]
 fn a_reload_during_a_drain_lets_the_old_worker_finish_it() {
-    let ports = [free_port()];
-    let gate = Gate::new("drain-reload");
-    let supervisord = Supervisord::start(
-        "drain-reload",
-        &[Program::backend_with("backend0", ports[0], 0, &gate.arg())],
-        "",
-    );
-    let nginx = nginx_with_controls("drain-reload", &ports, &supervisord, &[]);
-    assert_eq!(nginx.get("/_start/0").status, 200);
-    assert!(eventually(10, || backend_status(&nginx, 0).0 == Status::Up));
-    let slow = spawn_mixed(nginx.port, 4, "/gated");
-    assert!(eventually(5, || backend_status(&nginx, 0).1 == 4));
+    let port = free_port();
+    let (gate, supervisord, nginx, slow) = gated_requests_in_flight("drain-reload", port, 4, &[]);
     assert!(nginx
         .get("/_stop/0")
         .body
         .contains("(draining 4 in flight)"));
     // The same configuration: the shared statuses carry over to the new workers.
-    let upstream = Upstream::new("backend")
-        .servers(&ports)
-        .supervisord(supervisord.address());
-    nginx.reload(
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    );
+    nginx.reload(&controls_config(supervisord.upstream("backend", &[port])));
     // The new workers see the drain; the old ones, still holding the requests, have not
     // stopped the program, also after nginx read supervisord again.
     assert_eq!(backend_status(&nginx, 0).0, Status::ShuttingDown);
@@ -468,20 +439,12 @@ fn wrk_during_stop(nginx: &Nginx, seconds: u32) -> (u64, u64, u64, String) {
 fn posts_under_wrk_survive_a_stop() {
     for (name, drain) in [("drain-wrk", None), ("drain-wrk-off", Some("0"))] {
         let ports = [free_port(), free_port()];
-        let supervisord = Supervisord::start(
-            name,
-            &[
-                Program::backend("backend0", ports[0], 0),
-                Program::backend("backend1", ports[1], 0),
-            ],
-            "",
-        );
+        let supervisord = Supervisord::with_backends(name, &ports, "");
         let timeout = drain.map(|value| format!("supervisord_drain_timeout {value}"));
         let extra: Vec<&str> = timeout.iter().map(String::as_str).collect();
-        let nginx = nginx_with_controls(name, &ports, &supervisord, &extra);
+        let nginx = nginx_with_controls(name, &ports, &supervisord.address(), &extra);
         for index in 0..2 {
-            assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
-            assert!(eventually(10, || backend_status(&nginx, index).0 == Status::Up));
+            start_by_hand(&nginx, index);
         }
         let (requests, failed, socket_errors, text) = wrk_during_stop(&nginx, 4);
         println!(

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord};
-use nginx_tests::{free_port, request, Config, Nginx, Server, Upstream};
+use nginx_tests::supervisord::{nginx_with_controls, FakeSupervisord, Program, Supervisord};
+use nginx_tests::{free_port, request, Nginx};
 
 /// How long the clients keep asking.
 const LOAD: Duration = Duration::from_secs(5);
@@ -18,25 +18,9 @@ const LOAD: Duration = Duration::from_secs(5);
 /// step that begins as the load ends.
 const MOST_STARTS: usize = 4;
 
-fn nginx_for(name: &str, supervisord: &str, extra: &[&str]) -> Nginx {
-    Nginx::start(
-        name,
-        &Config::new()
-            .workers(2)
-            .upstream(
-                Upstream::new("backend")
-                    .server(format!("127.0.0.1:{}", free_port()))
-                    .supervisord(supervisord)
-                    .directive("supervisord_hold_timeout 20s")
-                    .directives(extra),
-            )
-            .server(
-                Server::new()
-                    .reuseport()
-                    .location("/", "proxy_pass http://backend;"),
-            ),
-    )
-}
+/// Requests wait for a start for up to 20 s: each is answered at once only if nginx answers it
+/// at once.
+const HOLD: &str = "supervisord_hold_timeout 20s";
 
 /// 8 clients ask for `LOAD`; the statuses they got, and the longest wait for one.
 fn steady_load(port: u16) -> (Vec<u16>, Duration) {
@@ -93,12 +77,13 @@ fn assert_backs_off(nginx: &Nginx, expected_line: &str, longest_allowed: Duratio
 #[test]
 fn a_name_supervisord_does_not_have_is_never_started() {
     let port = free_port();
-    let supervisord = Supervisord::start("bad-name", &[Program::backend("backend0", port, 0)], "");
+    let supervisord = Supervisord::with_backends("bad-name", &[port], "");
     // A typo: supervisord has "backend0", nginx asks for "bakend0".
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "bad-name",
+        &[free_port()],
         &supervisord.address(),
-        &["supervisord_name bakend"],
+        &[HOLD, "supervisord_name bakend"],
     );
     let (statuses, longest) = steady_load(nginx.port);
     let starts = supervisord.calls("supervisor.startProcess");
@@ -129,12 +114,12 @@ fn a_name_supervisord_does_not_have_is_never_started() {
 #[test]
 fn wrong_credentials_back_off() {
     let port = free_port();
-    let supervisord =
-        Supervisord::start("unauthorized", &[Program::backend("backend0", port, 0)], "");
-    let nginx = nginx_for(
+    let supervisord = Supervisord::with_backends("unauthorized", &[port], "");
+    let nginx = nginx_with_controls(
         "unauthorized",
+        &[free_port()],
         &format!("127.0.0.1:{} admin:Wr0ngSecret", supervisord.port),
-        &[],
+        &[HOLD],
     );
     // supervisord logs no call it refused: nginx's lines count them (one per failed start).
     assert_backs_off(&nginx, "401 unauthorized", Duration::from_secs(2));
@@ -154,10 +139,11 @@ fn broken_answers_back_off() {
         ("status500", "HTTP status 500"),
     ] {
         let fake = FakeSupervisord::start(mode);
-        let nginx = nginx_for(
+        let nginx = nginx_with_controls(
             &format!("broken-{mode}"),
+            &[free_port()],
             &format!("127.0.0.1:{}", fake.port),
-            &["supervisord_timeout 3s"],
+            &[HOLD, "supervisord_timeout 3s"],
         );
         assert_backs_off(&nginx, expected, Duration::from_secs(2));
         let starts = fake.calls("supervisor.startProcess");
@@ -169,10 +155,11 @@ fn broken_answers_back_off() {
 #[test]
 fn a_supervisord_that_never_answers_backs_off() {
     let fake = FakeSupervisord::start("hang");
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "broken-hang",
+        &[free_port()],
         &format!("127.0.0.1:{}", fake.port),
-        &["supervisord_timeout 1s"],
+        &[HOLD, "supervisord_timeout 1s"],
     );
     // Each start waits for its call's time-out (1 s) before its requests get 502.
     assert_backs_off(&nginx, "start failed: timed out", Duration::from_secs(3));
@@ -183,12 +170,13 @@ fn a_supervisord_that_never_answers_backs_off() {
 #[test]
 fn the_minimum_is_not_kept_with_a_program_supervisord_does_not_have() {
     let port = free_port();
-    let supervisord =
-        Supervisord::start("bad-name-min", &[Program::backend("backend0", port, 0)], "");
-    let nginx = nginx_for(
+    let supervisord = Supervisord::with_backends("bad-name-min", &[port], "");
+    let nginx = nginx_with_controls(
         "bad-name-min",
+        &[free_port()],
         &supervisord.address(),
         &[
+            HOLD,
             "supervisord_name bakend",
             "supervisord_min_servers 1",
             "supervisord_sync_interval 300ms",
@@ -221,22 +209,7 @@ fn start_any_passes_over_a_program_supervisord_does_not_have() {
         &[Program::backend("backend1", ports[1], 0)],
         "",
     );
-    let nginx = Nginx::start(
-        "any-missing",
-        &Config::new()
-            .workers(2)
-            .upstream(
-                Upstream::new("backend")
-                    .servers(&ports)
-                    .supervisord(supervisord.address()),
-            )
-            .server(
-                Server::new()
-                    .reuseport()
-                    .location("/", "proxy_pass http://backend;")
-                    .location("/_start/", "supervisord_start backend;"),
-            ),
-    );
+    let nginx = nginx_with_controls("any-missing", &ports, &supervisord.address(), &[]);
     nginx.error_log_once_it_has("supervisord has no program \"backend0\"");
     let answer = nginx.get("/_start/any");
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -11,25 +11,11 @@ use std::time::Duration;
 use nginx_tests::raw::RawConnection;
 use nginx_tests::{eventually, free_port, scaled, spawn_requests, Config, Nginx, Server, Upstream};
 
-fn nginx_for(
-    name: &str,
-    servers: &[String],
-    supervisord: &Supervisord,
-    upstream_extra: &[&str],
-    location_extra: &str,
-) -> Nginx {
-    nginx_with(
-        name,
-        servers,
-        supervisord,
-        upstream_extra,
-        location_extra,
-        None,
-    )
-}
-
-/// As `nginx_for`, with one more location `(path, body)`.
-fn nginx_with(
+/// nginx over `servers` (`server` lines), managed by `supervisord` without reconciliation, with
+/// the `upstream_extra` directives; `/` passes to it after the `location_extra` lines, with
+/// `/_start/`, `= /_status` and the `other_location` `(path, body)` beside. No `reuseport`:
+/// each worker counts its own failures, as nginx does, and one client may stay with one.
+fn nginx_counting_failures(
     name: &str,
     servers: &[String],
     supervisord: &Supervisord,
@@ -43,9 +29,7 @@ fn nginx_with(
             .sync_interval("off"),
         |upstream, server| upstream.server(server),
     );
-    let upstream = upstream_extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line));
+    let upstream = upstream.directives(upstream_extra);
     let mut server = Server::new()
         .location(
             "/",
@@ -78,14 +62,7 @@ fn start_all(nginx: &Nginx, supervisord: &Supervisord, count: usize) {
 /// A supervisord with two backend programs, and their `server` lines (`fail_timeout=1s`).
 fn two_backends(name: &str) -> (Supervisord, Vec<String>) {
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        name,
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
+    let supervisord = Supervisord::with_backends(name, &ports, "");
     let servers = ports
         .iter()
         .map(|port| format!("127.0.0.1:{port} fail_timeout=1s"))
@@ -100,7 +77,7 @@ fn stops(supervisord: &Supervisord) -> usize {
 #[test]
 fn a_slow_request_takes_no_backend_and_no_other_request_down() {
     let (supervisord, servers) = two_backends("slow-rule");
-    let nginx = nginx_with(
+    let nginx = nginx_counting_failures(
         "slow-rule",
         &servers,
         &supervisord,
@@ -161,12 +138,13 @@ fn a_slow_request_takes_no_backend_and_no_other_request_down() {
 #[test]
 fn an_application_error_passed_on_does_not_stop_the_backend() {
     let (supervisord, servers) = two_backends("status-rule");
-    let nginx = nginx_for(
+    let nginx = nginx_counting_failures(
         "status-rule",
         &servers,
         &supervisord,
         &[],
         "proxy_next_upstream error timeout http_500;",
+        None,
     );
     start_all(&nginx, &supervisord, 2);
     // Both backends answer 500; nginx then keeps them out for fail_timeout (its own 502s),
@@ -263,15 +241,15 @@ fn max_fails_counts_failures_and_zero_never_acts_on_traffic() {
     );
 
     let port = free_port();
-    let supervisord =
-        Supervisord::start("max-fails-3", &[Program::backend("backend0", port, 0)], "");
-    let nginx = nginx_for(
+    let supervisord = Supervisord::with_backends("max-fails-3", &[port], "");
+    let nginx = nginx_counting_failures(
         "max-fails-3",
         &[format!("127.0.0.1:{port} max_fails=3 fail_timeout=30s")],
         &supervisord,
         &[],
         // One worker's count is what matters: keep the connection (and the worker) the same.
         "",
+        None,
     );
     start_all(&nginx, &supervisord, 1);
     supervisord.crash("backend0");
@@ -293,27 +271,18 @@ fn max_fails_counts_failures_and_zero_never_acts_on_traffic() {
     // Down: the next request starts it again and gets its answer.
     let response = nginx.get("/");
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
 }
 
 #[test]
 fn a_running_program_that_refuses_connections_is_restarted() {
     let port = free_port();
     // supervisord calls it RUNNING at once, but it listens only after a minute.
-    let supervisord = Supervisord::start(
-        "refusing",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 60000",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("refusing", &[port], "--listen-after 60000");
     supervisord.ctl(&["start", "backend0"]);
     supervisord.wait_state("backend0", "RUNNING");
     // Taken as up from the configuration: the module never saw it start.
-    let nginx = nginx_for(
+    let nginx = nginx_counting_failures(
         "refusing",
         &[format!("127.0.0.1:{port}")],
         &supervisord,
@@ -322,6 +291,7 @@ fn a_running_program_that_refuses_connections_is_restarted() {
             "supervisord_hold_timeout 2s",
         ],
         "",
+        None,
     );
     // Refused before anything of it was sent: held again while the check runs, through the
     // restart, until its hold timeout (the restarted program never listens either).
@@ -341,10 +311,6 @@ fn a_running_program_that_refuses_connections_is_restarted() {
         supervisord.log()
     );
     // Stopped by the check, started again for the held request.
-    assert!(eventually(5, || supervisord
-        .log()
-        .matches("spawned: 'backend0'")
-        .count()
-        == 2));
+    assert!(eventually(5, || supervisord.spawns("backend0") == 2));
     assert_eq!(log.matches("connect() failed").count(), 1, "{log}");
 }

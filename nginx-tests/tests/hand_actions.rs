@@ -11,10 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nginx_tests::raw::curl_h2;
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
+use nginx_tests::supervisord::{controls_config, nginx_with_controls, Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, recorded_requests, request, request_with_body, scaled, Config, Nginx,
-    Server, Upstream,
+    eventually, free_port, recorded_requests, request, request_with_body, scaled, Nginx, Server,
 };
 
 fn status_of(nginx: &Nginx, index: usize) -> Status {
@@ -55,7 +54,7 @@ fn a_hand_start_is_routed_within_a_second() {
         )],
         "",
     );
-    let nginx = nginx_with_controls("hand-start", &[port], &supervisord, &[]);
+    let nginx = nginx_with_controls("hand-start", &[port], &supervisord.address(), &[]);
     // nginx has read supervisord's view (the program STOPPED) and left it alone.
     supervisord.wait_for_reads(2);
     assert_eq!(status_of(&nginx, 0), Status::Down);
@@ -94,7 +93,7 @@ fn a_hand_start_is_routed_within_a_second() {
         "{routed_after:?}"
     );
     // nginx did not start it a second time.
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert!(!log.contains("start failed"), "{log}");
     nginx.assert_clean_log();
@@ -177,25 +176,12 @@ fn restart_under_traffic(name: &str, args: &str) {
         "",
     );
     let h2_port = free_port();
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address());
+    let h2_server = Server::on(h2_port)
+        .listen_options("http2")
+        .location("/", "proxy_pass http://backend;");
     let nginx = Nginx::start(
         name,
-        &Config::new()
-            .workers(2)
-            .upstream(upstream)
-            .server(
-                Server::new()
-                    .reuseport()
-                    .location("/", "proxy_pass http://backend;")
-                    .location("= /_status", "supervisord_status;"),
-            )
-            .server(
-                Server::on(h2_port)
-                    .listen_options("http2")
-                    .location("/", "proxy_pass http://backend;"),
-            ),
+        &controls_config(supervisord.upstream("backend", &[port])).server(h2_server),
     );
     supervisord.ctl(&["start", "backend0"]);
     until_up(&nginx, 0);
@@ -229,7 +215,7 @@ fn restart_under_traffic(name: &str, args: &str) {
     // first (supervisorctl then says "already started").
     assert!(restart.contains("backend0: stopped"), "{restart}");
     assert!(eventually(3, || status_of(&nginx, 0) == Status::Up));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
     let received = recorded_requests(&record);
     let _ = std::fs::remove_file(&record);
     // Each refused request is nginx's own connect() line, at most one per client; nothing else.
@@ -307,7 +293,7 @@ fn a_wrong_program_name_is_reported_at_the_first_read() {
         &[Program::backend("backend0", port, 1)],
         "[group:web]\nprograms=backend0\n",
     );
-    let nginx = nginx_with_controls("wrong-name", &[port], &supervisord, &[]);
+    let nginx = nginx_with_controls("wrong-name", &[port], &supervisord.address(), &[]);
     let line = "supervisord has no program \"backend0\"";
     assert!(
         eventually(3, || nginx.error_log().contains(line)),
@@ -348,7 +334,7 @@ fn a_stop_during_an_on_demand_start_is_a_stop() {
     let nginx = nginx_with_controls(
         "stop-while-starting",
         &[port],
-        &supervisord,
+        &supervisord.address(),
         &["supervisord_sync_interval off"],
     );
     let first = nginx.get("/");
@@ -383,18 +369,7 @@ fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
     let mut program = Program::command("backend0", &command, 1);
     program.stopwaitsecs = 60;
     let supervisord = Supervisord::start("slow-stop", &[program], "");
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address());
-    let nginx = Nginx::start(
-        "slow-stop",
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    );
+    let nginx = nginx_with_controls("slow-stop", &[port], &supervisord.address(), &[]);
     supervisord.ctl(&["start", "backend0"]);
     until_up(&nginx, 0);
     let stopping = [
@@ -415,12 +390,7 @@ fn requests_wait_for_a_program_that_takes_its_time_to_stop() {
         assert!(
             eventually(10, || {
                 let log = nginx.error_log();
-                stopping.iter().any(|line| log.contains(line))
-                    && nginx
-                        .supervisord_status("/_status")
-                        .upstream("backend")
-                        .held
-                        == 1
+                stopping.iter().any(|line| log.contains(line)) && nginx.held("backend") == 1
             }),
             "nginx never saw the program STOPPING with the request held:\n{}",
             nginx.error_log()

@@ -8,31 +8,21 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use nginx_tests::raw::RawConnection;
-use nginx_tests::status::SupervisordStatus;
-use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::supervisord::{controls_server, Supervisord};
 use nginx_tests::{
     eventually, free_port, recorded_requests, request_with_body, Config, Gate, Nginx, Response,
-    Server, Upstream,
 };
 
-fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, location_extra: &str) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address())
-        .directive("supervisord_inherit_backend_status")
+/// nginx over the one backend on `port`, taken as up from the configuration and held for at
+/// most 3 s, behind [`controls_server`] with the `proxy` lines (`proxy_next_upstream ...;`, or
+/// nothing) for what it passes.
+fn nginx_inheriting(name: &str, port: u16, supervisord: &Supervisord, proxy: &str) -> Nginx {
+    let upstream = supervisord
+        .upstream("backend", &[port])
+        .inherit_backend_status()
         .directive("supervisord_hold_timeout 3s");
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location(
-                    "/",
-                    &format!("proxy_pass http://backend;\n{location_extra}"),
-                )
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
+    let server = controls_server("backend").raw(proxy);
+    Nginx::start(name, &Config::new().upstream(upstream).server(server))
 }
 
 fn record_path(name: &str) -> PathBuf {
@@ -41,38 +31,23 @@ fn record_path(name: &str) -> PathBuf {
     path
 }
 
-fn held_now(nginx: &Nginx) -> u64 {
-    SupervisordStatus::parse(&nginx.get("/_status").body)
-        .expect("status JSON")
-        .upstream("backend")
-        .held
-}
-
 /// A running backend (taken as up from the configuration), a slow request in flight to it,
 /// and its program killed meanwhile: what the client got, what the backend received.
 fn crash_with_request_in_flight(
     name: &str,
     method: &'static str,
-    location_extra: &str,
+    proxy: &str,
 ) -> (Response, Vec<String>, Nginx, Supervisord) {
     let port = free_port();
     let record = record_path(name);
     // The request stays in flight until the program is killed; the gate opens for the one
     // started again.
     let gate = Gate::new(name);
-    let supervisord = Supervisord::start(
-        name,
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            &format!("--record {} {}", record.display(), gate.arg()),
-        )],
-        "",
-    );
+    let args = format!("--record {} {}", record.display(), gate.arg());
+    let supervisord = Supervisord::with_backends(name, &[port], &args);
     supervisord.ctl(&["start", "backend0"]);
     supervisord.wait_state("backend0", "RUNNING");
-    let nginx = nginx_for(name, port, &supervisord, location_extra);
+    let nginx = nginx_inheriting(name, port, &supervisord, proxy);
     let nginx_port = nginx.port;
     let in_flight: JoinHandle<Response> =
         std::thread::spawn(move || request_with_body(nginx_port, method, "/gated", 100));
@@ -94,7 +69,7 @@ fn a_get_in_flight_when_its_program_crashes_is_sent_again_once_it_is_back() {
     // the dying program still have accepted the second try, by it too).
     assert!(received.len() >= 2, "{received:?}");
     assert!(received.iter().all(|line| line == "GET /gated 100"));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
     let log = nginx.error_log();
     // The check found the program gone (or, in the instant before supervisord saw it go,
     // running without accepting: restarted).
@@ -109,7 +84,7 @@ fn a_get_in_flight_when_its_program_crashes_is_sent_again_once_it_is_back() {
         .lines()
         .filter(|line| line.contains("[error]"))
         .all(|line| line.contains("from upstream")));
-    assert_eq!(held_now(&nginx), 0);
+    assert_eq!(nginx.held("backend"), 0);
     nginx.assert_clean_log();
 }
 
@@ -127,8 +102,8 @@ fn a_post_in_flight_when_its_program_crashes_is_not_sent_again() {
         let log = supervisord.log();
         log.contains("exited: backend0") || log.contains("stopped: backend0")
     }));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
-    assert_eq!(held_now(&nginx), 0);
+    assert_eq!(supervisord.spawns("backend0"), 1);
+    assert_eq!(nginx.held("backend"), 0);
     nginx.assert_clean_log();
 }
 
@@ -142,7 +117,7 @@ fn a_post_in_flight_is_sent_again_where_the_operator_allows_it() {
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
     assert!(received.len() >= 2, "{received:?}");
     assert!(received.iter().all(|line| line == "POST /gated 100"));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
     nginx.assert_clean_log();
 }
 
@@ -151,27 +126,15 @@ fn a_request_held_again_is_let_go_when_its_client_leaves() {
     // supervisord calls it RUNNING at once, but it listens only after a minute: the check
     // restarts it, and the request refused meanwhile waits for it, until its client leaves.
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "again-gone",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 60000",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("again-gone", &[port], "--listen-after 60000");
     supervisord.ctl(&["start", "backend0"]);
     supervisord.wait_state("backend0", "RUNNING");
-    let nginx = nginx_for("again-gone", port, &supervisord, "");
-    // nginx has seen this process RUNNING: a failure is then its own (restarted), not a start
-    // made outside nginx a moment before (followed, until supervisord_timeout).
-    supervisord.wait_for_reads(2);
+    let nginx = nginx_inheriting("again-gone", port, &supervisord, "");
     let mut client = RawConnection::open(nginx.port);
     client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    assert!(eventually(3, || held_now(&nginx) == 1));
+    assert!(eventually(3, || nginx.held("backend") == 1));
     client.close();
-    assert!(eventually(3, || held_now(&nginx) == 0));
+    assert!(eventually(3, || nginx.held("backend") == 0));
     // No loop: the one refused connect (the restarted program never listens), also once the
     // check's verdict is out, supervisord has answered what nginx asked and nginx has read it
     // twice since.

@@ -5,22 +5,18 @@
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::{BackendStatus, Status};
-use nginx_tests::supervisord::{Program, Supervisord};
+use nginx_tests::supervisord::{controls_config, Program, Supervisord};
 use nginx_tests::{
-    eventually, free_port, scaled, spawn_requests, Config, Nginx, Response, Server,
-    SupervisordStatus, Upstream,
+    eventually, free_port, scaled, spawn_requests, Config, Nginx, Response, Server, Upstream,
 };
 
 /// Upstream `backend` over `ports`, managed through `supervisord`'s socket, without
 /// reconciliation; `extra` directives after that.
 fn upstream(ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Upstream {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(supervisord.address())
-        .sync_interval("off");
-    extra
-        .iter()
-        .fold(upstream, |upstream, line| upstream.directive(line))
+    supervisord
+        .upstream("backend", ports)
+        .sync_interval("off")
+        .directives(extra)
 }
 
 /// The upstream and one server on the test port that passes to it with `pass`.
@@ -31,31 +27,9 @@ fn passing(ports: &[u16], supervisord: &Supervisord, pass: &str) -> Config {
         .server(Server::new().location("/", pass))
 }
 
-/// The server of `proxied`, without the control locations when `control` is false.
-fn proxied_config(
-    ports: &[u16],
-    supervisord: &Supervisord,
-    extra: &[&str],
-    control: bool,
-) -> Config {
-    let server = Server::new()
-        .reuseport()
-        .location("/", "proxy_pass http://backend;");
-    let server = if control {
-        server
-            .location("/_start/", "supervisord_start backend;")
-            .location("/_stop/", "supervisord_stop backend;")
-    } else {
-        server
-    };
-    Config::new()
-        .workers(2)
-        .upstream(upstream(ports, supervisord, extra))
-        .server(server.location("= /_status", "supervisord_status;"))
-}
-
+/// nginx with [`upstream`] behind the usual server ([`controls_config`]).
 fn proxied(name: &str, ports: &[u16], supervisord: &Supervisord, extra: &[&str]) -> Nginx {
-    Nginx::start(name, &proxied_config(ports, supervisord, extra, true))
+    Nginx::start(name, &controls_config(upstream(ports, supervisord, extra)))
 }
 
 /// `count` concurrent GETs, each on its own connection (spread over the workers).
@@ -64,14 +38,6 @@ fn concurrent(port: u16, count: usize, path: &'static str) -> Vec<Response> {
         .into_iter()
         .map(|handle| handle.join().unwrap())
         .collect()
-}
-
-/// How many requests the status location reports held in upstream `backend`; `None` while
-/// the status cannot be read.
-fn held_now(nginx: &Nginx) -> Option<u64> {
-    let response = nginx.get("/_status");
-    let status = SupervisordStatus::parse(&response.body).ok()?;
-    Some(status.upstreams.iter().find(|u| u.name == "backend")?.held)
 }
 
 #[test]
@@ -98,7 +64,7 @@ fn first_requests_start_a_backend_and_wait_for_it() {
         elapsed < scaled(Duration::from_millis(2500)),
         "held requests waited for supervisord's startsecs ({elapsed:?}), not for readiness"
     );
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     assert_eq!(
         supervisord.state("backend1"),
         "STOPPED",
@@ -119,16 +85,8 @@ fn every_kind_of_pass_is_held() {
     ];
     for (pass, protocol) in kinds {
         let port = free_port();
-        let supervisord = Supervisord::start(
-            protocol,
-            &[Program::backend_with(
-                "backend0",
-                port,
-                0,
-                &format!("--listen-after 200 --protocol {protocol}"),
-            )],
-            "",
-        );
+        let args = format!("--listen-after 200 --protocol {protocol}");
+        let supervisord = Supervisord::with_backends(protocol, &[port], &args);
         let nginx = Nginx::start("pass", &passing(&[port], &supervisord, pass));
         let response = nginx.get("/");
         assert_eq!(
@@ -144,16 +102,8 @@ fn every_kind_of_pass_is_held() {
 #[test]
 fn grpc_pass_is_held_too() {
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "grpc",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 200 --protocol raw",
-        )],
-        "",
-    );
+    let supervisord =
+        Supervisord::with_backends("grpc", &[port], "--listen-after 200 --protocol raw");
     let nginx = Nginx::start(
         "grpc",
         &passing(&[port], &supervisord, "grpc_pass grpc://backend;"),
@@ -163,7 +113,7 @@ fn grpc_pass_is_held_too() {
     // (A backend answering garbage counts as failed and is then stopped, as in 1.4.)
     let response = nginx.get("/");
     assert_eq!(response.status, 502);
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let log = nginx.error_log();
     assert!(!log.contains("no live upstreams"), "{log}");
     assert!(
@@ -196,7 +146,7 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
         ],
     );
     let held = spawn_requests(nginx.port, 4, "/");
-    assert!(eventually(5, || held_now(&nginx) == Some(4)));
+    assert!(eventually(5, || nginx.held("backend") == 4));
     let started = Instant::now();
     let over = nginx.get("/");
     assert_eq!(over.status, 503, "{over:?}");
@@ -212,7 +162,7 @@ fn bounds_limit_and_timeout_give_503_with_retry_after() {
         assert_eq!(response.header("Retry-After"), Some("1"));
         assert!(response.body.contains("503 Service"), "{}", response.body);
     }
-    assert_eq!(held_now(&nginx), Some(0));
+    assert_eq!(nginx.held("backend"), 0);
     let log = nginx.error_log();
     assert_eq!(log.matches("requests held already").count(), 1, "{log}");
     assert_eq!(
@@ -250,22 +200,13 @@ fn a_failed_start_answers_every_held_request_with_502_at_once() {
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("Exited too quickly"), "{log}");
     assert!(lines[0].contains("start failed"), "{log}");
-    assert_eq!(held_now(&nginx), Some(0));
+    assert_eq!(nginx.held("backend"), 0);
 }
 
 #[test]
 fn clients_that_leave_while_held_are_cleaned_up() {
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "abort",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 2000",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("abort", &[port], "--listen-after 2000");
     let nginx = proxied("abort", &[port], &supervisord, &[]);
     let mut clients = Vec::new();
     for _ in 0..20 {
@@ -273,12 +214,12 @@ fn clients_that_leave_while_held_are_cleaned_up() {
         std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         clients.push(stream);
     }
-    assert!(eventually(5, || held_now(&nginx) == Some(20)));
+    assert!(eventually(5, || nginx.held("backend") == 20));
     drop(clients);
     assert!(
-        eventually(5, || held_now(&nginx) == Some(0)),
-        "{:?} held",
-        held_now(&nginx)
+        eventually(5, || nginx.held("backend") == 0),
+        "{} held",
+        nginx.held("backend")
     );
     // The upstream still works: the backend comes up and serves.
     let response = nginx.get("/");
@@ -289,33 +230,29 @@ fn clients_that_leave_while_held_are_cleaned_up() {
 #[test]
 fn held_requests_survive_a_reload() {
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "reload",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 1500",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("reload", &[port], "--listen-after 1500");
     let nginx = proxied("reload-held", &[port], &supervisord, &[]);
     let held = spawn_requests(nginx.port, 10, "/");
-    assert!(eventually(5, || held_now(&nginx).is_some_and(|held| held > 0)));
-    nginx.reload(&proxied_config(&[port], &supervisord, &[], false));
+    assert!(eventually(5, || nginx.held("backend") > 0));
+    // Another configuration: without the control locations.
+    let server = Server::new()
+        .reuseport()
+        .location("/", "proxy_pass http://backend;")
+        .location("= /_status", "supervisord_status;");
+    let upstream = upstream(&[port], &supervisord, &[]);
+    nginx.reload(&Config::new().upstream(upstream).server(server));
     for handle in held {
         let response = handle.join().unwrap();
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.body.trim(), format!("backend {port}"));
     }
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
 }
 
 #[test]
 fn a_crashed_backend_goes_down_and_the_first_is_started_again() {
     let ports = [free_port()];
-    let supervisord =
-        Supervisord::start("failover", &[Program::backend("backend0", ports[0], 0)], "");
+    let supervisord = Supervisord::with_backends("failover", &ports, "");
     let nginx = proxied("failover", &ports, &supervisord, &[]);
     assert_eq!(nginx.get("/").body.trim(), format!("backend {}", ports[0]));
     supervisord.crash("backend0");
@@ -335,21 +272,14 @@ fn a_crashed_backend_goes_down_and_the_first_is_started_again() {
     );
     let response = nginx.get("/");
     assert_eq!(response.status, 200, "{response:?}\n{}", nginx.error_log());
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 2);
+    assert_eq!(supervisord.spawns("backend0"), 2);
     assert_eq!(nginx.error_log().matches("connect() failed").count(), 1);
 }
 
 #[test]
 fn a_backend_started_again_gets_traffic_at_once() {
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "restart",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("restart", &ports, "");
     // With a shared peer list (zone) nginx's failure count is the same in every worker.
     let nginx = proxied("restart", &ports, &supervisord, &["zone restart 64k"]);
     for index in 0..2 {
@@ -386,14 +316,7 @@ fn a_backend_started_again_gets_traffic_at_once() {
 #[test]
 fn the_status_location_reports_every_backend() {
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "status",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("status", &ports, "");
     let nginx = proxied("status", &ports, &supervisord, &[]);
     let status = nginx.supervisord_status("/_status");
     let upstream = status.upstream("backend");

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, request, scaled, Config, Nginx, Server, Upstream};
+use nginx_tests::supervisord::{controls_config, Program, Supervisord};
+use nginx_tests::{eventually, free_port, request, scaled, Nginx, Upstream};
 
 /// A real backend on a UNIX socket: sleeps `listen_after_ms`, then answers every connection
 /// with one HTTP response whose body is `unix backend`.
@@ -63,21 +63,14 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn nginx_for(name: &str, server: &str, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
+/// nginx over the one backend at `server` (`unix:PATH` or `HOST:PORT`), managed by
+/// `supervisord`, with the `extra` upstream directives, behind [`controls_config`]'s server.
+fn nginx_over(name: &str, server: &str, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
     let upstream = Upstream::new("backend")
         .server(server)
-        .supervisord(supervisord.address());
-    let upstream = upstream.directives(extra);
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
+        .supervisord(supervisord.address())
+        .directives(extra);
+    Nginx::start(name, &controls_config(upstream))
 }
 
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
@@ -101,7 +94,7 @@ fn a_unix_backend_that_never_listens_is_one_line_not_one_per_probe() {
         &[Program::command("backend0", "sleep 60", 0)],
         "",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_over(
         "never-listens",
         &format!("unix:{}", socket.display()),
         &supervisord,
@@ -136,7 +129,7 @@ fn a_unix_backend_that_listens_late_is_quick_and_quiet() {
         &[unix_backend_program(&dir, &socket, 1_000)],
         "",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_over(
         "listens-late",
         &format!("unix:{}", socket.display()),
         &supervisord,
@@ -159,7 +152,7 @@ fn a_unix_backend_that_listens_late_is_quick_and_quiet() {
     );
     let incidents = incident_lines(&log);
     assert!(incidents.len() <= 2, "{incidents:#?}");
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     nginx.assert_clean_log();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -184,9 +177,8 @@ fn hammer(port: u16, rounds: usize) -> Vec<u16> {
 #[test]
 fn a_supervisord_outage_is_one_line_and_its_end_another() {
     let port = free_port();
-    let mut supervisord =
-        Supervisord::start("outage", &[Program::backend("backend0", port, 0)], "");
-    let nginx = nginx_for(
+    let mut supervisord = Supervisord::with_backends("outage", &[port], "");
+    let nginx = nginx_over(
         "outage",
         &format!("127.0.0.1:{port}"),
         &supervisord,
@@ -223,12 +215,7 @@ fn a_supervisord_outage_is_one_line_and_its_end_another() {
     // supervisord is back: the start that waited for it is sent within about a second, and
     // one notice says supervisord answers again.
     supervisord.restart_daemon();
-    assert!(eventually(5, || nginx
-        .supervisord_status("/_status")
-        .upstream("backend")
-        .backends[0]
-        .status
-        == Status::Up));
+    assert!(eventually(5, || nginx.backend_statuses()[0] == Status::Up));
     let response = nginx.get("/");
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body.trim(), format!("backend {port}"));
@@ -245,6 +232,6 @@ fn a_supervisord_outage_is_one_line_and_its_end_another() {
         1,
         "{log}"
     );
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     nginx.assert_clean_log();
 }

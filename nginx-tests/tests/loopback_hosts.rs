@@ -24,7 +24,7 @@ fn host_with_backend(test: &str, upstream: &str, host: &str) -> (u16, Supervisor
 /// nginx (2 workers, error log at `debug`: every step the module takes is logged, so the
 /// password check below sees all of it) with each upstream of `hosts` over its server, managed
 /// through its supervisord over TCP; `/<upstream>/` passes to it, `= /_status` shows them.
-fn nginx_for(name: &str, hosts: &[HostUpstream]) -> Nginx {
+fn nginx_with_an_upstream_per_host(name: &str, hosts: &[HostUpstream]) -> Nginx {
     let mut config = Config::new().workers(2).error_log_level("debug");
     let mut server = Server::new()
         .reuseport()
@@ -88,7 +88,7 @@ fn cold_start_on_another_host_over_tcp_with_credentials() {
         "{}",
         supervisord.address()
     );
-    let nginx = nginx_for("hosts-cold", &[("app", &supervisord, port)]);
+    let nginx = nginx_with_an_upstream_per_host("hosts-cold", &[("app", &supervisord, port)]);
     assert_eq!(
         supervisord.spawns("app0"),
         0,
@@ -120,7 +120,7 @@ fn two_hosts_two_supervisords_each_starts_its_own() {
         ("alpha", &supervisord2, port2),
         ("beta", &supervisord3, port3),
     ];
-    let nginx = nginx_for("hosts-two", &hosts);
+    let nginx = nginx_with_an_upstream_per_host("hosts-two", &hosts);
 
     // Both cold starts at once, one request each, on their own connections.
     let nginx_port = nginx.port;
@@ -157,7 +157,7 @@ fn two_hosts_two_supervisords_each_starts_its_own() {
 #[test]
 fn a_hosts_supervisord_stops_and_comes_back() {
     let (port, mut supervisord) = host_with_backend("hosts-restart", "app", "127.0.0.2");
-    let nginx = nginx_for("hosts-restart", &[("app", &supervisord, port)]);
+    let nginx = nginx_with_an_upstream_per_host("hosts-restart", &[("app", &supervisord, port)]);
     assert_eq!(nginx.get("/app/").status, 200);
     // supervisord stops its program with itself; nginx's next read fails and marks it down.
     supervisord.stop_daemon();

@@ -89,24 +89,14 @@ fn example_1_of_the_2010_readme_runs_verbatim() {
 fn load_above_the_fair_threshold_starts_a_backend_and_idleness_stops_it_down_to_the_minimum() {
     patched::require();
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "fair-load",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
-    let upstream = Upstream::new("backend")
-        .servers(&ports)
-        .supervisord(supervisord.address())
-        .directives(&[
-            "fair",
-            // 2 requests per second per backend.
-            "fair_load_threshold 2",
-            "fair_min_servers 1",
-            "supervisord_load_interval 1s",
-        ]);
+    let supervisord = Supervisord::with_backends("fair-load", &ports, "");
+    let upstream = supervisord.upstream("backend", &ports).directives(&[
+        "fair",
+        // 2 requests per second per backend.
+        "fair_load_threshold 2",
+        "fair_min_servers 1",
+        "supervisord_load_interval 1s",
+    ]);
     let nginx = Nginx::start(
         "fair-load",
         &Config::new()
@@ -221,17 +211,8 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
     );
     let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
     assert_eq!(workers.len(), 2);
-    // Whether every worker logged `line` after the first `since` bytes of the error log.
-    let flipped = |since: usize, line: &str| {
-        eventually(5, || {
-            let log = nginx.error_log();
-            workers.is_subset(&patched::pids_logging(
-                &log[since.min(log.len())..],
-                "debug",
-                line,
-            ))
-        })
-    };
+    let flipped =
+        |since: usize, line: &str| patched::every_worker_logged(&nginx, &workers, since, line);
     // Each worker tells its balancers every status as it starts.
     assert!(flipped(
         0,
@@ -284,8 +265,6 @@ fn start_and_stop_flip_the_peers_of_fair_and_round_robin_in_every_worker() {
     assert_eq!(reached.len(), 2, "round robin uses both again: {reached:?}");
 }
 
-/// nginx (2 workers, debug log) whose `/` passes to upstream `backend` through a variable, so
-/// that the hold gate cannot see the upstream: only peer.init can hold.
 /// A cold start held in a C balancer's peer.init (upstream-fair, the patched round robin) and
 /// then answered logs nothing at `warn` or above: the request resumes into a balancer that
 /// already sees the started backend up, instead of meeting "no live upstreams" first.
@@ -306,9 +285,7 @@ fn a_cold_start_held_in_peer_init_logs_no_error() {
             ],
             "",
         );
-        let mut upstream = Upstream::new("backend")
-            .servers(&ports)
-            .supervisord(supervisord.address());
+        let mut upstream = supervisord.upstream("backend", &ports);
         if !balancer.is_empty() {
             upstream = upstream.raw(balancer);
         }
@@ -341,16 +318,15 @@ fn a_cold_start_held_in_peer_init_logs_no_error() {
     }
 }
 
+/// nginx (2 workers, debug log) whose `/` passes to upstream `backend` through a variable, so
+/// that the hold gate cannot see the upstream: only peer.init can hold.
 fn nginx_with_variable_pass(
     name: &str,
     ports: &[u16],
     supervisord: &Supervisord,
     extra: &[&str],
 ) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(supervisord.address())
-        .directives(extra);
+    let upstream = supervisord.upstream("backend", ports).directives(extra);
     Nginx::start(
         name,
         &Config::new()
@@ -370,16 +346,7 @@ fn nginx_with_variable_pass(
 fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "variable-pass",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 500",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("variable-pass", &[port], "--listen-after 500");
     let nginx = nginx_with_variable_pass("variable-pass", &[port], &supervisord, &[]);
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -398,13 +365,7 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
         log.matches("holding request in peer.init").count() >= 1,
         "not held in peer.init"
     );
-    assert_eq!(
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held,
-        0
-    );
+    assert_eq!(nginx.held("backend"), 0);
 }
 
 #[test]
@@ -412,16 +373,8 @@ fn a_proxy_pass_with_a_variable_is_held_in_peer_init() {
 fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "peer-init-timeout",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 3000",
-        )],
-        "",
-    );
+    let supervisord =
+        Supervisord::with_backends("peer-init-timeout", &[port], "--listen-after 3000");
     let nginx = nginx_with_variable_pass(
         "peer-init-timeout",
         &[port],
@@ -443,13 +396,7 @@ fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
         1,
         "{log}"
     );
-    assert_eq!(
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held,
-        0
-    );
+    assert_eq!(nginx.held("backend"), 0);
     // Once it listens, the next request goes through.
     assert!(eventually(10, || request(nginx.port, "GET", "/").status == 200));
     assert_eq!(supervisord.spawns("backend0"), 1);
@@ -460,23 +407,9 @@ fn a_request_held_in_peer_init_gets_503_at_the_hold_timeout() {
 fn a_client_that_leaves_while_held_in_peer_init_gives_its_place_back() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "peer-init-leave",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 3000",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("peer-init-leave", &[port], "--listen-after 3000");
     let nginx = nginx_with_variable_pass("peer-init-leave", &[port], &supervisord, &[]);
-    let held = || {
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held
-    };
+    let held = || nginx.held("backend");
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut stream = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
@@ -513,13 +446,7 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
         began.elapsed()
     );
     assert_eq!(supervisord.spawns("backend0"), 1);
-    assert_eq!(
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held,
-        0
-    );
+    assert_eq!(nginx.held("backend"), 0);
     let log = nginx.error_log();
     assert!(
         log.contains("holding request in peer.init"),
@@ -532,16 +459,8 @@ fn a_request_held_in_peer_init_gets_502_when_the_start_fails() {
 fn a_subrequest_is_held_in_peer_init() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "peer-init-subrequest",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 500",
-        )],
-        "",
-    );
+    let supervisord =
+        Supervisord::with_backends("peer-init-subrequest", &[port], "--listen-after 500");
     let pages = std::env::temp_dir().join(format!("ngx-supervisord-ssi-{}", std::process::id()));
     std::fs::create_dir_all(&pages).unwrap();
     std::fs::write(
@@ -549,9 +468,7 @@ fn a_subrequest_is_held_in_peer_init() {
         "before <!--# include virtual=\"/app/\" --> after\n",
     )
     .unwrap();
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address());
+    let upstream = supervisord.upstream("backend", &[port]);
     let nginx = Nginx::start(
         "peer-init-subrequest",
         &Config::new()
@@ -586,13 +503,7 @@ fn a_subrequest_is_held_in_peer_init() {
         "not held in peer.init"
     );
     assert!(!log.contains("subrequest not held"));
-    assert_eq!(
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held,
-        0
-    );
+    assert_eq!(nginx.held("backend"), 0);
     let _ = std::fs::remove_dir_all(&pages);
 }
 
@@ -604,20 +515,9 @@ fn a_subrequest_is_held_in_peer_init() {
 fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "peer-init-h2",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 1500",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("peer-init-h2", &[port], "--listen-after 1500");
     let h2_port = free_port();
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address());
+    let upstream = supervisord.upstream("backend", &[port]);
     let nginx = Nginx::start(
         "peer-init-h2",
         &Config::new()
@@ -631,12 +531,7 @@ fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
                     .location("/", "proxy_pass http://backend;"),
             ),
     );
-    let held = || {
-        nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .held
-    };
+    let held = || nginx.held("backend");
     let mut connection = nginx_tests::raw::H2Connection::open(h2_port);
     for stream in [1, 3, 5] {
         connection.get(stream, "/");
@@ -666,19 +561,10 @@ fn http2_streams_are_held_in_peer_init_and_a_reset_one_is_let_go() {
 fn keepalive_on_the_patched_round_robin_holds_rather_than_500() {
     patched::require();
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "peer-init-keepalive",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 300",
-        )],
-        "",
-    );
-    let upstream = Upstream::new("backend")
-        .servers(&[port])
-        .supervisord(supervisord.address())
+    let supervisord =
+        Supervisord::with_backends("peer-init-keepalive", &[port], "--listen-after 300");
+    let upstream = supervisord
+        .upstream("backend", &[port])
         .directive("keepalive 4");
     let nginx = Nginx::start(
         "peer-init-keepalive",
@@ -743,16 +629,8 @@ fn a_reload_keeps_the_balancers_in_step() {
     let since = nginx.error_log().len();
     nginx.reload(&config(&["fair"]));
     let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
-    let told = |since: usize, line: &str| {
-        eventually(5, || {
-            let log = nginx.error_log();
-            workers.is_subset(&patched::pids_logging(
-                &log[since.min(log.len())..],
-                "debug",
-                line,
-            ))
-        })
-    };
+    let told =
+        |since: usize, line: &str| patched::every_worker_logged(&nginx, &workers, since, line);
     // The new workers start with backend 1 down, as the old ones left it.
     assert!(told(
         since,
@@ -772,14 +650,12 @@ fn a_reload_keeps_the_balancers_in_step() {
     let since = nginx.error_log().len();
     nginx.reload(&config(&[]));
     let workers: HashSet<u32> = nginx.worker_pids().into_iter().collect();
-    assert!(eventually(5, || {
-        let log = nginx.error_log();
-        workers.is_subset(&patched::pids_logging(
-            &log[since.min(log.len())..],
-            "debug",
-            "round robin: upstream \"backend\" backend 1 down=0",
-        ))
-    }));
+    assert!(patched::every_worker_logged(
+        &nginx,
+        &workers,
+        since,
+        "round robin: upstream \"backend\" backend 1 down=0",
+    ));
     let reached: HashSet<String> = (0..20)
         .map(|_| request(nginx.port, "GET", "/").body)
         .collect();

@@ -163,7 +163,7 @@ struct Figures {
 struct Scenario {
     name: &'static str,
     /// `server` lines: `Live(i)` is live backend i, `Dead(i)` dead port i, with parameters.
-    servers: Vec<(Peer, &'static str)>,
+    servers: &'static [(Peer, &'static str)],
     location: &'static str,
     path: &'static str,
     requests: usize,
@@ -198,7 +198,7 @@ impl Scenario {
             .map(|(_, record)| recorded_requests(record).len())
             .collect();
         let mut upstream = Upstream::new("backend");
-        for (peer, parameters) in &self.servers {
+        for (peer, parameters) in self.servers {
             let port = match *peer {
                 Peer::Live(i) => live[i].0.port,
                 Peer::Dead(i) => dead[i],
@@ -317,6 +317,43 @@ impl Scenario {
     }
 }
 
+/// The retry scenarios of the tests below, by name.
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "max-fails-0",
+        servers: &[(Peer::Dead(0), "max_fails=0"), (Peer::Dead(1), "")],
+        location: "proxy_next_upstream error timeout;\n\
+                   proxy_next_upstream_tries 2;\n\
+                   proxy_next_upstream_timeout 1s;",
+        path: "/max-fails-0",
+        requests: 4,
+    },
+    Scenario {
+        name: "http-404",
+        servers: &[(Peer::Live(0), ""), (Peer::Dead(0), "")],
+        location: "proxy_next_upstream error timeout http_404;",
+        path: "/status/404",
+        requests: 4,
+    },
+    Scenario {
+        name: "all-down",
+        servers: &[(Peer::Live(0), "down"), (Peer::Dead(0), "down")],
+        location: "",
+        path: "/all-down",
+        requests: 3,
+    },
+];
+
+/// Stock nginx's figures for the scenario `name` of [`SCENARIOS`], once the patched builds
+/// gave the same ([`Scenario::compare`]).
+fn compared(name: &str) -> Figures {
+    SCENARIOS
+        .iter()
+        .find(|scenario| scenario.name == name)
+        .unwrap_or_else(|| panic!("no scenario {name}"))
+        .compare()
+}
+
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -328,16 +365,7 @@ fn tail(log: &str, lines: usize) -> String {
 #[test]
 #[ignore = "needs the patched nginx (make patched-test)"]
 fn a_server_never_marked_failed_is_tried_as_stock_nginx_does() {
-    let stock = Scenario {
-        name: "max-fails-0",
-        servers: vec![(Peer::Dead(0), "max_fails=0"), (Peer::Dead(1), "")],
-        location: "proxy_next_upstream error timeout;\n\
-                   proxy_next_upstream_tries 2;\n\
-                   proxy_next_upstream_timeout 1s;",
-        path: "/max-fails-0",
-        requests: 4,
-    }
-    .compare();
+    let stock = compared("max-fails-0");
     assert!(
         stock.answers.iter().all(|answer| answer.status == 502),
         "{stock:?}"
@@ -359,14 +387,7 @@ fn a_server_never_marked_failed_is_tried_as_stock_nginx_does() {
 #[test]
 #[ignore = "needs the patched nginx (make patched-test)"]
 fn a_404_retried_beside_a_dead_server_is_answered_as_stock_nginx_does() {
-    let stock = Scenario {
-        name: "http-404",
-        servers: vec![(Peer::Live(0), ""), (Peer::Dead(0), "")],
-        location: "proxy_next_upstream error timeout http_404;",
-        path: "/status/404",
-        requests: 4,
-    }
-    .compare();
+    let stock = compared("http-404");
     assert!(stock.no_live_upstreams_lines >= 1, "{stock:?}");
     assert!(
         stock.backend_requests[0] <= 4,
@@ -378,14 +399,7 @@ fn a_404_retried_beside_a_dead_server_is_answered_as_stock_nginx_does() {
 #[test]
 #[ignore = "needs the patched nginx (make patched-test)"]
 fn all_servers_down_is_one_502_and_one_record_as_stock_nginx_does() {
-    let stock = Scenario {
-        name: "all-down",
-        servers: vec![(Peer::Live(0), "down"), (Peer::Dead(0), "down")],
-        location: "",
-        path: "/all-down",
-        requests: 3,
-    }
-    .compare();
+    let stock = compared("all-down");
     assert_eq!(stock.no_live_upstreams_lines, 3, "{stock:?}");
     assert_eq!(stock.backend_requests, vec![0]);
     for answer in &stock.answers {

@@ -26,12 +26,6 @@ fn managed(name: &str, port: u16, supervisord: &Supervisord, extra: &[&str]) -> 
         .fold(upstream, |upstream, line| upstream.directive(line))
 }
 
-fn held(nginx: &Nginx, upstream: &str) -> Option<u64> {
-    let response = nginx.get("/_status");
-    let status = SupervisordStatus::parse(&response.body).ok()?;
-    Some(status.upstreams.iter().find(|u| u.name == upstream)?.held)
-}
-
 fn status_of_backend0(nginx: &Nginx) -> Status {
     nginx
         .supervisord_status("/_status")
@@ -361,7 +355,7 @@ fn at_the_hold_limit_503_ends_the_request() {
             std::thread::spawn(move || nginx_tests::request(port, "GET", "/paged/"))
         })
         .collect();
-    assert!(eventually(5, || held(&nginx, "paged") == Some(5)));
+    assert!(eventually(5, || nginx.held("paged") == 5));
     let mut connection = RawConnection::open(nginx.port);
     connection
         .send(b"POST /paged/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20\r\n\r\n0123456789");
@@ -407,16 +401,7 @@ fn at_the_hold_limit_503_ends_the_request() {
 #[test]
 fn try_files_runs_before_the_gate() {
     let port = free_port();
-    let supervisord = Supervisord::start(
-        "tryfiles",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 300",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends("tryfiles", &[port], "--listen-after 300");
     let root = std::env::temp_dir().join(format!("ngx-supervisord-root-{port}"));
     std::fs::create_dir_all(root.join("files")).unwrap();
     std::fs::write(root.join("files/present.txt"), "a file\n").unwrap();
@@ -450,12 +435,12 @@ fn try_files_runs_before_the_gate() {
     // A start would show at once: the gate takes DOWN -> STARTING_UP in the shared status as
     // it holds the request, before anything is answered.
     assert_eq!(status_of_backend0(&nginx), Status::Down);
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 0);
+    assert_eq!(supervisord.spawns("backend0"), 0);
     // A missing file falls back to the proxied named location: held, started, served.
     let response = nginx.get("/files/missing");
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body.trim(), format!("backend {port}"));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -490,12 +475,12 @@ fn clients_that_leave_stop_counting_at_once() {
     let until_none_held = || {
         let started = Instant::now();
         while started.elapsed() < scaled(Duration::from_secs(10)) {
-            if held(&nginx, "backend") == Some(0) {
+            if nginx.held("backend") == 0 {
                 return started.elapsed();
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("{:?} still held after 10 s", held(&nginx, "backend"));
+        panic!("{} still held after 10 s", nginx.held("backend"));
     };
 
     // Closed right after sending: the end of file comes with the request.
@@ -514,7 +499,7 @@ fn clients_that_leave_stop_counting_at_once() {
             connection
         })
         .collect();
-    assert!(eventually(5, || held(&nginx, "backend") == Some(10)));
+    assert!(eventually(5, || nginx.held("backend") == 10));
     connections.into_iter().for_each(RawConnection::close);
     let gone_while_held = until_none_held();
 
@@ -522,10 +507,10 @@ fn clients_that_leave_stop_counting_at_once() {
     let mut h2 = H2Connection::open(h2_port);
     h2.get(1, "/");
     h2.get(3, "/");
-    assert!(eventually(5, || held(&nginx, "backend") == Some(2)));
+    assert!(eventually(5, || nginx.held("backend") == 2));
     let reset_at = Instant::now();
     h2.reset(1);
-    assert!(eventually(5, || held(&nginx, "backend") == Some(1)));
+    assert!(eventually(5, || nginx.held("backend") == 1));
     let gone_reset = reset_at.elapsed();
     h2.close();
     let gone_h2 = until_none_held();
@@ -541,7 +526,7 @@ fn clients_that_leave_stop_counting_at_once() {
     assert!(eventually(5, || supervisord
         .log()
         .contains("spawned: 'backend0'")));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
 }
 
 /// HTTP/2 held streams beyond the limit: refused on their stream, the others held.
@@ -585,25 +570,16 @@ fn http2_streams_over_the_limit_are_refused_on_their_stream() {
     let refused = h2.statuses(2, Duration::from_secs(1));
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused.iter().all(|(_, status)| *status == 503));
-    assert_eq!(held(&nginx, "backend"), Some(2));
+    assert_eq!(nginx.held("backend"), 2);
     let timed_out = h2.statuses(2, Duration::from_secs(5));
     assert_eq!(timed_out.len(), 2, "{timed_out:?}");
     assert!(timed_out.iter().all(|(_, status)| *status == 503));
     h2.close();
-    assert_eq!(held(&nginx, "backend"), Some(0));
+    assert_eq!(nginx.held("backend"), 0);
 }
 
 fn subrequest_setup(name: &str, port: u16) -> (Supervisord, std::path::PathBuf) {
-    let supervisord = Supervisord::start(
-        name,
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 300",
-        )],
-        "",
-    );
+    let supervisord = Supervisord::with_backends(name, &[port], "--listen-after 300");
     let root = std::env::temp_dir().join(format!("ngx-supervisord-{name}-{port}"));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(
@@ -665,7 +641,7 @@ fn ssi_subrequests_are_not_held_but_start_a_backend_and_say_so() {
     let page = nginx.get("/page.html");
     assert!(page.body.contains(&format!("backend {port}\n")), "{page:?}");
     assert!(!page.body.contains("503"), "{page:?}");
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     assert_eq!(nginx.error_log().matches("subrequest not held").count(), 1);
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -700,7 +676,7 @@ fn auth_subrequests_are_not_held_but_start_a_backend_and_say_so() {
     assert!(eventually(5, || status_of_backend0(&nginx) == Status::Up));
     let response = nginx.get("/guarded/in.txt");
     assert_eq!((response.status, response.body.as_str()), (200, "in\n"));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -709,7 +685,7 @@ fn auth_subrequests_are_not_held_but_start_a_backend_and_say_so() {
 #[test]
 fn proxy_pass_with_variables_is_not_held_and_starts_nothing() {
     let port = free_port();
-    let supervisord = Supervisord::start("variable", &[Program::backend("backend0", port, 0)], "");
+    let supervisord = Supervisord::with_backends("variable", &[port], "");
     let config = Config::new()
         .workers(2)
         .upstream(managed("backend", port, &supervisord, &[]))
@@ -728,9 +704,9 @@ fn proxy_pass_with_variables_is_not_held_and_starts_nothing() {
     );
     // A start would show at once in the shared status (see try_files_runs_before_the_gate).
     assert_eq!(status_of_backend0(&nginx), Status::Down);
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 0);
+    assert_eq!(supervisord.spawns("backend0"), 0);
     assert_eq!(nginx.error_log().matches("no live upstreams").count(), 1);
     assert_eq!(nginx.get("/literal/").status, 200);
     assert_eq!(nginx.get("/var/").status, 200, "once up, served");
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
 }

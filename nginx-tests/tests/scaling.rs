@@ -9,15 +9,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{nginx_with_controls, Program, Supervisord};
+use nginx_tests::supervisord::{nginx_with_controls, Supervisord};
 use nginx_tests::{eventually, free_port, request, scaled, Nginx};
 
-fn programs(ports: &[u16]) -> Vec<Program> {
-    ports
-        .iter()
-        .enumerate()
-        .map(|(index, port)| Program::backend(&format!("backend{index}"), *port, 0))
-        .collect()
+/// `count` backends (the test backend given `args`) and nginx with the scaling `directives`
+/// in their upstream: their ports, supervisord and nginx.
+fn scaling(
+    name: &str,
+    count: usize,
+    args: &str,
+    directives: &[&str],
+) -> (Vec<u16>, Supervisord, Nginx) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let supervisord = Supervisord::with_backends(name, &ports, args);
+    let nginx = nginx_with_controls(name, &ports, &supervisord.address(), directives);
+    (ports, supervisord, nginx)
 }
 
 fn up_count(nginx: &Nginx) -> usize {
@@ -74,14 +80,7 @@ impl Load {
 
 #[test]
 fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let supervisord = Supervisord::start("scale-min", &programs(&ports), "");
-    let nginx = nginx_with_controls(
-        "scale-min",
-        &ports,
-        &supervisord,
-        &["supervisord_min_servers 2"],
-    );
+    let (_, supervisord, nginx) = scaling("scale-min", 3, "", &["supervisord_min_servers 2"]);
     assert!(
         eventually(5, || nginx.backend_statuses()
             == vec![Status::Up, Status::Up, Status::Down]),
@@ -107,12 +106,10 @@ fn the_minimum_is_started_without_any_request_and_brought_back_after_a_crash() {
 
 #[test]
 fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_request() {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let supervisord = Supervisord::start("scale-step", &programs(&ports), "");
-    let nginx = nginx_with_controls(
+    let (_, supervisord, nginx) = scaling(
         "scale-step",
-        &ports,
-        &supervisord,
+        4,
+        "",
         &[
             "supervisord_min_servers 1",
             "supervisord_max_servers 3",
@@ -193,12 +190,10 @@ fn a_load_step_scales_up_to_the_maximum_and_idle_brings_it_back_with_no_failed_r
 
 #[test]
 fn steady_load_does_not_flap() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let supervisord = Supervisord::start("scale-steady", &programs(&ports), "");
-    let nginx = nginx_with_controls(
+    let (_, supervisord, nginx) = scaling(
         "scale-steady",
-        &ports,
-        &supervisord,
+        3,
+        "",
         &[
             "supervisord_min_servers 1",
             "supervisord_scale_up in_flight=4 window=500ms",
@@ -228,8 +223,6 @@ fn steady_load_does_not_flap() {
 
 /// Under load, a second backend is started and gets requests, whatever the balancer.
 fn scales_with_balancer(name: &str, balancer: &[&str], spreads: bool) {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let supervisord = Supervisord::start(name, &programs(&ports), "");
     let directives: Vec<&str> = balancer
         .iter()
         .copied()
@@ -238,7 +231,7 @@ fn scales_with_balancer(name: &str, balancer: &[&str], spreads: bool) {
             "supervisord_scale_up in_flight=2 window=500ms",
         ])
         .collect();
-    let nginx = nginx_with_controls(name, &ports, &supervisord, &directives);
+    let (ports, _supervisord, nginx) = scaling(name, 2, "", &directives);
     assert!(eventually(5, || up_count(&nginx) == 1));
     let load = Load::start(nginx.port, 6, "/slow/100");
     let scaled_up = eventually(6, || up_count(&nginx) == 2);
@@ -296,7 +289,7 @@ fn scales_in_a_zone_upstream() {
 #[test]
 fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let supervisord = Supervisord::start("scale-idle", &programs(&ports), "");
+    let supervisord = Supervisord::with_backends("scale-idle", &ports, "");
     for index in 0..3 {
         supervisord.ctl(&["start", &format!("backend{index}")]);
     }
@@ -305,7 +298,7 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
     let nginx = nginx_with_controls(
         "scale-idle",
         &ports,
-        &supervisord,
+        &supervisord.address(),
         &[
             "supervisord_inherit_backend_status",
             "supervisord_min_servers 1",
@@ -349,19 +342,10 @@ fn idle_backends_are_stopped_down_to_the_minimum_highest_first() {
 /// it starts nor once it is UP.
 #[test]
 fn a_slow_starter_under_a_load_that_needs_two_never_gets_a_third() {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let programs: Vec<Program> = ports
-        .iter()
-        .enumerate()
-        .map(|(index, port)| {
-            Program::backend_with(&format!("backend{index}"), *port, 0, "--listen-after 1500")
-        })
-        .collect();
-    let supervisord = Supervisord::start("scale-slow", &programs, "");
-    let nginx = nginx_with_controls(
+    let (_, supervisord, nginx) = scaling(
         "scale-slow",
-        &ports,
-        &supervisord,
+        4,
+        "--listen-after 1500",
         &[
             "supervisord_min_servers 1",
             "supervisord_max_servers 4",

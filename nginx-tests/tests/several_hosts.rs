@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port_on, request, Config, Nginx, Server, Upstream};
+use nginx_tests::supervisord::{controls_config, Program, Supervisord};
+use nginx_tests::{eventually, free_port_on, request, Nginx, Upstream};
 
 const HOST_A: &str = "127.0.0.2";
 const HOST_B: &str = "127.0.0.3";
@@ -48,8 +48,9 @@ fn hosts(test: &str, startsecs: u32) -> Hosts {
     }
 }
 
-/// nginx with upstream `app` over the three servers and one `supervisord` per host.
-fn nginx_for(name: &str, hosts: &Hosts, directives: &[&str]) -> Nginx {
+/// nginx with upstream `app` over the three servers and one `supervisord` per host, behind
+/// [`controls_config`]'s server.
+fn nginx_over_both_hosts(name: &str, hosts: &Hosts, directives: &[&str]) -> Nginx {
     let upstream = Upstream::new("app")
         .server(format!("{HOST_A}:{}", hosts.ports_a[0]))
         .server(format!("{HOST_A}:{}", hosts.ports_a[1]))
@@ -58,17 +59,7 @@ fn nginx_for(name: &str, hosts: &Hosts, directives: &[&str]) -> Nginx {
         .raw(format!("supervisord {};", hosts.b.address()))
         .sync_interval("300ms")
         .directives(directives);
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://app;")
-                .location("= /_status", "supervisord_status;")
-                .location("/_start/", "supervisord_start app;")
-                .location("/_stop/", "supervisord_stop app;"),
-        ),
-    )
+    Nginx::start(name, &controls_config(upstream))
 }
 
 fn statuses(nginx: &Nginx) -> Vec<Status> {
@@ -84,7 +75,7 @@ fn statuses(nginx: &Nginx) -> Vec<Status> {
 #[test]
 fn each_server_is_started_by_the_supervisord_of_its_host() {
     let hosts = hosts("hosts-start", 0);
-    let nginx = nginx_for("hosts-start", &hosts, &[]);
+    let nginx = nginx_over_both_hosts("hosts-start", &hosts, &[]);
     // Cold start: the first server, on host A, as program app0 there.
     let answer = nginx.get("/");
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -118,7 +109,7 @@ fn each_server_is_started_by_the_supervisord_of_its_host() {
 #[test]
 fn a_host_whose_supervisord_restarts_fails_no_get() {
     let mut hosts = hosts("hosts-restart", 0);
-    let nginx = nginx_for("hosts-restart", &hosts, &["supervisord_hold_timeout 20s"]);
+    let nginx = nginx_over_both_hosts("hosts-restart", &hosts, &["supervisord_hold_timeout 20s"]);
     // Every backend up: one on host B among them.
     for index in 0..3 {
         assert_eq!(nginx.get(&format!("/_start/{index}")).status, 200);
@@ -188,7 +179,7 @@ fn the_minimum_is_kept_on_the_host_that_answers() {
     let mut hosts = hosts("hosts-minimum", 0);
     // Host B is away from the start.
     hosts.b.stop_daemon();
-    let nginx = nginx_for("hosts-minimum", &hosts, &["supervisord_min_servers 2"]);
+    let nginx = nginx_over_both_hosts("hosts-minimum", &hosts, &["supervisord_min_servers 2"]);
     // Two backends up, both on host A: B's is never tried while B is away.
     assert!(eventually(15, || statuses(&nginx)[..2] == [Status::Up, Status::Up]));
     assert_eq!(statuses(&nginx)[2], Status::Down);

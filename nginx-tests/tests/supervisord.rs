@@ -5,32 +5,13 @@
 use std::collections::BTreeSet;
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{FakeSupervisord, Program, Supervisord, PASSWORD, USER};
+use nginx_tests::supervisord::{
+    nginx_with_controls, FakeSupervisord, Program, Supervisord, PASSWORD, USER,
+};
 use nginx_tests::{
     backends_by_worker, eventually, free_port, scaled, spawn_requests, Backend, Config, Nginx,
     Server, Upstream,
 };
-
-/// nginx with upstream `backend` over `ports`, managed through `supervisord ADDRESS`, with the
-/// `extra` directives after that.
-fn nginx_for(name: &str, ports: &[u16], supervisord: &str, extra: &[&str]) -> Nginx {
-    let upstream = Upstream::new("backend")
-        .servers(ports)
-        .supervisord(supervisord);
-    let upstream = upstream.directives(extra);
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .directive("add_header X-Worker $pid always")
-                .location("/", "proxy_pass http://backend;")
-                .location("/_start/", "supervisord_start backend;")
-                .location("/_stop/", "supervisord_stop backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
-}
 
 fn answers(nginx: &Nginx) -> BTreeSet<String> {
     backends_by_worker(nginx.port, "/", 30)
@@ -54,12 +35,7 @@ fn example_one_over_tcp_with_auth() {
         ],
         "",
     );
-    let nginx = nginx_for(
-        "sv-tcp",
-        &ports,
-        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
-        &[],
-    );
+    let nginx = nginx_with_controls("sv-tcp", &ports, &supervisord.tcp_address(), &[]);
     let reply = nginx.get("/_start/1");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(
@@ -110,7 +86,7 @@ fn unix_socket_and_group_members() {
         ],
         "[group:web]\nprograms=web_0,web_1\n",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "sv-unix",
         &ports,
         &supervisord.address(),
@@ -131,7 +107,7 @@ fn unix_socket_and_group_members() {
 fn one_start_call_for_fifty_concurrent_requests() {
     let ports = [free_port()];
     let supervisord = Supervisord::start("once", &[Program::backend("backend0", ports[0], 1)], "");
-    let nginx = nginx_for("sv-once", &ports, &supervisord.address(), &[]);
+    let nginx = nginx_with_controls("sv-once", &ports, &supervisord.address(), &[]);
     let replies: Vec<_> = spawn_requests(nginx.port, 50, "/_start/0")
         .into_iter()
         .map(|handle| handle.join().unwrap())
@@ -150,7 +126,7 @@ fn one_start_call_for_fifty_concurrent_requests() {
         .error_log()
         .contains("starting up -> up")));
     assert_eq!(
-        supervisord.log().matches("spawned: 'backend0'").count(),
+        supervisord.spawns("backend0"),
         1,
         "supervisord was asked once:\n{}",
         supervisord.log()
@@ -161,15 +137,8 @@ fn one_start_call_for_fifty_concurrent_requests() {
 #[test]
 fn reconciliation_follows_changes_made_outside_nginx() {
     let ports = [free_port(), free_port()];
-    let supervisord = Supervisord::start(
-        "sync",
-        &[
-            Program::backend("backend0", ports[0], 0),
-            Program::backend("backend1", ports[1], 0),
-        ],
-        "",
-    );
-    let nginx = nginx_for(
+    let supervisord = Supervisord::with_backends("sync", &ports, "");
+    let nginx = nginx_with_controls(
         "sv-sync",
         &ports,
         &supervisord.address(),
@@ -207,12 +176,7 @@ fn reconciliation_follows_changes_made_outside_nginx() {
     nginx.assert_clean_log();
 }
 
-/// nginx with one backend, whose start fails, managed through `supervisord ADDRESS`.
-fn failing(name: &str, supervisord: &str, extra: &[&str]) -> Nginx {
-    nginx_for(name, &[free_port()], supervisord, extra)
-}
-
-/// Starts backend 0 of `nginx` (see `failing`) and returns the error log once the start has
+/// Starts backend 0 of `nginx` (one backend, managed through a supervisord that fails it) and returns the error log once the start has
 /// failed and the status is back to DOWN.
 fn failed_start(nginx: Nginx) -> (Nginx, String) {
     let reply = nginx.get("/_start/0");
@@ -273,7 +237,12 @@ fn spawn_error_and_bad_name_are_faults() {
         "",
     );
     let socket = supervisord.socket().display().to_string();
-    let (_nginx, log) = failed_start(failing("sv-spawn", &format!("unix:{socket}"), &[]));
+    let (_nginx, log) = failed_start(nginx_with_controls(
+        "sv-spawn",
+        &[free_port()],
+        &format!("unix:{socket}"),
+        &[],
+    ));
     let line = start_failure_line(&log);
     assert!(line.contains("[error]"), "{line}");
     assert!(line.contains("upstream \"backend\" backend 0"), "{line}");
@@ -281,8 +250,9 @@ fn spawn_error_and_bad_name_are_faults() {
     assert!(line.contains("fault 50 SPAWN_ERROR"), "{line}");
     assert!(line.contains("status back to down"), "{line}");
 
-    let (_nginx, log) = failed_start(failing(
+    let (_nginx, log) = failed_start(nginx_with_controls(
         "sv-badname",
+        &[free_port()],
         &format!("unix:{socket}"),
         &["supervisord_name nosuch"],
     ));
@@ -327,7 +297,12 @@ fn unreachable(nginx: &Nginx, cause: &str) {
 fn supervisord_down_refused_or_socket_missing() {
     let unused = free_port();
     let hold = ["supervisord_hold_timeout 1s"];
-    let nginx = failing("sv-refused", &format!("127.0.0.1:{unused}"), &hold);
+    let nginx = nginx_with_controls(
+        "sv-refused",
+        &[free_port()],
+        &format!("127.0.0.1:{unused}"),
+        &hold,
+    );
     let reply = nginx.get("/_start/0");
     // A TCP connect on loopback may be refused at once or a moment later.
     assert!(
@@ -341,7 +316,12 @@ fn supervisord_down_refused_or_socket_missing() {
     unreachable(&nginx, "connection refused");
 
     let missing = std::env::temp_dir().join(format!("no-such-{}.sock", std::process::id()));
-    let nginx = failing("sv-nosocket", &format!("unix:{}", missing.display()), &hold);
+    let nginx = nginx_with_controls(
+        "sv-nosocket",
+        &[free_port()],
+        &format!("unix:{}", missing.display()),
+        &hold,
+    );
     // Nothing could be sent: the control request says so (503, try again: supervisord is away
     // for now), and the backend is down again.
     let reply = nginx.get("/_start/0");
@@ -365,8 +345,9 @@ fn supervisord_down_refused_or_socket_missing() {
 fn wrong_credentials_are_reported_never_logged() {
     let supervisord =
         Supervisord::start("auth", &[Program::backend("backend0", free_port(), 0)], "");
-    let (_nginx, log) = failed_start(failing(
+    let (_nginx, log) = failed_start(nginx_with_controls(
         "sv-auth",
+        &[free_port()],
         &format!("127.0.0.1:{} {USER}:Wr0ngSecret", supervisord.port),
         &[],
     ));
@@ -431,8 +412,9 @@ fn html_garbage_bad_xml_and_resets_are_errors() {
         ("reset", "connection reset by peer"),
     ] {
         let fake = FakeSupervisord::start(mode);
-        let (_nginx, log) = failed_start(failing(
+        let (_nginx, log) = failed_start(nginx_with_controls(
             &format!("sv-{mode}"),
+            &[free_port()],
             &format!("127.0.0.1:{}", fake.port),
             &["supervisord_timeout 3s"],
         ));
@@ -467,10 +449,10 @@ fn connections_to_supervisord_are_kept_alive() {
         &[Program::backend("backend0", free_port(), 0)],
         "",
     );
-    let nginx = nginx_for(
+    let nginx = nginx_with_controls(
         "sv-keepalive",
         &[free_port()],
-        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
+        &supervisord.tcp_address(),
         &["supervisord_sync_interval 100ms"],
     );
     // Several reconciliations per second, each an XML-RPC call.
@@ -496,14 +478,8 @@ fn connections_to_supervisord_are_kept_alive() {
 #[test]
 fn the_status_shows_the_address_never_the_credentials() {
     let ports = [free_port()];
-    let supervisord =
-        Supervisord::start("status", &[Program::backend("backend0", ports[0], 0)], "");
-    let nginx = nginx_for(
-        "sv-status",
-        &ports,
-        &format!("127.0.0.1:{} {USER}:{PASSWORD}", supervisord.port),
-        &[],
-    );
+    let supervisord = Supervisord::with_backends("status", &ports, "");
+    let nginx = nginx_with_controls("sv-status", &ports, &supervisord.tcp_address(), &[]);
     let body = nginx.get("/_status").body;
     assert!(!body.contains(PASSWORD), "{body}");
     let status = nginx.supervisord_status("/_status");

@@ -11,26 +11,22 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nginx_tests::status::Status;
-use nginx_tests::supervisord::{Program, Supervisord};
-use nginx_tests::{eventually, free_port, scaled, Config, Nginx, Server, Upstream};
+use nginx_tests::supervisord::{controls_config, Supervisord};
+use nginx_tests::{eventually, free_port, scaled, Nginx};
 
-fn nginx_for(name: &str, port: u16, supervisord: &Supervisord, extra: &[&str]) -> Nginx {
-    let upstream = extra.iter().fold(
-        Upstream::new("backend")
-            .server(format!("127.0.0.1:{port}"))
-            .supervisord(supervisord.address())
-            .sync_interval("off"),
-        |upstream, line| upstream.directive(line),
-    );
-    Nginx::start(
-        name,
-        &Config::new().workers(2).upstream(upstream).server(
-            Server::new()
-                .reuseport()
-                .location("/", "proxy_pass http://backend;")
-                .location("= /_status", "supervisord_status;"),
-        ),
-    )
+/// supervisord with one backend that listens `listen_after_ms` after its start, and nginx over
+/// it without reconciliation (`supervisord_sync_interval off`: only the workers' own
+/// bookkeeping is at work), with the `extra` upstream directives.
+fn slow_backend(name: &str, listen_after_ms: u64, extra: &[&str]) -> (Supervisord, Nginx) {
+    let port = free_port();
+    let args = format!("--listen-after {listen_after_ms}");
+    let supervisord = Supervisord::with_backends(name, &[port], &args);
+    let upstream = supervisord
+        .upstream("backend", &[port])
+        .sync_interval("off")
+        .directives(extra);
+    let nginx = Nginx::start(name, &controls_config(upstream));
+    (supervisord, nginx)
 }
 
 /// A GET on its own connection, started now; the local port names the connection in `ss`.
@@ -98,13 +94,6 @@ fn kill_9(pid: u32) {
     assert!(status.success());
 }
 
-fn held(nginx: &Nginx) -> u64 {
-    nginx
-        .supervisord_status("/_status")
-        .upstream("backend")
-        .held
-}
-
 /// Held clients: their local port and what they got.
 type Clients = Vec<(u16, JoinHandle<Option<u16>>)>;
 
@@ -127,27 +116,15 @@ fn hold_in_both_workers(nginx: &Nginx, at_least: usize) -> (Clients, BTreeMap<u3
 
 #[test]
 fn a_killed_worker_s_held_requests_stop_counting() {
-    let port = free_port();
     // The program listens 6 s after it starts: requests wait that long.
-    let supervisord = Supervisord::start(
-        "crash-held",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 6000",
-        )],
-        "",
-    );
-    let nginx = nginx_for(
-        "crash-held",
-        port,
-        &supervisord,
-        &["supervisord_hold_timeout 20s"],
-    );
+    let (supervisord, nginx) = slow_backend("crash-held", 6000, &["supervisord_hold_timeout 20s"]);
     let (clients, by_worker) = hold_in_both_workers(&nginx, 4);
     let total = clients.len() as u64;
-    assert!(eventually(5, || held(&nginx) == total), "{}", held(&nginx));
+    assert!(
+        eventually(5, || nginx.held("backend") == total),
+        "{}",
+        nginx.held("backend")
+    );
     let (&victim, victim_clients) = by_worker.iter().next().unwrap();
     let survivors = total - victim_clients.len() as u64;
     nginx.allow_log_line(
@@ -157,9 +134,9 @@ fn a_killed_worker_s_held_requests_stop_counting() {
     let killed_at = Instant::now();
     kill_9(victim);
     assert!(
-        eventually(3, || held(&nginx) == survivors),
+        eventually(3, || nginx.held("backend") == survivors),
         "held {} instead of {survivors}",
-        held(&nginx)
+        nginx.held("backend")
     );
     let took = killed_at.elapsed();
     eprintln!("held counts only the survivor's requests {took:?} after the kill");
@@ -177,7 +154,7 @@ fn a_killed_worker_s_held_requests_stop_counting() {
         }
     }
     assert_eq!(answered as u64, survivors);
-    assert!(eventually(2, || held(&nginx) == 0));
+    assert!(eventually(2, || nginx.held("backend") == 0));
     let log = nginx.error_log();
     let gone: Vec<&str> = log
         .lines()
@@ -189,32 +166,20 @@ fn a_killed_worker_s_held_requests_stop_counting() {
         "{}",
         gone[0]
     );
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     nginx.assert_clean_log();
 }
 
 #[test]
 fn the_hold_limit_is_not_eaten_by_a_dead_worker() {
-    let port = free_port();
-    let supervisord = Supervisord::start(
+    let (_supervisord, nginx) = slow_backend(
         "crash-limit",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 3000",
-        )],
-        "",
-    );
-    let nginx = nginx_for(
-        "crash-limit",
-        port,
-        &supervisord,
+        3000,
         &["supervisord_hold_limit 2", "supervisord_hold_timeout 20s"],
     );
     // Two held requests reach the hold limit.
     let clients: Vec<_> = (0..2).map(|_| held_request(nginx.port).1).collect();
-    assert!(eventually(5, || held(&nginx) == 2));
+    assert!(eventually(5, || nginx.held("backend") == 2));
     // One more is refused: the limit counts over all workers.
     let (_, refused) = held_request(nginx.port);
     assert_eq!(refused.join().unwrap(), Some(503));
@@ -229,7 +194,11 @@ fn the_hold_limit_is_not_eaten_by_a_dead_worker() {
     for pid in workers {
         kill_9(pid);
     }
-    assert!(eventually(3, || held(&nginx) == 0), "{}", held(&nginx));
+    assert!(
+        eventually(3, || nginx.held("backend") == 0),
+        "{}",
+        nginx.held("backend")
+    );
     // A new cold request is held (not refused with 503) and served once the program listens.
     let (_, cold) = held_request(nginx.port);
     assert_eq!(cold.join().unwrap(), Some(200));
@@ -241,23 +210,7 @@ fn the_hold_limit_is_not_eaten_by_a_dead_worker() {
 
 #[test]
 fn a_start_owned_by_a_killed_worker_is_finished_by_another() {
-    let port = free_port();
-    let supervisord = Supervisord::start(
-        "crash-start",
-        &[Program::backend_with(
-            "backend0",
-            port,
-            0,
-            "--listen-after 1500",
-        )],
-        "",
-    );
-    let nginx = nginx_for(
-        "crash-start",
-        port,
-        &supervisord,
-        &["supervisord_hold_timeout 20s"],
-    );
+    let (supervisord, nginx) = slow_backend("crash-start", 1500, &["supervisord_hold_timeout 20s"]);
     // The first request starts the program: its worker owns the start.
     let (first, first_handle) = held_request(nginx.port);
     let owner = *held_by_worker(&nginx, &[first]).keys().next().unwrap();
@@ -280,12 +233,7 @@ fn a_start_owned_by_a_killed_worker_is_finished_by_another() {
     // The survivor takes the start over: the program listens 1.5 s after its start, and the
     // backend is UP within about a second of that.
     assert!(
-        eventually(5, || nginx
-            .supervisord_status("/_status")
-            .upstream("backend")
-            .backends[0]
-            .status
-            == Status::Up),
+        eventually(5, || nginx.backend_statuses()[0] == Status::Up),
         "{}",
         nginx.error_log()
     );
@@ -302,6 +250,6 @@ fn a_start_owned_by_a_killed_worker_is_finished_by_another() {
         "{log}"
     );
     // The program was started once; the start sent again found it started.
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     nginx.assert_clean_log();
 }

@@ -114,10 +114,6 @@ fn status(nginx: &Nginx) -> SupervisordStatus {
     nginx.supervisord_status("/_status")
 }
 
-fn held(nginx: &Nginx) -> u64 {
-    status(nginx).upstream("cold").held
-}
-
 fn in_flight(nginx: &Nginx) -> i64 {
     status(nginx).upstream("backend").backends[0].in_flight
 }
@@ -197,10 +193,10 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
         clients.len()
     );
     assert!(
-        eventually(10, || held(&nginx) == cold
+        eventually(10, || nginx.held("cold") == cold
             && in_flight(&nginx) == gated as i64),
         "held {} of {cold}, in flight {} of {gated}",
-        held(&nginx),
+        nginx.held("cold"),
         in_flight(&nginx)
     );
 
@@ -214,9 +210,9 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
     let killed_at = Instant::now();
     kill_9(&workers);
     assert!(
-        eventually(10, || held(&nginx) == 0 && in_flight(&nginx) == 0),
+        eventually(10, || nginx.held("cold") == 0 && in_flight(&nginx) == 0),
         "held {}, in flight {}\n{}",
-        held(&nginx),
+        nginx.held("cold"),
         in_flight(&nginx),
         nginx.error_log()
     );
@@ -254,7 +250,7 @@ fn workers_beyond_the_128th_leave_nothing_behind() {
              their lines:\n{}",
             gone.len(),
             workers.len(),
-            held(&nginx),
+            nginx.held("cold"),
             in_flight(&nginx),
             about.join("\n")
         );
@@ -332,7 +328,7 @@ fn a_reload_that_changes_the_worker_count_keeps_the_shared_state() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     assert!(eventually(5, || in_flight(&nginx) == 0));
-    assert_eq!(supervisord.log().matches("spawned: 'backend0'").count(), 1);
+    assert_eq!(supervisord.spawns("backend0"), 1);
     assert_every_worker_tracked(&nginx);
     nginx.assert_clean_log();
 }
