@@ -18,9 +18,11 @@ use nginx_sys::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 
-use super::gate::{gate, start_for_held, would_hold};
-use super::record::{held_context, held_request, release, start_hold};
+use super::gate::gate;
+use super::record::{held_context, held_request, release};
+use super::verdict::{start_for_held, would_hold};
 use super::wake::go_on;
+use super::wake::start_hold;
 use crate::core::backend_status::BackendStatus;
 use crate::core::hold::refused_attempt::{
     self, hold_counts, no_peer_verdict, EarlierAttempts, FailedAttempt, NoPeerLeft, NoPeerVerdict,

@@ -13,9 +13,10 @@ use std::ffi::c_void;
 use nginx_sys::{ngx_add_timer, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_BUSY, NGX_OK};
 use ngx::http::Request;
 
-use super::gate::{hold_step, HoldStep};
-use super::record::{enqueue, time_out};
+use super::record::enqueue;
+use super::verdict::{hold_step, HoldStep};
 use super::wake::arm_wake_timer;
+use super::wake::time_out;
 use crate::runtime::{init_busy, HeldRequest, UpstreamRuntime};
 
 thread_local! {

@@ -2,18 +2,27 @@
 //! generation every `WAKE_TICK_MS` (one atomic load) and re-evaluates its held requests only
 //! when it moved: on they go to the balancer, or they are answered (502 at once when their
 //! start failed).
+//!
+//! Also the events of a held request: its hold deadline (503 then), its client leaving, and
+//! the ends of a hold (on to the balancer, or answered).
+
+use std::ptr::addr_of_mut;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_http_core_run_phases, ngx_http_finalize_request,
-    ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t, NGX_HTTP_BAD_GATEWAY, NGX_OK,
+    ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_handle_write_event, ngx_http_core_run_phases,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_test_reading, ngx_int_t, ngx_post_event, ngx_posted_events, NGX_ERROR,
+    NGX_HTTP_BAD_GATEWAY, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::Request;
 
-use super::gate::{backing_off, start_one, verdict};
+use super::record::{held_context, release};
+use super::verdict::{backing_off, start_one, verdict, RETRY_AFTER};
 use crate::core::hold::hold_verdict::HoldVerdict;
 use crate::runtime::hold_queue::Batch;
 use crate::runtime::{init_busy, HeldRequest, UpstreamRuntime};
 use crate::util::log::cycle_log;
+use crate::util::reply::error_status;
 use crate::util::time::now_ms;
 
 const WAKE_TICK_MS: usize = 2;
@@ -206,4 +215,80 @@ unsafe fn end_with(r: *mut ngx_http_request_t, rc: ngx_int_t) {
         ngx_http_finalize_request(r, rc);
         ngx_http_run_posted_requests(connection);
     }
+}
+
+/// Sets the events of a request just queued as held: its deadline, its wake, its client.
+///
+/// # Safety
+/// `r` must be live and queued in `upstream.held`.
+pub(super) unsafe fn start_hold(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime) {
+    arm_wake_timer(upstream);
+    // SAFETY: r is live; its connection's write event carries the hold deadline.
+    unsafe {
+        (*r).read_event_handler = Some(ngx_http_test_reading);
+        (*r).write_event_handler = Some(on_hold_write_event);
+        // The write event's timer is the hold deadline; it also keeps a gracefully exiting
+        // worker (after a reload) alive until the request is answered.
+        let wev = (*(*r).connection).write;
+        (*wev).set_delayed(1);
+        ngx_add_timer(wev, upstream.conf.hold_timeout_ms() as _);
+        // A client that closed while its request was read has no event coming: its end of
+        // file was seen with the request. Looking once now notices it (and frees the request,
+        // which takes it off the hold count); on an open connection the look costs nothing.
+        ngx_post_event((*(*r).connection).read, addr_of_mut!(ngx_posted_events));
+    }
+}
+
+/// The held request's write event: either spurious (the connection became writable) or the
+/// hold deadline. nginx clears `delayed` (and `timedout`) of a delayed event whose timer
+/// expired before calling this, so a still-delayed event is a spurious one.
+unsafe extern "C" fn on_hold_write_event(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the live, held request.
+    let wev = unsafe { (*(*r).connection).write };
+    // SAFETY: `wev` is the write event of the live request's connection, read just above.
+    if unsafe { (*wev).delayed() } != 0 {
+        // SAFETY: `wev` is the live connection's write event; re-arming it after a spurious wake
+        // is what ngx_http_writer does for a delayed event.
+        if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as ngx_int_t {
+            // SAFETY: `r` is the live request nginx called this write handler with; it is not
+            // touched after it is finalized.
+            unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        }
+        return;
+    }
+    // SAFETY: `r` is the live request nginx called this write handler with.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: the context, when set, is this request's record in its pool; only this thread
+    // touches it.
+    let Some(held) = (unsafe { held_context(request).as_mut() }) else {
+        // SAFETY: `r` is the live request nginx called this write handler with; it is not
+        // touched after it is finalized.
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return;
+    };
+    // SAFETY: the request is live and held.
+    unsafe { time_out(held) };
+}
+
+/// Answers a request its hold timeout caught: 503 with `Retry-After`.
+///
+/// # Safety
+/// `held` must be the record of a live, held request that has sent nothing.
+pub(super) unsafe fn time_out(held: &mut HeldRequest) {
+    let upstream = held.upstream;
+    release(held);
+    // SAFETY: `held` is the record of a live, held request (this fn's contract), so
+    // `held.request` is live; `release` above only took it off the queue.
+    let request = unsafe { Request::from_ngx_http_request(held.request) };
+    ngx::ngx_log_error!(
+        NGX_LOG_WARN,
+        request.log(),
+        "supervisord: upstream \"{}\": no backend up within {} ms, request not held longer",
+        upstream.name,
+        upstream.hold_timeout_ms()
+    );
+    let rc = error_status(request, NGX_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER);
+    // SAFETY: `held.request` is live and has sent nothing (this fn's contract), and its hold
+    // just ended (`release` above), as `answer` requires.
+    unsafe { answer(held, rc) };
 }
