@@ -361,7 +361,8 @@ unsafe fn pick_up_peer(
         if backend.status().takes_requests() {
             backend.request_sent();
             context.current_backend = index;
-            record::note_backend(context.request, upstream, index);
+            // SAFETY: the context's request is live: nginx asks its peer for it.
+            unsafe { record::note_backend(context.request, upstream, index) };
             return Some(rc);
         }
         backend.request_finished();

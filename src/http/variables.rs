@@ -52,7 +52,8 @@ unsafe extern "C" fn hold_time(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    let text = log_figures(r).0.map(seconds);
+    // SAFETY: nginx calls a variable's handler with its live request.
+    let text = unsafe { log_figures(r) }.0.map(seconds);
     // SAFETY: nginx passes a live request and its variable's value.
     unsafe { set_value(r, v, text) }
 }
@@ -62,7 +63,8 @@ unsafe extern "C" fn backend(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    let text = log_figures(r).1.map(|index| index.to_string());
+    // SAFETY: nginx calls a variable's handler with its live request.
+    let text = unsafe { log_figures(r) }.1.map(|index| index.to_string());
     // SAFETY: nginx passes a live request and its variable's value.
     unsafe { set_value(r, v, text) }
 }

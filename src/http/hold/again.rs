@@ -45,8 +45,11 @@ pub struct HoldAgain {
 }
 
 /// Whether the location of `r` holds requests for `upstream`.
-pub fn gate_covers(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime) -> bool {
-    // SAFETY: the balancer passes its live request.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn gate_covers(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime) -> bool {
+    // SAFETY: `r` is live (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     Module::location_conf(request)
         .and_then(|location| location.held_upstream())
@@ -54,8 +57,11 @@ pub fn gate_covers(r: *mut ngx_http_request_t, upstream: &UpstreamRuntime) -> bo
 }
 
 /// How many times `r` was held again already.
-pub fn times_held_again(r: *mut ngx_http_request_t) -> u32 {
-    // SAFETY: the balancer passes its live request.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn times_held_again(r: *mut ngx_http_request_t) -> u32 {
+    // SAFETY: `r` is live (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: the context, when set, is this request's record in its pool.
     unsafe { held_context(request).as_ref() }.map_or(0, |held| held.times_held_again)
@@ -75,7 +81,8 @@ pub unsafe fn reserve_hold_again(
 ) -> Option<HoldAgain> {
     // SAFETY: `r` is a live main request (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
-    let gate_phase = gate_phase(r)?;
+    // SAFETY: `r` is a live main request (this fn's contract).
+    let gate_phase = unsafe { gate_phase(r) }?;
     let held = held_request(request, upstream);
     if held.is_null()
         || upstream
@@ -160,8 +167,12 @@ unsafe extern "C" fn on_retry(event: *mut ngx_event_t) {
 }
 
 /// The gate's index in nginx's phase engine, where a request held again resumes.
-fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
-    // SAFETY: a live request's main conf of the core module is set.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn gate_phase(r: *mut ngx_http_request_t) -> Option<ngx_uint_t> {
+    // SAFETY: `r` is live (this fn's contract); a live request's main conf of the core module
+    // is set.
     let core = NgxHttpCoreModule::main_conf(unsafe { &*r })?;
     let handlers = core.phase_engine.handlers;
     if handlers.is_null() {
@@ -225,8 +236,10 @@ pub unsafe fn hold_instead_of_no_peer(
         client_gone: unsafe { (*request.connection).error() } != 0,
         // SAFETY: the live request's upstream, whose peer.get runs (this fn's contract).
         stale_cache_answer: unsafe { stale_cache_answer(&*request.upstream) },
-        gate_covers: gate_covers(r, upstream),
-        times_held_again: times_held_again(r),
+        // SAFETY: `r` is live (this fn's contract).
+        gate_covers: unsafe { gate_covers(r, upstream) },
+        // SAFETY: as for `gate_covers`: `r` is live.
+        times_held_again: unsafe { times_held_again(r) },
         gate_would_hold: gate_would_hold.is_some(),
         check_pending: pending_check.is_some(),
         failed_backend_left_up: attempts.last_failed.is_some_and(|failed| {
@@ -329,8 +342,10 @@ pub unsafe fn hold_again_if_refused(
         cached_connection: pc.cached() != 0,
         // SAFETY: `u` is the live request's upstream (this fn's contract).
         stale_cache_answer: unsafe { stale_cache_answer(u) },
-        gate_covers: gate_covers(r, upstream),
-        times_held_again: times_held_again(r),
+        // SAFETY: `r` is live (this fn's contract).
+        gate_covers: unsafe { gate_covers(r, upstream) },
+        // SAFETY: as for `gate_covers`: `r` is live.
+        times_held_again: unsafe { times_held_again(r) },
         backend_up: upstream.shared().backend(backend).status() == BackendStatus::Up,
         check_pending: upstream.backends[backend].failure_check.get(),
     };

@@ -110,8 +110,15 @@ pub(super) fn held_context(request: &Request) -> *mut HeldRequest {
 
 /// Notes the backend the balancer picked for `r` (`$supervisord_backend`); nothing when out of
 /// memory.
-pub fn note_backend(r: *mut ngx_http_request_t, upstream: &'static UpstreamRuntime, index: usize) {
-    // SAFETY: the balancer passes its live request.
+///
+/// # Safety
+/// `r` must be a live request (its pool and module contexts are used).
+pub unsafe fn note_backend(
+    r: *mut ngx_http_request_t,
+    upstream: &'static UpstreamRuntime,
+    index: usize,
+) {
+    // SAFETY: `r` is live (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: a non-null record lives in the request's pool; only this thread touches it.
     if let Some(record) = unsafe { held_request(request, upstream).as_mut() } {
@@ -164,8 +171,11 @@ pub unsafe fn note_response_header(
 
 /// What the log variables show of `r`: how long it was held in all (`None`: never), and the
 /// backend the balancer last picked for it.
-pub fn log_figures(r: *mut ngx_http_request_t) -> (Option<u64>, Option<usize>) {
-    // SAFETY: nginx passes its live request to a variable's handler.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn log_figures(r: *mut ngx_http_request_t) -> (Option<u64>, Option<usize>) {
+    // SAFETY: `r` is live (this fn's contract).
     let request = unsafe { Request::from_ngx_http_request(r) };
     // SAFETY: the context, when set, is this request's record in its pool.
     match unsafe { held_context(request).as_ref() } {
