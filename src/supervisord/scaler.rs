@@ -11,8 +11,8 @@ use crate::core::backend_event::BackendEvent;
 use crate::core::backend_status::{BackendStatus, Command};
 use crate::core::machine::{Action, Event};
 use crate::core::policy::scaling::{
-    decide, decimal, desired_count, window_load, BackendNow, Sample, ScaleAction, ScalePolicy,
-    StartCause, StopCause,
+    decide, decimal, window_load, BackendNow, Sample, ScaleAction, ScalePolicy, StartCause,
+    StopCause,
 };
 use crate::core::start::start_watch::PendingStart;
 use crate::runtime::{Host, UpstreamRuntime};
@@ -182,9 +182,7 @@ fn log_action(
             scale_up.target.unit(),
             scale_up.window_ms,
             decimal(scale_up.target.hundredths()),
-            desired_count(load, scale_up.target)
-                .min(policy.max_servers)
-                .max(policy.min_servers.min(policy.max_servers)),
+            policy.wanted(load, conf.backends.len()).unwrap_or_default(),
             figures.up,
             figures.running
         ),

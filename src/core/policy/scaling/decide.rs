@@ -1,6 +1,6 @@
 //! The actions of one tick.
 
-use super::load::{desired_count, window_load};
+use super::load::window_load;
 use super::{
     BackendNow, Sample, ScaleAction, ScalePolicy, StartCause, StopCause, LIGHT_LOAD_PERCENT,
 };
@@ -20,8 +20,7 @@ pub fn decide(
     let up = count(BackendStatus::Up);
     let starting = count(BackendStatus::StartingUp);
     let stopping = count(BackendStatus::ShuttingDown);
-    let max = policy.max_servers.min(backends.len());
-    let min = policy.min_servers.min(max);
+    let (min, _) = policy.bounds(backends.len());
     let load = policy
         .scale_up
         .and_then(|scale_up| window_load(scale_up, samples, now_ms));
@@ -41,8 +40,7 @@ pub fn decide(
     };
     let capacity = up + starting;
     start(min.saturating_sub(capacity), StartCause::Minimum, &mut view);
-    if let (Some(scale_up), Some(load)) = (policy.scale_up, load) {
-        let desired = desired_count(load, scale_up.target).clamp(min, max);
+    if let Some(desired) = load.and_then(|load| policy.wanted(load, backends.len())) {
         let capacity = up + count_in(&view, BackendStatus::StartingUp);
         start(
             desired.saturating_sub(capacity),

@@ -107,6 +107,20 @@ impl ScalePolicy {
         self.min_servers > 0 || self.scale_up.is_some() || self.idle_timeout_ms.is_some()
     }
 
+    /// The fewest and the most backends that run for the policy among `servers`.
+    pub fn bounds(&self, servers: usize) -> (usize, usize) {
+        let max = self.max_servers.min(servers);
+        (self.min_servers.min(max), max)
+    }
+
+    /// The backends a window's `load` asks for among `servers`, within the bounds; `None`
+    /// without `supervisord_scale_up`.
+    pub fn wanted(&self, load: u64, servers: usize) -> Option<usize> {
+        let (min, max) = self.bounds(servers);
+        let scale_up = self.scale_up?;
+        Some(desired_count(load, scale_up.target).clamp(min, max))
+    }
+
     /// How often the upstream's load is sampled and the decision taken.
     pub fn tick_ms(&self) -> u64 {
         let window = self.scale_up.map_or(DEFAULT_WINDOW_MS, |s| s.window_ms);
