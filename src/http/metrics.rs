@@ -24,12 +24,10 @@ pub unsafe extern "C" fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
     let conf = upstream.conf;
     let shared = upstream.shared();
-    let (holds, hold_ms_sum) = shared.holds();
     UpstreamFigures {
         name: &conf.name,
         held: shared.held(),
-        holds,
-        hold_ms_sum,
+        holds: shared.holds().load(),
         supervisord_reachable: conf
             .supervised()
             .then(|| upstream.hosts().iter().all(|host| !host.unreachable())),
@@ -44,18 +42,14 @@ fn figures(upstream: &'static UpstreamRuntime) -> UpstreamFigures<'static> {
             .enumerate()
             .map(|(index, backend)| {
                 let record = shared.backend(index);
-                let (cold_starts, cold_start_ms_sum) = record.cold_starts();
-                let (readies, ready_ms_sum) = record.readies();
                 BackendFigures {
                     server: &backend.name,
                     status: record.status(),
                     in_flight: record.in_flight(),
                     requests: record.requests(),
                     events: BackendEvent::ALL.map(|event| record.events(event)),
-                    readies,
-                    ready_ms_sum,
-                    cold_starts,
-                    cold_start_ms_sum,
+                    ready: record.ready().load(),
+                    cold_start: record.cold_start().load(),
                     supervisord: conf.supervised().then(|| upstream.host_of(index).display()),
                 }
             })

@@ -31,25 +31,26 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
         .backends
         .iter()
         .enumerate()
-        .map(|(index, backend)| BackendRow {
-            server: &backend.name,
-            program: conf.supervised().then(|| backend.program.clone()),
-            status: shared.backend(index).status(),
-            in_flight: shared.backend(index).in_flight(),
-            requests: shared.backend(index).requests(),
-            events: BackendEvent::ALL.map(|event| shared.backend(index).events(event)),
-            readies: shared.backend(index).readies().0,
-            ready_ms_sum: shared.backend(index).readies().1,
-            cold_starts: shared.backend(index).cold_starts().0,
-            cold_start_ms_sum: shared.backend(index).cold_starts().1,
-            backoff_left_ms: shared.backend(index).start_backoff().wait_left_ms(now),
-            idle_ms: (shared.backend(index).status() == BackendStatus::Up)
-                .then(|| now.saturating_sub(shared.backend(index).idle_since())),
-            started_here: shared.backend(index).started_here(),
-            supervisord: conf.supervised().then(|| upstream.host_of(index).display()),
-            supervisord_reachable: conf
-                .supervised()
-                .then(|| !upstream.supervisord_unreachable(index)),
+        .map(|(index, backend)| {
+            let record = shared.backend(index);
+            BackendRow {
+                server: &backend.name,
+                program: conf.supervised().then(|| backend.program.clone()),
+                status: record.status(),
+                in_flight: record.in_flight(),
+                requests: record.requests(),
+                events: BackendEvent::ALL.map(|event| record.events(event)),
+                ready: record.ready().load(),
+                cold_start: record.cold_start().load(),
+                backoff_left_ms: record.start_backoff().wait_left_ms(now),
+                idle_ms: (record.status() == BackendStatus::Up)
+                    .then(|| now.saturating_sub(record.idle_since())),
+                started_here: record.started_here(),
+                supervisord: conf.supervised().then(|| upstream.host_of(index).display()),
+                supervisord_reachable: conf
+                    .supervised()
+                    .then(|| !upstream.supervisord_unreachable(index)),
+            }
         })
         .collect();
     render_upstream(
@@ -58,7 +59,7 @@ fn render(upstream: &'static UpstreamRuntime) -> String {
         conf.supervised()
             .then(|| upstream.hosts().iter().all(|host| !host.unreachable())),
         shared.held(),
-        shared.holds(),
+        shared.holds().load(),
         &backends,
     )
 }

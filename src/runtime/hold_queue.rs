@@ -104,7 +104,7 @@ impl HeldRequest {
         self.held_ms += held_for;
         let shared = self.shared.get();
         shared.release_hold();
-        shared.note_hold(held_for);
+        shared.holds().note(held_for);
     }
 }
 

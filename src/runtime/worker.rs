@@ -94,7 +94,7 @@ impl UpstreamRuntime {
         let backend = self.shared().backend(index);
         match *action {
             Action::Count(event) => backend.count_event(event),
-            Action::Ready { took_ms } => backend.note_ready(took_ms),
+            Action::Ready { took_ms } => backend.ready().note(took_ms),
             Action::WakeHeld => self.wake_held_now(),
             _ => return false,
         }

@@ -12,6 +12,7 @@ use crate::core::backend_status::BackendStatus;
 use crate::core::config::server_hosts::MAX_SUPERVISORDS;
 use crate::core::policy::scaling::{Sample, SAMPLES_KEPT};
 use crate::core::protocol::reply_limit::{next_mark, ReplySize};
+use crate::core::render::timings::Timings;
 use crate::core::start::start_backoff::StartBackoff;
 use crate::core::zone::worker_slots::{locate, MAX_CHUNKS, MAX_WORKER_SLOTS};
 
@@ -143,14 +144,11 @@ pub struct SharedBackend {
     pub(super) last_request_end: AtomicU64,
     /// Per `BackendEvent`, how many times it happened.
     pub(super) events: [AtomicU64; BackendEvent::COUNT],
-    /// Starts that ended UP (accepting connections), and the time they took in total (from
-    /// the start command).
-    pub(super) readies: AtomicU64,
-    pub(super) ready_ms_sum: AtomicU64,
+    /// Starts that ended UP, from the start command to accepting connections.
+    pub(super) ready: SharedTimings,
     /// Cold starts: the first request held while no backend was UP, from its arrival to the
-    /// first response header it got from this backend; how many, and their total.
-    pub(super) cold_starts: AtomicU64,
-    pub(super) cold_start_ms_sum: AtomicU64,
+    /// first response header it got from this backend.
+    pub(super) cold_start: SharedTimings,
 }
 
 pub(super) const PENDING_NONE: u8 = 0;
@@ -242,33 +240,14 @@ impl SharedBackend {
         self.events[event.slot()].load(Ordering::Relaxed)
     }
 
-    /// A start that ended UP (accepting connections) `took_ms` after it was sent.
-    pub fn note_ready(&self, took_ms: u64) {
-        self.ready_ms_sum.fetch_add(took_ms, Ordering::Relaxed);
-        self.readies.fetch_add(1, Ordering::Relaxed);
+    /// Starts that ended UP, from the start command to accepting connections.
+    pub fn ready(&self) -> &SharedTimings {
+        &self.ready
     }
 
-    /// Starts that ended UP, and the milliseconds they took in total.
-    pub fn readies(&self) -> (u64, u64) {
-        (
-            self.readies.load(Ordering::Relaxed),
-            self.ready_ms_sum.load(Ordering::Relaxed),
-        )
-    }
-
-    /// A cold start's first held request got its first response header `took_ms` after it
-    /// arrived.
-    pub fn note_cold_start(&self, took_ms: u64) {
-        self.cold_start_ms_sum.fetch_add(took_ms, Ordering::Relaxed);
-        self.cold_starts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Cold starts, and the milliseconds they took in total.
-    pub fn cold_starts(&self) -> (u64, u64) {
-        (
-            self.cold_starts.load(Ordering::Relaxed),
-            self.cold_start_ms_sum.load(Ordering::Relaxed),
-        )
+    /// Cold starts: a first held request's arrival to its first response header from here.
+    pub fn cold_start(&self) -> &SharedTimings {
+        &self.cold_start
     }
 
     pub fn command_owner(&self) -> u64 {
@@ -325,9 +304,8 @@ pub struct SharedUpstream {
     /// counts them all, the newest is at `(taken - 1) % LOAD_SAMPLES`.
     pub(super) load_samples: [LoadSampleSlot; LOAD_SAMPLES],
     pub(super) load_samples_taken: AtomicU64,
-    /// Requests held so far, and the milliseconds they were held in total.
-    pub(super) holds: AtomicU64,
-    pub(super) hold_ms_sum: AtomicU64,
+    /// Holds that ended so far.
+    pub(super) holds: SharedTimings,
     // The C API (see `core::policy::balancer_api`):
     /// When a balancer's last "any" command went ahead.
     pub(super) last_balancer_any_command: AtomicU64,
@@ -359,6 +337,29 @@ pub struct HostRecord {
     pub(super) oversized_reply: AtomicU64,
     /// supervisord answered a call at least once (since the record was made).
     pub(super) answered: AtomicBool,
+}
+
+/// `core::render::timings::Timings` counted in the shared zone by every worker.
+#[repr(C)]
+#[derive(Default)]
+pub struct SharedTimings {
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl SharedTimings {
+    /// One more that took `took_ms`.
+    pub fn note(&self, took_ms: u64) {
+        self.sum_ms.fetch_add(took_ms, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> Timings {
+        Timings {
+            count: self.count.load(Ordering::Relaxed),
+            sum_ms: self.sum_ms.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Room for two windows of samples (`core::policy::scaling::SAMPLES_KEPT`).
@@ -499,18 +500,9 @@ impl SharedUpstream {
             .collect()
     }
 
-    /// A request was held, then let go after `held_ms`.
-    pub fn note_hold(&self, held_ms: u64) {
-        self.hold_ms_sum.fetch_add(held_ms, Ordering::Relaxed);
-        self.holds.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests held so far and the milliseconds they were held in total.
-    pub fn holds(&self) -> (u64, u64) {
-        (
-            self.holds.load(Ordering::Relaxed),
-            self.hold_ms_sum.load(Ordering::Relaxed),
-        )
+    /// Holds that ended so far (each request held, then let go).
+    pub fn holds(&self) -> &SharedTimings {
+        &self.holds
     }
 }
 

@@ -22,7 +22,7 @@ use ngx::core::Pool;
 
 use super::lock::{PoolLock, SharedRecord};
 use super::process;
-use super::records::{SharedBackend, SharedUpstream, ZoneRoot, PENDING_NONE};
+use super::records::{SharedBackend, SharedTimings, SharedUpstream, ZoneRoot, PENDING_NONE};
 use crate::core::backend_status::BackendStatus;
 use crate::core::machine::NEVER_READ;
 use crate::core::zone::reclaim::{record_reusable, record_unused};
@@ -373,10 +373,8 @@ unsafe fn find_or_create(
                 requests: AtomicU64::new(0),
                 last_request_end: AtomicU64::new(0),
                 events: Default::default(),
-                readies: AtomicU64::new(0),
-                ready_ms_sum: AtomicU64::new(0),
-                cold_starts: AtomicU64::new(0),
-                cold_start_ms_sum: AtomicU64::new(0),
+                ready: SharedTimings::default(),
+                cold_start: SharedTimings::default(),
             })
         };
     }
@@ -398,8 +396,7 @@ unsafe fn find_or_create(
             last_scale_action: AtomicU64::new(0),
             load_samples: Default::default(),
             load_samples_taken: AtomicU64::new(0),
-            holds: AtomicU64::new(0),
-            hold_ms_sum: AtomicU64::new(0),
+            holds: SharedTimings::default(),
             last_balancer_any_command: AtomicU64::new(0),
             last_load_report: AtomicU64::new(0),
             load_report_requests: AtomicU64::new(0),

@@ -8,6 +8,8 @@ use std::fmt::Write;
 use crate::backend_event::BackendEvent;
 use crate::backend_status::BackendStatus;
 
+use super::timings::Timings;
+
 /// The `Content-Type` of the page.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -20,13 +22,10 @@ pub struct BackendFigures<'a> {
     pub requests: u64,
     /// Per `BackendEvent` (indexed by its `slot()`), how many times it happened.
     pub events: [u64; BackendEvent::COUNT],
-    /// Starts that ended UP (accepting connections), and the milliseconds they took in total.
-    pub readies: u64,
-    pub ready_ms_sum: u64,
-    /// Cold starts (first held request's arrival to its first response header), and the
-    /// milliseconds they took in total.
-    pub cold_starts: u64,
-    pub cold_start_ms_sum: u64,
+    /// Starts that ended UP (from the start command to accepting connections).
+    pub ready: Timings,
+    /// Cold starts (first held request's arrival to its first response header).
+    pub cold_start: Timings,
     /// The address of its supervisord (`None` without one).
     pub supervisord: Option<&'a str>,
 }
@@ -35,9 +34,8 @@ pub struct BackendFigures<'a> {
 pub struct UpstreamFigures<'a> {
     pub name: &'a str,
     pub held: i64,
-    /// Holds that ended, and the milliseconds they lasted in total.
-    pub holds: u64,
-    pub hold_ms_sum: u64,
+    /// Holds that ended.
+    pub holds: Timings,
     /// Whether supervisord answers (every one, when it names several); `None` for an
     /// upstream without one.
     pub supervisord_reachable: Option<bool>,
@@ -133,15 +131,14 @@ fn backend_family<F>(
     }
 }
 
-/// Writes one summary of milliseconds per backend as seconds: `figures` gives each backend's
-/// (count, total milliseconds).
+/// Writes one summary of milliseconds per backend as seconds: `figures` gives each backend's.
 fn summary_family<F>(
     out: &mut String,
     upstreams: &[UpstreamFigures<'_>],
     (name, help): (&str, &str),
     figures: F,
 ) where
-    F: Fn(&BackendFigures<'_>) -> (u64, u64),
+    F: Fn(&BackendFigures<'_>) -> Timings,
 {
     family(out, name, "summary", help);
     for upstream in upstreams {
@@ -152,9 +149,19 @@ fn summary_family<F>(
                 ("backend", index.as_str()),
                 ("server", backend.server),
             ];
-            let (count, sum_ms) = figures(backend);
-            sample(out, &format!("{name}_sum"), &labels, &seconds(sum_ms));
-            sample(out, &format!("{name}_count"), &labels, &count.to_string());
+            let timings = figures(backend);
+            sample(
+                out,
+                &format!("{name}_sum"),
+                &labels,
+                &seconds(timings.sum_ms),
+            );
+            sample(
+                out,
+                &format!("{name}_count"),
+                &labels,
+                &timings.count.to_string(),
+            );
         }
     }
 }
@@ -287,7 +294,7 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
             "Time from the arrival of the first request held while no backend was up to the \
              first response header it got from the backend.",
         ),
-        |backend| (backend.cold_starts, backend.cold_start_ms_sum),
+        |backend| backend.cold_start,
     );
     summary_family(
         &mut out,
@@ -296,7 +303,7 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
             "backend_ready_seconds",
             "Time from a start nginx sent to the backend accepting connections.",
         ),
-        |backend| (backend.readies, backend.ready_ms_sum),
+        |backend| backend.ready,
     );
     upstream_family(
         &mut out,
@@ -320,13 +327,13 @@ pub fn render(upstreams: &[UpstreamFigures<'_>]) -> String {
             &mut out,
             "upstream_hold_seconds_sum",
             &labels,
-            &seconds(upstream.hold_ms_sum),
+            &seconds(upstream.holds.sum_ms),
         );
         sample(
             &mut out,
             "upstream_hold_seconds_count",
             &labels,
-            &upstream.holds.to_string(),
+            &upstream.holds.count.to_string(),
         );
     }
     upstream_family(
@@ -414,10 +421,8 @@ mod tests {
             in_flight: 0,
             requests: 0,
             events: [0; BackendEvent::COUNT],
-            readies: 0,
-            ready_ms_sum: 0,
-            cold_starts: 0,
-            cold_start_ms_sum: 0,
+            ready: Timings::default(),
+            cold_start: Timings::default(),
             supervisord: None,
         }
     }
@@ -444,17 +449,23 @@ mod tests {
         first.events[BackendEvent::StartOnDemand.slot()] = 1;
         first.events[BackendEvent::StopIdle.slot()] = 3;
         first.events[BackendEvent::StartFailed.slot()] = 4;
-        first.cold_starts = 2;
-        first.cold_start_ms_sum = 1500;
-        first.readies = 2;
-        first.ready_ms_sum = 620;
+        first.cold_start = Timings {
+            count: 2,
+            sum_ms: 1500,
+        };
+        first.ready = Timings {
+            count: 2,
+            sum_ms: 620,
+        };
         first.supervisord = Some("127.0.0.2:9001");
         let upstreams = [
             UpstreamFigures {
                 name: "app",
                 held: 1,
-                holds: 6,
-                hold_ms_sum: 250,
+                holds: Timings {
+                    count: 6,
+                    sum_ms: 250,
+                },
                 supervisord_reachable: Some(false),
                 supervisords: vec![("127.0.0.2:9001", true), ("127.0.0.3:9001", false)],
                 backends: vec![
@@ -465,8 +476,7 @@ mod tests {
             UpstreamFigures {
                 name: "plain",
                 held: 0,
-                holds: 0,
-                hold_ms_sum: 0,
+                holds: Timings::default(),
                 supervisord_reachable: None,
                 supervisords: Vec::new(),
                 backends: vec![backend("10.0.0.1", BackendStatus::Down)],
@@ -534,8 +544,7 @@ mod tests {
             supervisords: Vec::new(),
             name: "a\"b",
             held: 0,
-            holds: 0,
-            hold_ms_sum: 0,
+            holds: Timings::default(),
             supervisord_reachable: Some(true),
             backends: vec![backend("s", BackendStatus::ShuttingDown)],
         }];

@@ -2,3 +2,4 @@
 
 pub mod metrics_text;
 pub mod status_json;
+pub mod timings;

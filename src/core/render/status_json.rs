@@ -3,6 +3,8 @@
 use crate::backend_event::BackendEvent;
 use crate::backend_status::BackendStatus;
 
+use super::timings::Timings;
+
 pub struct BackendRow<'a> {
     pub server: &'a str,
     pub program: Option<String>,
@@ -11,13 +13,10 @@ pub struct BackendRow<'a> {
     pub requests: u64,
     /// Per `BackendEvent` (indexed by its `slot()`), how many times it happened.
     pub events: [u64; BackendEvent::COUNT],
-    /// Starts that ended UP (accepting connections), and the milliseconds they took in total.
-    pub readies: u64,
-    pub ready_ms_sum: u64,
-    /// Cold starts (first held request's arrival to its first response header), and the
-    /// milliseconds they took in total.
-    pub cold_starts: u64,
-    pub cold_start_ms_sum: u64,
+    /// Starts that ended UP (from the start command to accepting connections).
+    pub ready: Timings,
+    /// Cold starts (first held request's arrival to its first response header).
+    pub cold_start: Timings,
     /// Left of its start backoff, if it waits one out.
     pub backoff_left_ms: Option<u64>,
     /// Since its last request ended (or since it came up, if later); `None` while not UP.
@@ -64,14 +63,13 @@ pub fn json_string(text: &str) -> String {
 }
 
 /// One upstream; `supervisord` is already a JSON string, `supervisord_reachable` whether it
-/// answers (`None` without one). `holds`: holds that ended, and the milliseconds they lasted
-/// in total.
+/// answers (`None` without one). `holds`: holds that ended.
 pub fn render_upstream(
     name: &str,
     supervisord: &str,
     supervisord_reachable: Option<bool>,
     held: i64,
-    holds: (u64, u64),
+    holds: Timings,
     backends: &[BackendRow<'_>],
 ) -> String {
     let backends: Vec<String> =
@@ -94,10 +92,10 @@ pub fn render_upstream(
                 events_by_cause(&backend.events, "starts"),
                 events_by_cause(&backend.events, "stops"),
                 backend.events[BackendEvent::StartFailed.slot()],
-                backend.cold_starts,
-                backend.cold_start_ms_sum,
-                backend.readies,
-                backend.ready_ms_sum,
+                backend.cold_start.count,
+                backend.cold_start.sum_ms,
+                backend.ready.count,
+                backend.ready.sum_ms,
                 // A stop waits for the requests in flight before supervisord is asked.
                 backend.status == BackendStatus::ShuttingDown && backend.in_flight > 0,
                 optional(backend.backoff_left_ms),
@@ -113,8 +111,8 @@ pub fn render_upstream(
          \"held\":{held},\"holds\":{{\"count\":{},\"sum_ms\":{}}},\"backends\":[{}]}}",
         json_string(name),
         optional_bool(supervisord_reachable),
-        holds.0,
-        holds.1,
+        holds.count,
+        holds.sum_ms,
         backends.join(",")
     )
 }
@@ -131,7 +129,10 @@ mod tests {
             &json_string("127.0.0.1:9001"),
             Some(false),
             3,
-            (4, 1250),
+            Timings {
+                count: 4,
+                sum_ms: 1250,
+            },
             &[BackendRow {
                 server: "127.0.0.1:8000",
                 program: Some("backend0".into()),
@@ -145,10 +146,14 @@ mod tests {
                     events[BackendEvent::StartFailed.slot()] = 3;
                     events
                 },
-                readies: 1,
-                ready_ms_sum: 300,
-                cold_starts: 1,
-                cold_start_ms_sum: 420,
+                ready: Timings {
+                    count: 1,
+                    sum_ms: 300,
+                },
+                cold_start: Timings {
+                    count: 1,
+                    sum_ms: 420,
+                },
                 backoff_left_ms: Some(1500),
                 started_here: false,
                 idle_ms: None,

@@ -159,7 +159,7 @@ pub unsafe fn note_response_header(
     let header_at = attempt_began.wrapping_add(state.header_time) as u64;
     let took_ms = header_at.saturating_sub(from_ms);
     record.cold_start_from_ms = None;
-    upstream.shared().backend(index).note_cold_start(took_ms);
+    upstream.shared().backend(index).cold_start().note(took_ms);
     ngx::ngx_log_debug!(
         request.log(),
         "supervisord: upstream \"{}\" backend {}: cold start: first held request's first response header {} ms after it arrived",
